@@ -1,0 +1,121 @@
+// DeepFM backbone: first-order + FM second-order + deep MLP over the field
+// embeddings. The multi-task part receives a representation, not a logit:
+// the deep output joined with a projection of the FM vector.
+#pragma once
+
+#include <mtl/embedding.hpp>
+#include <mtl/features.hpp>
+#include <mtl/mlp.hpp>
+
+#include <torch/nn/cloneable.h>
+#include <torch/nn/module.h>
+#include <torch/nn/modules/linear.h>
+#include <torch/nn/pimpl.h>
+
+#include <ostream>
+#include <vector>
+
+namespace mtl {
+
+/// Options of `DeepFM`.
+///
+/// Example:
+///   DeepFM backbone(DeepFMOptions(schema).deep_hidden_dims({256, 128}).fm_projection_dim(16));
+struct DeepFMOptions {
+  /* implicit */ DeepFMOptions(FeatureSchema schema) : schema_(std::move(schema)) {}
+
+  TORCH_ARG(FeatureSchema, schema);
+  TORCH_ARG(std::vector<int64_t>, deep_hidden_dims) = std::vector<int64_t>{256, 128};
+  /// Width the FM vector (first-order sum + second-order vector) is projected to.
+  TORCH_ARG(int64_t, fm_projection_dim) = 16;
+  TORCH_ARG(double, dropout) = 0.0;
+  /// Sparse embedding gradients (only touched rows).
+  TORCH_ARG(bool, sparse_grad) = true;
+  /// Check ids against their vocabularies on every forward.
+  TORCH_ARG(bool, check_ids) = true;
+};
+
+/// The parts of one DeepFM forward, before they are joined.
+struct DeepFMParts {
+  torch::Tensor deep;          ///< [batch, deep_hidden_dims.back()]
+  torch::Tensor first_order;   ///< [batch, 1]: sparse and dense linear terms summed
+  torch::Tensor second_order;  ///< [batch, embedding_dim]: FM pairwise-interaction vector
+};
+
+class DeepFMImpl : public torch::nn::Cloneable<DeepFMImpl> {
+ public:
+  explicit DeepFMImpl(DeepFMOptions options) : options(std::move(options)) { reset(); }
+
+  void reset() override {
+    const auto& schema = options.schema();
+    TORCH_CHECK(options.fm_projection_dim() > 0,
+                "DeepFM expects a positive fm_projection_dim, but got ",
+                options.fm_projection_dim());
+    TORCH_CHECK(!options.deep_hidden_dims().empty(),
+                "DeepFM expects at least one deep hidden layer, but got none");
+    embedding = register_module(
+        "embedding", SparseEmbedding(SparseEmbeddingOptions(schema)
+                                         .sparse_grad(options.sparse_grad())
+                                         .check_ids(options.check_ids())));
+    const int64_t d = embedding->embedding_dim();
+    if (schema.num_dense() > 0)
+      dense_linear = register_module("dense_linear", torch::nn::Linear(schema.num_dense(), 1));
+    deep = register_module(
+        "deep", MLP(MLPOptions(schema.num_sparse() * d + schema.num_dense(),
+                               options.deep_hidden_dims())
+                        .dropout(options.dropout())));
+    fm_projection =
+        register_module("fm_projection", torch::nn::Linear(d + 1, options.fm_projection_dim()));
+  }
+
+  /// FM's second-order vector, 0.5 * ((sum_f v_f)^2 - sum_f v_f^2):
+  /// the sum over field pairs f < g of v_f * v_g, in O(F * D).
+  static torch::Tensor fm_second_order(const torch::Tensor& embeddings) {
+    auto sum = embeddings.sum(1);
+    return 0.5 * (sum * sum - (embeddings * embeddings).sum(1));
+  }
+
+  DeepFMParts forward_parts(const FeatureInputs& input) {
+    const auto& schema = options.schema();
+    auto lookup = embedding->forward(input.sparse_ids);
+    const int64_t batch = input.sparse_ids.size(0);
+    check_dense_input(input.dense, schema, batch, "DeepFM");
+
+    auto first_order = lookup.first_order.sum(1, /*keepdim=*/true);
+    auto deep_in = lookup.embeddings.reshape({batch, -1});
+    if (schema.num_dense() > 0) {
+      auto dense = input.dense.to(deep_in.scalar_type());
+      first_order = first_order + dense_linear->forward(dense);
+      deep_in = torch::cat({deep_in, dense}, 1);
+    }
+    return {deep->forward(deep_in), first_order, fm_second_order(lookup.embeddings)};
+  }
+
+  /// Representation [batch, output_dim()]: deep output joined with the
+  /// projected FM vector.
+  torch::Tensor forward(const FeatureInputs& input) {
+    auto parts = forward_parts(input);
+    auto fm_vector = torch::cat({parts.first_order, parts.second_order}, 1);
+    return torch::cat({parts.deep, fm_projection->forward(fm_vector)}, 1);
+  }
+
+  int64_t output_dim() const { return deep->output_dim() + options.fm_projection_dim(); }
+
+  void pretty_print(std::ostream& stream) const override {
+    stream << "mtl::DeepFM(sparse_fields=" << options.schema().num_sparse()
+           << ", dense_fields=" << options.schema().num_dense()
+           << ", embedding_dim=" << embedding->embedding_dim() << ", deep_hidden_dims=[";
+    for (size_t i = 0; i < options.deep_hidden_dims().size(); ++i)
+      stream << (i ? ", " : "") << options.deep_hidden_dims()[i];
+    stream << "], fm_projection_dim=" << options.fm_projection_dim() << ")";
+  }
+
+  DeepFMOptions options;
+  SparseEmbedding embedding{nullptr};
+  torch::nn::Linear dense_linear{nullptr};
+  MLP deep{nullptr};
+  torch::nn::Linear fm_projection{nullptr};
+};
+TORCH_MODULE(DeepFM);
+
+}  // namespace mtl

@@ -1,0 +1,71 @@
+// A softmax gate: one linear layer scoring each expert, normalised per row.
+// It keeps the weights of its last forward for expert-health diagnostics.
+#pragma once
+
+#include <torch/nn/cloneable.h>
+#include <torch/nn/module.h>
+#include <torch/nn/modules/linear.h>
+#include <torch/nn/pimpl.h>
+
+#include <ostream>
+
+namespace mtl {
+
+/// Options of `Gate`.
+///
+/// Example:
+///   Gate gate(GateOptions(/*input_dim=*/144, /*num_experts=*/4));
+struct GateOptions {
+  GateOptions(int64_t input_dim, int64_t num_experts)
+      : input_dim_(input_dim), num_experts_(num_experts) {}
+
+  TORCH_ARG(int64_t, input_dim);
+  TORCH_ARG(int64_t, num_experts);
+};
+
+class GateImpl : public torch::nn::Cloneable<GateImpl> {
+ public:
+  GateImpl(int64_t input_dim, int64_t num_experts)
+      : GateImpl(GateOptions(input_dim, num_experts)) {}
+  explicit GateImpl(GateOptions options) : options(std::move(options)) { reset(); }
+
+  void reset() override {
+    TORCH_CHECK(options.num_experts() > 0, "Gate expects at least one expert, but got ",
+                options.num_experts());
+    TORCH_CHECK(options.input_dim() > 0, "Gate expects a positive input dim, but got ",
+                options.input_dim());
+    scorer = register_module("scorer", torch::nn::Linear(options.input_dim(), options.num_experts()));
+  }
+
+  /// [batch, input_dim] -> weights [batch, num_experts], each row summing to 1.
+  torch::Tensor forward(const torch::Tensor& x) {
+    // Softmax in fp32: under bf16 autocast a low-precision softmax rounds the weights.
+    auto weights = torch::softmax(scorer->forward(x), /*dim=*/1, torch::kFloat)
+                       .to(x.scalar_type());
+    last_weights_ = weights.detach();
+    return weights;
+  }
+
+  /// The weights of the last forward (detached), or an undefined tensor.
+  const torch::Tensor& last_weights() const noexcept { return last_weights_; }
+
+  void pretty_print(std::ostream& stream) const override {
+    stream << "mtl::Gate(input_dim=" << options.input_dim()
+           << ", num_experts=" << options.num_experts() << ")";
+  }
+
+  GateOptions options;
+  torch::nn::Linear scorer{nullptr};
+
+ private:
+  torch::Tensor last_weights_;
+};
+TORCH_MODULE(Gate);
+
+/// Mixes expert outputs [batch, num_experts, dim] by gate weights
+/// [batch, num_experts] into [batch, dim].
+inline torch::Tensor mix_experts(const torch::Tensor& expert_outputs, const torch::Tensor& weights) {
+  return (expert_outputs * weights.unsqueeze(2)).sum(1);
+}
+
+}  // namespace mtl

@@ -1,0 +1,133 @@
+// A multi-task model composed of a backbone (e.g. DeepFM), a mixer
+// (SharedBottom, MMoE, PLE) and one tower per task. Either part can be
+// swapped; one task with an identity SharedBottom is a single-task model.
+#pragma once
+
+#include <mtl/deepfm.hpp>
+#include <mtl/features.hpp>
+#include <mtl/mmoe.hpp>
+#include <mtl/ple.hpp>
+#include <mtl/shared_bottom.hpp>
+#include <mtl/tower.hpp>
+
+#include <torch/nn/cloneable.h>
+#include <torch/nn/module.h>
+#include <torch/nn/modules/container/modulelist.h>
+#include <torch/nn/pimpl.h>
+
+#include <ostream>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace mtl {
+
+/// The logits of one forward, one [batch] tensor per task, in task order.
+struct TaskLogits {
+  std::vector<std::string> tasks;
+  std::vector<torch::Tensor> logits;
+
+  /// The logits of the task called `name`.
+  const torch::Tensor& at(const std::string& name) const {
+    for (size_t i = 0; i < tasks.size(); ++i)
+      if (tasks[i] == name) return logits[i];
+    std::string known;
+    for (const auto& t : tasks) known += (known.empty() ? "" : ", ") + t;
+    TORCH_CHECK(false, "the model has no task '", name, "'; its tasks are: ", known);
+  }
+};
+
+/// Options of `MultiTaskModel<Backbone, Mixer>`. The mixer's `input_dim` and
+/// `num_tasks` may be left 0: the model fills them from the backbone and the
+/// task list; if given, they must agree.
+///
+/// Example:
+///   PLEModelOptions options(DeepFMOptions(schema),
+///                           PLEOptions::homogeneous(/*input_dim=*/0, /*num_tasks=*/2, 4, 1, ExpertOptions::mlp({128})),
+///                           {"ctr", "cvr"});
+template <class Backbone, class Mixer>
+struct MultiTaskModelOptions {
+  using BackboneOptions = decltype(std::declval<typename Backbone::ContainedType>().options);
+  using MixerOptions = decltype(std::declval<typename Mixer::ContainedType>().options);
+
+  MultiTaskModelOptions(BackboneOptions backbone, MixerOptions mixer, std::vector<std::string> tasks)
+      : backbone_(std::move(backbone)), mixer_(std::move(mixer)), tasks_(std::move(tasks)) {}
+
+  TORCH_ARG(BackboneOptions, backbone);
+  TORCH_ARG(MixerOptions, mixer);
+  /// Task names, e.g. {"ctr", "cvr"}; one tower each.
+  TORCH_ARG(std::vector<std::string>, tasks);
+  TORCH_ARG(std::vector<int64_t>, tower_hidden_dims);
+  TORCH_ARG(double, tower_dropout) = 0.0;
+};
+
+template <class Backbone, class Mixer>
+class MultiTaskModelImpl : public torch::nn::Cloneable<MultiTaskModelImpl<Backbone, Mixer>> {
+ public:
+  using Options = MultiTaskModelOptions<Backbone, Mixer>;
+
+  explicit MultiTaskModelImpl(Options options) : options(std::move(options)) { reset(); }
+
+  void reset() override {
+    const auto& tasks = options.tasks();
+    TORCH_CHECK(!tasks.empty(), "MultiTaskModel expects at least one task, but the task list is empty");
+    for (size_t i = 0; i < tasks.size(); ++i)
+      for (size_t j = 0; j < i; ++j)
+        TORCH_CHECK(tasks[i] != tasks[j], "MultiTaskModel expects distinct task names, but '",
+                    tasks[i], "' appears twice");
+    backbone = this->register_module("backbone", Backbone(options.backbone()));
+
+    auto mixer_options = options.mixer();
+    const int64_t rep_dim = backbone->output_dim(), num_tasks = static_cast<int64_t>(tasks.size());
+    if (mixer_options.input_dim() == 0) mixer_options.input_dim(rep_dim);
+    if (mixer_options.num_tasks() == 0) mixer_options.num_tasks(num_tasks);
+    TORCH_CHECK(mixer_options.input_dim() == rep_dim, "MultiTaskModel: the mixer expects input dim ",
+                mixer_options.input_dim(), ", but the backbone emits ", rep_dim);
+    TORCH_CHECK(mixer_options.num_tasks() == num_tasks, "MultiTaskModel: the mixer is set for ",
+                mixer_options.num_tasks(), " tasks, but the model has ", num_tasks, " tasks");
+    mixer = this->register_module("mixer", Mixer(mixer_options));
+
+    towers = this->register_module("towers", torch::nn::ModuleList());
+    for (size_t t = 0; t < tasks.size(); ++t)
+      towers->push_back(Tower(TowerOptions(mixer->output_dim())
+                                  .hidden_dims(options.tower_hidden_dims())
+                                  .dropout(options.tower_dropout())));
+  }
+
+  TaskLogits forward(const FeatureInputs& input) {
+    auto per_task = mixer->forward(backbone->forward(input));
+    TaskLogits out{options.tasks(), {}};
+    for (size_t t = 0; t < per_task.size(); ++t)
+      out.logits.push_back(towers[t]->template as<Tower>()->forward(per_task[t]));
+    return out;
+  }
+
+  void pretty_print(std::ostream& stream) const override {
+    stream << "mtl::MultiTaskModel(tasks=[";
+    for (size_t t = 0; t < options.tasks().size(); ++t) stream << (t ? ", " : "") << options.tasks()[t];
+    stream << "])";
+  }
+
+  Options options;
+  Backbone backbone{nullptr};
+  Mixer mixer{nullptr};
+  torch::nn::ModuleList towers{nullptr};
+};
+
+/// Holder of `MultiTaskModelImpl<Backbone, Mixer>` (what TORCH_MODULE makes
+/// for a non-template module).
+template <class Backbone, class Mixer>
+class MultiTaskModel : public torch::nn::ModuleHolder<MultiTaskModelImpl<Backbone, Mixer>> {
+ public:
+  using torch::nn::ModuleHolder<MultiTaskModelImpl<Backbone, Mixer>>::ModuleHolder;
+};
+
+// Convenience aliases: the shapes of the seven experiments.
+using SharedBottomModel = MultiTaskModel<DeepFM, SharedBottom>;  ///< E0a, E0b (one task), E1, E2
+using MMoEModel = MultiTaskModel<DeepFM, MMoE>;                  ///< E3
+using PLEModel = MultiTaskModel<DeepFM, PLE>;                    ///< E4, E5
+using SharedBottomModelOptions = MultiTaskModelOptions<DeepFM, SharedBottom>;
+using MMoEModelOptions = MultiTaskModelOptions<DeepFM, MMoE>;
+using PLEModelOptions = MultiTaskModelOptions<DeepFM, PLE>;
+
+}  // namespace mtl

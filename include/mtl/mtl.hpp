@@ -1,0 +1,19 @@
+// Umbrella header: every module and loss of the library.
+#pragma once
+
+#include <mtl/aligner.hpp>
+#include <mtl/cross_net_v2.hpp>
+#include <mtl/deepfm.hpp>
+#include <mtl/embedding.hpp>
+#include <mtl/esmm.hpp>
+#include <mtl/expert.hpp>
+#include <mtl/features.hpp>
+#include <mtl/gate.hpp>
+#include <mtl/losses.hpp>
+#include <mtl/mlp.hpp>
+#include <mtl/mmoe.hpp>
+#include <mtl/model.hpp>
+#include <mtl/ple.hpp>
+#include <mtl/shared_bottom.hpp>
+#include <mtl/tower.hpp>
+#include <mtl/version.hpp>

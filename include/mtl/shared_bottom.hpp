@@ -1,0 +1,63 @@
+// Hard parameter sharing: one bottom network whose output every task tower
+// reads. With no hidden layers it is the identity, which makes a single-task
+// model the same composition as a multi-task one.
+#pragma once
+
+#include <mtl/mlp.hpp>
+
+#include <torch/nn/cloneable.h>
+#include <torch/nn/module.h>
+#include <torch/nn/pimpl.h>
+
+#include <ostream>
+#include <vector>
+
+namespace mtl {
+
+/// Options of `SharedBottom`.
+///
+/// Example:
+///   SharedBottom bottom(SharedBottomOptions(/*input_dim=*/144, /*num_tasks=*/2).hidden_dims({128}));
+struct SharedBottomOptions {
+  SharedBottomOptions(int64_t input_dim, int64_t num_tasks)
+      : input_dim_(input_dim), num_tasks_(num_tasks) {}
+
+  TORCH_ARG(int64_t, input_dim);
+  TORCH_ARG(int64_t, num_tasks);
+  /// Layers of the shared bottom; empty passes the input through.
+  TORCH_ARG(std::vector<int64_t>, hidden_dims);
+  TORCH_ARG(double, dropout) = 0.0;
+};
+
+class SharedBottomImpl : public torch::nn::Cloneable<SharedBottomImpl> {
+ public:
+  explicit SharedBottomImpl(SharedBottomOptions options) : options(std::move(options)) { reset(); }
+
+  void reset() override {
+    TORCH_CHECK(options.num_tasks() > 0, "SharedBottom expects at least one task, but got ",
+                options.num_tasks());
+    bottom = register_module(
+        "bottom", MLP(MLPOptions(options.input_dim(), options.hidden_dims()).dropout(options.dropout())));
+  }
+
+  /// [batch, input_dim] -> one [batch, output_dim()] per task (the same tensor).
+  std::vector<torch::Tensor> forward(const torch::Tensor& x) {
+    return std::vector<torch::Tensor>(options.num_tasks(), bottom->forward(x));
+  }
+
+  int64_t output_dim() const { return bottom->output_dim(); }
+  int64_t num_tasks() const noexcept { return options.num_tasks(); }
+  /// No gates: an empty list, so that diagnostics treat every mixer alike.
+  std::vector<torch::Tensor> gate_weights() const { return {}; }
+
+  void pretty_print(std::ostream& stream) const override {
+    stream << "mtl::SharedBottom(num_tasks=" << options.num_tasks()
+           << ", input_dim=" << options.input_dim() << ", output_dim=" << output_dim() << ")";
+  }
+
+  SharedBottomOptions options;
+  MLP bottom{nullptr};
+};
+TORCH_MODULE(SharedBottom);
+
+}  // namespace mtl

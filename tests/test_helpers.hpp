@@ -1,0 +1,72 @@
+// Shared fixtures of the module tests: a small schema, random inputs, and the
+// checks every module goes through (gradients reach all parameters, clones
+// are independent).
+#pragma once
+
+#include <mtl/features.hpp>
+
+#include <catch2/catch.hpp>
+#include <torch/torch.h>
+
+#include <memory>
+#include <vector>
+
+namespace mtl_test {
+
+/// Three sparse fields of different vocabularies (dim 4) and two dense fields.
+inline mtl::FeatureSchema small_schema() {
+  mtl::FeatureSchema schema(/*default_embedding_dim=*/4);
+  schema.add_sparse("user", 10).add_sparse("item", 20).add_sparse("ctx", 5);
+  schema.add_dense("price").add_dense("age");
+  return schema;
+}
+
+/// Uniform random ids within each field's vocabulary, and normal dense values.
+inline mtl::FeatureInputs random_inputs(const mtl::FeatureSchema& schema, int64_t batch) {
+  std::vector<torch::Tensor> columns;
+  for (const auto& f : schema.sparse_fields())
+    columns.push_back(torch::randint(f.vocab_size, {batch, 1}, torch::kLong));
+  torch::Tensor dense;
+  if (schema.num_dense() > 0) dense = torch::randn({batch, schema.num_dense()});
+  return {torch::cat(columns, 1), dense};
+}
+
+/// A loss that depends on every output element with a random weight (a plain
+/// sum would be constant under LayerNorm and give zero gradients).
+inline torch::Tensor random_projection_loss(const torch::Tensor& output) {
+  return (output * torch::randn_like(output)).sum();
+}
+
+/// After `loss.backward()`, every parameter of `module` has a non-zero gradient.
+inline void require_gradient_everywhere(torch::nn::Module& module, const torch::Tensor& loss) {
+  module.zero_grad();
+  loss.backward();
+  auto params = module.named_parameters();
+  REQUIRE(params.size() > 0);
+  for (const auto& p : params) {
+    INFO("parameter " << p.key());
+    auto grad = p.value().grad();
+    REQUIRE(grad.defined());
+    if (grad.is_sparse()) grad = grad.coalesce().values();
+    REQUIRE(grad.abs().sum().item<double>() > 0.0);
+  }
+}
+
+/// `clone()` gives a copy with equal outputs whose parameters do not follow
+/// changes to the original's. `run` maps a module to one output tensor.
+template <class Holder, class Run>
+void require_independent_clone(Holder& module, Run run) {
+  using Impl = typename Holder::ContainedType;
+  torch::NoGradGuard no_grad;
+  auto copy = std::dynamic_pointer_cast<Impl>(module->clone());
+  REQUIRE(copy != nullptr);
+  auto original_out = run(*module);
+  auto copy_out = run(*copy);
+  REQUIRE(torch::allclose(original_out, copy_out));
+  REQUIRE(copy->parameters().size() == module->parameters().size());
+  for (auto& p : module->parameters()) p.add_(torch::randn_like(p));
+  REQUIRE(torch::allclose(run(*copy), copy_out));
+  REQUIRE_FALSE(torch::allclose(run(*module), original_out));
+}
+
+}  // namespace mtl_test

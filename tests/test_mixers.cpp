@@ -1,0 +1,242 @@
+// Tests of the mixers (SharedBottom, MMoE, PLE) and of the composed model in
+// the shapes of the seven experiments.
+#include "test_helpers.hpp"
+
+#include <mtl/mmoe.hpp>
+#include <mtl/model.hpp>
+#include <mtl/ple.hpp>
+#include <mtl/shared_bottom.hpp>
+
+#include <sstream>
+
+using namespace mtl;
+using mtl_test::random_inputs;
+using mtl_test::random_projection_loss;
+using mtl_test::require_gradient_everywhere;
+using mtl_test::require_independent_clone;
+using mtl_test::small_schema;
+using Catch::Matchers::Contains;
+
+namespace {
+
+template <class Holder>
+std::string printed(const Holder& module) {
+  std::ostringstream s;
+  module->pretty_print(s);
+  return s.str();
+}
+
+/// Every task output joined, so that one tensor stands for a mixer's output.
+torch::Tensor joined(const std::vector<torch::Tensor>& per_task) { return torch::cat(per_task, 1); }
+
+/// Every gate row is a distribution over that gate's experts.
+void require_distributions(const std::vector<torch::Tensor>& weights, const std::vector<int64_t>& widths,
+                           int64_t batch) {
+  REQUIRE(weights.size() == widths.size());
+  for (size_t t = 0; t < weights.size(); ++t) {
+    INFO("task " << t);
+    REQUIRE(weights[t].sizes() == torch::IntArrayRef{batch, widths[t]});
+    REQUIRE(weights[t].min().item<float>() >= 0.0f);
+    REQUIRE(torch::allclose(weights[t].sum(1), torch::ones({batch}), 1e-5, 1e-6));
+  }
+}
+
+// The heterogeneous expert lists of E5.
+std::vector<ExpertOptions> hetero_shared() {
+  return {ExpertOptions::mlp({32}), ExpertOptions::mlp({48, 24}), ExpertOptions::cross(2),
+          ExpertOptions::cross(3)};
+}
+std::vector<std::vector<ExpertOptions>> hetero_private() {
+  return {{ExpertOptions::cross(2)}, {ExpertOptions::mlp({16})}};
+}
+
+}  // namespace
+
+// Shared bottom hands one representation to every task; empty layers are the identity.
+TEST_CASE("SharedBottom") {
+  SharedBottom bottom(SharedBottomOptions(12, 2).hidden_dims({10}));
+  for (int64_t batch : {1, 1024}) {
+    auto out = bottom->forward(torch::randn({batch, 12}));
+    REQUIRE(out.size() == 2);
+    REQUIRE(out[1].sizes() == torch::IntArrayRef{batch, 10});
+  }
+  REQUIRE(bottom->gate_weights().empty());
+  auto x = torch::randn({8, 12});
+  require_gradient_everywhere(*bottom, random_projection_loss(joined(bottom->forward(x))));
+  require_independent_clone(bottom, [&](SharedBottomImpl& m) { return joined(m.forward(x)); });
+  SharedBottom identity(SharedBottomOptions(12, 1));
+  REQUIRE(torch::equal(identity->forward(x)[0], x));
+}
+
+// MMoE: per-task mixtures of the shared experts, gates that are distributions.
+TEST_CASE("MMoE") {
+  MMoE mmoe(MMoEOptions(12, 2).experts(std::vector<ExpertOptions>(4, ExpertOptions::mlp({16}))).expert_dim(8));
+  for (int64_t batch : {1, 1024}) {
+    auto out = mmoe->forward(torch::randn({batch, 12}));
+    REQUIRE(out.size() == 2);
+    REQUIRE(out[0].sizes() == torch::IntArrayRef{batch, 8});
+    require_distributions(mmoe->gate_weights(), {4, 4}, batch);
+  }
+  auto x = torch::randn({16, 12});
+  require_gradient_everywhere(*mmoe, random_projection_loss(joined(mmoe->forward(x))));
+  require_independent_clone(mmoe, [&](MMoEImpl& m) { return joined(m.forward(x)); });
+  REQUIRE(mmoe->gate_expert_names()[1][3] == "expert_3:mlp[16]");
+  REQUIRE(printed(mmoe) == "mtl::MMoE(num_tasks=2, experts=4, expert_dim=8, aligned=false)");
+  REQUIRE_THROWS_WITH(MMoE(MMoEOptions(12, 2)), Contains("MMoE expects at least one expert, but the expert list is empty"));
+  REQUIRE_THROWS_WITH(mmoe->forward(torch::randn({12})), Contains("MMoE expects [batch, 12], but got shape [12]"));
+}
+
+// Homogeneous PLE-Lite (E4): 4 shared + 1 private expert per task, gates over 5 experts.
+TEST_CASE("PLE homogeneous") {
+  PLE ple(PLEOptions::homogeneous(12, 2, 4, 1, ExpertOptions::mlp({16})).expert_dim(8));
+  for (int64_t batch : {1, 1024}) {
+    auto out = ple->forward(torch::randn({batch, 12}));
+    REQUIRE(out.size() == 2);
+    REQUIRE(out[0].sizes() == torch::IntArrayRef{batch, 8});
+    require_distributions(ple->gate_weights(), {5, 5}, batch);
+  }
+  auto x = torch::randn({16, 12});
+  require_gradient_everywhere(*ple, random_projection_loss(joined(ple->forward(x))));
+  require_independent_clone(ple, [&](PLEImpl& m) { return joined(m.forward(x)); });
+  REQUIRE(printed(ple) ==
+          "mtl::PLE(num_tasks=2, levels=1, shared_experts=4, task_experts=[1, 1], expert_dim=8, aligned=false)");
+  REQUIRE(ple->gate_expert_names()[1] ==
+          std::vector<std::string>{"shared_0:mlp[16]", "shared_1:mlp[16]", "shared_2:mlp[16]",
+                                   "shared_3:mlp[16]", "task1_0:mlp[16]"});
+}
+
+// Heterogeneous PLE (E5): experts of different kinds and natural widths, aligned.
+TEST_CASE("PLE heterogeneous with the aligner") {
+  PLE ple(PLEOptions(12, 2).shared_experts(hetero_shared()).task_experts(hetero_private())
+              .expert_dim(8).align_outputs(true));
+  REQUIRE(ple->levels[0]->as<PLELevel>()->aligner->options.num_experts() == 6);
+  for (int64_t batch : {1, 1024}) {
+    auto out = ple->forward(torch::randn({batch, 12}));
+    REQUIRE(out[1].sizes() == torch::IntArrayRef{batch, 8});
+    REQUIRE(torch::isfinite(joined(out)).all().item<bool>());
+    require_distributions(ple->gate_weights(), {5, 5}, batch);
+  }
+  auto x = torch::randn({16, 12});
+  require_gradient_everywhere(*ple, random_projection_loss(joined(ple->forward(x))));
+  require_independent_clone(ple, [&](PLEImpl& m) { return joined(m.forward(x)); });
+  REQUIRE(ple->gate_expert_names()[0].back() == "task0_0:cross(2)");
+}
+
+// Two levels: the first level's shared gate feeds the second level's shared experts.
+TEST_CASE("PLE with two levels") {
+  PLE ple(PLEOptions(12, 3).shared_experts(hetero_shared())
+              .task_experts({{ExpertOptions::mlp({8})}, {}, {ExpertOptions::cross(1), ExpertOptions::mlp({8})}})
+              .expert_dim(6).num_levels(2).align_outputs(true));
+  auto x = torch::randn({32, 12});
+  auto out = ple->forward(x);
+  REQUIRE(out.size() == 3);
+  REQUIRE(out[2].sizes() == torch::IntArrayRef{32, 6});
+  require_distributions(ple->gate_weights(), {5, 4, 6}, 32);
+  require_distributions(ple->level_gate_weights(0), {5, 4, 6}, 32);
+  require_gradient_everywhere(*ple, random_projection_loss(joined(ple->forward(x))));
+  REQUIRE_THROWS_WITH(ple->level_gate_weights(2), Contains("PLE has levels 0..1, but got level 2"));
+}
+
+// Bad PLE settings are refused with messages saying what was expected.
+TEST_CASE("PLE refuses bad settings") {
+  REQUIRE_THROWS_WITH(PLE(PLEOptions(12, 2).task_experts(hetero_private())),
+                      Contains("at least one shared expert, but the shared expert list is empty"));
+  REQUIRE_THROWS_WITH(PLE(PLEOptions(12, 3).shared_experts(hetero_shared()).task_experts(hetero_private())),
+                      Contains("one private expert list per task (3), but got 2 lists"));
+  PLE ple(PLEOptions(12, 2).shared_experts(hetero_shared()).task_experts(hetero_private()));
+  REQUIRE_THROWS_WITH(ple->forward(torch::randn({4, 11})), Contains("PLE expects [batch, 12], but got shape [4, 11]"));
+}
+
+namespace {
+const std::vector<std::string> kCtrCvr{"ctr", "cvr"};
+
+DeepFMOptions backbone_options() { return DeepFMOptions(small_schema()).deep_hidden_dims({16, 8}).fm_projection_dim(4); }
+
+/// Runs a composed model: logits per task of shape [batch], gradients everywhere, independent clone.
+template <class Model>
+void require_working_model(Model& model, const std::vector<std::string>& tasks) {
+  using Impl = typename Model::ContainedType;
+  for (int64_t batch : {1, 1024}) {
+    auto out = model->forward(random_inputs(small_schema(), batch));
+    REQUIRE(out.tasks == tasks);
+    for (const auto& logit : out.logits) REQUIRE(logit.sizes() == torch::IntArrayRef{batch});
+  }
+  auto input = random_inputs(small_schema(), 32);
+  require_gradient_everywhere(*model, random_projection_loss(torch::stack(model->forward(input).logits)));
+  require_independent_clone(model, [&](Impl& m) { return torch::stack(m.forward(input).logits); });
+}
+}  // namespace
+
+// The shapes of all seven experiments compose from the headers.
+TEST_CASE("MultiTaskModel in the seven experiment shapes") {
+  SECTION("E0a / E0b: single task over an identity shared bottom") {
+    for (const char* task : {"ctr", "cvr"}) {
+      SharedBottomModel model(SharedBottomModelOptions(backbone_options(), SharedBottomOptions(0, 0), {task}));
+      require_working_model(model, {task});
+    }
+  }
+  SECTION("E1 / E2: shared bottom, two heads") {
+    SharedBottomModel model(
+        SharedBottomModelOptions(backbone_options(), SharedBottomOptions(0, 0).hidden_dims({10}), kCtrCvr)
+            .tower_hidden_dims({6}));
+    require_working_model(model, kCtrCvr);
+    REQUIRE(printed(model) == "mtl::MultiTaskModel(tasks=[ctr, cvr])");
+  }
+  SECTION("E3: MMoE") {
+    MMoEModel model(MMoEModelOptions(
+        backbone_options(), MMoEOptions(0, 0).experts(std::vector<ExpertOptions>(4, ExpertOptions::mlp({16}))), kCtrCvr));
+    require_working_model(model, kCtrCvr);
+  }
+  SECTION("E4: homogeneous PLE-Lite") {
+    PLEModel model(PLEModelOptions(backbone_options(), PLEOptions::homogeneous(0, 2, 4, 1, ExpertOptions::mlp({16})), kCtrCvr));
+    require_working_model(model, kCtrCvr);
+  }
+  SECTION("E5: heterogeneous PLE-Lite with the aligner") {
+    PLEModel model(PLEModelOptions(backbone_options(),
+                                   PLEOptions(0, 0).shared_experts(hetero_shared()).task_experts(hetero_private()).align_outputs(true),
+                                   kCtrCvr));
+    require_working_model(model, kCtrCvr);
+    auto out = model->forward(random_inputs(small_schema(), 8));
+    REQUIRE(torch::equal(out.at("cvr"), out.logits[1]));
+    REQUIRE_THROWS_WITH(out.at("ctcvr"), Contains("the model has no task 'ctcvr'; its tasks are: ctr, cvr"));
+    require_distributions(model->mixer->gate_weights(), {5, 5}, 8);
+  }
+}
+
+// A mixer set for another task count or input width than the model's is refused.
+TEST_CASE("MultiTaskModel refuses mismatched settings") {
+  auto mmoe = MMoEOptions(0, 3).experts({ExpertOptions::mlp({8})});
+  REQUIRE_THROWS_WITH(MMoEModel(MMoEModelOptions(backbone_options(), mmoe, kCtrCvr)),
+                      Contains("the mixer is set for 3 tasks, but the model has 2 tasks"));
+  REQUIRE_THROWS_WITH(MMoEModel(MMoEModelOptions(backbone_options(), MMoEOptions(99, 0).experts({ExpertOptions::mlp({8})}), kCtrCvr)),
+                      Contains("the mixer expects input dim 99, but the backbone emits 12"));
+  REQUIRE_THROWS_WITH(SharedBottomModel(SharedBottomModelOptions(backbone_options(), SharedBottomOptions(0, 0), {})),
+                      Contains("at least one task, but the task list is empty"));
+  REQUIRE_THROWS_WITH(SharedBottomModel(SharedBottomModelOptions(backbone_options(), SharedBottomOptions(0, 0), {"ctr", "ctr"})),
+                      Contains("'ctr' appears twice"));
+}
+
+// Models move with .to(dtype) (ids stay int64) and .to(device).
+TEST_CASE("MultiTaskModel moves with .to(dtype) and .to(device)") {
+  PLEModel model(PLEModelOptions(backbone_options(),
+                                 PLEOptions(0, 0).shared_experts(hetero_shared()).task_experts(hetero_private()).align_outputs(true),
+                                 kCtrCvr));
+  auto input = random_inputs(small_schema(), 16);
+  auto float_out = torch::stack(model->forward(input).logits);
+  model->to(torch::kDouble);
+  for (const auto& p : model->parameters()) REQUIRE(p.scalar_type() == torch::kDouble);
+  auto double_out = torch::stack(model->forward({input.sparse_ids, input.dense.to(torch::kDouble)}).logits);
+  REQUIRE(double_out.scalar_type() == torch::kDouble);
+  REQUIRE(torch::allclose(double_out.to(torch::kFloat), float_out, 1e-4, 1e-5));
+  model->to(torch::kFloat);
+  model->to(torch::Device(torch::kCPU));
+  REQUIRE(torch::allclose(torch::stack(model->forward(input).logits), float_out, 1e-5, 1e-6));
+  if (torch::cuda::is_available()) {
+    model->to(torch::Device(torch::kCUDA));
+    auto cuda_out = torch::stack(model->forward(input.to(torch::Device(torch::kCUDA))).logits);
+    REQUIRE(cuda_out.is_cuda());
+    REQUIRE(torch::allclose(cuda_out.cpu(), float_out, 1e-4, 1e-5));
+  } else {
+    WARN("CUDA is not available: the .to(cuda) half of this test did not run");
+  }
+}

@@ -1,0 +1,260 @@
+// Tests of the building blocks: schema, embedding, MLP, DeepFM, CrossNetV2,
+// experts, aligner, gate and tower.
+#include "test_helpers.hpp"
+
+#include <mtl/aligner.hpp>
+#include <mtl/cross_net_v2.hpp>
+#include <mtl/deepfm.hpp>
+#include <mtl/embedding.hpp>
+#include <mtl/expert.hpp>
+#include <mtl/gate.hpp>
+#include <mtl/mlp.hpp>
+#include <mtl/tower.hpp>
+#include <mtl/version.hpp>
+
+#include <set>
+#include <sstream>
+
+using namespace mtl;
+using mtl_test::random_inputs;
+using mtl_test::random_projection_loss;
+using mtl_test::require_gradient_everywhere;
+using mtl_test::require_independent_clone;
+using mtl_test::small_schema;
+using Catch::Matchers::Contains;
+
+template <class Holder>
+std::string printed(const Holder& module) {
+  std::ostringstream s;
+  module->pretty_print(s);
+  return s.str();
+}
+
+// The version string agrees with the version macros.
+TEST_CASE("version string") {
+  REQUIRE(std::string(mtl::version()) ==
+          std::to_string(MTL_VERSION_MAJOR) + "." + std::to_string(MTL_VERSION_MINOR) + "." +
+              std::to_string(MTL_VERSION_PATCH));
+}
+
+// The schema lays fields out back to back and refuses duplicates and empty vocabularies.
+TEST_CASE("FeatureSchema offsets and checks") {
+  auto schema = small_schema();
+  REQUIRE(schema.total_vocab_size() == 35);
+  REQUIRE(schema.row_offsets() == std::vector<int64_t>{0, 10, 30});
+  REQUIRE(schema.sparse_index("item") == 1);
+  REQUIRE_FALSE(schema.sparse_index("nope").has_value());
+  REQUIRE_THROWS_WITH(schema.add_sparse("user", 3), Contains("already has a sparse field 'user'"));
+  REQUIRE_THROWS_WITH(schema.add_sparse("x", 0), Contains("positive vocabulary size"));
+}
+
+// One lookup gives [B, F, D] embeddings and [B, F] first-order weights, at batch 1 and 1024.
+TEST_CASE("SparseEmbedding shapes") {
+  SparseEmbedding emb(small_schema());
+  for (int64_t batch : {1, 1024}) {
+    auto out = emb->forward(random_inputs(small_schema(), batch).sparse_ids);
+    REQUIRE(out.embeddings.sizes() == torch::IntArrayRef{batch, 3, 4});
+    REQUIRE(out.first_order.sizes() == torch::IntArrayRef{batch, 3});
+  }
+  REQUIRE(emb->weight.sizes() == torch::IntArrayRef{35, 5});
+  REQUIRE(printed(emb) == "mtl::SparseEmbedding(fields=3, rows=35, dim=4, sparse_grad=true)");
+}
+
+// Field f's id i reads row offset[f] + i of the one table.
+TEST_CASE("SparseEmbedding reads each field's own rows") {
+  SparseEmbedding emb(small_schema());
+  auto ids = torch::tensor({{2, 7, 4}}, torch::kLong);
+  auto out = emb->forward(ids);
+  auto w = emb->weight.detach();
+  REQUIRE(torch::equal(out.embeddings[0][0], w[2].narrow(0, 0, 4)));
+  REQUIRE(torch::equal(out.embeddings[0][1], w[10 + 7].narrow(0, 0, 4)));
+  REQUIRE(torch::equal(out.embeddings[0][2], w[30 + 4].narrow(0, 0, 4)));
+  REQUIRE(out.first_order[0][1].item<float>() == w[17][4].item<float>());
+}
+
+// The gradient is a sparse tensor whose rows are exactly the rows the batch touched.
+TEST_CASE("SparseEmbedding gradient is sparse and touches only the batch's rows") {
+  SparseEmbedding emb(small_schema());
+  auto ids = torch::tensor({{1, 0, 4}, {1, 19, 2}}, torch::kLong);
+  auto out = emb->forward(ids);
+  (random_projection_loss(out.embeddings) + random_projection_loss(out.first_order)).backward();
+  auto grad = emb->weight.grad();
+  REQUIRE(grad.is_sparse());
+  auto rows = grad.coalesce().indices()[0];
+  std::set<int64_t> touched;
+  for (int64_t i = 0; i < rows.size(0); ++i) touched.insert(rows[i].item<int64_t>());
+  REQUIRE(touched == std::set<int64_t>{1, 10, 29, 34, 32});
+  require_gradient_everywhere(*emb, random_projection_loss(emb->forward(ids).embeddings) +
+                                        random_projection_loss(emb->forward(ids).first_order));
+}
+
+// Bad ids and shapes are refused with messages naming the field and what was expected.
+TEST_CASE("SparseEmbedding refuses bad ids") {
+  SparseEmbedding emb(small_schema());
+  REQUIRE_THROWS_WITH(emb->forward(torch::tensor({{1, 20, 0}}, torch::kLong)),
+                      Contains("ids of field 'item' in [0, 20), but got 20 at batch row 0"));
+  REQUIRE_THROWS_WITH(emb->forward(torch::tensor({{0, 0, 0}, {0, 0, -1}}, torch::kLong)),
+                      Contains("field 'ctx' in [0, 5), but got -1 at batch row 1"));
+  REQUIRE_THROWS_WITH(emb->forward(torch::zeros({2, 3}, torch::kFloat)), Contains("expects int64 ids"));
+  REQUIRE_THROWS_WITH(emb->forward(torch::zeros({3}, torch::kLong)), Contains("but got a 1-D tensor"));
+  REQUIRE_THROWS_WITH(emb->forward(torch::zeros({2, 4}, torch::kLong)),
+                      Contains("expects 3 id columns (one per sparse field), but got 4"));
+  auto mixed = small_schema().add_sparse("wide", 3, /*embedding_dim=*/8);
+  REQUIRE_THROWS_WITH(SparseEmbedding(mixed), Contains("field 'wide' has embedding dim 8"));
+}
+
+// The MLP's shapes, gradients, clone, identity with no layers, and input checks.
+TEST_CASE("MLP") {
+  MLP mlp(MLPOptions(6, {8, 3}));
+  for (int64_t batch : {1, 1024}) REQUIRE(mlp->forward(torch::randn({batch, 6})).sizes() == torch::IntArrayRef{batch, 3});
+  require_gradient_everywhere(*mlp, random_projection_loss(mlp->forward(torch::randn({16, 6}))));
+  auto x = torch::randn({4, 6});
+  require_independent_clone(mlp, [&](MLPImpl& m) { return m.forward(x); });
+  MLP identity(MLPOptions(6, {}));
+  REQUIRE(torch::equal(identity->forward(x), x));
+  REQUIRE_THROWS_WITH(mlp->forward(torch::randn({4, 5})), Contains("MLP expects [batch, 6], but got shape [4, 5]"));
+  REQUIRE_THROWS_WITH(mlp->forward(torch::randn({2, 4, 6})), Contains("MLP expects [batch, 6]"));
+  REQUIRE(printed(mlp) == "mtl::MLP(input_dim=6, hidden_dims=[8, 3], dropout=0)");
+}
+
+// FM's second-order vector equals the brute-force sum over field pairs.
+TEST_CASE("DeepFM second-order term equals the pairwise sum") {
+  auto v = torch::randn({5, 4, 3}, torch::kDouble);
+  auto brute = torch::zeros({5, 3}, torch::kDouble);
+  for (int64_t f = 0; f < 4; ++f)
+    for (int64_t g = f + 1; g < 4; ++g) brute += v.select(1, f) * v.select(1, g);
+  REQUIRE(torch::allclose(DeepFMImpl::fm_second_order(v), brute, 1e-12, 1e-12));
+}
+
+// DeepFM emits deep output joined with the FM projection; gradients reach everything.
+TEST_CASE("DeepFM shapes, gradients and clone") {
+  DeepFM fm(DeepFMOptions(small_schema()).deep_hidden_dims({16, 8}).fm_projection_dim(5));
+  REQUIRE(fm->output_dim() == 13);
+  for (int64_t batch : {1, 1024})
+    REQUIRE(fm->forward(random_inputs(small_schema(), batch)).sizes() == torch::IntArrayRef{batch, 13});
+  auto input = random_inputs(small_schema(), 64);
+  auto parts = fm->forward_parts(input);
+  REQUIRE(parts.first_order.sizes() == torch::IntArrayRef{64, 1});
+  REQUIRE(parts.second_order.sizes() == torch::IntArrayRef{64, 4});
+  require_gradient_everywhere(*fm, random_projection_loss(fm->forward(input)));
+  require_independent_clone(fm, [&](DeepFMImpl& m) { return m.forward(input); });
+  REQUIRE_THROWS_WITH(fm->forward({input.sparse_ids, torch::randn({64, 3})}),
+                      Contains("DeepFM expects dense values [batch, 2], but got shape [64, 3]"));
+  REQUIRE_THROWS_WITH(fm->forward({input.sparse_ids, torch::Tensor()}), Contains("but got none"));
+  REQUIRE(printed(fm) ==
+          "mtl::DeepFM(sparse_fields=3, dense_fields=2, embedding_dim=4, deep_hidden_dims=[16, 8], "
+          "fm_projection_dim=5)");
+}
+
+// A schema without dense fields runs with an undefined dense tensor.
+TEST_CASE("DeepFM without dense fields") {
+  FeatureSchema schema(4);
+  schema.add_sparse("a", 7).add_sparse("b", 9);
+  DeepFM fm(DeepFMOptions(schema).deep_hidden_dims({8}));
+  auto input = random_inputs(schema, 10);
+  REQUIRE_FALSE(input.dense.defined());
+  REQUIRE(fm->forward(input).sizes() == torch::IntArrayRef{10, 8 + 16});
+}
+
+namespace {
+torch::Tensor linear(const torch::nn::Linear& layer, const torch::Tensor& x) {
+  auto y = x.matmul(layer->weight.t());
+  return layer->bias.defined() ? y + layer->bias : y;
+}
+}  // namespace
+
+// Two full-rank layers equal x1 = x0 * (W0 x0 + b0) + x0, x2 = x0 * (W1 x1 + b1) + x1.
+TEST_CASE("CrossNetV2 full rank equals its formula") {
+  CrossNetV2 cross(5, 2);
+  cross->to(torch::kDouble);
+  auto x0 = torch::randn({7, 5}, torch::kDouble);
+  torch::nn::Linear w0(std::dynamic_pointer_cast<torch::nn::LinearImpl>(cross->up[0]));
+  torch::nn::Linear w1(std::dynamic_pointer_cast<torch::nn::LinearImpl>(cross->up[1]));
+  auto x1 = x0 * linear(w0, x0) + x0;
+  auto x2 = x0 * linear(w1, x1) + x1;
+  REQUIRE(torch::allclose(cross->forward(x0), x2, 1e-12, 1e-12));
+  REQUIRE(cross->down->size() == 0);
+}
+
+// Low rank: W_l = U_l V_l^T, applied as two thin matrices.
+TEST_CASE("CrossNetV2 low rank equals its formula") {
+  CrossNetV2 cross(CrossNetV2Options(6, 2).low_rank(2));
+  cross->to(torch::kDouble);
+  auto x0 = torch::randn({3, 6}, torch::kDouble);
+  torch::Tensor x = x0;
+  for (size_t l = 0; l < 2; ++l) {
+    torch::nn::Linear v(std::dynamic_pointer_cast<torch::nn::LinearImpl>(cross->down[l]));
+    torch::nn::Linear u(std::dynamic_pointer_cast<torch::nn::LinearImpl>(cross->up[l]));
+    REQUIRE(v->weight.sizes() == torch::IntArrayRef{2, 6});
+    x = x0 * linear(u, linear(v, x)) + x;
+  }
+  REQUIRE(torch::allclose(cross->forward(x0), x, 1e-12, 1e-12));
+  for (int64_t batch : {1, 1024}) REQUIRE(cross->forward(torch::randn({batch, 6}, torch::kDouble)).sizes() == torch::IntArrayRef{batch, 6});
+  require_gradient_everywhere(*cross, random_projection_loss(cross->forward(x0)));
+  require_independent_clone(cross, [&](CrossNetV2Impl& m) { return m.forward(x0); });
+  REQUIRE_THROWS_WITH(CrossNetV2(4, 0), Contains("at least one layer, but got 0"));
+  REQUIRE(printed(cross) == "mtl::CrossNetV2(input_dim=6, num_layers=2, low_rank=2)");
+}
+
+// Both expert kinds emit the common width from their natural widths.
+TEST_CASE("Expert kinds project to a common width") {
+  Expert deep(ExpertOptions::mlp({32, 12}).input_dim(10).output_dim(8));
+  Expert cross(ExpertOptions::cross(3).input_dim(10).output_dim(8));
+  REQUIRE(deep->natural_dim() == 12);
+  REQUIRE(cross->natural_dim() == 10);
+  for (auto* expert : {&deep, &cross}) {
+    for (int64_t batch : {1, 1024})
+      REQUIRE((*expert)->forward(torch::randn({batch, 10})).sizes() == torch::IntArrayRef{batch, 8});
+    auto x = torch::randn({16, 10});
+    require_gradient_everywhere(**expert, random_projection_loss((*expert)->forward(x)));
+    require_independent_clone(*expert, [&](ExpertImpl& m) { return m.forward(x); });
+  }
+  REQUIRE(describe(ExpertOptions::cross(2, 4)) == "cross(2,r=4)");
+  REQUIRE(printed(deep) == "mtl::Expert(mlp[32,12], input_dim=10, output_dim=8)");
+  REQUIRE_THROWS_WITH(Expert(ExpertOptions::mlp({}).input_dim(4).output_dim(2)),
+                      Contains("at least one hidden layer"));
+}
+
+// Normalised expert outputs have per-row mean 0 and std 1; the scale starts at 1.
+TEST_CASE("ExpertOutputAligner normalises each expert's output") {
+  ExpertOutputAligner align(3, 16);
+  REQUIRE(torch::equal(align->scale, torch::ones({3})));
+  // Experts on very different scales: 0.1, 1 and 30 (far above LayerNorm's eps of 1e-5).
+  auto raw = torch::randn({64, 3, 16}) * torch::tensor({0.1, 1.0, 30.0}).view({1, 3, 1}) + 5.0;
+  auto normalised = align->normalize(raw);
+  REQUIRE(normalised.mean(-1).abs().max().item<double>() < 1e-4);
+  REQUIRE((normalised.var(-1, /*unbiased=*/false) - 1).abs().max().item<double>() < 1e-2);
+  REQUIRE(torch::allclose(align->forward(raw), normalised));
+  for (int64_t batch : {1, 1024})
+    REQUIRE(align->forward(torch::randn({batch, 3, 16})).sizes() == torch::IntArrayRef{batch, 3, 16});
+  require_gradient_everywhere(*align, random_projection_loss(align->forward(raw)));
+  require_independent_clone(align, [&](ExpertOutputAlignerImpl& m) { return m.forward(raw); });
+  REQUIRE_THROWS_WITH(align->forward(torch::randn({4, 2, 16})),
+                      Contains("expects [batch, 3, 16], but got shape [4, 2, 16]"));
+}
+
+// Gate weights are non-negative and sum to 1 per row; the last ones are kept.
+TEST_CASE("Gate weights form a distribution") {
+  Gate gate(6, 4);
+  REQUIRE_FALSE(gate->last_weights().defined());
+  for (int64_t batch : {1, 1024}) {
+    auto w = gate->forward(torch::randn({batch, 6}) * 10);
+    REQUIRE(w.sizes() == torch::IntArrayRef{batch, 4});
+    REQUIRE(w.min().item<float>() >= 0.0f);
+    REQUIRE(torch::allclose(w.sum(1), torch::ones({batch}), 1e-5, 1e-6));
+    REQUIRE(torch::equal(gate->last_weights(), w));
+  }
+  auto x = torch::randn({8, 6});
+  require_gradient_everywhere(*gate, random_projection_loss(gate->forward(x)));
+  require_independent_clone(gate, [&](GateImpl& m) { return m.forward(x); });
+  REQUIRE_THROWS_WITH(Gate(6, 0), Contains("at least one expert, but got 0"));
+}
+
+// A tower maps a representation to one logit per row.
+TEST_CASE("Tower") {
+  Tower tower(TowerOptions(8).hidden_dims({4}));
+  for (int64_t batch : {1, 1024}) REQUIRE(tower->forward(torch::randn({batch, 8})).sizes() == torch::IntArrayRef{batch});
+  auto x = torch::randn({8, 8});
+  require_gradient_everywhere(*tower, random_projection_loss(tower->forward(x)));
+  require_independent_clone(tower, [&](TowerImpl& m) { return m.forward(x); });
+}
