@@ -9,9 +9,24 @@
 #include <torch/torch.h>
 
 #include <memory>
+#include <string>
 #include <vector>
 
 namespace mtl_test {
+
+/// Matches a c10::Error (what TORCH_CHECK throws) whose message contains `text`.
+class ErrorMessageContains : public Catch::MatcherBase<c10::Error> {
+ public:
+  explicit ErrorMessageContains(std::string text) : text_(std::move(text)) {}
+  bool match(const c10::Error& error) const override {
+    return std::string(error.what_without_backtrace()).find(text_) != std::string::npos;
+  }
+  std::string describe() const override { return "is a c10::Error whose message contains \"" + text_ + "\""; }
+
+ private:
+  std::string text_;
+};
+
 
 /// Three sparse fields of different vocabularies (dim 4) and two dense fields.
 inline mtl::FeatureSchema small_schema() {
@@ -70,3 +85,7 @@ void require_independent_clone(Holder& module, Run run) {
 }
 
 }  // namespace mtl_test
+
+/// `expr` throws a c10::Error whose message contains `text`.
+#define REQUIRE_TORCH_ERROR(expr, text) \
+  REQUIRE_THROWS_MATCHES(expr, c10::Error, mtl_test::ErrorMessageContains(text))

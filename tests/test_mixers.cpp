@@ -15,7 +15,6 @@ using mtl_test::random_projection_loss;
 using mtl_test::require_gradient_everywhere;
 using mtl_test::require_independent_clone;
 using mtl_test::small_schema;
-using Catch::Matchers::Contains;
 
 namespace {
 
@@ -82,8 +81,8 @@ TEST_CASE("MMoE") {
   require_independent_clone(mmoe, [&](MMoEImpl& m) { return joined(m.forward(x)); });
   REQUIRE(mmoe->gate_expert_names()[1][3] == "expert_3:mlp[16]");
   REQUIRE(printed(mmoe) == "mtl::MMoE(num_tasks=2, experts=4, expert_dim=8, aligned=false)");
-  REQUIRE_THROWS_WITH(MMoE(MMoEOptions(12, 2)), Contains("MMoE expects at least one expert, but the expert list is empty"));
-  REQUIRE_THROWS_WITH(mmoe->forward(torch::randn({12})), Contains("MMoE expects [batch, 12], but got shape [12]"));
+  REQUIRE_TORCH_ERROR(MMoE(MMoEOptions(12, 2)), "MMoE expects at least one expert, but the expert list is empty");
+  REQUIRE_TORCH_ERROR(mmoe->forward(torch::randn({12})), "MMoE expects [batch, 12], but got shape [12]");
 }
 
 // Homogeneous PLE-Lite (E4): 4 shared + 1 private expert per task, gates over 5 experts.
@@ -134,17 +133,15 @@ TEST_CASE("PLE with two levels") {
   require_distributions(ple->gate_weights(), {5, 4, 6}, 32);
   require_distributions(ple->level_gate_weights(0), {5, 4, 6}, 32);
   require_gradient_everywhere(*ple, random_projection_loss(joined(ple->forward(x))));
-  REQUIRE_THROWS_WITH(ple->level_gate_weights(2), Contains("PLE has levels 0..1, but got level 2"));
+  REQUIRE_TORCH_ERROR(ple->level_gate_weights(2), "PLE has levels 0..1, but got level 2");
 }
 
 // Bad PLE settings are refused with messages saying what was expected.
 TEST_CASE("PLE refuses bad settings") {
-  REQUIRE_THROWS_WITH(PLE(PLEOptions(12, 2).task_experts(hetero_private())),
-                      Contains("at least one shared expert, but the shared expert list is empty"));
-  REQUIRE_THROWS_WITH(PLE(PLEOptions(12, 3).shared_experts(hetero_shared()).task_experts(hetero_private())),
-                      Contains("one private expert list per task (3), but got 2 lists"));
+  REQUIRE_TORCH_ERROR(PLE(PLEOptions(12, 2).task_experts(hetero_private())), "at least one shared expert, but the shared expert list is empty");
+  REQUIRE_TORCH_ERROR(PLE(PLEOptions(12, 3).shared_experts(hetero_shared()).task_experts(hetero_private())), "one private expert list per task (3), but got 2 lists");
   PLE ple(PLEOptions(12, 2).shared_experts(hetero_shared()).task_experts(hetero_private()));
-  REQUIRE_THROWS_WITH(ple->forward(torch::randn({4, 11})), Contains("PLE expects [batch, 12], but got shape [4, 11]"));
+  REQUIRE_TORCH_ERROR(ple->forward(torch::randn({4, 11})), "PLE expects [batch, 12], but got shape [4, 11]");
 }
 
 namespace {
@@ -198,7 +195,7 @@ TEST_CASE("MultiTaskModel in the seven experiment shapes") {
     require_working_model(model, kCtrCvr);
     auto out = model->forward(random_inputs(small_schema(), 8));
     REQUIRE(torch::equal(out.at("cvr"), out.logits[1]));
-    REQUIRE_THROWS_WITH(out.at("ctcvr"), Contains("the model has no task 'ctcvr'; its tasks are: ctr, cvr"));
+    REQUIRE_TORCH_ERROR(out.at("ctcvr"), "the model has no task 'ctcvr'; its tasks are: ctr, cvr");
     require_distributions(model->mixer->gate_weights(), {5, 5}, 8);
   }
 }
@@ -206,14 +203,10 @@ TEST_CASE("MultiTaskModel in the seven experiment shapes") {
 // A mixer set for another task count or input width than the model's is refused.
 TEST_CASE("MultiTaskModel refuses mismatched settings") {
   auto mmoe = MMoEOptions(0, 3).experts({ExpertOptions::mlp({8})});
-  REQUIRE_THROWS_WITH(MMoEModel(MMoEModelOptions(backbone_options(), mmoe, kCtrCvr)),
-                      Contains("the mixer is set for 3 tasks, but the model has 2 tasks"));
-  REQUIRE_THROWS_WITH(MMoEModel(MMoEModelOptions(backbone_options(), MMoEOptions(99, 0).experts({ExpertOptions::mlp({8})}), kCtrCvr)),
-                      Contains("the mixer expects input dim 99, but the backbone emits 12"));
-  REQUIRE_THROWS_WITH(SharedBottomModel(SharedBottomModelOptions(backbone_options(), SharedBottomOptions(0, 0), {})),
-                      Contains("at least one task, but the task list is empty"));
-  REQUIRE_THROWS_WITH(SharedBottomModel(SharedBottomModelOptions(backbone_options(), SharedBottomOptions(0, 0), {"ctr", "ctr"})),
-                      Contains("'ctr' appears twice"));
+  REQUIRE_TORCH_ERROR(MMoEModel(MMoEModelOptions(backbone_options(), mmoe, kCtrCvr)), "the mixer is set for 3 tasks, but the model has 2 tasks");
+  REQUIRE_TORCH_ERROR(MMoEModel(MMoEModelOptions(backbone_options(), MMoEOptions(99, 0).experts({ExpertOptions::mlp({8})}), kCtrCvr)), "the mixer expects input dim 99, but the backbone emits 12");
+  REQUIRE_TORCH_ERROR(SharedBottomModel(SharedBottomModelOptions(backbone_options(), SharedBottomOptions(0, 0), {})), "at least one task, but the task list is empty");
+  REQUIRE_TORCH_ERROR(SharedBottomModel(SharedBottomModelOptions(backbone_options(), SharedBottomOptions(0, 0), {"ctr", "ctr"})), "'ctr' appears twice");
 }
 
 // Models move with .to(dtype) (ids stay int64) and .to(device).

@@ -21,7 +21,6 @@ using mtl_test::random_projection_loss;
 using mtl_test::require_gradient_everywhere;
 using mtl_test::require_independent_clone;
 using mtl_test::small_schema;
-using Catch::Matchers::Contains;
 
 template <class Holder>
 std::string printed(const Holder& module) {
@@ -44,8 +43,8 @@ TEST_CASE("FeatureSchema offsets and checks") {
   REQUIRE(schema.row_offsets() == std::vector<int64_t>{0, 10, 30});
   REQUIRE(schema.sparse_index("item") == 1);
   REQUIRE_FALSE(schema.sparse_index("nope").has_value());
-  REQUIRE_THROWS_WITH(schema.add_sparse("user", 3), Contains("already has a sparse field 'user'"));
-  REQUIRE_THROWS_WITH(schema.add_sparse("x", 0), Contains("positive vocabulary size"));
+  REQUIRE_TORCH_ERROR(schema.add_sparse("user", 3), "already has a sparse field 'user'");
+  REQUIRE_TORCH_ERROR(schema.add_sparse("x", 0), "positive vocabulary size");
 }
 
 // One lookup gives [B, F, D] embeddings and [B, F] first-order weights, at batch 1 and 1024.
@@ -91,16 +90,13 @@ TEST_CASE("SparseEmbedding gradient is sparse and touches only the batch's rows"
 // Bad ids and shapes are refused with messages naming the field and what was expected.
 TEST_CASE("SparseEmbedding refuses bad ids") {
   SparseEmbedding emb(small_schema());
-  REQUIRE_THROWS_WITH(emb->forward(torch::tensor({{1, 20, 0}}, torch::kLong)),
-                      Contains("ids of field 'item' in [0, 20), but got 20 at batch row 0"));
-  REQUIRE_THROWS_WITH(emb->forward(torch::tensor({{0, 0, 0}, {0, 0, -1}}, torch::kLong)),
-                      Contains("field 'ctx' in [0, 5), but got -1 at batch row 1"));
-  REQUIRE_THROWS_WITH(emb->forward(torch::zeros({2, 3}, torch::kFloat)), Contains("expects int64 ids"));
-  REQUIRE_THROWS_WITH(emb->forward(torch::zeros({3}, torch::kLong)), Contains("but got a 1-D tensor"));
-  REQUIRE_THROWS_WITH(emb->forward(torch::zeros({2, 4}, torch::kLong)),
-                      Contains("expects 3 id columns (one per sparse field), but got 4"));
+  REQUIRE_TORCH_ERROR(emb->forward(torch::tensor({{1, 20, 0}}, torch::kLong)), "ids of field 'item' in [0, 20), but got 20 at batch row 0");
+  REQUIRE_TORCH_ERROR(emb->forward(torch::tensor({{0, 0, 0}, {0, 0, -1}}, torch::kLong)), "field 'ctx' in [0, 5), but got -1 at batch row 1");
+  REQUIRE_TORCH_ERROR(emb->forward(torch::zeros({2, 3}, torch::kFloat)), "expects int64 ids");
+  REQUIRE_TORCH_ERROR(emb->forward(torch::zeros({3}, torch::kLong)), "but got a 1-D tensor");
+  REQUIRE_TORCH_ERROR(emb->forward(torch::zeros({2, 4}, torch::kLong)), "expects 3 id columns (one per sparse field), but got 4");
   auto mixed = small_schema().add_sparse("wide", 3, /*embedding_dim=*/8);
-  REQUIRE_THROWS_WITH(SparseEmbedding(mixed), Contains("field 'wide' has embedding dim 8"));
+  REQUIRE_TORCH_ERROR(SparseEmbedding(mixed), "field 'wide' has embedding dim 8");
 }
 
 // The MLP's shapes, gradients, clone, identity with no layers, and input checks.
@@ -112,8 +108,8 @@ TEST_CASE("MLP") {
   require_independent_clone(mlp, [&](MLPImpl& m) { return m.forward(x); });
   MLP identity(MLPOptions(6, {}));
   REQUIRE(torch::equal(identity->forward(x), x));
-  REQUIRE_THROWS_WITH(mlp->forward(torch::randn({4, 5})), Contains("MLP expects [batch, 6], but got shape [4, 5]"));
-  REQUIRE_THROWS_WITH(mlp->forward(torch::randn({2, 4, 6})), Contains("MLP expects [batch, 6]"));
+  REQUIRE_TORCH_ERROR(mlp->forward(torch::randn({4, 5})), "MLP expects [batch, 6], but got shape [4, 5]");
+  REQUIRE_TORCH_ERROR(mlp->forward(torch::randn({2, 4, 6})), "MLP expects [batch, 6]");
   REQUIRE(printed(mlp) == "mtl::MLP(input_dim=6, hidden_dims=[8, 3], dropout=0)");
 }
 
@@ -138,9 +134,8 @@ TEST_CASE("DeepFM shapes, gradients and clone") {
   REQUIRE(parts.second_order.sizes() == torch::IntArrayRef{64, 4});
   require_gradient_everywhere(*fm, random_projection_loss(fm->forward(input)));
   require_independent_clone(fm, [&](DeepFMImpl& m) { return m.forward(input); });
-  REQUIRE_THROWS_WITH(fm->forward({input.sparse_ids, torch::randn({64, 3})}),
-                      Contains("DeepFM expects dense values [batch, 2], but got shape [64, 3]"));
-  REQUIRE_THROWS_WITH(fm->forward({input.sparse_ids, torch::Tensor()}), Contains("but got none"));
+  REQUIRE_TORCH_ERROR(fm->forward({input.sparse_ids, torch::randn({64, 3})}), "DeepFM expects dense values [batch, 2], but got shape [64, 3]");
+  REQUIRE_TORCH_ERROR(fm->forward({input.sparse_ids, torch::Tensor()}), "but got none");
   REQUIRE(printed(fm) ==
           "mtl::DeepFM(sparse_fields=3, dense_fields=2, embedding_dim=4, deep_hidden_dims=[16, 8], "
           "fm_projection_dim=5)");
@@ -192,7 +187,7 @@ TEST_CASE("CrossNetV2 low rank equals its formula") {
   for (int64_t batch : {1, 1024}) REQUIRE(cross->forward(torch::randn({batch, 6}, torch::kDouble)).sizes() == torch::IntArrayRef{batch, 6});
   require_gradient_everywhere(*cross, random_projection_loss(cross->forward(x0)));
   require_independent_clone(cross, [&](CrossNetV2Impl& m) { return m.forward(x0); });
-  REQUIRE_THROWS_WITH(CrossNetV2(4, 0), Contains("at least one layer, but got 0"));
+  REQUIRE_TORCH_ERROR(CrossNetV2(4, 0), "at least one layer, but got 0");
   REQUIRE(printed(cross) == "mtl::CrossNetV2(input_dim=6, num_layers=2, low_rank=2)");
 }
 
@@ -211,8 +206,7 @@ TEST_CASE("Expert kinds project to a common width") {
   }
   REQUIRE(describe(ExpertOptions::cross(2, 4)) == "cross(2,r=4)");
   REQUIRE(printed(deep) == "mtl::Expert(mlp[32,12], input_dim=10, output_dim=8)");
-  REQUIRE_THROWS_WITH(Expert(ExpertOptions::mlp({}).input_dim(4).output_dim(2)),
-                      Contains("at least one hidden layer"));
+  REQUIRE_TORCH_ERROR(Expert(ExpertOptions::mlp({}).input_dim(4).output_dim(2)), "at least one hidden layer");
 }
 
 // Normalised expert outputs have per-row mean 0 and std 1; the scale starts at 1.
@@ -229,8 +223,7 @@ TEST_CASE("ExpertOutputAligner normalises each expert's output") {
     REQUIRE(align->forward(torch::randn({batch, 3, 16})).sizes() == torch::IntArrayRef{batch, 3, 16});
   require_gradient_everywhere(*align, random_projection_loss(align->forward(raw)));
   require_independent_clone(align, [&](ExpertOutputAlignerImpl& m) { return m.forward(raw); });
-  REQUIRE_THROWS_WITH(align->forward(torch::randn({4, 2, 16})),
-                      Contains("expects [batch, 3, 16], but got shape [4, 2, 16]"));
+  REQUIRE_TORCH_ERROR(align->forward(torch::randn({4, 2, 16})), "expects [batch, 3, 16], but got shape [4, 2, 16]");
 }
 
 // Gate weights are non-negative and sum to 1 per row; the last ones are kept.
@@ -247,7 +240,7 @@ TEST_CASE("Gate weights form a distribution") {
   auto x = torch::randn({8, 6});
   require_gradient_everywhere(*gate, random_projection_loss(gate->forward(x)));
   require_independent_clone(gate, [&](GateImpl& m) { return m.forward(x); });
-  REQUIRE_THROWS_WITH(Gate(6, 0), Contains("at least one expert, but got 0"));
+  REQUIRE_TORCH_ERROR(Gate(6, 0), "at least one expert, but got 0");
 }
 
 // A tower maps a representation to one logit per row.
