@@ -1,0 +1,222 @@
+// Tests of the metrics: exact AUC with ties against brute force and
+// scikit-learn, DeLong against its pairwise definition, GAUC, log loss,
+// calibration, and the multi-task evaluation.
+#include "test_helpers.hpp"
+
+#include <mtl/metrics/auc.hpp>
+#include <mtl/metrics/calibration.hpp>
+#include <mtl/metrics/delong.hpp>
+#include <mtl/metrics/gauc.hpp>
+#include <mtl/metrics/log_loss.hpp>
+#include <mtl/metrics/multitask_metrics.hpp>
+
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <random>
+
+using namespace mtl::metrics;
+
+namespace {
+
+/// Scores rounded to one decimal, so that many rows tie.
+struct TiedData {
+  std::vector<float> scores_a, scores_b, labels;
+};
+TiedData tied_data(size_t n, unsigned seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> noise(0.f, 1.f);
+  std::bernoulli_distribution coin(0.3);
+  TiedData d;
+  for (size_t i = 0; i < n; ++i) {
+    const float y = coin(rng) ? 1.f : 0.f;
+    const float signal = y + noise(rng);
+    d.labels.push_back(y);
+    d.scores_a.push_back(std::round(signal * 5.f) / 10.f);
+    d.scores_b.push_back(std::round((0.5f * signal + noise(rng)) * 5.f) / 10.f);
+  }
+  return d;
+}
+
+/// psi(x, y): 1 if a positive's score beats a negative's, 1/2 on a tie.
+double psi(double pos, double neg) { return pos > neg ? 1.0 : (pos == neg ? 0.5 : 0.0); }
+
+double brute_force_auc(const std::vector<float>& s, const std::vector<float>& y) {
+  double wins = 0, pairs = 0;
+  for (size_t i = 0; i < s.size(); ++i)
+    for (size_t j = 0; j < s.size(); ++j)
+      if (y[i] == 1 && y[j] == 0) wins += psi(s[i], s[j]), pairs += 1;
+  return wins / pairs;
+}
+
+}  // namespace
+
+// The midrank AUC equals the pairwise definition on data full of ties.
+TEST_CASE("roc_auc equals the brute-force pairwise AUC with ties") {
+  for (unsigned seed : {1u, 2u, 3u}) {
+    auto d = tied_data(1500, seed);
+    REQUIRE(roc_auc(d.scores_a, d.labels).value == Approx(brute_force_auc(d.scores_a, d.labels)).epsilon(1e-12));
+  }
+  // All scores tied: exactly one half.
+  REQUIRE(roc_auc(std::vector<float>(6, 0.3f), std::vector<float>{1, 0, 1, 0, 0, 1}).value == 0.5);
+  REQUIRE(roc_auc(std::vector<double>{0.1, 0.4, 0.35, 0.8}, std::vector<int>{0, 0, 1, 1}).value == 0.75);
+}
+
+// One class, or a NaN score, gives NaN with a reason, not a crash.
+TEST_CASE("roc_auc is undefined on one class") {
+  auto only_neg = roc_auc(std::vector<float>{0.1f, 0.2f}, std::vector<float>{0, 0});
+  REQUIRE(std::isnan(only_neg.value));
+  REQUIRE(only_neg.undefined_because == "2 rows hold only negatives: AUC needs both classes");
+  REQUIRE(roc_auc(std::vector<float>{}, std::vector<float>{}).undefined_because.find("only") != std::string::npos);
+  REQUIRE(roc_auc(std::vector<float>{NAN, 0.2f}, std::vector<float>{1, 0}).undefined_because == "a score is NaN");
+  REQUIRE_TORCH_ERROR(roc_auc(std::vector<float>{0.1f}, std::vector<float>{1, 0}), "one label per score");
+}
+
+// Midranks give tied values the mean of their ranks.
+TEST_CASE("midranks") {
+  REQUIRE(midranks(std::vector<double>{3.0, 1.0, 3.0, 2.0, 3.0}) == std::vector<double>{4.0, 1.0, 4.0, 2.0, 4.0});
+}
+
+// AUC and log loss equal scikit-learn's roc_auc_score and log_loss within 1e-9.
+TEST_CASE("roc_auc and log_loss equal scikit-learn") {
+#ifndef MTL_TEST_SKLEARN_PYTHON
+  WARN("skipped: no python3 with scikit-learn was found when the tests were configured");
+#else
+  auto d = tied_data(20000, 11);
+  std::vector<float> probs;
+  for (float s : d.scores_a) probs.push_back(1.f / (1.f + std::exp(-s)));
+  const std::string path = "sklearn_compare_input.csv";
+  {
+    std::ofstream out(path);
+    out.precision(9);
+    for (size_t i = 0; i < probs.size(); ++i) out << probs[i] << "," << d.labels[i] << "\n";
+  }
+  const std::string script =
+      "import numpy as np, sys; from sklearn.metrics import roc_auc_score, log_loss; "
+      "d = np.loadtxt('" + path + "', delimiter=',', dtype=np.float64); "
+      "print(repr(roc_auc_score(d[:,1], d[:,0])), repr(log_loss(d[:,1], d[:,0])))";
+  std::string command = std::string(MTL_TEST_SKLEARN_PYTHON) + " -c \"" + script + "\"";
+  FILE* pipe = popen(command.c_str(), "r");
+  REQUIRE(pipe != nullptr);
+  double sk_auc = NAN, sk_logloss = NAN;
+  REQUIRE(std::fscanf(pipe, "%lf %lf", &sk_auc, &sk_logloss) == 2);
+  REQUIRE(pclose(pipe) == 0);
+  // Reread the rounded values the file holds, so both sides see the same numbers.
+  std::vector<double> p, y;
+  std::ifstream in(path);
+  double a, b;
+  char comma;
+  while (in >> a >> comma >> b) p.push_back(a), y.push_back(b);
+  REQUIRE(p.size() == probs.size());
+  INFO("scikit-learn AUC " << sk_auc << ", log loss " << sk_logloss);
+  REQUIRE(std::fabs(roc_auc(p, y).value - sk_auc) < 1e-9);
+  REQUIRE(std::fabs(log_loss(p, y).value - sk_logloss) < 1e-9);
+  std::remove(path.c_str());
+#endif
+}
+
+// DeLong's variance and covariance equal their definition from pairwise psi.
+TEST_CASE("DeLong test equals its brute-force definition") {
+  auto d = tied_data(600, 5);
+  std::vector<size_t> pos, neg;
+  for (size_t i = 0; i < d.labels.size(); ++i) (d.labels[i] == 1 ? pos : neg).push_back(i);
+  auto components = [&](const std::vector<float>& s) {
+    std::vector<double> v10, v01;
+    for (size_t i : pos) {
+      double sum = 0;
+      for (size_t j : neg) sum += psi(s[i], s[j]);
+      v10.push_back(sum / neg.size());
+    }
+    for (size_t j : neg) {
+      double sum = 0;
+      for (size_t i : pos) sum += psi(s[i], s[j]);
+      v01.push_back(sum / pos.size());
+    }
+    return std::make_pair(v10, v01);
+  };
+  auto [a10, a01] = components(d.scores_a);
+  auto [b10, b01] = components(d.scores_b);
+  const double m = pos.size(), n = neg.size();
+  using mtl::metrics::detail::covariance;
+  const double var_a = covariance(a10, a10) / m + covariance(a01, a01) / n;
+  const double var_b = covariance(b10, b10) / m + covariance(b01, b01) / n;
+  const double cov = covariance(a10, b10) / m + covariance(a01, b01) / n;
+  const double auc_a = brute_force_auc(d.scores_a, d.labels), auc_b = brute_force_auc(d.scores_b, d.labels);
+  const double z = (auc_a - auc_b) / std::sqrt(var_a + var_b - 2 * cov);
+
+  auto t = delong_test(d.scores_a, d.scores_b, d.labels);
+  REQUIRE(t.defined());
+  REQUIRE(t.auc_a == Approx(auc_a).epsilon(1e-12));
+  REQUIRE(t.auc_b == Approx(auc_b).epsilon(1e-12));
+  REQUIRE(t.se_a == Approx(std::sqrt(var_a)).epsilon(1e-10));
+  REQUIRE(t.se_difference == Approx(std::sqrt(var_a + var_b - 2 * cov)).epsilon(1e-10));
+  REQUIRE(t.z == Approx(z).epsilon(1e-10));
+  REQUIRE(t.p_value == Approx(std::erfc(std::fabs(z) / std::sqrt(2.0))).epsilon(1e-10));
+  REQUIRE(delong_standard_error(d.scores_b, d.labels).value == Approx(std::sqrt(var_b)).epsilon(1e-10));
+  // The stronger score column wins clearly on 600 rows.
+  REQUIRE(t.auc_a > t.auc_b);
+  REQUIRE(t.p_value < 1e-3);
+}
+
+// Identical columns give p = 1; one-class labels give a reason.
+TEST_CASE("DeLong edge cases") {
+  auto d = tied_data(200, 9);
+  auto same = delong_test(d.scores_a, d.scores_a, d.labels);
+  REQUIRE(same.p_value == 1.0);
+  REQUIRE(same.z == 0.0);
+  auto one_class = delong_test(d.scores_a, d.scores_b, std::vector<float>(200, 0.f));
+  REQUIRE_FALSE(one_class.defined());
+  REQUIRE(std::isnan(one_class.p_value));
+}
+
+// GAUC weights each two-class group's AUC by its rows and skips one-class groups.
+TEST_CASE("grouped_auc") {
+  // Group 7: AUC 1 over 4 rows; group 8: AUC 0 over 2 rows; group 9: one class.
+  std::vector<float> s{0.9f, 0.1f, 0.8f, 0.2f, 0.1f, 0.9f, 0.5f};
+  std::vector<float> y{1, 0, 1, 0, 1, 0, 1};
+  std::vector<int64_t> g{7, 7, 7, 7, 8, 8, 9};
+  auto r = grouped_auc(s, y, g);
+  REQUIRE(r.gauc.value == Approx((1.0 * 4 + 0.0 * 2) / 6));
+  REQUIRE(r.groups_used == 2);
+  REQUIRE(r.groups_skipped == 1);
+  REQUIRE_FALSE(grouped_auc(s, std::vector<float>(7, 1.f), g).gauc.defined());
+}
+
+// Log loss clips like scikit-learn; calibration is mean prediction over mean label.
+TEST_CASE("log_loss and calibration") {
+  REQUIRE(log_loss(std::vector<double>{0.8, 0.4}, std::vector<double>{1, 0}).value ==
+          Approx(-(std::log(0.8) + std::log(0.6)) / 2));
+  REQUIRE(std::isfinite(log_loss(std::vector<double>{0.0}, std::vector<double>{1}).value));
+  REQUIRE(calibration(std::vector<double>{0.2, 0.2, 0.2, 0.2}, std::vector<double>{1, 0, 0, 0}).value == Approx(0.8));
+  REQUIRE_FALSE(calibration(std::vector<double>{0.2}, std::vector<double>{0}).defined());
+}
+
+// The multi-task evaluation computes CVR on clicked rows and CTCVR over all rows.
+TEST_CASE("evaluate_predictions") {
+  PredictionColumns c;
+  c.p_ctr = {0.9f, 0.2f, 0.7f, 0.1f, 0.6f};
+  c.p_cvr = {0.8f, 0.9f, 0.1f, 0.3f, 0.5f};
+  c.click = {1, 0, 1, 0, 1};
+  c.conversion = {1, 0, 0, 0, 1};
+  c.counterfactual_conversion = {1, 1, 0, 0, 1};
+  c.true_p_cvr = {0.7f, 0.6f, 0.2f, 0.1f, 0.15f};
+  auto m = evaluate_predictions(c);
+  // Clicked rows 0, 2, 4: p_cvr 0.8, 0.1, 0.5 against 1, 0, 1.
+  REQUIRE(m.at("auc_cvr").value == 1.0);
+  // p_ctcvr = 0.72, 0.18, 0.07, 0.03, 0.30 against 1, 0, 0, 0, 1.
+  REQUIRE(m.at("auc_ctcvr").value == 1.0);
+  // Entire space: p_cvr 0.8, 0.9, 0.1, 0.3, 0.5 against 1, 1, 0, 0, 1.
+  REQUIRE(m.at("auc_cvr_entire_space").value == 1.0);
+  REQUIRE(m.at("auc_cvr_oracle").value == Approx(5.0 / 6.0));
+  REQUIRE(m.at("auc_ctr").value == 1.0);
+  REQUIRE(m.count("gauc_ctr") == 0);
+
+  PredictionColumns ctr_only;
+  ctr_only.p_ctr = {0.3f, 0.6f};
+  ctr_only.click = {0, 1};
+  auto single = evaluate_predictions(ctr_only);
+  REQUIRE(single.count("auc_cvr") == 0);
+  REQUIRE(single.count("auc_ctcvr") == 0);
+  ctr_only.p_cvr = {0.1f};
+  REQUIRE_TORCH_ERROR(evaluate_predictions(ctr_only), "expects p_cvr to hold 2 rows like click, but it holds 1");
+}
