@@ -1,0 +1,120 @@
+// The `dual_sparse_dense` optimizer: SparseAdam for every embedding table
+// with sparse gradients, Adam for every other parameter, both driven by one
+// cosine-with-warmup schedule from their own base learning rates.
+#pragma once
+
+#include <mtl/embedding.hpp>
+#include <mtl/optim/cosine_schedule.hpp>
+#include <mtl/optim/sparse_adam.hpp>
+
+#include <torch/nn/module.h>
+#include <torch/optim/adam.h>
+#include <torch/serialize/archive.h>
+
+#include <memory>
+#include <set>
+#include <string>
+#include <vector>
+
+namespace mtl::optim {
+
+/// Options of `DualSparseDenseOptimizer`.
+///
+/// Example:
+///   DualSparseDenseOptimizer opt(*model, DualSparseDenseOptions().sparse_lr(1e-3).dense_lr(6e-4)
+///                                            .total_steps(40000).warmup_steps(1000));
+struct DualSparseDenseOptions {
+  TORCH_ARG(double, sparse_lr) = 1e-3;
+  TORCH_ARG(double, dense_lr) = 6e-4;
+  TORCH_ARG(double, beta1) = 0.9;
+  TORCH_ARG(double, beta2) = 0.999;
+  TORCH_ARG(double, eps) = 1e-8;
+  TORCH_ARG(double, dense_weight_decay) = 0.0;
+  TORCH_ARG(int64_t, total_steps) = 40000;
+  TORCH_ARG(int64_t, warmup_steps) = 1000;
+  /// The schedule's floor, as a fraction of each base rate.
+  TORCH_ARG(double, min_lr_ratio) = 0.0;
+};
+
+class DualSparseDenseOptimizer {
+ public:
+  DualSparseDenseOptimizer(torch::nn::Module& model, DualSparseDenseOptions options = {})
+      : options_(options), schedule_(options.total_steps(), options.warmup_steps(), options.min_lr_ratio()) {
+    TORCH_CHECK(options.sparse_lr() >= 0.0 && options.dense_lr() >= 0.0,
+                "DualSparseDenseOptimizer expects learning rates >= 0, but got sparse ", options.sparse_lr(),
+                " and dense ", options.dense_lr());
+    std::set<const void*> sparse_tables;
+    for (const auto& module : model.modules(/*include_self=*/true)) {
+      auto embedding = std::dynamic_pointer_cast<SparseEmbeddingImpl>(module);
+      if (!embedding || !embedding->options.sparse_grad()) continue;
+      sparse_.push_back(std::make_unique<SparseAdam>(
+          embedding->weight,
+          SparseAdamOptions().lr(options.sparse_lr()).beta1(options.beta1()).beta2(options.beta2()).eps(options.eps())));
+      sparse_tables.insert(embedding->weight.unsafeGetTensorImpl());
+    }
+    std::vector<torch::Tensor> dense;
+    for (const auto& p : model.parameters())
+      if (!sparse_tables.count(p.unsafeGetTensorImpl())) dense.push_back(p);
+    dense_ = std::make_unique<torch::optim::Adam>(
+        dense, torch::optim::AdamOptions(options.dense_lr())
+                   .betas({options.beta1(), options.beta2()})
+                   .eps(options.eps())
+                   .weight_decay(options.dense_weight_decay()));
+    apply_schedule();
+  }
+
+  void zero_grad() {
+    dense_->zero_grad();
+    for (auto& s : sparse_) s->zero_grad();
+  }
+
+  /// One update of every parameter at the current step's learning rates,
+  /// then the schedule moves to the next step.
+  void step() {
+    for (auto& s : sparse_) s->step();
+    dense_->step();
+    ++step_;
+    apply_schedule();
+  }
+
+  /// Steps taken so far.
+  int64_t step_count() const noexcept { return step_; }
+  double sparse_lr() const { return options_.sparse_lr() * schedule_.factor(step_); }
+  double dense_lr() const { return options_.dense_lr() * schedule_.factor(step_); }
+  size_t num_sparse_tables() const noexcept { return sparse_.size(); }
+  size_t num_dense_parameters() const { return dense_->param_groups().front().params().size(); }
+
+  void save(torch::serialize::OutputArchive& archive) const {
+    archive.write("step", torch::tensor(step_, torch::kLong), /*is_buffer=*/true);
+    for (size_t i = 0; i < sparse_.size(); ++i) sparse_[i]->save(archive, "sparse_" + std::to_string(i) + "_");
+    torch::serialize::OutputArchive dense_archive;
+    dense_->save(dense_archive);
+    archive.write("dense_adam", dense_archive);
+  }
+
+  void load(torch::serialize::InputArchive& archive) {
+    torch::Tensor step;
+    archive.read("step", step, /*is_buffer=*/true);
+    for (size_t i = 0; i < sparse_.size(); ++i) sparse_[i]->load(archive, "sparse_" + std::to_string(i) + "_");
+    torch::serialize::InputArchive dense_archive;
+    archive.read("dense_adam", dense_archive);
+    dense_->load(dense_archive);
+    step_ = step.item<int64_t>();
+    apply_schedule();
+  }
+
+ private:
+  void apply_schedule() {
+    for (auto& s : sparse_) s->set_lr(sparse_lr());
+    for (auto& group : dense_->param_groups())
+      static_cast<torch::optim::AdamOptions&>(group.options()).lr(dense_lr());
+  }
+
+  DualSparseDenseOptions options_;
+  CosineWarmupSchedule schedule_;
+  std::vector<std::unique_ptr<SparseAdam>> sparse_;
+  std::unique_ptr<torch::optim::Adam> dense_;
+  int64_t step_ = 0;
+};
+
+}  // namespace mtl::optim

@@ -1,0 +1,145 @@
+// Tests of the optimizers: SparseAdam against plain Adam on the same rows,
+// the cosine-with-warmup schedule, and the dual sparse/dense optimizer with
+// its state saved and restored.
+#include "test_helpers.hpp"
+
+#include <mtl/model.hpp>
+#include <mtl/esmm.hpp>
+#include <mtl/optim/cosine_schedule.hpp>
+#include <mtl/optim/dual_optimizer.hpp>
+#include <mtl/optim/sparse_adam.hpp>
+
+#include <cmath>
+
+using namespace mtl;
+using namespace mtl::optim;
+
+// Every row's update equals torch::optim::Adam applied to that row alone over
+// the steps that touched it (repeated ids in a batch are summed), within 1e-6.
+TEST_CASE("SparseAdam equals plain Adam on the touched rows") {
+  torch::manual_seed(3);
+  const int64_t rows = 30, dim = 4;
+  auto table = torch::randn({rows, dim}, torch::kDouble).requires_grad_();
+  SparseAdam sparse(table, SparseAdamOptions().lr(0.01));
+  std::vector<torch::Tensor> reference_rows;
+  std::vector<std::unique_ptr<torch::optim::Adam>> reference;
+  for (int64_t r = 0; r < rows; ++r) {
+    reference_rows.push_back(table.detach()[r].clone().requires_grad_());
+    reference.push_back(std::make_unique<torch::optim::Adam>(
+        std::vector<torch::Tensor>{reference_rows.back()}, torch::optim::AdamOptions(0.01)));
+  }
+  for (int step = 0; step < 6; ++step) {
+    // Ids from a small range, so rows repeat within a batch and skip steps.
+    auto ids = torch::randint(step % 2 == 0 ? rows : rows / 3, {12}, torch::kLong);
+    auto weights = torch::randn({12, dim}, torch::kDouble);
+    (torch::embedding(table, ids, -1, false, /*sparse=*/true) * weights).sum().backward();
+    REQUIRE(table.grad().is_sparse());
+    sparse.step();
+    REQUIRE_FALSE(table.grad().defined());
+    auto summed = torch::zeros({rows, dim}, torch::kDouble).index_add_(0, ids, weights);
+    std::set<int64_t> touched;
+    for (int64_t i = 0; i < ids.size(0); ++i) touched.insert(ids[i].item<int64_t>());
+    for (int64_t r : touched) {
+      reference_rows[r].mutable_grad() = summed[r].clone();
+      reference[r]->step();
+    }
+  }
+  auto expected = torch::stack(reference_rows).detach();
+  REQUIRE((table.detach() - expected).abs().max().item<double>() < 1e-6);
+  REQUIRE_FALSE(torch::allclose(table.detach(), expected.mul(0.0)));
+}
+
+// A dense gradient or a misshapen row gradient is refused.
+TEST_CASE("SparseAdam refuses dense gradients") {
+  auto table = torch::randn({5, 2}).requires_grad_();
+  SparseAdam sparse(table);
+  (table * 2).sum().backward();
+  REQUIRE_TORCH_ERROR(sparse.step(), "expects a sparse gradient");
+  REQUIRE_TORCH_ERROR(sparse.step_rows(torch::zeros({3}, torch::kLong), torch::zeros({3, 4})),
+                      "expects rows [n] and gradients [n, 2], but got [3] and [3, 4]");
+  REQUIRE_TORCH_ERROR(SparseAdam(torch::zeros({3})), "expects a 2-D table");
+}
+
+// Linear warmup to 1, cosine to min_ratio at total_steps, flat after.
+TEST_CASE("CosineWarmupSchedule") {
+  CosineWarmupSchedule s(/*total_steps=*/110, /*warmup_steps=*/10, /*min_ratio=*/0.1);
+  REQUIRE(s.factor(0) == Approx(0.1));
+  REQUIRE(s.factor(4) == Approx(0.5));
+  REQUIRE(s.factor(9) == Approx(1.0));
+  REQUIRE(s.factor(10) == Approx(1.0));
+  REQUIRE(s.factor(60) == Approx(0.1 + 0.9 * 0.5));
+  REQUIRE(s.factor(110) == Approx(0.1));
+  REQUIRE(s.factor(500) == Approx(0.1));
+  for (int64_t t = 10; t < 110; ++t) REQUIRE(s.factor(t + 1) <= s.factor(t));
+  REQUIRE(CosineWarmupSchedule(5, 0).factor(0) == Approx(1.0));
+  REQUIRE_TORCH_ERROR(CosineWarmupSchedule(10, 11), "warmup_steps in [0, total_steps=10], but got 11");
+}
+
+namespace {
+PLEModel small_model() {
+  return PLEModel(PLEModelOptions(DeepFMOptions(mtl_test::small_schema()).deep_hidden_dims({16}).fm_projection_dim(4),
+                                  PLEOptions::homogeneous(0, 2, 2, 1, ExpertOptions::mlp({8})).expert_dim(8),
+                                  {"ctr", "cvr"}));
+}
+
+/// One ESMM v2 training step on a fixed batch; returns the loss.
+double train_step(PLEModel& model, DualSparseDenseOptimizer& opt, const FeatureInputs& x,
+                  const torch::Tensor& click, const torch::Tensor& conversion) {
+  opt.zero_grad();
+  auto logits = model->forward(x);
+  auto loss = ESMMLoss()->forward(logits.at("ctr"), logits.at("cvr"), click, conversion).total;
+  loss.backward();
+  opt.step();
+  return loss.item<double>();
+}
+}  // namespace
+
+// The embedding table goes to SparseAdam, everything else to Adam, under one schedule.
+TEST_CASE("DualSparseDenseOptimizer splits parameters and follows the schedule") {
+  torch::manual_seed(5);
+  auto model = small_model();
+  DualSparseDenseOptimizer opt(*model, DualSparseDenseOptions().sparse_lr(0.01).dense_lr(0.005).total_steps(60).warmup_steps(5));
+  REQUIRE(opt.num_sparse_tables() == 1);
+  REQUIRE(opt.num_dense_parameters() == model->parameters().size() - 1);
+  REQUIRE(opt.sparse_lr() == Approx(0.01 / 5));
+  REQUIRE(opt.dense_lr() == Approx(0.005 / 5));
+  auto x = mtl_test::random_inputs(mtl_test::small_schema(), 256);
+  auto click = (x.dense.select(1, 0) > 0).to(torch::kFloat);
+  auto conversion = click * (x.sparse_ids.select(1, 2) < 2).to(torch::kFloat);
+  const double first = train_step(model, opt, x, click, conversion);
+  double last = first;
+  for (int i = 0; i < 40; ++i) last = train_step(model, opt, x, click, conversion);
+  REQUIRE(opt.step_count() == 41);
+  REQUIRE(opt.dense_lr() == Approx(0.005 * CosineWarmupSchedule(60, 5).factor(41)));
+  REQUIRE(last < 0.7 * first);
+}
+
+// Saving and loading the state, with the parameters, continues bit for bit.
+TEST_CASE("DualSparseDenseOptimizer state round-trips") {
+  torch::manual_seed(6);
+  auto options = DualSparseDenseOptions().total_steps(100).warmup_steps(3);
+  auto model = small_model();
+  DualSparseDenseOptimizer opt(*model, options);
+  auto x = mtl_test::random_inputs(mtl_test::small_schema(), 64);
+  auto click = torch::bernoulli(torch::full({64}, 0.4));
+  auto conversion = click * torch::bernoulli(torch::full({64}, 0.3));
+  for (int i = 0; i < 4; ++i) train_step(model, opt, x, click, conversion);
+
+  torch::serialize::OutputArchive archive;
+  opt.save(archive);
+  std::stringstream stream;
+  archive.save_to(stream);
+  auto copy = std::dynamic_pointer_cast<PLEModel::ContainedType>(model->clone());
+  PLEModel restored(copy);
+  DualSparseDenseOptimizer restored_opt(*restored, options);
+  torch::serialize::InputArchive in;
+  in.load_from(stream);
+  restored_opt.load(in);
+  REQUIRE(restored_opt.step_count() == 4);
+
+  for (int i = 0; i < 3; ++i) {
+    REQUIRE(train_step(model, opt, x, click, conversion) == train_step(restored, restored_opt, x, click, conversion));
+  }
+  auto a = model->parameters(), b = restored->parameters();
+  for (size_t i = 0; i < a.size(); ++i) REQUIRE(torch::equal(a[i], b[i]));
+}
