@@ -4,6 +4,7 @@
 #pragma once
 
 #include <torch/serialize/archive.h>
+#include <torch/arg.h>
 #include <torch/types.h>
 
 #include <cmath>
