@@ -1,0 +1,95 @@
+// Loads a data set's splits from files, through the binary cache when a
+// cache folder is given: processed CSV layouts (Ali-CCP, AliExpress) and the
+// raw Ali-CCP release.
+#pragma once
+
+#include <mtl/data/aliccp_raw_reader.hpp>
+#include <mtl/data/binary_cache.hpp>
+#include <mtl/data/csv_layout.hpp>
+#include <mtl/data/csv_reader.hpp>
+#include <mtl/data/encoded_splits.hpp>
+
+#include <c10/util/Exception.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+namespace mtl::data {
+
+/// Split files; `valid` and `test` may be empty.
+struct SplitFiles {
+  std::string train, valid, test;
+};
+
+/// The CSV files of a folder: the one name holding "train" is the training
+/// split, "val" the validation split, "test" the test split.
+inline SplitFiles find_split_files(const std::string& folder) {
+  TORCH_CHECK(std::filesystem::is_directory(folder), "data folder '", folder, "' does not exist or is not a folder");
+  SplitFiles files;
+  auto take = [&](std::string& slot, const std::string& path, const char* role) {
+    TORCH_CHECK(slot.empty(), "data folder '", folder, "' has two ", role, " files: '", slot, "' and '", path, "'");
+    slot = path;
+  };
+  for (const auto& entry : std::filesystem::directory_iterator(folder)) {
+    const auto name = entry.path().filename().string();
+    if (entry.path().extension() != ".csv") continue;
+    if (name.find("train") != std::string::npos) take(files.train, entry.path().string(), "training");
+    else if (name.find("val") != std::string::npos) take(files.valid, entry.path().string(), "validation");
+    else if (name.find("test") != std::string::npos) take(files.test, entry.path().string(), "test");
+  }
+  TORCH_CHECK(!files.train.empty(), "data folder '", folder, "' has no CSV file whose name holds 'train'");
+  return files;
+}
+
+namespace detail {
+inline std::string options_signature(const EncodeOptions& o) {
+  return "min_count=" + std::to_string(o.min_count) + ",dim=" + std::to_string(o.embedding_dim) +
+         ",valid_fraction=" + std::to_string(o.valid_fraction);
+}
+
+/// Encodes through the cache: a hit skips every source; a miss encodes and stores.
+inline EncodedSplits cached(const std::vector<std::string>& files, const std::string& signature,
+                            const std::string& cache_dir, const std::string& stem,
+                            const std::function<EncodedSplits()>& encode) {
+  if (cache_dir.empty()) return encode();
+  std::filesystem::create_directories(cache_dir);
+  const uint64_t key = cache_key(files, signature);
+  char hex[17];
+  std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(key));
+  const std::string path = (std::filesystem::path(cache_dir) / (stem + "-" + hex + ".mtlcache")).string();
+  if (auto hit = load_cache(path, key)) return std::move(*hit);
+  auto splits = encode();
+  save_cache(path, key, splits);
+  return splits;
+}
+}  // namespace detail
+
+inline EncodedSplits load_csv_splits(const SplitFiles& files, const CsvLayout& layout,
+                                     const EncodeOptions& options = {}, const std::string& cache_dir = "") {
+  return detail::cached({files.train, files.valid, files.test}, layout.signature() + detail::options_signature(options),
+                        cache_dir, layout.name, [&] {
+                          SplitSources sources{csv_source(files.train, layout), {}, {}};
+                          if (!files.valid.empty()) sources.valid = csv_source(files.valid, layout);
+                          if (!files.test.empty()) sources.test = csv_source(files.test, layout);
+                          return encode_splits(sources, {layout.sparse, layout.dense}, options);
+                        });
+}
+
+/// Raw Ali-CCP: training skeleton and common features, and optionally the
+/// test pair. Validation is held out from training.
+inline EncodedSplits load_aliccp_raw_splits(const std::string& train_skeleton, const std::string& train_common,
+                                            const std::string& test_skeleton, const std::string& test_common,
+                                            const EncodeOptions& options = {}, const std::string& cache_dir = "") {
+  const auto layout = CsvLayout::aliccp();
+  return detail::cached({train_skeleton, train_common, test_skeleton, test_common},
+                        "aliccp-raw|" + layout.signature() + detail::options_signature(options), cache_dir,
+                        "aliccp_raw", [&] {
+                          SplitSources sources{aliccp_raw_source(train_skeleton, train_common), {}, {}};
+                          if (!test_skeleton.empty()) sources.test = aliccp_raw_source(test_skeleton, test_common);
+                          return encode_splits(sources, {layout.sparse, layout.dense}, options);
+                        });
+}
+
+}  // namespace mtl::data

@@ -1,0 +1,271 @@
+// Tests of the readers (processed Ali-CCP, AliExpress, raw Ali-CCP), the
+// vocabularies, the binary cache and the batch loader.
+#include "test_helpers.hpp"
+
+#include <mtl/data/batch_loader.hpp>
+#include <mtl/data/binary_cache.hpp>
+#include <mtl/data/csv_reader.hpp>
+#include <mtl/data/split_files.hpp>
+#include <mtl/data/synthetic.hpp>
+
+#include <filesystem>
+#include <fstream>
+#include <set>
+
+using namespace mtl::data;
+namespace fs = std::filesystem;
+
+namespace {
+
+/// A scratch folder per test case, removed at the end.
+struct ScratchDir {
+  fs::path path;
+  explicit ScratchDir(const std::string& name) : path(fs::temp_directory_path() / ("mtl_test_" + name + "_" + std::to_string(::getpid()))) {
+    fs::remove_all(path);
+    fs::create_directories(path);
+  }
+  ~ScratchDir() { fs::remove_all(path); }
+  std::string write(const std::string& name, const std::string& content) const {
+    std::ofstream(path / name, std::ios::binary) << content;
+    return (path / name).string();
+  }
+};
+
+/// A tiny CSV layout: two id columns, one dense column.
+CsvLayout tiny_layout() {
+  CsvLayout l;
+  l.name = "tiny";
+  l.sparse = {"user", "item"};
+  l.dense = {"price"};
+  l.conversion = "buy";
+  return l;
+}
+const char* kTinyHeader = "click,buy,user,item,price,unused\n";
+
+struct Counts {
+  int64_t rows = 0, clicks = 0, conversions = 0;
+};
+Counts count_rows(const std::string& path, const CsvLayout& layout) {
+  Counts c;
+  read_csv(path, layout, [&](const ParsedRow& row) { ++c.rows, c.clicks += row.click, c.conversions += row.conversion; });
+  return c;
+}
+
+std::string shared_data_dir() {
+#ifdef MTL_SHARED_DATA_DIR
+  if (fs::is_directory(MTL_SHARED_DATA_DIR)) return MTL_SHARED_DATA_DIR;
+#endif
+  return "";
+}
+
+}  // namespace
+
+// Every sample file in ../shared/data reads with its layout, with the rows and labels it holds.
+TEST_CASE("readers accept the real Ali-CCP and AliExpress samples") {
+  const auto dir = shared_data_dir();
+  if (dir.empty()) {
+    WARN("skipped: ../shared/data is absent on this machine");
+    return;
+  }
+  struct Expected {
+    const char* file;
+    CsvLayout layout;
+    Counts counts;
+  };
+  const std::vector<Expected> files{
+      {"aliccp/ali_ccp_train_sample.csv", CsvLayout::aliccp(), {100, 7, 1}},
+      {"aliccp/ali_ccp_val_sample.csv", CsvLayout::aliccp(), {50, 3, 1}},
+      {"aliccp/ali_ccp_test_sample.csv", CsvLayout::aliccp(), {50, 2, 1}},
+      {"aliexpress/aliexpress_train_sample.csv", CsvLayout::aliexpress(), {100, 60, 2}},
+      {"aliexpress/aliexpress_test_sample.csv", CsvLayout::aliexpress(), {20, 10, 2}},
+  };
+  for (const auto& e : files) {
+    INFO(e.file);
+    const auto c = count_rows(dir + "/" + e.file, e.layout);
+    REQUIRE(c.rows == e.counts.rows);
+    REQUIRE(c.clicks == e.counts.clicks);
+    REQUIRE(c.conversions == e.counts.conversions);
+  }
+  auto aliccp = load_csv_splits(find_split_files(dir + "/aliccp"), CsvLayout::aliccp());
+  REQUIRE(aliccp.schema.num_sparse() == 23);
+  REQUIRE(aliccp.schema.num_dense() == 8);
+  REQUIRE(aliccp.train.num_rows() == 100);
+  REQUIRE(aliccp.valid.num_rows() == 50);
+  REQUIRE(aliccp.test.num_rows() == 50);
+  // AliExpress ships no validation file: a tenth of the training rows is held out.
+  auto aliexpress = load_csv_splits(find_split_files(dir + "/aliexpress"), CsvLayout::aliexpress());
+  REQUIRE(aliexpress.schema.num_sparse() == 16);
+  REQUIRE(aliexpress.schema.num_dense() == 63);
+  REQUIRE(aliexpress.train.num_rows() == 90);
+  REQUIRE(aliexpress.valid.num_rows() == 10);
+  REQUIRE(aliexpress.test.num_rows() == 20);
+}
+
+// A byte-order mark, CRLF line ends, unused columns and a missing final newline are accepted.
+TEST_CASE("CSV reader accepts BOM, CRLF and extra columns") {
+  ScratchDir tmp("csv_ok");
+  const auto path = tmp.write("a.csv", "\xEF\xBB\xBF" "click,buy,user,item,price,unused\r\n1,1,5,7,0.5,x\r\n0,0,6,7,1e-3,y");
+  std::vector<ParsedRow> rows;
+  read_csv(path, tiny_layout(), [&](const ParsedRow& r) { rows.push_back(r); });
+  REQUIRE(rows.size() == 2);
+  REQUIRE(rows[0].sparse == std::vector<int64_t>{5, 7});
+  REQUIRE(rows[0].dense[0] == 0.5f);
+  REQUIRE(rows[1].dense[0] == 1e-3f);
+  REQUIRE(rows[0].conversion == 1.f);
+}
+
+// Each malformed input is refused with the file, line, column and what was expected.
+TEST_CASE("CSV reader refuses bad input with its place") {
+  ScratchDir tmp("csv_bad");
+  auto refused = [&](const std::string& body, const std::string& expected) {
+    const auto path = tmp.write("bad.csv", body);
+    INFO("input: " << body);
+    REQUIRE_TORCH_ERROR(count_rows(path, tiny_layout()), expected);
+  };
+  const std::string h = kTinyHeader;
+  refused("", "the file is empty, expected a header line");
+  refused("click,buy,user,price\n", "the header has no column 'item', which the tiny layout needs");
+  refused(h + "1,0,5,7,0.5\n", "bad.csv:2: expected 6 comma-separated fields (as the header), got 5");
+  refused(h + "1,0,5,7,0.5,u\n\n1,0,5,7,0.5,u\n", "bad.csv:3: the line is blank");
+  refused(h + "1,0,abc,7,0.5,u\n", "bad.csv:2, column 'user': expected an integer id, got 'abc'");
+  refused(h + "1,0,-4,7,0.5,u\n", "bad.csv:2, column 'user': expected a non-negative id, got -4");
+  refused(h + "1,0,4,7,nan,u\n", "bad.csv:2, column 'price': expected a finite number, got 'nan'");
+  refused(h + "1,0,4,7,inf,u\n", "column 'price': expected a finite number");
+  refused(h + "1,0,4,7,,u\n", "column 'price': expected a number, got ''");
+  refused(h + "2,0,4,7,1,u\n", "column 'click': expected a 0/1 label, got '2'");
+  refused(h + "0,1,4,7,1,u\n", "bad.csv:2: buy is 1 but click is 0; a conversion needs a click");
+  REQUIRE_TORCH_ERROR(count_rows((tmp.path / "missing.csv").string(), tiny_layout()), "cannot open");
+  // A header alone reads as zero rows; encoding refuses an empty training split.
+  const auto header_only = tmp.write("h.csv", h);
+  REQUIRE(count_rows(header_only, tiny_layout()).rows == 0);
+  REQUIRE_TORCH_ERROR(load_csv_splits({header_only, "", ""}, tiny_layout()), "the training split holds no rows");
+}
+
+// Vocabularies are fitted on train with a minimum count; rare and unseen ids map to row 0.
+TEST_CASE("vocabularies from the training split") {
+  ScratchDir tmp("vocab");
+  const std::string h = kTinyHeader;
+  const auto train = tmp.write("train.csv", h + "0,0,50,7,1,u\n0,0,50,8,1,u\n1,0,30,7,1,u\n0,0,30,9,1,u\n0,0,10,7,1,u\n");
+  const auto test = tmp.write("test.csv", h + "0,0,30,7,1,u\n0,0,99,9,1,u\n");
+  auto splits = load_csv_splits({train, "", test}, tiny_layout(), {/*min_count=*/2, 8, 0.2});
+  // user: 30 and 50 kept (rows 1, 2 in id order), 10 rare; item: 7 kept, 8 and 9 rare.
+  REQUIRE(splits.vocabularies[0].ids() == std::vector<int64_t>{30, 50});
+  REQUIRE(splits.vocabularies[1].ids() == std::vector<int64_t>{7});
+  REQUIRE(splits.schema.sparse_fields()[0].vocab_size == 3);
+  REQUIRE(splits.train.ids == std::vector<int32_t>{2, 1, 2, 0, 1, 1, 1, 0});
+  REQUIRE(splits.valid.ids == std::vector<int32_t>{0, 1});
+  REQUIRE(splits.test.ids == std::vector<int32_t>{1, 1, 0, 0});
+}
+
+namespace {
+const char kF = '\x01', kId = '\x02', kVal = '\x03';
+std::string feature(const std::string& field, int64_t id, double value) {
+  return field + kId + std::to_string(id) + kVal + std::to_string(value);
+}
+}  // namespace
+
+// The raw release's skeleton joins its common features by md5; fields and values land in the Ali-CCP layout.
+TEST_CASE("raw Ali-CCP reader joins skeleton and common features") {
+  ScratchDir tmp("raw");
+  const std::string common =
+      std::string("aaa,3,") + feature("101", 11, 1.0) + kF + feature("109_14", 500, 0.25) + kF + feature("109_14", 501, 0.9) + "\n" +
+      "bbb,1," + feature("101", 12, 1.0) + "\n";
+  const std::string skeleton =
+      std::string("1,1,0,aaa,2,") + feature("205", 77, 1.0) + kF + feature("508", 9, 0.75) + "\n" +
+      "2,1,1,bbb,2," + feature("205", 78, 1.0) + kF + feature("999", 1, 1.0) + "\n" +
+      "3,0,0,aaa,1," + feature("205", 77, 1.0) + "\n";
+  const auto common_path = tmp.write("common_features_train.csv", common);
+  const auto skeleton_path = tmp.write("sample_skeleton_train.csv", skeleton);
+  std::vector<ParsedRow> rows;
+  aliccp_raw_source(skeleton_path, common_path)([&](const ParsedRow& r) { rows.push_back(r); });
+  REQUIRE(rows.size() == 3);
+  const auto layout = CsvLayout::aliccp();
+  auto col = [&](const std::string& name) {
+    return std::find(layout.sparse.begin(), layout.sparse.end(), name) - layout.sparse.begin();
+  };
+  REQUIRE(rows[0].sparse[col("101")] == 11);
+  REQUIRE(rows[0].sparse[col("205")] == 77);
+  REQUIRE(rows[0].sparse[col("109_14")] == 500);  // the first feature of a multi-valued field
+  REQUIRE(rows[0].dense[0] == 0.25f);               // D109_14
+  REQUIRE(rows[0].dense[4] == 0.75f);               // D508
+  REQUIRE(rows[0].sparse[col("206")] == 0);         // absent field
+  REQUIRE(rows[1].sparse[col("101")] == 12);
+  REQUIRE(rows[1].conversion == 1.f);
+  REQUIRE(rows[2].click == 0.f);
+
+  auto splits = load_aliccp_raw_splits(skeleton_path, common_path, "", "", {1, 8, 0.34});
+  REQUIRE(splits.train.num_rows() + splits.valid.num_rows() == 3);
+  REQUIRE(splits.schema.num_sparse() == 23);
+
+  const auto bad_key = tmp.write("s2.csv", std::string("1,1,0,zzz,1,") + feature("205", 1, 1.0) + "\n");
+  REQUIRE_TORCH_ERROR(aliccp_raw_source(bad_key, common_path)([](const ParsedRow&) {}),
+                      "s2.csv:1: common-feature key 'zzz' is not in");
+  const auto bad_feature = tmp.write("s3.csv", "1,1,0,aaa,1,205:77\n");
+  REQUIRE_TORCH_ERROR(aliccp_raw_source(bad_feature, common_path)([](const ParsedRow&) {}),
+                      "s3.csv:1, column 'features': expected features as field 0x02 id 0x03 value");
+  const auto bad_label = tmp.write("s4.csv", std::string("1,0,1,aaa,1,") + feature("205", 1, 1.0) + "\n");
+  REQUIRE_TORCH_ERROR(aliccp_raw_source(bad_label, common_path)([](const ParsedRow&) {}), "buy is 1 but click is 0");
+}
+
+// The cache returns what was encoded; a second load skips encoding; a damaged file is a miss.
+TEST_CASE("binary cache round trip, hit and miss") {
+  ScratchDir tmp("cache");
+  const std::string h = kTinyHeader;
+  const auto train = tmp.write("train.csv", h + "0,0,50,7,0.5,u\n1,1,30,8,0.25,u\n0,0,30,9,1,u\n1,0,10,7,2,u\n0,0,10,7,3,u\n");
+  const auto cache_dir = (tmp.path / "cache").string();
+  auto fresh = load_csv_splits({train, "", ""}, tiny_layout(), {1, 8, 0.2});
+  int encodes = 0;
+  auto encode = [&] { ++encodes; return load_csv_splits({train, "", ""}, tiny_layout(), {1, 8, 0.2}); };
+  auto first = mtl::data::detail::cached({train}, "opts", cache_dir, "tiny", encode);
+  auto second = mtl::data::detail::cached({train}, "opts", cache_dir, "tiny", encode);
+  REQUIRE(encodes == 1);
+  for (const auto* s : {&first, &second}) {
+    REQUIRE(s->train.ids == fresh.train.ids);
+    REQUIRE(s->train.dense == fresh.train.dense);
+    REQUIRE(s->valid.click == fresh.valid.click);
+    REQUIRE(s->vocabularies[0].ids() == fresh.vocabularies[0].ids());
+    REQUIRE(s->schema.sparse_fields()[1].vocab_size == fresh.schema.sparse_fields()[1].vocab_size);
+    REQUIRE(s->schema.dense_fields()[0].name == "price");
+  }
+  // Other options, another key: encoded again.
+  mtl::data::detail::cached({train}, "other opts", cache_dir, "tiny", encode);
+  REQUIRE(encodes == 2);
+  // A truncated cache file is a miss, not a crash.
+  for (const auto& entry : fs::directory_iterator(cache_dir)) fs::resize_file(entry.path(), fs::file_size(entry.path()) / 2);
+  mtl::data::detail::cached({train}, "opts", cache_dir, "tiny", encode);
+  REQUIRE(encodes == 3);
+}
+
+// Seeded shuffles: every row once per epoch, the same order for the same seed, resumable by position.
+TEST_CASE("BatchLoader order, epochs, seek and prefetch") {
+  auto ds = SyntheticGenerator(SyntheticOptions().num_users(500).num_items(500)).generate(Split::train, 40);
+  auto first_ids = [](const TrainingBatch& b) {
+    std::vector<int64_t> v;
+    for (int64_t i = 0; i < b.size(); ++i) v.push_back(b.features.sparse_ids[i][0].item<int64_t>() * 1000 + b.features.sparse_ids[i][9].item<int64_t>());
+    return v;
+  };
+  BatchLoader a(ds, LoaderOptions().batch_size(8).seed(3)), b(ds, LoaderOptions().batch_size(8).seed(3).prefetch(0));
+  REQUIRE(a.batches_per_epoch() == 5);
+  std::vector<std::vector<int64_t>> seen;
+  std::multiset<float> dense_seen;
+  for (int i = 0; i < 10; ++i) {
+    auto x = a.next(), y = b.next();
+    REQUIRE(torch::equal(x.features.sparse_ids, y.features.sparse_ids));
+    REQUIRE(x.size() == 8);
+    seen.push_back(first_ids(x));
+    if (i < 5)
+      for (int64_t r = 0; r < 8; ++r) dense_seen.insert(x.features.dense[r][2].item<float>());
+  }
+  REQUIRE(a.position() == LoaderPosition{2, 0});
+  // The first epoch holds every row once.
+  std::multiset<float> all;
+  for (int64_t r = 0; r < 40; ++r) all.insert(ds.dense[r * 8 + 2]);
+  REQUIRE(dense_seen == all);
+  REQUIRE(seen[0] != seen[5]);  // another epoch, another order
+  // Seeking replays from that position.
+  a.seek({1, 2});
+  REQUIRE(first_ids(a.next()) == seen[7]);
+  BatchLoader other_seed(ds, LoaderOptions().batch_size(8).seed(4));
+  REQUIRE(first_ids(other_seed.next()) != seen[0]);
+  REQUIRE_TORCH_ERROR(BatchLoader(ds, LoaderOptions().batch_size(64)), "holds 40 rows, fewer than one batch of 64");
+}
