@@ -107,6 +107,13 @@ class ExpertImpl : public torch::nn::Cloneable<ExpertImpl> {
 };
 TORCH_MODULE(Expert);
 
+/// The outputs of a mixer's experts in its last forward, kept for
+/// diagnostics when recording is on: [batch, num_experts, dim] each.
+struct ExpertOutputs {
+  torch::Tensor raw;      ///< as the experts emitted them
+  torch::Tensor aligned;  ///< after the ExpertOutputAligner; undefined without one
+};
+
 /// Builds one `Expert` per spec, all reading `input_dim` and emitting `output_dim`.
 inline torch::nn::ModuleList make_experts(const std::vector<ExpertOptions>& specs,
                                           int64_t input_dim, int64_t output_dim) {

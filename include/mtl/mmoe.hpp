@@ -12,6 +12,7 @@
 #include <torch/nn/pimpl.h>
 
 #include <ostream>
+#include <string>
 #include <vector>
 
 namespace mtl {
@@ -62,7 +63,9 @@ class MMoEImpl : public torch::nn::Cloneable<MMoEImpl> {
     TORCH_CHECK(x.dim() == 2 && x.size(1) == options.input_dim(), "MMoE expects [batch, ",
                 options.input_dim(), "], but got shape ", x.sizes());
     auto outputs = run_experts(*experts, x);
+    if (record_outputs_) recorded_.raw = outputs.detach();
     if (aligner) outputs = aligner->forward(outputs);
+    if (record_outputs_ && aligner) recorded_.aligned = outputs.detach();
     std::vector<torch::Tensor> mixed;
     for (const auto& gate : *gates) mixed.push_back(mix_experts(outputs, gate->as<Gate>()->forward(x)));
     return mixed;
@@ -84,6 +87,16 @@ class MMoEImpl : public torch::nn::Cloneable<MMoEImpl> {
     return std::vector<std::vector<std::string>>(options.num_tasks(), names);
   }
 
+  /// Expert names in gate (and aligner) order.
+  std::vector<std::string> expert_names() const { return gate_expert_names().front(); }
+
+  /// Keep each forward's expert outputs (for expert-health diagnostics).
+  void record_expert_outputs(bool on) {
+    record_outputs_ = on;
+    recorded_ = {};
+  }
+  const ExpertOutputs& recorded_expert_outputs() const noexcept { return recorded_; }
+
   void pretty_print(std::ostream& stream) const override {
     stream << "mtl::MMoE(num_tasks=" << options.num_tasks()
            << ", experts=" << options.experts().size() << ", expert_dim=" << options.expert_dim()
@@ -94,6 +107,10 @@ class MMoEImpl : public torch::nn::Cloneable<MMoEImpl> {
   torch::nn::ModuleList experts{nullptr};
   torch::nn::ModuleList gates{nullptr};
   ExpertOutputAligner aligner{nullptr};
+
+ private:
+  bool record_outputs_ = false;
+  ExpertOutputs recorded_;
 };
 TORCH_MODULE(MMoE);
 

@@ -97,7 +97,9 @@ class PLELevelImpl : public torch::nn::Cloneable<PLELevelImpl> {
       if (!own->is_empty()) blocks.push_back(run_experts(*own, task_inputs[t]));
     }
     auto all = torch::cat(blocks, /*dim=*/1);
+    if (record_outputs) recorded.raw = all.detach();
     if (aligner) all = aligner->forward(all);
+    if (record_outputs && aligner) recorded.aligned = all.detach();
 
     const int64_t num_shared = blocks.front().size(1);
     auto shared = all.narrow(1, 0, num_shared);
@@ -124,6 +126,9 @@ class PLELevelImpl : public torch::nn::Cloneable<PLELevelImpl> {
   torch::nn::ModuleList task_gates{nullptr};
   Gate shared_gate{nullptr};
   ExpertOutputAligner aligner{nullptr};
+  /// When on, each forward keeps its expert outputs in `recorded`.
+  bool record_outputs = false;
+  ExpertOutputs recorded;
 
  private:
   int64_t input_dim_;
@@ -189,6 +194,24 @@ class PLEImpl : public torch::nn::Cloneable<PLEImpl> {
       names.push_back(row);
     }
     return names;
+  }
+
+  /// Expert names of a level in aligner order: shared, then each task's own.
+  std::vector<std::string> expert_names() const {
+    auto names = gate_expert_names();
+    std::vector<std::string> all(names.front().begin(), names.front().begin() + options.shared_experts().size());
+    for (const auto& row : names) all.insert(all.end(), row.begin() + options.shared_experts().size(), row.end());
+    return all;
+  }
+
+  /// Keep each forward's expert outputs of the last level (for expert-health diagnostics).
+  void record_expert_outputs(bool on) {
+    auto* last = levels->ptr(options.num_levels() - 1)->as<PLELevel>();
+    last->record_outputs = on;
+    last->recorded = {};
+  }
+  const ExpertOutputs& recorded_expert_outputs() const {
+    return levels->ptr(options.num_levels() - 1)->as<PLELevel>()->recorded;
   }
 
   void pretty_print(std::ostream& stream) const override {

@@ -3,6 +3,7 @@
 // model the same composition as a multi-task one.
 #pragma once
 
+#include <mtl/expert.hpp>
 #include <mtl/mlp.hpp>
 
 #include <torch/nn/cloneable.h>
@@ -10,6 +11,7 @@
 #include <torch/nn/pimpl.h>
 
 #include <ostream>
+#include <string>
 #include <vector>
 
 namespace mtl {
@@ -49,6 +51,10 @@ class SharedBottomImpl : public torch::nn::Cloneable<SharedBottomImpl> {
   int64_t num_tasks() const noexcept { return options.num_tasks(); }
   /// No gates: an empty list, so that diagnostics treat every mixer alike.
   std::vector<torch::Tensor> gate_weights() const { return {}; }
+  std::vector<std::vector<std::string>> gate_expert_names() const { return {}; }
+  std::vector<std::string> expert_names() const { return {}; }
+  void record_expert_outputs(bool) {}
+  const ExpertOutputs& recorded_expert_outputs() const noexcept { return none_; }
 
   void pretty_print(std::ostream& stream) const override {
     stream << "mtl::SharedBottom(num_tasks=" << options.num_tasks()
@@ -57,6 +63,9 @@ class SharedBottomImpl : public torch::nn::Cloneable<SharedBottomImpl> {
 
   SharedBottomOptions options;
   MLP bottom{nullptr};
+
+ private:
+  ExpertOutputs none_;
 };
 TORCH_MODULE(SharedBottom);
 

@@ -1,0 +1,71 @@
+// The training objective an experiment's task list and ESMM switch imply:
+// CTR alone (BCE on all rows), CVR alone (BCE on clicked rows), both heads
+// without ESMM (the two summed), or ESMM v1/v2. Terms are named, so a
+// non-finite loss can be traced to one.
+#pragma once
+
+#include <mtl/data/dataset.hpp>
+#include <mtl/esmm.hpp>
+#include <mtl/losses.hpp>
+#include <mtl/model.hpp>
+
+#include <algorithm>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace mtl::train {
+
+/// Options of `Objective`.
+struct ObjectiveOptions {
+  TORCH_ARG(bool, use_esmm) = false;
+  TORCH_ARG(ESMMVersion, esmm_version) = ESMMVersion::v2;
+  TORCH_ARG(double, lambda_cvr_aux) = 0.1;
+};
+
+struct LossTerms {
+  torch::Tensor total;
+  std::vector<std::pair<std::string, torch::Tensor>> terms;
+};
+
+class Objective {
+ public:
+  Objective(const std::vector<std::string>& tasks, ObjectiveOptions options = {})
+      : options_(options), esmm_(ESMMLossOptions().version(options.esmm_version()).lambda_cvr_aux(options.lambda_cvr_aux())) {
+    has_ctr_ = std::count(tasks.begin(), tasks.end(), "ctr") > 0;
+    has_cvr_ = std::count(tasks.begin(), tasks.end(), "cvr") > 0;
+    TORCH_CHECK(has_ctr_ || has_cvr_, "Objective expects a 'ctr' or 'cvr' task, but the model has neither");
+    TORCH_CHECK(!options.use_esmm() || (has_ctr_ && has_cvr_),
+                "ESMM needs both a 'ctr' and a 'cvr' head, but the model has only '", has_ctr_ ? "ctr" : "cvr", "'");
+  }
+
+  bool has_ctr() const noexcept { return has_ctr_; }
+  bool has_cvr() const noexcept { return has_cvr_; }
+  bool uses_esmm() const noexcept { return options_.use_esmm(); }
+
+  /// The loss of one batch, computed in fp32 whatever precision the logits came in.
+  LossTerms operator()(const TaskLogits& logits, const data::TrainingBatch& batch) const {
+    LossTerms out;
+    const auto ctr = has_ctr_ ? logits.at("ctr").to(torch::kFloat) : torch::Tensor();
+    const auto cvr = has_cvr_ ? logits.at("cvr").to(torch::kFloat) : torch::Tensor();
+    if (options_.use_esmm()) {
+      auto t = esmm_->forward(ctr, cvr, batch.click, batch.conversion);
+      out.terms = {{"ctr", t.ctr}, {"ctcvr", t.ctcvr}};
+      if (options_.esmm_version() == ESMMVersion::v2) out.terms.emplace_back("cvr_aux", t.cvr_aux);
+      out.total = t.total;
+      return out;
+    }
+    if (has_ctr_) out.terms.emplace_back("ctr", binary_cross_entropy_loss(ctr, batch.click));
+    if (has_cvr_) out.terms.emplace_back("cvr", clicked_cvr_loss(cvr, batch.conversion, batch.click));
+    out.total = out.terms.front().second;
+    for (size_t i = 1; i < out.terms.size(); ++i) out.total = out.total + out.terms[i].second;
+    return out;
+  }
+
+ private:
+  ObjectiveOptions options_;
+  mutable ESMMLoss esmm_;  // stateless; forward is not const
+  bool has_ctr_ = false, has_cvr_ = false;
+};
+
+}  // namespace mtl::train

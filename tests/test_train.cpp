@@ -1,0 +1,255 @@
+// Tests of the training engine: autocast guard, objectives, expert health,
+// checkpoints (readable by Python's torch.load), and the trainer end to end,
+// including a resumed run that equals an uninterrupted one.
+#include "test_helpers.hpp"
+
+#include <mtl/data/synthetic.hpp>
+#include <mtl/train/autocast.hpp>
+#include <mtl/train/checkpoint.hpp>
+#include <mtl/train/expert_health.hpp>
+#include <mtl/train/objective.hpp>
+#include <mtl/train/trainer.hpp>
+
+#include <filesystem>
+#include <fstream>
+
+using namespace mtl;
+using namespace mtl::train;
+namespace fs = std::filesystem;
+
+namespace {
+struct ScratchDir {
+  fs::path path;
+  explicit ScratchDir(const std::string& name)
+      : path(fs::temp_directory_path() / ("mtl_train_" + name + "_" + std::to_string(::getpid()))) {
+    fs::remove_all(path);
+    fs::create_directories(path);
+  }
+  ~ScratchDir() { fs::remove_all(path); }
+  std::string operator/(const std::string& name) const { return (path / name).string(); }
+};
+
+std::vector<nlohmann::json> read_jsonl(const std::string& file) {
+  std::vector<nlohmann::json> out;
+  std::ifstream in(file);
+  std::string line;
+  while (std::getline(in, line))
+    if (!line.empty()) out.push_back(nlohmann::json::parse(line));
+  return out;
+}
+}  // namespace
+
+// bf16 autocast on CPU inside the guard, the previous state after it.
+TEST_CASE("AutocastGuard on CPU") {
+  auto a = torch::randn({4, 4});
+  REQUIRE(torch::mm(a, a).scalar_type() == torch::kFloat);
+  {
+    AutocastGuard on(torch::kCPU, true);
+    REQUIRE(torch::mm(a, a).scalar_type() == torch::kBFloat16);
+    {
+      AutocastGuard off(torch::kCPU, false);  // a disabled guard changes nothing
+      REQUIRE(torch::mm(a, a).scalar_type() == torch::kBFloat16);
+    }
+  }
+  REQUIRE(torch::mm(a, a).scalar_type() == torch::kFloat);
+}
+
+// The task list and ESMM switch pick the loss terms.
+TEST_CASE("Objective terms per experiment shape") {
+  data::TrainingBatch batch{{}, torch::tensor({1.f, 0.f, 1.f}), torch::tensor({1.f, 0.f, 0.f})};
+  TaskLogits logits{{"ctr", "cvr"}, {torch::tensor({0.5f, -1.f, 2.f}), torch::tensor({0.1f, 0.2f, -0.3f})}};
+  auto names = [](const LossTerms& t) {
+    std::vector<std::string> n;
+    for (const auto& [k, v] : t.terms) n.push_back(k);
+    return n;
+  };
+  REQUIRE(names(Objective({"ctr", "cvr"}, ObjectiveOptions().use_esmm(true))(logits, batch)) ==
+          std::vector<std::string>{"ctr", "ctcvr", "cvr_aux"});
+  REQUIRE(names(Objective({"ctr", "cvr"}, ObjectiveOptions().use_esmm(true).esmm_version(ESMMVersion::v1))(logits, batch)) ==
+          std::vector<std::string>{"ctr", "ctcvr"});
+  auto naive = Objective({"ctr", "cvr"})(logits, batch);
+  REQUIRE(names(naive) == std::vector<std::string>{"ctr", "cvr"});
+  REQUIRE(naive.total.item<float>() == Approx((naive.terms[0].second + naive.terms[1].second).item<float>()));
+  TaskLogits cvr_only{{"cvr"}, {logits.logits[1]}};
+  REQUIRE(Objective({"cvr"})(cvr_only, batch).total.item<float>() ==
+          Approx(clicked_cvr_loss(logits.logits[1], batch.conversion, batch.click).item<float>()));
+  REQUIRE_TORCH_ERROR(Objective({"ctr"}, ObjectiveOptions().use_esmm(true)), "ESMM needs both a 'ctr' and a 'cvr' head");
+}
+
+// Gini is 0 for equal shares and (n-1)/n when one expert takes all; dead and monopolising experts are named.
+TEST_CASE("expert health statistics") {
+  REQUIRE(gini({0.25, 0.25, 0.25, 0.25}) == Approx(0.0).margin(1e-12));
+  REQUIRE(gini({0, 0, 0, 1}) == Approx(0.75));
+  REQUIRE(entropy({0.5, 0.5}) == Approx(std::log(2.0)));
+  ExpertHealth health({"ctr", "cvr"}, {{"a", "b", "c"}, {"a", "b", "c"}}, {"a", "b", "c"});
+  auto ctr = torch::tensor({{0.95, 0.04, 0.01}, {0.93, 0.05, 0.02}});
+  auto cvr = torch::tensor({{0.4, 0.3, 0.3}, {0.3, 0.4, 0.3}});
+  ExpertOutputs outputs{torch::full({2, 3, 4}, 2.0), torch::ones({2, 3, 4})};
+  health.add({ctr, cvr}, outputs);
+  auto records = health.records(/*step=*/7);
+  REQUIRE(records.size() == 5);
+  REQUIRE(records[0]["task"] == "ctr");
+  REQUIRE(records[0]["monopolising_experts"] == std::vector<std::string>{"a"});
+  REQUIRE(records[0]["dead_experts"] == std::vector<std::string>{"b", "c"});
+  REQUIRE(records[0]["healthy"] == false);
+  REQUIRE(records[1]["healthy"] == true);
+  REQUIRE(records[1]["gini"].get<double>() < 0.1);
+  REQUIRE(records[2]["rms_before_aligner"].get<double>() == Approx(2.0));
+  REQUIRE(records[2]["rms_after_aligner"].get<double>() == Approx(1.0));
+}
+
+// A PLE records its expert outputs on request; the aligner brings each expert's RMS to about its scale.
+TEST_CASE("PLE records expert outputs for health") {
+  PLE ple(PLEOptions(12, 2).shared_experts({ExpertOptions::mlp({16}), ExpertOptions::cross(2)})
+              .task_experts({{ExpertOptions::cross(1)}, {ExpertOptions::mlp({8})}}).expert_dim(8).align_outputs(true));
+  ple->forward(torch::randn({4, 12}));
+  REQUIRE_FALSE(ple->recorded_expert_outputs().raw.defined());
+  ple->record_expert_outputs(true);
+  ple->forward(torch::randn({64, 12}) * 10);
+  const auto& rec = ple->recorded_expert_outputs();
+  REQUIRE(rec.raw.sizes() == torch::IntArrayRef{64, 4, 8});
+  auto rms = rec.aligned.pow(2).mean(torch::IntArrayRef{0, 2}).sqrt();
+  REQUIRE(torch::allclose(rms, torch::ones({4}), 1e-2, 1e-2));
+  REQUIRE(ple->expert_names() ==
+          std::vector<std::string>{"shared_0:mlp[16]", "shared_1:cross(2)", "task0_0:cross(1)", "task1_0:mlp[8]"});
+}
+
+// Checkpoints round-trip, name what is missing or misshapen, and refuse a truncated file.
+TEST_CASE("tensor-dict checkpoints") {
+  ScratchDir tmp("ckpt");
+  Tower tower(TowerOptions(4).hidden_dims({3}));
+  save_tensor_dict(tmp / "t.pt", module_state(*tower));
+  Tower other(TowerOptions(4).hidden_dims({3}));
+  load_module_state(*other, load_tensor_dict(tmp / "t.pt"));
+  auto x = torch::randn({2, 4});
+  REQUIRE(torch::equal(tower->forward(x), other->forward(x)));
+  Tower wider(TowerOptions(4).hidden_dims({5}));
+  REQUIRE_TORCH_ERROR(load_module_state(*wider, load_tensor_dict(tmp / "t.pt"), "", "t.pt"),
+                      "t.pt: tensor 'hidden.layers.0.weight' has shape [3, 4], but the model expects [5, 4]");
+  Tower deeper(TowerOptions(4).hidden_dims({3, 2}));
+  REQUIRE_TORCH_ERROR(load_module_state(*deeper, load_tensor_dict(tmp / "t.pt"), "", "t.pt"),
+                      "t.pt has no tensor 'hidden.layers.1.weight'");
+  fs::resize_file(tmp / "t.pt", fs::file_size(tmp / "t.pt") / 2);
+  REQUIRE_TORCH_ERROR(load_tensor_dict(tmp / "t.pt"), "is not a readable tensor dict");
+  REQUIRE(tensor_bytes(bytes_tensor(std::string("x\0y", 3))) == std::string("x\0y", 3));
+}
+
+namespace {
+/// A small E5-shaped experiment on synthetic data.
+struct SmallRun {
+  data::SyntheticGenerator gen{data::SyntheticOptions().num_users(3000).num_items(3000)};
+  data::Dataset train = gen.generate(data::Split::train, 20000);
+  data::Dataset valid = gen.generate(data::Split::valid, 4000);
+  data::Dataset test = gen.generate(data::Split::test, 4000);
+
+  PLEModel model() const {
+    torch::manual_seed(11);
+    return PLEModel(PLEModelOptions(
+        DeepFMOptions(gen.schema()).deep_hidden_dims({32, 16}).fm_projection_dim(8),
+        PLEOptions(0, 0).shared_experts({ExpertOptions::mlp({16}), ExpertOptions::cross(2)})
+            .task_experts({{ExpertOptions::cross(1)}, {ExpertOptions::mlp({8})}}).expert_dim(16).align_outputs(true),
+        {"ctr", "cvr"}));
+  }
+  TrainResult run(const std::string& dir, int64_t stop_after = 0, PLEModel m = nullptr) {
+    if (m.is_empty()) m = model();
+    Trainer<PLEModel> trainer(m, optim::DualSparseDenseOptions().sparse_lr(0.01).dense_lr(0.003).total_steps(60).warmup_steps(5),
+                              Objective({"ctr", "cvr"}, ObjectiveOptions().use_esmm(true)), train, valid, &test,
+                              TrainerOptions(dir).max_train_steps(60).eval_every(20).log_every(10).batch_size(256)
+                                  .eval_batch_size(2048).quiet(true).threads(2).stop_after_steps(stop_after));
+    return trainer.run();
+  }
+};
+}  // namespace
+
+// A short run writes every output the chain reads, and learns.
+TEST_CASE("Trainer end to end") {
+  ScratchDir tmp("e2e");
+  SmallRun s;
+  auto result = s.run(tmp / "run");
+  REQUIRE(result.finished);
+  REQUIRE(result.steps == 60);
+  REQUIRE(result.best_step > 0);
+  for (const char* f : {"train.log", "metrics.jsonl", "ckpt_best.pt", "ckpt_last.pt", "eval.json",
+                        "expert_health_diag.jsonl", "test_predictions.pt"})
+    REQUIRE(fs::exists(tmp / ("run/" + std::string(f))));
+  auto records = read_jsonl(tmp / "run/metrics.jsonl");
+  int train_records = 0, valid_records = 0;
+  for (const auto& r : records) (r["split"] == "train" ? train_records : valid_records)++;
+  REQUIRE(train_records == 6);
+  REQUIRE(valid_records == 3);
+  REQUIRE(records.back()["values"].contains("auc_cvr_entire_space"));
+  std::ifstream eval_file(tmp / "run/eval.json");
+  auto eval = nlohmann::json::parse(eval_file);
+  REQUIRE(eval["rows"] == 4000);
+  const double auc_ctr = eval["values"]["auc_ctr"].get<double>();
+  INFO("test AUC of CTR after 60 steps: " << auc_ctr);
+  REQUIRE(auc_ctr > 0.6);
+  REQUIRE(result.test.at("auc_ctcvr").defined());
+  auto health = read_jsonl(tmp / "run/expert_health_diag.jsonl");
+  REQUIRE(health.size() == 4 * 6);  // 3 validations + test: 2 gate records and 4 expert records each
+  REQUIRE(health.back()["split"] == "test");
+}
+
+// Killed after 30 of 60 steps (last checkpoint at 20) and resumed: the same numbers as one uninterrupted run.
+TEST_CASE("Trainer resume equals an uninterrupted run") {
+  ScratchDir tmp("resume");
+  SmallRun s;
+  auto whole = s.run(tmp / "whole");
+  auto first = s.run(tmp / "split", /*stop_after=*/30);
+  REQUIRE_FALSE(first.finished);
+  auto second = s.run(tmp / "split", 0, s.model());
+  REQUIRE(second.finished);
+  REQUIRE(second.best_step == whole.best_step);
+  REQUIRE(second.best_metric == whole.best_metric);
+  for (const auto& [k, v] : whole.test) {
+    INFO(k);
+    REQUIRE(second.test.at(k).value == v.value);
+  }
+  auto strip_timing = [](std::vector<nlohmann::json> records) {
+    for (auto& r : records) r.erase("samples_per_s");
+    return records;
+  };
+  REQUIRE(strip_timing(read_jsonl(tmp / "split/metrics.jsonl")) == strip_timing(read_jsonl(tmp / "whole/metrics.jsonl")));
+  REQUIRE(read_jsonl(tmp / "split/expert_health_diag.jsonl") == read_jsonl(tmp / "whole/expert_health_diag.jsonl"));
+}
+
+// A non-finite loss stops the run naming the step and each term.
+TEST_CASE("Trainer stops on a non-finite loss") {
+  ScratchDir tmp("nan");
+  SmallRun s;
+  auto model = s.model();
+  {
+    torch::NoGradGuard no_grad;
+    model->towers[1]->as<Tower>()->logit->bias.fill_(std::nan(""));
+  }
+  auto result = s.run(tmp / "run", 0, model);
+  REQUIRE_FALSE(result.finished);
+  INFO(result.stopped_because);
+  REQUIRE(result.stopped_because.find("non-finite at step 1 (terms at step 1: ctr=") != std::string::npos);
+  REQUIRE(result.stopped_because.find("nan cvr_aux=nan") != std::string::npos);
+  std::ifstream log(tmp / "run/train.log");
+  std::string text((std::istreambuf_iterator<char>(log)), std::istreambuf_iterator<char>());
+  REQUIRE(text.find("stopped: the loss went non-finite") != std::string::npos);
+}
+
+// Python's torch.load reads a checkpoint as a dict of named tensors.
+TEST_CASE("checkpoints load in Python's torch.load") {
+#ifndef MTL_TEST_TORCH_PYTHON
+  WARN("skipped: no python3 with PyTorch was found when the tests were configured");
+#else
+  ScratchDir tmp("python");
+  Tower tower(TowerOptions(4).hidden_dims({3}));
+  save_tensor_dict(tmp / "t.pt", module_state(*tower));
+  const std::string command = std::string(MTL_TEST_TORCH_PYTHON) + " -c \"import torch; d = torch.load('" + (tmp / "t.pt") +
+                              "'); print(sorted(d.keys())); print(float(d['logit.bias'][0]))\"";
+  FILE* pipe = popen(command.c_str(), "r");
+  REQUIRE(pipe != nullptr);
+  char buffer[4096];
+  std::string output;
+  while (std::fgets(buffer, sizeof buffer, pipe)) output += buffer;
+  REQUIRE(pclose(pipe) == 0);
+  INFO(output);
+  REQUIRE(output.find("['hidden.layers.0.bias', 'hidden.layers.0.weight', 'logit.bias', 'logit.weight']") != std::string::npos);
+  REQUIRE(std::abs(std::stod(output.substr(output.find('\n') + 1)) - tower->logit->bias[0].item<double>()) < 1e-6);
+#endif
+}
