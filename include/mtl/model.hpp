@@ -58,6 +58,8 @@ struct MultiTaskModelOptions {
   /// Task names, e.g. {"ctr", "cvr"}; one tower each.
   TORCH_ARG(std::vector<std::string>, tasks);
   TORCH_ARG(std::vector<int64_t>, tower_hidden_dims);
+  /// One list per task, overriding `tower_hidden_dims` where given.
+  TORCH_ARG(std::vector<std::vector<int64_t>>, task_tower_hidden_dims);
   TORCH_ARG(double, tower_dropout) = 0.0;
 };
 
@@ -87,10 +89,13 @@ class MultiTaskModelImpl : public torch::nn::Cloneable<MultiTaskModelImpl<Backbo
                 mixer_options.num_tasks(), " tasks, but the model has ", num_tasks, " tasks");
     mixer = this->register_module("mixer", Mixer(mixer_options));
 
+    const auto& per_task = options.task_tower_hidden_dims();
+    TORCH_CHECK(per_task.empty() || per_task.size() == tasks.size(), "MultiTaskModel expects one tower layout per task (",
+                tasks.size(), "), but got ", per_task.size());
     towers = this->register_module("towers", torch::nn::ModuleList());
     for (size_t t = 0; t < tasks.size(); ++t)
       towers->push_back(Tower(TowerOptions(mixer->output_dim())
-                                  .hidden_dims(options.tower_hidden_dims())
+                                  .hidden_dims(per_task.empty() ? options.tower_hidden_dims() : per_task[t])
                                   .dropout(options.tower_dropout())));
   }
 

@@ -381,6 +381,7 @@ class Trainer {
     };
     put("p_ctr", predictions.p_ctr), put("p_cvr", predictions.p_cvr);
     put("click", predictions.click), put("conversion", predictions.conversion);
+    put("counterfactual_conversion", predictions.counterfactual_conversion);
     save_tensor_dict(path("test_predictions.pt"), columns);
     std::string line = "test (best checkpoint, step " + std::to_string(result.best_step) + "):";
     for (const auto& [k, v] : result.test)

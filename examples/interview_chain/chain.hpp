@@ -1,0 +1,270 @@
+// The chain of seven experiments: loading and checking their configs
+// (presets and command-line overrides applied to all alike), the validator of
+// the controlled fields, running with skip/only/resume/seeds, and the state
+// file that maps each experiment to its run directories.
+#pragma once
+
+#include "experiment.hpp"
+#include "experiment_runner.hpp"
+
+#include <fmt/core.h>
+#include <nlohmann/json.hpp>
+
+#include <chrono>
+#include <ctime>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <string>
+#include <vector>
+
+namespace chain {
+
+namespace fs = std::filesystem;
+
+/// The seven experiments in chain order, with their config files.
+inline const std::vector<std::pair<std::string, std::string>>& experiments() {
+  static const std::vector<std::pair<std::string, std::string>> list{
+      {"E0a", "E0a_deepfm_st_ctr.yaml"},          {"E0b", "E0b_deepfm_st_cvr.yaml"},
+      {"E1", "E1_deepfm_shared_dualhead.yaml"},   {"E2", "E2_deepfm_shared_esmm.yaml"},
+      {"E3", "E3_deepfm_mmoe_esmm.yaml"},         {"E4", "E4_deepfm_ple_lite_homo_esmm.yaml"},
+      {"E5", "E5_deepfm_ple_lite_hetero_esmm.yaml"}};
+  return list;
+}
+
+/// Settings applied to every experiment alike, so the controlled fields stay equal.
+struct Overrides {
+  std::string preset = "full";  ///< full | quick | tiny
+  std::string device;           ///< empty keeps the configs'
+  std::string data;             ///< synthetic | aliccp:DIR | aliexpress:DIR; empty keeps the configs'
+  int64_t max_steps = 0;        ///< 0 keeps the preset's
+  int64_t batch_size = 0;       ///< 0 keeps the preset's (small real samples need a small batch)
+};
+
+inline void apply(FieldTable& f, const Overrides& o) {
+  auto set = [&](const std::string& path, const auto& value, const std::string& origin) {
+    f.set(path, YAML::Node(value), origin);
+  };
+  const std::string preset = "--preset " + o.preset;
+  auto scale_steps = [&](int64_t steps, const std::string& origin) {
+    set("runtime.max_train_steps", steps, origin);
+    set("lr_scheduler.total_steps", steps, origin);
+    set("lr_scheduler.warmup_steps", std::max<int64_t>(1, steps / 20), origin);
+    set("runtime.eval_every", std::max<int64_t>(1, steps / 5), origin);
+    set("runtime.log_every", std::max<int64_t>(1, steps / 20), origin);
+  };
+  if (o.preset == "quick") {
+    scale_steps(1000, preset);
+    set("data.synthetic.train_rows", 1'000'000, preset);
+    set("data.synthetic.valid_rows", 100'000, preset);
+    set("data.synthetic.test_rows", 200'000, preset);
+  } else if (o.preset == "tiny") {
+    scale_steps(40, preset);
+    set("data.batch_size", 256, preset);
+    set("runtime.eval_batch_size", 4096, preset);
+    set("data.synthetic.train_rows", 20'000, preset);
+    set("data.synthetic.valid_rows", 4'000, preset);
+    set("data.synthetic.test_rows", 4'000, preset);
+    set("data.synthetic.num_users", 3'000, preset);
+    set("data.synthetic.num_items", 3'000, preset);
+  } else {
+    TORCH_CHECK(o.preset == "full", "--preset expects full, quick or tiny, got '", o.preset, "'");
+  }
+  if (o.max_steps > 0) scale_steps(o.max_steps, "--max-steps");
+  if (!o.device.empty()) set("runtime.device", o.device, "--device");
+  if (!o.data.empty()) {
+    const auto colon = o.data.find(':');
+    const auto source = o.data.substr(0, colon);
+    TORCH_CHECK(source == "synthetic" || ((source == "aliccp" || source == "aliexpress") && colon != std::string::npos),
+                "--data expects synthetic, aliccp:DIR or aliexpress:DIR, got '", o.data, "'");
+    set("data.source", source, "--data");
+    if (colon != std::string::npos) set("data.path", o.data.substr(colon + 1), "--data");
+  }
+  if (o.batch_size > 0) set("data.batch_size", o.batch_size, "--batch-size");
+}
+
+/// One experiment's config file, overrides applied, read and checked.
+inline ExperimentConfig load_experiment(const std::string& file, const Overrides& o) {
+  auto table = FieldTable::load(file);
+  apply(table, o);
+  return read_experiment(table);
+}
+
+inline std::vector<ExperimentConfig> load_chain(const std::string& config_dir, const Overrides& o) {
+  std::vector<ExperimentConfig> out;
+  for (const auto& [id, file] : experiments()) {
+    auto c = load_experiment((fs::path(config_dir) / file).string(), o);
+    TORCH_CHECK(c.id == id, (fs::path(config_dir) / file).string(), ": experiment.id is '", c.id, "', expected '", id, "'");
+    out.push_back(std::move(c));
+  }
+  return out;
+}
+
+/// Prints a mark per controlled field; returns whether all agree.
+inline bool validate_controlled(const std::vector<ExperimentConfig>& configs, std::ostream& out) {
+  bool all = true;
+  for (const auto& field : controlled_fields()) {
+    std::map<std::string, std::vector<std::string>> by_value;
+    for (const auto& c : configs) {
+      const auto where = c.fields.has(field) ? FieldTable::place(c.fields.at(field)) : c.id + " (unset)";
+      by_value[c.fields.text(field)].push_back(c.id + " at " + where);
+    }
+    if (by_value.size() == 1) {
+      out << "  [ok]   " << field << " = " << by_value.begin()->first << "\n";
+      continue;
+    }
+    all = false;
+    out << "  [FAIL] " << field << " differs:\n";
+    for (const auto& [value, where] : by_value)
+      for (const auto& w : where) out << "           " << value << "  in " << w << "\n";
+  }
+  out << (all ? "all controlled fields agree across the seven configs\n"
+              : "controlled fields differ: the comparisons would not be controlled\n");
+  return all;
+}
+
+/// Which run directories belong to which experiment (per seed), kept in the chain's output folder.
+struct ChainState {
+  std::map<std::string, std::vector<std::string>> runs;
+
+  static ChainState load(const std::string& output) {
+    ChainState s;
+    const auto file = fs::path(output) / "chain_state.json";
+    if (!fs::exists(file)) return s;
+    std::ifstream in(file);
+    const auto j = nlohmann::json::parse(in);
+    for (const auto& [id, dirs] : j["runs"].items()) s.runs[id] = dirs.get<std::vector<std::string>>();
+    return s;
+  }
+  void save(const std::string& output) const {
+    nlohmann::json j{{"runs", runs}};
+    mtl::train::atomic_write((fs::path(output) / "chain_state.json").string(), j.dump(2) + "\n");
+  }
+};
+
+/// The status of a run directory, read from its files.
+struct RunStatus {
+  std::string status;  ///< finished | failed: ... | interrupted at step N | not run
+  bool finished = false;
+};
+
+inline RunStatus run_status(const std::string& dir) {
+  if (dir.empty() || !fs::exists(dir)) return {"not run", false};
+  if (fs::exists(fs::path(dir) / "eval.json")) return {"finished", true};
+  std::ifstream log(fs::path(dir) / "train.log");
+  std::string line, stopped;
+  while (std::getline(log, line))
+    if (line.rfind("stopped: ", 0) == 0) stopped = line.substr(9);
+  if (!stopped.empty()) return {"failed: " + stopped, false};
+  if (fs::exists(fs::path(dir) / "failure.txt")) {
+    std::ifstream f(fs::path(dir) / "failure.txt");
+    std::getline(f, line);
+    return {"failed: " + line, false};
+  }
+  int64_t step = 0;
+  if (fs::exists(fs::path(dir) / "metrics.jsonl")) {
+    std::ifstream m(fs::path(dir) / "metrics.jsonl");
+    while (std::getline(m, line))
+      if (!line.empty()) step = std::max<int64_t>(step, nlohmann::json::parse(line).value("step", int64_t{0}));
+  }
+  return {"interrupted (last record at step " + std::to_string(step) + "); run again with --resume", false};
+}
+
+inline std::string timestamp() {
+  const auto now = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now());
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y%m%d_%H%M%S", std::localtime(&now));
+  return buf;
+}
+
+struct RunOptions {
+  std::string config_dir;
+  std::string output = "runs/interview_chain";
+  std::vector<std::string> only, skip;
+  bool resume = false, dry_run = false, quiet = false;
+  int seeds = 1;
+  Overrides overrides;
+};
+
+inline bool selected(const std::string& id, const RunOptions& o) {
+  if (!o.only.empty() && std::count(o.only.begin(), o.only.end(), id) == 0) return false;
+  return std::count(o.skip.begin(), o.skip.end(), id) == 0;
+}
+
+/// Runs the chain; returns the number of experiments that did not finish.
+inline int run_chain(const RunOptions& o) {
+  TORCH_CHECK(o.seeds >= 1, "--seeds expects a count >= 1, got ", o.seeds);
+  for (const auto& list : {o.only, o.skip})
+    for (const auto& id : list) {
+      bool known = false;
+      for (const auto& [e, file] : experiments()) known = known || e == id;
+      TORCH_CHECK(known, "unknown experiment '", id, "' (expected E0a, E0b, E1, E2, E3, E4 or E5)");
+    }
+  auto configs = load_chain(o.config_dir, o.overrides);
+  std::ostringstream check;
+  if (!validate_controlled(configs, check)) {
+    std::printf("%s", check.str().c_str());
+    TORCH_CHECK(false, "refusing to run: the controlled fields differ across the configs (see above)");
+  }
+  if (o.dry_run) {
+    for (const auto& c : configs) {
+      std::printf("=== %s: %s — %s\n", c.id.c_str(), c.description.c_str(),
+                  selected(c.id, o) ? "would run" : "skipped");
+      std::printf("%s\n", c.fields.to_yaml().c_str());
+    }
+    std::printf("dry run: %d seed(s) per experiment; results would go to %s\n", o.seeds, o.output.c_str());
+    return 0;
+  }
+  fs::create_directories(o.output);
+  auto state = o.resume ? ChainState::load(o.output) : ChainState{};
+  const auto runs_root = fs::absolute(o.output).parent_path();
+  std::printf("loading data ...\n");
+  std::fflush(stdout);
+  const auto data = load_data(configs.front(), (fs::path(o.output) / "data_cache").string());
+  std::printf("data: %s\n", data.description.c_str());
+  int unfinished = 0;
+  const auto stamp = timestamp();
+  for (auto& c : configs) {
+    if (!selected(c.id, o)) continue;
+    auto& dirs = state.runs[c.id];
+    dirs.resize(o.seeds);
+    for (int k = 0; k < o.seeds; ++k) {
+      const auto seed_tag = o.seeds > 1 ? "_s" + std::to_string(k) : std::string();
+      if (!o.resume || dirs[k].empty())
+        dirs[k] = (runs_root / ("interview_" + c.id + seed_tag + "_" + stamp)).string();
+      if (run_status(dirs[k]).finished) {
+        std::printf("%s%s: finished earlier in %s; skipped\n", c.id.c_str(), seed_tag.c_str(), dirs[k].c_str());
+        continue;
+      }
+      state.save(o.output);
+      auto seeded = c;
+      if (k > 0) {
+        seeded.seed = c.seed + static_cast<uint64_t>(k);
+        seeded.fields.set("runtime.seed", YAML::Node(seeded.seed), "--seeds");
+      }
+      std::printf("=== %s%s: %s -> %s\n", c.id.c_str(), seed_tag.c_str(), c.description.c_str(), dirs[k].c_str());
+      std::fflush(stdout);
+      const auto started = std::chrono::steady_clock::now();
+      try {
+        auto result = run_experiment(seeded, data, dirs[k], o.quiet);
+        if (!result.finished) ++unfinished;
+        std::printf("%s%s: %s in %.1f s\n", c.id.c_str(), seed_tag.c_str(),
+                    result.finished ? "finished" : ("failed: " + result.stopped_because).c_str(),
+                    std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
+      } catch (const std::exception& e) {
+        ++unfinished;
+        std::string what = e.what();
+        if (auto* err = dynamic_cast<const c10::Error*>(&e)) what = err->what_without_backtrace();
+        if (what.find("out of memory") != std::string::npos)
+          what += " (advice: lower data.batch_size, keep runtime.amp on, or use fewer / narrower experts)";
+        mtl::train::atomic_write((fs::path(dirs[k]) / "failure.txt").string(), what.substr(0, what.find('\n')) + "\n");
+        std::printf("%s%s: failed: %s\n", c.id.c_str(), seed_tag.c_str(), what.c_str());
+      }
+      std::fflush(stdout);
+    }
+  }
+  state.save(o.output);
+  return unfinished;
+}
+
+}  // namespace chain

@@ -1,0 +1,347 @@
+// Experiment configs of the interview chain: YAML files (an experiment file
+// naming a base file that holds the locked fields) resolved into one flat
+// table of fields, each remembering the file and line it came from, then
+// read into `ExperimentConfig`. Every error names the file, the line, the
+// field and what was expected; an unknown key suggests the closest known one.
+#pragma once
+
+#include <mtl/data/synthetic.hpp>
+#include <mtl/esmm.hpp>
+#include <mtl/expert.hpp>
+
+#include <c10/util/Exception.h>
+#include <yaml-cpp/yaml.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <map>
+#include <optional>
+#include <set>
+#include <sstream>
+#include <string>
+#include <vector>
+
+namespace chain {
+
+/// What a field holds.
+enum class FieldType { integer, number, boolean, text, integer_list, text_list, expert_list };
+
+struct FieldSpec {
+  FieldType type;
+  bool required;
+  /// Allowed values of a text field; empty allows any.
+  std::vector<std::string> choices = {};
+};
+
+inline const char* describe(FieldType t) {
+  switch (t) {
+    case FieldType::integer: return "an integer";
+    case FieldType::number: return "a number";
+    case FieldType::boolean: return "true or false";
+    case FieldType::text: return "a string";
+    case FieldType::integer_list: return "a list of integers, like [256, 128]";
+    case FieldType::text_list: return "a list of strings, like [ctr, cvr]";
+    case FieldType::expert_list: return "a list of experts, like [{type: mlp, hidden_dims: [128]}, {type: cross, layers: 2}]";
+  }
+  return "";
+}
+
+/// Every field a config may hold. Lists are leaves.
+inline const std::map<std::string, FieldSpec>& known_fields() {
+  using T = FieldType;
+  static const std::map<std::string, FieldSpec> fields{
+      {"base", {T::text, false}},
+      {"experiment.id", {T::text, true}},
+      {"experiment.description", {T::text, true}},
+      {"data.source", {T::text, true, {"synthetic", "aliccp", "aliexpress"}}},
+      {"data.path", {T::text, false}},
+      {"data.batch_size", {T::integer, true}},
+      {"data.seed", {T::integer, true}},
+      {"data.neg_keep_prob_train", {T::number, true}},
+      {"data.min_count", {T::integer, false}},
+      {"data.cache_dir", {T::text, false}},
+      {"data.synthetic.train_rows", {T::integer, false}},
+      {"data.synthetic.valid_rows", {T::integer, false}},
+      {"data.synthetic.test_rows", {T::integer, false}},
+      {"data.synthetic.num_users", {T::integer, false}},
+      {"data.synthetic.num_items", {T::integer, false}},
+      {"data.synthetic.task_relatedness", {T::number, false}},
+      {"data.synthetic.selection_bias", {T::number, false}},
+      {"data.synthetic.cross_signal", {T::number, false}},
+      {"data.synthetic.deep_signal", {T::number, false}},
+      {"data.synthetic.ctr_bias", {T::number, false}},
+      {"data.synthetic.cvr_bias", {T::number, false}},
+      {"data.synthetic.label_noise", {T::number, false}},
+      {"sampling.negative_sampling", {T::text, true, {"none", "random"}}},
+      {"embedding.default_embedding_dim", {T::integer, true}},
+      {"embedding.sparse_grad", {T::boolean, true}},
+      {"model.backbone", {T::text, true, {"deepfm"}}},
+      {"model.deep_hidden_dims", {T::integer_list, true}},
+      {"model.fm_projection_dim", {T::integer, true}},
+      {"model.mtl", {T::text, true, {"single", "sharedbottom", "mmoe", "ple"}}},
+      {"model.enabled_heads", {T::text_list, true}},
+      {"model.tasks.ctr.tower_hidden_dims", {T::integer_list, false}},
+      {"model.tasks.cvr.tower_hidden_dims", {T::integer_list, false}},
+      {"model.shared_bottom.hidden_dims", {T::integer_list, false}},
+      {"model.mmoe.num_experts", {T::integer, false}},
+      {"model.mmoe.expert_hidden_dims", {T::integer_list, false}},
+      {"model.mmoe.expert_dim", {T::integer, false}},
+      {"model.ple.hetero_enabled", {T::boolean, false}},
+      {"model.ple.num_levels", {T::integer, false}},
+      {"model.ple.expert_dim", {T::integer, false}},
+      {"model.ple.shared_experts", {T::integer, false}},
+      {"model.ple.private_experts_per_task", {T::integer, false}},
+      {"model.ple.expert_hidden_dims", {T::integer_list, false}},
+      {"model.ple.experts.shared", {T::expert_list, false}},
+      {"model.ple.experts.ctr", {T::expert_list, false}},
+      {"model.ple.experts.cvr", {T::expert_list, false}},
+      {"model.ple.expert_output_align.enabled", {T::boolean, false}},
+      {"model.ple.expert_output_align.dropout", {T::number, false}},
+      {"use_esmm", {T::boolean, true}},
+      {"esmm.version", {T::text, false, {"v1", "v2"}}},
+      {"esmm.lambda_cvr_aux", {T::number, false}},
+      {"optim.type", {T::text, true, {"dual_sparse_dense"}}},
+      {"optim.sparse.lr", {T::number, true}},
+      {"optim.dense.lr", {T::number, true}},
+      {"optim.dense.weight_decay", {T::number, false}},
+      {"lr_scheduler.type", {T::text, true, {"cosine_warmup"}}},
+      {"lr_scheduler.warmup_steps", {T::integer, true}},
+      {"lr_scheduler.total_steps", {T::integer, true}},
+      {"lr_scheduler.min_lr_ratio", {T::number, false}},
+      {"runtime.seed", {T::integer, true}},
+      {"runtime.max_train_steps", {T::integer, true}},
+      {"runtime.amp", {T::boolean, true}},
+      {"runtime.amp_on_cpu", {T::boolean, false}},
+      {"runtime.eval_every", {T::integer, true}},
+      {"runtime.log_every", {T::integer, false}},
+      {"runtime.eval_batch_size", {T::integer, false}},
+      {"runtime.device", {T::text, false, {"cpu", "cuda"}}},
+      {"runtime.threads", {T::integer, false}},
+      {"runtime.best_selection.primary_key", {T::text, true}},
+  };
+  return fields;
+}
+
+/// The fields that must agree across the seven experiments.
+inline const std::vector<std::string>& controlled_fields() {
+  static const std::vector<std::string> fields{
+      "data.source", "data.path", "data.batch_size", "data.seed", "data.neg_keep_prob_train", "data.min_count",
+      "data.synthetic.train_rows", "data.synthetic.valid_rows", "data.synthetic.test_rows",
+      "data.synthetic.num_users", "data.synthetic.num_items", "data.synthetic.task_relatedness",
+      "data.synthetic.selection_bias", "data.synthetic.cross_signal", "data.synthetic.deep_signal",
+      "data.synthetic.ctr_bias", "data.synthetic.cvr_bias", "data.synthetic.label_noise",
+      "sampling.negative_sampling", "embedding.default_embedding_dim", "embedding.sparse_grad", "model.backbone",
+      "model.deep_hidden_dims", "model.fm_projection_dim", "optim.type", "optim.sparse.lr", "optim.dense.lr",
+      "lr_scheduler.type", "lr_scheduler.warmup_steps", "lr_scheduler.total_steps", "runtime.seed",
+      "runtime.max_train_steps", "runtime.amp"};
+  return fields;
+}
+
+/// Edit distance, for "did you mean" suggestions.
+inline size_t edit_distance(const std::string& a, const std::string& b) {
+  std::vector<size_t> row(b.size() + 1);
+  for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
+  for (size_t i = 1; i <= a.size(); ++i) {
+    size_t diagonal = row[0];
+    row[0] = i;
+    for (size_t j = 1; j <= b.size(); ++j) {
+      const size_t up = row[j];
+      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diagonal + (a[i - 1] == b[j - 1] ? 0 : 1)});
+      diagonal = up;
+    }
+  }
+  return row[b.size()];
+}
+
+inline std::string closest_known_field(const std::string& path) {
+  std::string best;
+  size_t best_distance = std::string::npos;
+  for (const auto& [known, spec] : known_fields()) {
+    const size_t d = edit_distance(path, known);
+    if (d < best_distance) best = known, best_distance = d;
+  }
+  return best;
+}
+
+/// One field's value and where it was written.
+struct FieldValue {
+  YAML::Node node;
+  std::string file;
+  int line = 0;  ///< 1-based
+};
+
+/// All fields of a resolved config, by dotted path.
+class FieldTable {
+ public:
+  /// Reads `file`, after the base file it names (whose fields it overrides).
+  static FieldTable load(const std::string& file) {
+    FieldTable table;
+    table.load_file(file, 0);
+    table.check_required();
+    return table;
+  }
+
+  /// A table from fields given directly (tests, presets).
+  void set(const std::string& path, const YAML::Node& value, const std::string& origin) {
+    check_known(path, origin, 0);
+    check_type(path, value, origin, 0);
+    fields_[path] = {YAML::Clone(value), origin, 0};
+  }
+
+  bool has(const std::string& path) const { return fields_.count(path) > 0; }
+  const FieldValue& at(const std::string& path) const {
+    auto it = fields_.find(path);
+    TORCH_CHECK(it != fields_.end(), "config field '", path, "' is missing");
+    return it->second;
+  }
+  const std::map<std::string, FieldValue>& fields() const noexcept { return fields_; }
+
+  /// The value as text (scalars) or flow YAML (lists), for comparisons and snapshots.
+  std::string text(const std::string& path) const {
+    if (!has(path)) return "(unset)";
+    YAML::Emitter out;
+    out << YAML::Flow << at(path).node;
+    return out.c_str();
+  }
+
+  template <class T>
+  T get(const std::string& path, const T& fallback) const {
+    return has(path) ? get<T>(path) : fallback;
+  }
+  template <class T>
+  T get(const std::string& path) const {
+    const auto& f = at(path);
+    try {
+      return f.node.as<T>();
+    } catch (const YAML::Exception&) {
+      TORCH_CHECK(false, place(f), ": field '", path, "' expects ", describe(known_fields().at(path).type),
+                  ", got '", text(path), "'");
+    }
+  }
+
+  static std::string place(const FieldValue& f) {
+    return f.line > 0 ? f.file + ":" + std::to_string(f.line) : f.file;
+  }
+
+  /// The resolved config as YAML (what a run directory keeps).
+  std::string to_yaml() const {
+    YAML::Node root;
+    for (const auto& [path, f] : fields_) {
+      if (path == "base") continue;
+      std::vector<std::string> parts;
+      std::stringstream ss(path);
+      for (std::string p; std::getline(ss, p, '.');) parts.push_back(p);
+      std::vector<YAML::Node> chain_of{root};
+      for (size_t i = 0; i + 1 < parts.size(); ++i) chain_of.push_back(chain_of.back()[parts[i]]);
+      chain_of.back()[parts.back()] = f.node;
+    }
+    YAML::Emitter out;
+    out << root;
+    return std::string(out.c_str()) + "\n";
+  }
+
+ private:
+  void load_file(const std::string& file, int depth) {
+    TORCH_CHECK(depth < 4, file, ": 'base' files nest too deeply (a cycle?)");
+    TORCH_CHECK(std::filesystem::exists(file), "config file '", file, "' does not exist");
+    YAML::Node root;
+    try {
+      root = YAML::LoadFile(file);
+    } catch (const YAML::ParserException& e) {
+      TORCH_CHECK(false, file, ":", e.mark.line + 1, ":", e.mark.column + 1, ": not valid YAML (", e.msg,
+                  "); check the indentation, and use spaces, not tabs");
+    }
+    TORCH_CHECK(root.IsMap(), file, ": expected a mapping of config sections at the top level");
+    if (root["base"]) {
+      const auto base = root["base"].as<std::string>();
+      const auto base_path = (std::filesystem::path(file).parent_path() / base).string();
+      load_file(base_path, depth + 1);
+    }
+    flatten(root, "", file);
+  }
+
+  void flatten(const YAML::Node& node, const std::string& prefix, const std::string& file) {
+    for (const auto& entry : node) {
+      const auto key = entry.first.as<std::string>();
+      const auto path = prefix.empty() ? key : prefix + "." + key;
+      const int line = entry.first.Mark().line + 1;
+      if (entry.second.IsMap() && !known_fields().count(path)) {
+        check_known_prefix(path, file, line);
+        flatten(entry.second, path, file);
+        continue;
+      }
+      check_known(path, file, line);
+      check_type(path, entry.second, file, line);
+      fields_[path] = {entry.second, file, line};
+    }
+  }
+
+  static void check_known_prefix(const std::string& path, const std::string& file, int line) {
+    for (const auto& [known, spec] : known_fields())
+      if (known.rfind(path + ".", 0) == 0) return;
+    TORCH_CHECK(false, file, ":", line, ": unknown section '", path, "'; did you mean '", closest_known_field(path),
+                "'?");
+  }
+  static void check_known(const std::string& path, const std::string& file, int line) {
+    TORCH_CHECK(known_fields().count(path), file, ":", line, ": unknown field '", path, "'; did you mean '",
+                closest_known_field(path), "'?");
+  }
+
+  static void check_type(const std::string& path, const YAML::Node& value, const std::string& file, int line) {
+    const auto& spec = known_fields().at(path);
+    const std::string where = file + ":" + std::to_string(line) + ": field '" + path + "' expects " + describe(spec.type);
+    auto scalar_is = [&](const YAML::Node& n, FieldType t) {
+      if (!n.IsScalar()) return false;
+      try {
+        if (t == FieldType::integer) n.as<int64_t>();
+        else if (t == FieldType::number) n.as<double>();
+        else if (t == FieldType::boolean) n.as<bool>();
+        else n.as<std::string>();
+        return true;
+      } catch (const YAML::Exception&) {
+        return false;
+      }
+    };
+    auto shown = [&] {
+      YAML::Emitter out;
+      out << YAML::Flow << value;
+      return std::string(out.c_str());
+    };
+    switch (spec.type) {
+      case FieldType::integer_list:
+      case FieldType::text_list: {
+        TORCH_CHECK(value.IsSequence(), where, ", got '", shown(), "'");
+        const auto item = spec.type == FieldType::integer_list ? FieldType::integer : FieldType::text;
+        for (const auto& v : value) TORCH_CHECK(scalar_is(v, item), where, ", got '", shown(), "'");
+        break;
+      }
+      case FieldType::expert_list:
+        TORCH_CHECK(value.IsSequence(), where, ", got '", shown(), "'");
+        for (const auto& v : value) TORCH_CHECK(v.IsMap() && v["type"], where, ", got '", shown(), "'");
+        break;
+      default:
+        TORCH_CHECK(scalar_is(value, spec.type), where, ", got '", shown(), "'");
+        if (!spec.choices.empty()) {
+          const auto v = value.as<std::string>();
+          std::string allowed;
+          for (const auto& c : spec.choices) allowed += (allowed.empty() ? "" : ", ") + c;
+          TORCH_CHECK(std::count(spec.choices.begin(), spec.choices.end(), v), file, ":", line, ": field '", path,
+                      "' expects one of ", allowed, ", got '", v, "'");
+        }
+    }
+  }
+
+  void check_required() const {
+    for (const auto& [path, spec] : known_fields())
+      if (spec.required && !has(path)) {
+        std::string files;
+        for (const auto& [p, f] : fields_)
+          if (files.find(f.file) == std::string::npos) files += (files.empty() ? "" : ", ") + f.file;
+        TORCH_CHECK(false, files, ": required field '", path, "' is missing (expected ", describe(spec.type), ")");
+      }
+  }
+
+  std::map<std::string, FieldValue> fields_;
+};
+
+}  // namespace chain

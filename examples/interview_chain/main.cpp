@@ -1,0 +1,252 @@
+// interview_chain: runs the chain of seven controlled experiments (single
+// task -> shared bottom -> ESMM -> MMoE -> PLE -> heterogeneous PLE) and says,
+// with numbers and DeLong tests, whether each step helps.
+#include "chain.hpp"
+#include "report.hpp"
+#include "report_html.hpp"
+
+#include <cstdio>
+#include <cstring>
+#include <iostream>
+#include <string>
+#include <vector>
+
+#ifndef MTL_CHAIN_CONFIG_DIR
+#define MTL_CHAIN_CONFIG_DIR "examples/interview_chain/configs"
+#endif
+
+namespace {
+
+namespace fs = std::filesystem;
+
+const char* kUsage =
+    "usage: interview_chain <command> [options]\n"
+    "commands:\n"
+    "  run        run the seven experiments (or some), then write the summaries and the report\n"
+    "  train      run one experiment from its config file\n"
+    "  validate   check that the controlled fields agree across the seven configs\n"
+    "  predict    score a data split with a run's best checkpoint\n"
+    "  report     rebuild the summaries and the report from a chain's run directories\n"
+    "'interview_chain <command> --help' describes each.\n";
+
+const char* kRunHelp =
+    "usage: interview_chain run [options]\n"
+    "  --configs DIR     the seven config files (default: " MTL_CHAIN_CONFIG_DIR ")\n"
+    "  --output DIR      summaries and report go here; run directories beside it (default: runs/interview_chain)\n"
+    "  --only E1,E2      run only these experiments\n"
+    "  --skip E0a,E0b    skip these experiments\n"
+    "  --resume          skip finished experiments, continue an interrupted one from its last checkpoint\n"
+    "  --dry-run         print each resolved config and what would run, then exit\n"
+    "  --preset NAME     full (the locked 40000 steps), quick (1000 steps, about 10 min on 2 CPU cores), tiny (a smoke test)\n"
+    "  --device cpu|cuda\n"
+    "  --data SRC        synthetic (default), aliccp:DIR or aliexpress:DIR (CSV files named *train*, *val*, *test*)\n"
+    "  --seeds N         run each experiment with N seeds (runtime.seed, +1, ...); deltas report mean and spread\n"
+    "  --max-steps N     override the steps of all seven (and the schedule with them)\n"
+    "  --batch-size N    override data.batch_size for all seven\n"
+    "  --quiet           no per-step progress\n";
+
+const char* kTrainHelp =
+    "usage: interview_chain train --config FILE [--run-dir DIR] [--preset P] [--device D] [--data SRC] [--max-steps N]\n"
+    "  trains one experiment; with an existing --run-dir holding ckpt_last.pt it continues from there\n";
+
+const char* kValidateHelp =
+    "usage: interview_chain validate [--configs DIR] [--preset P] [--device D] [--data SRC]\n"
+    "  prints a pass or fail mark per controlled field and each differing value with its file;\n"
+    "  exits 1 when a field differs or a config has an error\n";
+
+const char* kPredictHelp =
+    "usage: interview_chain predict --run DIR --out FILE.csv [--data SRC] [--split train|valid|test]\n"
+    "  scores a split (default test) with the run's best checkpoint; writes p_ctr, p_cvr, p_ctcvr and the labels per row\n";
+
+const char* kReportHelp =
+    "usage: interview_chain report DIR\n"
+    "  rebuilds summary.csv, summary.json, delta_analysis.txt and report.html in DIR from the run directories\n"
+    "  that DIR/chain_state.json names\n";
+
+struct Args {
+  std::vector<std::string> positional;
+  std::map<std::string, std::string> values;
+  std::set<std::string> flags;
+};
+
+Args parse(int argc, char** argv, int first, const std::set<std::string>& with_value,
+           const std::set<std::string>& flags, const char* help) {
+  Args a;
+  for (int i = first; i < argc; ++i) {
+    const std::string arg = argv[i];
+    if (arg == "--help" || arg == "-h") {
+      std::printf("%s", help);
+      std::exit(0);
+    }
+    if (with_value.count(arg)) {
+      TORCH_CHECK(i + 1 < argc, arg, " expects a value\n", help);
+      a.values[arg] = argv[++i];
+    } else if (flags.count(arg)) {
+      a.flags.insert(arg);
+    } else {
+      TORCH_CHECK(arg.rfind("--", 0) != 0, "unknown option '", arg, "'\n", help);
+      a.positional.push_back(arg);
+    }
+  }
+  return a;
+}
+
+std::vector<std::string> split_list(const std::string& s) {
+  std::vector<std::string> out;
+  std::stringstream ss(s);
+  for (std::string item; std::getline(ss, item, ',');)
+    if (!item.empty()) out.push_back(item);
+  return out;
+}
+
+chain::Overrides overrides(const Args& a) {
+  chain::Overrides o;
+  auto value = [&](const char* k, const std::string& d) { return a.values.count(k) ? a.values.at(k) : d; };
+  o.preset = value("--preset", "full");
+  o.device = value("--device", "");
+  o.data = value("--data", "");
+  o.max_steps = std::stoll(value("--max-steps", "0"));
+  o.batch_size = std::stoll(value("--batch-size", "0"));
+  return o;
+}
+
+const std::set<std::string> kOverrideOptions{"--preset", "--device", "--data", "--max-steps", "--batch-size"};
+
+std::set<std::string> with(std::set<std::string> s, std::initializer_list<std::string> more) {
+  s.insert(more);
+  return s;
+}
+
+void write_reports(const std::string& output) {
+  const auto records = chain::read_chain(output);
+  chain::write_summaries(output, records);
+  chain::write_delta_analysis(output, records, /*alpha=*/0.05);
+  chain::write_report_html(output, records, /*alpha=*/0.05);
+  std::printf("wrote %s/{summary.csv, summary.json, delta_analysis.txt, report.html}\n", output.c_str());
+}
+
+int cmd_run(int argc, char** argv) {
+  auto a = parse(argc, argv, 2, with(kOverrideOptions, {"--configs", "--output", "--only", "--skip", "--seeds"}),
+                 {"--resume", "--dry-run", "--quiet"}, kRunHelp);
+  chain::RunOptions o;
+  o.config_dir = a.values.count("--configs") ? a.values["--configs"] : MTL_CHAIN_CONFIG_DIR;
+  if (a.values.count("--output")) o.output = a.values["--output"];
+  if (a.values.count("--only")) o.only = split_list(a.values["--only"]);
+  if (a.values.count("--skip")) o.skip = split_list(a.values["--skip"]);
+  if (a.values.count("--seeds")) o.seeds = std::stoi(a.values["--seeds"]);
+  o.resume = a.flags.count("--resume") > 0;
+  o.dry_run = a.flags.count("--dry-run") > 0;
+  o.quiet = a.flags.count("--quiet") > 0;
+  o.overrides = overrides(a);
+  const auto started = std::chrono::steady_clock::now();
+  const int unfinished = chain::run_chain(o);
+  if (o.dry_run) return 0;
+  write_reports(o.output);
+  std::printf("chain wall time %.1f s; %d run(s) did not finish\n",
+              std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count(), unfinished);
+  return unfinished == 0 ? 0 : 1;
+}
+
+int cmd_train(int argc, char** argv) {
+  auto a = parse(argc, argv, 2, with(kOverrideOptions, {"--config", "--run-dir"}), {"--quiet"}, kTrainHelp);
+  TORCH_CHECK(a.values.count("--config"), "train expects --config FILE\n", kTrainHelp);
+  auto c = chain::load_experiment(a.values["--config"], overrides(a));
+  const auto dir = a.values.count("--run-dir") ? a.values["--run-dir"]
+                                                : "runs/interview_" + c.id + "_" + chain::timestamp();
+  const auto data = chain::load_data(c, (fs::path(dir) / "data_cache").string());
+  std::printf("data: %s\n=== %s: %s -> %s\n", data.description.c_str(), c.id.c_str(), c.description.c_str(), dir.c_str());
+  auto result = chain::run_experiment(c, data, dir, a.flags.count("--quiet") > 0);
+  if (!result.finished) {
+    std::printf("failed: %s\n", result.stopped_because.c_str());
+    return 1;
+  }
+  std::printf("finished: best %s %.5f at step %ld; outputs in %s\n", c.primary_key.c_str(), result.best_metric,
+              static_cast<long>(result.best_step), dir.c_str());
+  return 0;
+}
+
+int cmd_validate(int argc, char** argv) {
+  auto a = parse(argc, argv, 2, with(kOverrideOptions, {"--configs"}), {}, kValidateHelp);
+  const auto dir = a.values.count("--configs") ? a.values["--configs"] : MTL_CHAIN_CONFIG_DIR;
+  const auto configs = chain::load_chain(dir, overrides(a));
+  return chain::validate_controlled(configs, std::cout) ? 0 : 1;
+}
+
+/// One CSV line per row: row, p_ctr, p_cvr, p_ctcvr (empty where the model lacks a head), labels.
+void write_prediction_rows(std::ostream& out, const mtl::data::TrainingBatch& b, int64_t first,
+                           const torch::Tensor& p_ctr, const torch::Tensor& p_cvr) {
+  auto value = [](const torch::Tensor& t, int64_t i) { return t.defined() ? t[i].item<float>() : NAN; };
+  auto cell = [](float v) { return std::isnan(v) ? std::string() : fmt::format("{:.7g}", v); };
+  for (int64_t i = 0; i < b.size(); ++i) {
+    const float ctr = value(p_ctr, i), cvr = value(p_cvr, i);
+    out << first + i << "," << cell(ctr) << "," << cell(cvr) << "," << cell(ctr * cvr) << "," << b.click[i].item<float>()
+        << "," << b.conversion[i].item<float>() << "\n";
+  }
+}
+
+int cmd_predict(int argc, char** argv) {
+  auto a = parse(argc, argv, 2, {"--run", "--out", "--data", "--split"}, {}, kPredictHelp);
+  TORCH_CHECK(a.values.count("--run") && a.values.count("--out"), "predict expects --run DIR and --out FILE\n", kPredictHelp);
+  const auto run = a.values["--run"];
+  chain::Overrides o;
+  if (a.values.count("--data")) o.data = a.values["--data"];
+  auto c = chain::load_experiment((fs::path(run) / "config.yaml").string(), o);
+  const auto data = chain::load_data(c, (fs::path(run) / "data_cache").string());
+  const auto split = a.values.count("--split") ? a.values["--split"] : "test";
+  TORCH_CHECK(split == "train" || split == "valid" || split == "test", "--split expects train, valid or test, got '", split, "'");
+  const auto& rows = split == "train" ? data.train : split == "valid" ? data.valid : data.test;
+  std::ofstream out(a.values["--out"]);
+  TORCH_CHECK(out.good(), "cannot write '", a.values["--out"], "'");
+  out << "row,p_ctr,p_cvr,p_ctcvr,click,conversion\n";
+  chain::with_model(c, data.schema, [&](auto model) {
+    mtl::train::load_module_state(*model, mtl::train::load_tensor_dict((fs::path(run) / "ckpt_best.pt").string()), "",
+                                  (fs::path(run) / "ckpt_best.pt").string());
+    model->eval();
+    torch::NoGradGuard no_grad;
+    const auto& tasks = model->options.tasks();
+    const bool has_ctr = std::count(tasks.begin(), tasks.end(), "ctr") > 0;
+    const bool has_cvr = std::count(tasks.begin(), tasks.end(), "cvr") > 0;
+    mtl::data::for_each_batch(rows, 8192, [&](const mtl::data::TrainingBatch& b, int64_t first) {
+      const mtl::TaskLogits logits = model->forward(b.features);
+      write_prediction_rows(out, b, first, has_ctr ? torch::sigmoid(logits.at("ctr")) : torch::Tensor(),
+                            has_cvr ? torch::sigmoid(logits.at("cvr")) : torch::Tensor());
+    });
+  });
+  std::printf("wrote %ld rows of the %s split to %s\n", static_cast<long>(rows.num_rows()), split.c_str(),
+              a.values["--out"].c_str());
+  return 0;
+}
+
+int cmd_report(int argc, char** argv) {
+  auto a = parse(argc, argv, 2, {}, {}, kReportHelp);
+  TORCH_CHECK(a.positional.size() == 1, "report expects one folder\n", kReportHelp);
+  TORCH_CHECK(fs::exists(fs::path(a.positional[0]) / "chain_state.json"), "'", a.positional[0],
+              "' has no chain_state.json: is it a chain's --output folder?");
+  write_reports(a.positional[0]);
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2 || std::strcmp(argv[1], "--help") == 0 || std::strcmp(argv[1], "-h") == 0) {
+    std::printf("%s", kUsage);
+    return argc < 2 ? 2 : 0;
+  }
+  const std::string command = argv[1];
+  try {
+    if (command == "run") return cmd_run(argc, argv);
+    if (command == "train") return cmd_train(argc, argv);
+    if (command == "validate") return cmd_validate(argc, argv);
+    if (command == "predict") return cmd_predict(argc, argv);
+    if (command == "report") return cmd_report(argc, argv);
+    std::fprintf(stderr, "unknown command '%s'\n%s", command.c_str(), kUsage);
+    return 2;
+  } catch (const c10::Error& e) {
+    std::fprintf(stderr, "error: %s\n", e.what_without_backtrace());
+    return 2;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return 2;
+  }
+}
