@@ -54,8 +54,8 @@ inline void apply(FieldTable& f, const Overrides& o) {
     set("runtime.log_every", std::max<int64_t>(1, steps / 20), origin);
   };
   if (o.preset == "quick") {
-    scale_steps(1000, preset);
-    set("data.synthetic.train_rows", 1'000'000, preset);
+    scale_steps(2500, preset);
+    set("data.synthetic.train_rows", 2'560'000, preset);
     set("data.synthetic.valid_rows", 100'000, preset);
     set("data.synthetic.test_rows", 200'000, preset);
   } else if (o.preset == "tiny") {

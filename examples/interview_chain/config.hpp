@@ -13,6 +13,7 @@
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
+#include <functional>
 #include <filesystem>
 #include <map>
 #include <optional>
@@ -225,18 +226,33 @@ class FieldTable {
 
   /// The resolved config as YAML (what a run directory keeps).
   std::string to_yaml() const {
-    YAML::Node root;
+    struct Tree {
+      std::map<std::string, Tree> children;
+      const YAML::Node* value = nullptr;
+    };
+    Tree root;
     for (const auto& [path, f] : fields_) {
       if (path == "base") continue;
-      std::vector<std::string> parts;
+      Tree* at = &root;
       std::stringstream ss(path);
-      for (std::string p; std::getline(ss, p, '.');) parts.push_back(p);
-      std::vector<YAML::Node> chain_of{root};
-      for (size_t i = 0; i + 1 < parts.size(); ++i) chain_of.push_back(chain_of.back()[parts[i]]);
-      chain_of.back()[parts.back()] = f.node;
+      for (std::string part; std::getline(ss, part, '.');) at = &at->children[part];
+      at->value = &f.node;
     }
     YAML::Emitter out;
-    out << root;
+    std::function<void(const Tree&)> emit = [&](const Tree& t) {
+      out << YAML::BeginMap;
+      for (const auto& [key, child] : t.children) {
+        out << YAML::Key << key << YAML::Value;
+        if (child.value) {
+          if (child.value->IsSequence()) out << YAML::Flow;
+          out << *child.value;
+        } else {
+          emit(child);
+        }
+      }
+      out << YAML::EndMap;
+    };
+    emit(root);
     return std::string(out.c_str()) + "\n";
   }
 

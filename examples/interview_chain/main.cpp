@@ -37,7 +37,7 @@ const char* kRunHelp =
     "  --skip E0a,E0b    skip these experiments\n"
     "  --resume          skip finished experiments, continue an interrupted one from its last checkpoint\n"
     "  --dry-run         print each resolved config and what would run, then exit\n"
-    "  --preset NAME     full (the locked 40000 steps), quick (1000 steps, about 10 min on 2 CPU cores), tiny (a smoke test)\n"
+    "  --preset NAME     full (the locked 40000 steps), quick (2500 steps, under 10 min on 2 CPU cores), tiny (a smoke test)\n"
     "  --device cpu|cuda\n"
     "  --data SRC        synthetic (default), aliccp:DIR or aliexpress:DIR (CSV files named *train*, *val*, *test*)\n"
     "  --seeds N         run each experiment with N seeds (runtime.seed, +1, ...); deltas report mean and spread\n"

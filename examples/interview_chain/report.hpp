@@ -309,6 +309,9 @@ inline std::vector<std::pair<Comparison, std::vector<DeltaRow>>> delta_rows(cons
   return out;
 }
 
+/// "=0.0123", or "<1e-16" below what erfc resolves in double precision.
+inline std::string format_p(double p) { return p < 1e-16 ? "<1e-16" : fmt::format("={:.3g}", p); }
+
 inline void write_delta_analysis(const std::string& output, const std::vector<ExperimentRecord>& chain, double alpha) {
   std::ostringstream out;
   out << "Interview chain: delta analysis\n"
@@ -324,8 +327,8 @@ inline void write_delta_analysis(const std::string& output, const std::vector<Ex
         continue;
       }
       const double diff = r.value_a - r.value_b;
-      out << fmt::format("{}={:.5f}  {}={:.5f}  diff={:+.5f}  rel={:+.2f}%  p={:.3g}  -> {}\n", r.a, r.value_a, r.b,
-                         r.value_b, diff, 100.0 * diff / r.value_b, r.p_value, r.verdict);
+      out << fmt::format("{}={:.5f}  {}={:.5f}  diff={:+.5f}  rel={:+.2f}%  p{}  -> {}\n", r.a, r.value_a, r.b,
+                         r.value_b, diff, 100.0 * diff / r.value_b, format_p(r.p_value), r.verdict);
       if (r.spread_diff)
         out << fmt::format("      over {} seeds: {} {:.5f} +- {:.5f}, {} {:.5f} +- {:.5f}, diff {:+.5f} +- {:.5f}\n", r.seeds,
                            r.a, r.spread_a->first, r.spread_a->second, r.b, r.spread_b->first, r.spread_b->second,

@@ -210,9 +210,9 @@ inline void write_report_html(const std::string& output, const std::vector<Exper
       const double diff = d.value_a - d.value_b;
       const char* cls = d.verdict.rfind("significant gain", 0) == 0 ? "gain" : d.verdict.rfind("significant loss", 0) == 0 ? "loss" : "";
       page += fmt::format("<tr><td class='l'>{}</td><td class='l'>{} vs {}</td><td class='l'>{}</td><td>{:.5f}</td><td>{:.5f}</td>"
-                          "<td>{:+.5f}</td><td>{:+.2f}%</td><td>{:.3g}</td><td class='l {}'>{}</td></tr>",
+                          "<td>{:+.5f}</td><td>{:+.2f}%</td><td>p{}</td><td class='l {}'>{}</td></tr>",
                           html::escape(c.question.substr(0, 2)), d.a, d.b, d.metric, d.value_a, d.value_b, diff,
-                          100 * diff / d.value_b, d.p_value, cls, html::escape(d.verdict));
+                          100 * diff / d.value_b, html::escape(format_p(d.p_value)), cls, html::escape(d.verdict));
     }
   page += "</table></body></html>\n";
   mtl::train::atomic_write((fs::path(output) / "report.html").string(), page);

@@ -73,6 +73,8 @@ class ExpertHealth {
   /// One JSON record per task (gate utilisation) and one per expert (output scale).
   std::vector<nlohmann::json> records(int64_t step) const {
     std::vector<nlohmann::json> out;
+    if (gate_sums_.empty())
+      out.push_back({{"record", "no_gates"}, {"step", step}, {"note", "this model's mixer has no gates to diagnose"}});
     for (size_t t = 0; t < gate_sums_.size(); ++t) {
       std::vector<double> share(gate_sums_[t].size());
       for (size_t e = 0; e < share.size(); ++e) share[e] = rows_ > 0 ? gate_sums_[t][e] / rows_ : 0.0;

@@ -1,0 +1,127 @@
+#!/usr/bin/env bash
+# End-to-end tests of the interview_chain program, one per ctest entry:
+#   chain_tests.sh BINARY CONFIG_DIR SHARED_DATA_DIR WORK_DIR TEST_NAME
+set -euo pipefail
+bin=$1 configs=$2 shared=$3 work=$4 name=$5
+rm -rf "$work/$name"
+mkdir -p "$work/$name"
+cd "$work/$name"
+
+fail() { echo "FAIL: $*" >&2; exit 1; }
+expect_in() { grep -qF -- "$1" "$2" || { echo "--- $2:"; cat "$2"; fail "expected '$1' in $2"; }; }
+
+# Summary numbers of a chain folder: experiment id and every metric column.
+numbers() { cut -d, -f1,4-11 "$1/summary.csv"; }
+
+case "$name" in
+help)
+  "$bin" --help | grep -q "usage: interview_chain" || fail "top-level --help"
+  for cmd in run train validate predict report; do
+    "$bin" "$cmd" --help > out.txt || fail "$cmd --help exited non-zero"
+    expect_in "usage: interview_chain $cmd" out.txt
+  done
+  ;;
+
+tiny_chain)
+  "$bin" run --configs "$configs" --preset tiny --output chain --quiet > log.txt
+  [ "$(grep -c ',"finished",' chain/summary.csv)" = 7 ] || { cat chain/summary.csv; fail "not all seven finished"; }
+  for f in summary.csv summary.json delta_analysis.txt report.html chain_state.json; do [ -s "chain/$f" ] || fail "missing $f"; done
+  for d in interview_E*; do
+    for f in config.yaml train.log metrics.jsonl ckpt_best.pt eval.json expert_health_diag.jsonl; do
+      [ -s "$d/$f" ] || fail "missing $d/$f"
+    done
+  done
+  [ "$(grep -c '^Q[1-5]' chain/delta_analysis.txt)" = 6 ] || fail "expected six comparisons"
+  expect_in "E2 vs E1  auc_cvr_entire_space" chain/delta_analysis.txt
+  expect_in "<svg" chain/report.html
+  # report DIR rebuilds the same summary from the run directories alone.
+  cp chain/summary.csv before.csv
+  "$bin" report chain > /dev/null
+  cmp -s before.csv chain/summary.csv || fail "report rebuilt a different summary"
+  # predict scores the test split with a run's best checkpoint.
+  "$bin" predict --run interview_E5_* --out e5.csv > /dev/null
+  [ "$(wc -l < e5.csv)" = 4001 ] || fail "predict wrote $(wc -l < e5.csv) lines, expected 4001"
+  head -1 e5.csv | grep -q "^row,p_ctr,p_cvr,p_ctcvr,click,conversion$" || fail "predict header"
+  # --skip and --resume: a second run skips every finished experiment.
+  "$bin" run --configs "$configs" --preset tiny --output chain --resume --quiet > resume.txt
+  [ "$(grep -c 'finished earlier' resume.txt)" = 7 ] || fail "resume did not skip finished experiments"
+  ;;
+
+kill_and_resume)
+  # An uninterrupted reference, then a run killed (SIGKILL) inside an experiment and resumed.
+  args=(--configs "$configs" --preset tiny --max-steps 200 --quiet)
+  "$bin" run "${args[@]}" --output ref/chain > /dev/null
+  mkdir killed
+  "$bin" run "${args[@]}" --output killed/chain > killed.log 2>&1 &
+  pid=$!
+  for _ in $(seq 1 600); do
+    if compgen -G "killed/interview_E3_*/ckpt_last.pt" > /dev/null; then break; fi
+    sleep 0.1
+  done
+  kill -9 "$pid" 2> /dev/null || fail "the run ended before it could be killed"
+  wait "$pid" 2> /dev/null || true
+  [ ! -e killed/interview_E3_*/eval.json ] || fail "E3 finished before the kill"
+  "$bin" run "${args[@]}" --output killed/chain --resume > resumed.log
+  expect_in "finished earlier" resumed.log
+  diff <(numbers ref/chain) <(numbers killed/chain) || fail "resumed summary differs from the uninterrupted one"
+  ;;
+
+validate)
+  "$bin" validate --configs "$configs" > ok.txt || fail "validate failed on the shipped configs"
+  expect_in "[ok]   optim.dense.lr = 0.0006" ok.txt
+  cp -r "$configs" changed
+  sed -i 's/^runtime:$/optim:\n  dense:\n    lr: 0.001\nruntime:/' changed/E3_deepfm_mmoe_esmm.yaml
+  if "$bin" validate --configs changed > bad.txt; then fail "validate passed a changed locked field"; fi
+  expect_in "[FAIL] optim.dense.lr differs:" bad.txt
+  expect_in "0.001  in E3 at changed/E3_deepfm_mmoe_esmm.yaml:18" bad.txt
+  if "$bin" run --configs changed --preset tiny --output refused > refused.txt 2>&1; then fail "run accepted differing configs"; fi
+  expect_in "refusing to run" refused.txt
+  ;;
+
+config_errors)
+  cp "$configs/base.yaml" base.yaml
+  good="$configs/E5_deepfm_ple_lite_hetero_esmm.yaml"
+  # Each case: a sed edit of E5's config and the message it must produce.
+  check() {
+    sed "$1" "$good" > case.yaml
+    if "$bin" train --config case.yaml --preset tiny --run-dir run > out.txt 2>&1; then fail "accepted: $1"; fi
+    expect_in "$2" out.txt
+  }
+  check 's/^use_esmm: true/use_esmn: true/' "case.yaml:25: unknown field 'use_esmn'; did you mean 'use_esmm'?"
+  check 's/    num_levels: 1/\tnum_levels: 1/' "case.yaml:"
+  check 's/    num_levels: 1/      num_levels: 1/' "not valid YAML"
+  check 's/    expert_dim: 64/    expert_dim: wide/' "case.yaml:11: field 'model.ple.expert_dim' expects an integer, got 'wide'"
+  check 's/  enabled_heads: \[ctr, cvr\]/  enabled_heads: [ctr]/' "ESMM needs both a ctr and a cvr head"
+  check '/^runtime:/,$d' "required field 'runtime.best_selection.primary_key' is missing"
+  check 's/primary_key: auc_ctcvr/primary_key: auc_ctcvrr/' "cannot produce 'auc_ctcvrr'"
+  check 's/^      shared:/      shared: []\n      unused:/' "unknown field 'model.ple.experts.unused'"
+  check 's/        - {type: cross, layers: 3}/        - {type: cross, layers: 0}/' "a cross expert needs layers >= 1, got 0"
+  check 's/  lambda_cvr_aux: 0.1/  lambda_cvr_aux: -0.5/' "field 'esmm.lambda_cvr_aux': expected lambda >= 0"
+  sed 's/^  batch_size: 1024/  batch_size: 0/' "$configs/base.yaml" > base.yaml
+  sed 's/^base: base.yaml/base: base.yaml/' "$good" > case.yaml
+  "$bin" train --config case.yaml --run-dir run > out.txt 2>&1 && fail "accepted batch size 0"
+  expect_in "base.yaml:6: field 'data.batch_size': expected a positive batch size, got 0" out.txt
+  sed 's/^    lr: 0.0006/    lr: -0.1/' "$configs/base.yaml" > base.yaml
+  "$bin" train --config case.yaml --run-dir run > out.txt 2>&1 && fail "accepted a negative learning rate"
+  expect_in "field 'optim.dense.lr': expected a learning rate >= 0" out.txt
+  sed 's/^  neg_keep_prob_train: 1.0 .*/  neg_keep_prob_train: 0.5/' "$configs/base.yaml" > base.yaml
+  "$bin" train --config case.yaml --run-dir run > out.txt 2>&1 && fail "accepted down-sampling under ESMM"
+  expect_in "ESMM models the entire impression space and needs every negative" out.txt
+  cp "$configs/base.yaml" base.yaml
+  sed 's/    num_experts: 4/    num_experts: 0/' "$configs/E3_deepfm_mmoe_esmm.yaml" > case.yaml
+  "$bin" train --config case.yaml --run-dir run > out.txt 2>&1 && fail "accepted zero experts"
+  expect_in "field 'model.mmoe.num_experts': expected at least one expert, got 0" out.txt
+  ;;
+
+aliccp_samples)
+  if [ ! -d "$shared/aliccp" ]; then echo "skipped: $shared/aliccp is absent"; exit 0; fi
+  "$bin" run --configs "$configs" --data "aliccp:$shared/aliccp" --preset tiny --batch-size 16 --only E0a,E2 \
+    --output chain --quiet > log.txt
+  expect_in "aliccp from $shared/aliccp: 100 train / 50 valid / 50 test rows" log.txt
+  [ "$(grep -c ',"finished",' chain/summary.csv)" = 2 ] || { cat chain/summary.csv; fail "E0a and E2 should finish"; }
+  expect_in 'E1,"","not run"' chain/summary.csv
+  ;;
+
+*) fail "unknown test $name" ;;
+esac
+echo "PASS: $name"
