@@ -13,23 +13,10 @@
 #include <set>
 
 using namespace mtl::data;
+using mtl_test::ScratchDir;
 namespace fs = std::filesystem;
 
 namespace {
-
-/// A scratch folder per test case, removed at the end.
-struct ScratchDir {
-  fs::path path;
-  explicit ScratchDir(const std::string& name) : path(fs::temp_directory_path() / ("mtl_test_" + name + "_" + std::to_string(::getpid()))) {
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~ScratchDir() { fs::remove_all(path); }
-  std::string write(const std::string& name, const std::string& content) const {
-    std::ofstream(path / name, std::ios::binary) << content;
-    return (path / name).string();
-  }
-};
 
 /// A tiny CSV layout: two id columns, one dense column.
 CsvLayout tiny_layout() {

@@ -8,7 +8,12 @@
 #include <catch2/catch.hpp>
 #include <torch/torch.h>
 
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
 #include <memory>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -27,6 +32,33 @@ class ErrorMessageContains : public Catch::MatcherBase<c10::Error> {
   std::string text_;
 };
 
+
+/// What a module's pretty_print writes.
+template <class Holder>
+std::string printed(const Holder& module) {
+  std::ostringstream s;
+  module->pretty_print(s);
+  return s.str();
+}
+
+/// A scratch folder per test case, removed at the end.
+struct ScratchDir {
+  std::filesystem::path path;
+  explicit ScratchDir(const std::string& name)
+      : path(std::filesystem::temp_directory_path() / ("mtl_test_" + name + "_" + std::to_string(::getpid()))) {
+    std::filesystem::remove_all(path);
+    std::filesystem::create_directories(path);
+  }
+  ~ScratchDir() { std::filesystem::remove_all(path); }
+  ScratchDir(const ScratchDir&) = delete;
+  ScratchDir& operator=(const ScratchDir&) = delete;
+  std::string operator/(const std::string& name) const { return (path / name).string(); }
+  /// Writes `content` to `name` in the folder and returns its path.
+  std::string write(const std::string& name, const std::string& content) const {
+    std::ofstream(path / name, std::ios::binary) << content;
+    return (path / name).string();
+  }
+};
 
 /// Three sparse fields of different vocabularies (dim 4) and two dense fields.
 inline mtl::FeatureSchema small_schema() {

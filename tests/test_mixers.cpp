@@ -13,17 +13,12 @@ using namespace mtl;
 using mtl_test::random_inputs;
 using mtl_test::random_projection_loss;
 using mtl_test::require_gradient_everywhere;
+using mtl_test::printed;
 using mtl_test::require_independent_clone;
 using mtl_test::small_schema;
 
 namespace {
 
-template <class Holder>
-std::string printed(const Holder& module) {
-  std::ostringstream s;
-  module->pretty_print(s);
-  return s.str();
-}
 
 /// Every task output joined, so that one tensor stands for a mixer's output.
 torch::Tensor joined(const std::vector<torch::Tensor>& per_task) { return torch::cat(per_task, 1); }

@@ -19,15 +19,10 @@ using namespace mtl;
 using mtl_test::random_inputs;
 using mtl_test::random_projection_loss;
 using mtl_test::require_gradient_everywhere;
+using mtl_test::printed;
 using mtl_test::require_independent_clone;
 using mtl_test::small_schema;
 
-template <class Holder>
-std::string printed(const Holder& module) {
-  std::ostringstream s;
-  module->pretty_print(s);
-  return s.str();
-}
 
 // The version string agrees with the version macros.
 TEST_CASE("version string") {

@@ -16,19 +16,9 @@
 using namespace mtl;
 using namespace mtl::train;
 namespace fs = std::filesystem;
+using mtl_test::ScratchDir;
 
 namespace {
-struct ScratchDir {
-  fs::path path;
-  explicit ScratchDir(const std::string& name)
-      : path(fs::temp_directory_path() / ("mtl_train_" + name + "_" + std::to_string(::getpid()))) {
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~ScratchDir() { fs::remove_all(path); }
-  std::string operator/(const std::string& name) const { return (path / name).string(); }
-};
-
 std::vector<nlohmann::json> read_jsonl(const std::string& file) {
   std::vector<nlohmann::json> out;
   std::ifstream in(file);
