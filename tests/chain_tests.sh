@@ -113,6 +113,17 @@ config_errors)
   expect_in "field 'model.mmoe.num_experts': expected at least one expert, got 0" out.txt
   ;;
 
+report_renders)
+  # The report is one self-contained file that headless Chromium renders.
+  browser=$(command -v chromium || command -v chromium-browser || true)
+  if [ -z "$browser" ]; then echo "skipped: no chromium on this machine (Debian package chromium)"; exit 0; fi
+  "$bin" run --configs "$configs" --preset tiny --only E3,E5 --output chain --quiet > /dev/null
+  ! grep -qE "(src|href)=['\"]?https?:" chain/report.html || fail "report.html refers to the network"
+  timeout 120 "$browser" --headless --no-sandbox --disable-gpu --window-size=1250,2400 \
+    --screenshot="$PWD/report.png" "file://$PWD/chain/report.html" > browser.log 2>&1 || { cat browser.log; fail "chromium failed"; }
+  [ "$(stat -c %s report.png)" -gt 20000 ] || fail "the screenshot is nearly empty"
+  ;;
+
 aliccp_samples)
   if [ ! -d "$shared/aliccp" ]; then echo "skipped: $shared/aliccp is absent"; exit 0; fi
   "$bin" run --configs "$configs" --data "aliccp:$shared/aliccp" --preset tiny --batch-size 16 --only E0a,E2 \

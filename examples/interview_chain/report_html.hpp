@@ -80,11 +80,12 @@ inline std::string line_chart(const std::string& title, const std::vector<Series
 }
 
 /// One row per experiment: the value and its 95% interval.
+/// Rows of (experiment, value, half-width, colour).
 inline std::string interval_chart(const std::string& title,
-                                  const std::vector<std::tuple<std::string, double, double>>& rows) {
+                                  const std::vector<std::tuple<std::string, double, double, const char*>>& rows) {
   if (rows.empty()) return "";
   double lo = INFINITY, hi = -INFINITY;
-  for (const auto& [name, v, half] : rows) lo = std::min(lo, v - half), hi = std::max(hi, v + half);
+  for (const auto& [name, v, half, c] : rows) lo = std::min(lo, v - half), hi = std::max(hi, v + half);
   const double pad = std::max(1e-3, (hi - lo) * 0.1);
   const int w = 560, row_h = 24, left = 60, right = 90, top = 30;
   const int h = top + row_h * static_cast<int>(rows.size()) + 20;
@@ -92,12 +93,12 @@ inline std::string interval_chart(const std::string& title,
   std::string svg = fmt::format("<svg xmlns='http://www.w3.org/2000/svg' width='{}' height='{}' role='img'>", w, h);
   svg += fmt::format("<text x='{}' y='18' font-size='14' font-weight='bold'>{}</text>", left, escape(title));
   for (size_t i = 0; i < rows.size(); ++i) {
-    const auto& [name, v, half] = rows[i];
+    const auto& [name, v, half, c] = rows[i];
     const double y = top + row_h * (i + 0.5);
     svg += fmt::format("<text x='{}' y='{:.1f}' font-size='12' text-anchor='end'>{}</text>", left - 6, y + 4, escape(name));
     svg += fmt::format("<line x1='{:.1f}' y1='{:.1f}' x2='{:.1f}' y2='{:.1f}' stroke='{}' stroke-width='2'/>",
-                       sx(v - half), y, sx(v + half), y, color(i));
-    svg += fmt::format("<circle cx='{:.1f}' cy='{:.1f}' r='4' fill='{}'/>", sx(v), y, color(i));
+                       sx(v - half), y, sx(v + half), y, c);
+    svg += fmt::format("<circle cx='{:.1f}' cy='{:.1f}' r='4' fill='{}'/>", sx(v), y, c);
     svg += fmt::format("<text x='{}' y='{:.1f}' font-size='11'>{:.4f}</text>", w - right + 6, y + 4, v);
   }
   return svg + "</svg>";
@@ -108,8 +109,8 @@ inline std::string heatmap(const std::string& title, const std::vector<nlohmann:
   if (gates.empty()) return "";
   size_t columns = 0;
   for (const auto& g : gates) columns = std::max(columns, g["experts"].size());
-  const int cell = 62, left = 70, top = 30, label = 90;
-  const int w = left + cell * static_cast<int>(columns) + 20, h = top + cell / 2 * static_cast<int>(gates.size()) + label;
+  const int cell = 62, left = 120, top = 30, label = 100;
+  const int w = left + cell * static_cast<int>(columns) + 60, h = top + cell / 2 * static_cast<int>(gates.size()) + label;
   std::string svg = fmt::format("<svg xmlns='http://www.w3.org/2000/svg' width='{}' height='{}' role='img'>", w, h);
   svg += fmt::format("<text x='{}' y='18' font-size='14' font-weight='bold'>{}</text>", 4, escape(title));
   for (size_t t = 0; t < gates.size(); ++t) {
@@ -127,11 +128,17 @@ inline std::string heatmap(const std::string& title, const std::vector<nlohmann:
                          left + e * cell + cell / 2, y + cell / 4 + 4, v);
     }
   }
-  const auto& names = gates.back()["experts"];
-  for (size_t e = 0; e < names.size(); ++e) {
+  // A column's label is its expert's name when every task's gate has the same
+  // expert there (shared experts); PLE's private columns differ per task.
+  for (size_t e = 0; e < columns; ++e) {
+    std::string name;
+    for (const auto& g : gates) {
+      const auto n = e < g["experts"].size() ? g["experts"][e].get<std::string>() : "";
+      name = name.empty() || name == n ? n : "each task's own #" + std::to_string(e);
+    }
     const double x = left + e * cell + cell / 2, y = top + gates.size() * cell / 2 + 8;
     svg += fmt::format("<text x='{:.1f}' y='{:.1f}' font-size='10' transform='rotate(40 {:.1f} {:.1f})'>{}</text>", x, y, x,
-                       y, escape(names[e].get<std::string>()));
+                       y, escape(name));
   }
   return svg + "</svg>";
 }
@@ -175,8 +182,9 @@ inline void write_report_html(const std::string& output, const std::vector<Exper
 
   page += "<h2>Final test metrics, 95% intervals</h2><div class='charts'>";
   for (const std::string metric : {"auc_ctr", "auc_cvr", "auc_ctcvr", "auc_cvr_entire_space"}) {
-    std::vector<std::tuple<std::string, double, double>> rows;
-    for (const auto& e : chain) {
+    std::vector<std::tuple<std::string, double, double, const char*>> rows;
+    for (size_t i = 0; i < chain.size(); ++i) {
+      const auto& e = chain[i];
       const auto* r = e.first_finished();
       if (!r) continue;
       auto p = read_predictions(*r);
@@ -185,7 +193,7 @@ inline void write_report_html(const std::string& output, const std::vector<Exper
       if (!s) continue;
       auto se = mtl::metrics::delong_standard_error(s->first, s->second);
       auto auc = mtl::metrics::roc_auc(s->first, s->second);
-      if (se.defined() && auc.defined()) rows.emplace_back(e.id, auc.value, 1.96 * se.value);
+      if (se.defined() && auc.defined()) rows.emplace_back(e.id, auc.value, 1.96 * se.value, html::color(i));
     }
     page += html::interval_chart(metric + " (test)", rows);
   }
