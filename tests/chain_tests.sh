@@ -54,7 +54,7 @@ kill_and_resume)
   mkdir killed
   "$bin" run "${args[@]}" --output killed/chain > killed.log 2>&1 &
   pid=$!
-  for _ in $(seq 1 600); do
+  for _ in $(seq 1 3000); do  # up to 5 minutes on a loaded machine
     if compgen -G "killed/interview_E3_*/ckpt_last.pt" > /dev/null; then break; fi
     sleep 0.1
   done
