@@ -1,0 +1,155 @@
+#!/usr/bin/env python3
+"""E1 and E5 training steps written in eager PyTorch the way Python users write
+them (one nn.Embedding(sparse=True) per field, SparseAdam + Adam, ESMM v2 loss),
+with the shapes of benchmarks/bench_training.cpp: batch 1024, 23 sparse fields
+with the synthetic Ali-CCP-shaped vocabularies (700k users, 700k items), 8 dense
+features, embedding dim 8, DeepFM [256, 128] + FM projection 16, towers [64].
+Prints samples/s per model. Run by benchmarks/race.sh beside the C++ benchmark."""
+import argparse
+import time
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+VOCABS = [700000, 98, 14, 3, 8, 4, 4, 3, 5, 700000, 2000, 40000, 30000, 20000, 5000, 20000, 6000, 10000, 3,
+          2000, 40000, 20000, 30000]
+DIM, DENSE, BATCH = 8, 8, 1024
+
+
+def mlp(sizes, last_act=True):
+    layers = []
+    for i in range(len(sizes) - 1):
+        layers.append(nn.Linear(sizes[i], sizes[i + 1]))
+        if i + 2 < len(sizes) or last_act:
+            layers.append(nn.ReLU())
+    return nn.Sequential(*layers)
+
+
+class DeepFM(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.ModuleList(nn.Embedding(v, DIM, sparse=True) for v in VOCABS)
+        self.lin = nn.ModuleList(nn.Embedding(v, 1, sparse=True) for v in VOCABS)
+        self.dense_lin = nn.Linear(DENSE, 1)
+        self.deep = mlp([len(VOCABS) * DIM + DENSE, 256, 128])
+        self.fm_proj = nn.Linear(DIM + 1, 16)
+        self.out_dim = 128 + 16
+
+    def forward(self, ids, dense):
+        e = torch.stack([t(ids[:, i]) for i, t in enumerate(self.emb)], 1)
+        first = sum(t(ids[:, i]) for i, t in enumerate(self.lin)) + self.dense_lin(dense)
+        s = e.sum(1)
+        second = 0.5 * (s * s - (e * e).sum(1))
+        deep = self.deep(torch.cat([e.flatten(1), dense], 1))
+        return torch.cat([deep, self.fm_proj(torch.cat([first, second], 1))], 1)
+
+
+class CrossNet(nn.Module):
+    def __init__(self, d, layers):
+        super().__init__()
+        self.w = nn.ModuleList(nn.Linear(d, d) for _ in range(layers))
+
+    def forward(self, x0):
+        x = x0
+        for w in self.w:
+            x = x0 * w(x) + x
+        return x
+
+
+class Expert(nn.Module):
+    def __init__(self, kind, arg, d_in, d_out):
+        super().__init__()
+        if kind == "mlp":
+            self.body, natural = mlp([d_in] + arg), arg[-1]
+        else:
+            self.body, natural = CrossNet(d_in, arg), d_in
+        self.proj = nn.Linear(natural, d_out)
+
+    def forward(self, x):
+        return self.proj(self.body(x))
+
+
+class E1(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.backbone = DeepFM()
+        self.bottom = mlp([self.backbone.out_dim, 128])
+        self.towers = nn.ModuleList(mlp([128, 64, 1], last_act=False) for _ in range(2))
+
+    def forward(self, ids, dense):
+        h = self.bottom(self.backbone(ids, dense))
+        return [t(h).squeeze(1) for t in self.towers]
+
+
+class E5(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.backbone = DeepFM()
+        d, e = self.backbone.out_dim, 64
+        shared = [("mlp", [128]), ("mlp", [256, 128]), ("cross", 2), ("cross", 3)]
+        own = [[("cross", 2)], [("mlp", [64])]]
+        self.shared = nn.ModuleList(Expert(k, a, d, e) for k, a in shared)
+        self.own = nn.ModuleList(nn.ModuleList(Expert(k, a, d, e) for k, a in o) for o in own)
+        self.gates = nn.ModuleList(nn.Linear(d, len(shared) + len(o)) for o in own)
+        self.scale = nn.Parameter(torch.ones(len(shared) + sum(len(o) for o in own)))
+        self.towers = nn.ModuleList(mlp([e, 64, 1], last_act=False) for _ in range(2))
+
+    def forward(self, ids, dense):
+        x = self.backbone(ids, dense)
+        outs = [m(x) for m in self.shared] + [m(x) for o in self.own for m in o]
+        all_ = F.layer_norm(torch.stack(outs, 1), (outs[0].shape[1],)) * self.scale.view(1, -1, 1)
+        n_shared, logits, start = len(self.shared), [], len(self.shared)
+        for t, o in enumerate(self.own):
+            cand = torch.cat([all_[:, :n_shared], all_[:, start:start + len(o)]], 1)
+            start += len(o)
+            w = torch.softmax(self.gates[t](x), 1)
+            logits.append(self.towers[t]((cand * w.unsqueeze(2)).sum(1)).squeeze(1))
+        return logits
+
+
+def esmm_v2(ctr, cvr, click, conv, lam=0.1):
+    ctr_loss = F.binary_cross_entropy_with_logits(ctr, click)
+    log_p = F.logsigmoid(ctr) + F.logsigmoid(cvr)
+    log_1mp = torch.logaddexp(F.logsigmoid(-ctr), F.logsigmoid(ctr) + F.logsigmoid(-cvr))
+    y = click * conv
+    ctcvr = -(y * log_p + (1 - y) * log_1mp).mean()
+    aux = (F.binary_cross_entropy_with_logits(cvr, conv, reduction="none") * click).sum() / click.sum().clamp_min(1)
+    return ctr_loss + ctcvr + lam * aux
+
+
+def run(model, steps, warmup):
+    sparse = [p for n, p in model.named_parameters() if ".emb." in n or ".lin." in n]
+    sparse_ids = {id(p) for p in sparse}
+    dense = [p for p in model.parameters() if id(p) not in sparse_ids]
+    opt_s, opt_d = torch.optim.SparseAdam(sparse, lr=1e-3), torch.optim.Adam(dense, lr=6e-4)
+    g = torch.Generator().manual_seed(0)
+    batches = []
+    for _ in range(16):
+        ids = torch.stack([torch.randint(v, (BATCH,), generator=g) for v in VOCABS], 1)
+        click = (torch.rand(BATCH, generator=g) < 0.05).float()
+        batches.append((ids, torch.rand(BATCH, DENSE, generator=g), click, click * (torch.rand(BATCH, generator=g) < 0.1).float()))
+    for i in range(warmup + steps):
+        if i == warmup:
+            start = time.perf_counter()
+        ids, dense_x, click, conv = batches[i % len(batches)]
+        opt_s.zero_grad(), opt_d.zero_grad()
+        ctr, cvr = model(ids, dense_x)
+        esmm_v2(ctr, cvr, click, conv).backward()
+        opt_s.step(), opt_d.step()
+    return steps * BATCH / (time.perf_counter() - start)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=100)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    for name, cls in (("E1", E1), ("E5", E5)):
+        print(f"pytorch_eager {name} samples_per_s {run(cls(), args.steps, warmup=5):.0f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
