@@ -3,12 +3,16 @@
 // costs O(rows touched), not O(table).
 #pragma once
 
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
 #include <torch/serialize/archive.h>
 #include <torch/arg.h>
 #include <torch/types.h>
 
+#include <algorithm>
 #include <cmath>
 #include <string>
+#include <vector>
 
 namespace mtl::optim {
 
@@ -59,6 +63,10 @@ class SparseAdam {
                 "SparseAdam expects rows [n] and gradients [n, ", table_.size(1), "], but got ", rows.sizes(),
                 " and ", row_grads.sizes());
     if (rows.numel() == 0) return;
+    if (table_.device().is_cpu() && table_.is_contiguous() && table_.is_floating_point()) {
+      step_rows_fused_cpu(rows, row_grads);
+      return;
+    }
     auto [unique_rows, inverse] = torch::_unique(rows, /*sorted=*/false, /*return_inverse=*/true);
     auto g = torch::zeros({unique_rows.size(0), table_.size(1)}, table_.options())
                  .index_add_(0, inverse, row_grads.to(table_.scalar_type()));
@@ -99,6 +107,51 @@ class SparseAdam {
   }
 
  private:
+  /// The CPU path in one pass: rows sorted once, each distinct row's gradients
+  /// summed and its moments, step count and weights updated in place, rows in
+  /// parallel. The tensor-op path above allocates a dozen temporaries per step.
+  void step_rows_fused_cpu(const torch::Tensor& rows, const torch::Tensor& row_grads) {
+    // Stable, so duplicates are summed in batch order and a run repeats bit for bit.
+    auto [sorted_rows, order] = rows.to(torch::kLong).contiguous().sort(/*stable=*/true, /*dim=*/0, /*descending=*/false);
+    const auto grads = row_grads.to(table_.scalar_type()).contiguous();
+    const int64_t n = sorted_rows.size(0), d = table_.size(1);
+    const int64_t* r = sorted_rows.data_ptr<int64_t>();
+    const int64_t* from = order.data_ptr<int64_t>();
+    std::vector<int64_t> starts;  // first sorted position of each distinct row, then n
+    for (int64_t i = 0; i < n; ++i)
+      if (i == 0 || r[i] != r[i - 1]) starts.push_back(i);
+    starts.push_back(n);
+    const auto groups = static_cast<int64_t>(starts.size()) - 1;
+    const double b1 = options_.beta1(), b2 = options_.beta2(), lr = options_.lr(), eps = options_.eps();
+    AT_DISPATCH_FLOATING_TYPES(table_.scalar_type(), "mtl::SparseAdam", [&] {
+      scalar_t* w = table_.data_ptr<scalar_t>();
+      scalar_t* m = exp_avg_.data_ptr<scalar_t>();
+      scalar_t* v = exp_avg_sq_.data_ptr<scalar_t>();
+      scalar_t* steps = row_steps_.data_ptr<scalar_t>();
+      const scalar_t* g = grads.data_ptr<scalar_t>();
+      at::parallel_for(0, groups, /*grain_size=*/512, [&](int64_t begin, int64_t end) {
+        std::vector<double> sum(d);
+        for (int64_t k = begin; k < end; ++k) {
+          std::fill(sum.begin(), sum.end(), 0.0);
+          for (int64_t j = starts[k]; j < starts[k + 1]; ++j)
+            for (int64_t c = 0; c < d; ++c) sum[c] += g[from[j] * d + c];
+          const int64_t row = r[starts[k]];
+          const double step = static_cast<double>(steps[row]) + 1;
+          steps[row] = static_cast<scalar_t>(step);
+          const double bias1 = 1 - std::pow(b1, step), bias2 = 1 - std::pow(b2, step);
+          for (int64_t c = 0; c < d; ++c) {
+            const int64_t at = row * d + c;
+            const double mc = b1 * m[at] + (1 - b1) * sum[c];
+            const double vc = b2 * v[at] + (1 - b2) * sum[c] * sum[c];
+            m[at] = static_cast<scalar_t>(mc);
+            v[at] = static_cast<scalar_t>(vc);
+            w[at] = static_cast<scalar_t>(w[at] - lr * (mc / bias1) / (std::sqrt(vc / bias2) + eps));
+          }
+        }
+      });
+    });
+  }
+
   torch::Tensor table_;
   SparseAdamOptions options_;
   torch::Tensor exp_avg_, exp_avg_sq_;
