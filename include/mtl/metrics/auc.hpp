@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <numeric>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace mtl::metrics {
@@ -33,17 +34,20 @@ template <class Score, class Label>
 MetricValue roc_auc(const std::vector<Score>& scores, const std::vector<Label>& labels) {
   TORCH_CHECK(scores.size() == labels.size(), "roc_auc expects one label per score, but got ",
               scores.size(), " scores and ", labels.size(), " labels");
-  for (const auto& s : scores)
-    if (std::isnan(static_cast<double>(s))) return MetricValue::undefined("a score is NaN");
-  const auto order = ascending_order(scores);
+  // Sort (score, label) pairs by value, not indices: the pairs stay in cache.
+  std::vector<std::pair<double, bool>> pairs(scores.size());
+  for (size_t i = 0; i < scores.size(); ++i) {
+    if (std::isnan(static_cast<double>(scores[i]))) return MetricValue::undefined("a score is NaN");
+    pairs[i] = {static_cast<double>(scores[i]), is_positive(static_cast<double>(labels[i]))};
+  }
+  std::sort(pairs.begin(), pairs.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
   // For each group of tied scores: positives in it beat every negative below
   // and tie with the negatives inside. Counted twice to stay in integers.
   uint64_t twice_wins = 0, negatives_below = 0, positives = 0;
-  for (size_t i = 0; i < order.size();) {
+  for (size_t i = 0; i < pairs.size();) {
     size_t j = i;
     uint64_t pos = 0, neg = 0;
-    for (; j < order.size() && scores[order[j]] == scores[order[i]]; ++j)
-      is_positive(static_cast<double>(labels[order[j]])) ? ++pos : ++neg;
+    for (; j < pairs.size() && pairs[j].first == pairs[i].first; ++j) pairs[j].second ? ++pos : ++neg;
     twice_wins += 2 * pos * negatives_below + pos * neg;
     negatives_below += neg;
     positives += pos;
