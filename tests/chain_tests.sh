@@ -49,7 +49,7 @@ tiny_chain)
 
 kill_and_resume)
   # An uninterrupted reference, then a run killed (SIGKILL) inside an experiment and resumed.
-  args=(--configs "$configs" --preset tiny --max-steps 200 --quiet)
+  args=(--configs "$configs" --preset tiny --max-steps 100 --quiet)
   "$bin" run "${args[@]}" --output ref/chain > /dev/null
   mkdir killed
   "$bin" run "${args[@]}" --output killed/chain > killed.log 2>&1 &
