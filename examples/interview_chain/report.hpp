@@ -146,9 +146,11 @@ inline void write_summaries(const std::string& output, const std::vector<Experim
     std::string status = first ? "finished" : e.runs.front().status.status;
     if (first && e.finished_count() < static_cast<int>(e.runs.size()))
       status = "partly finished (" + std::to_string(e.finished_count()) + " of " + std::to_string(e.runs.size()) + " seeds)";
+    // best_step -1: no validation pass gave a defined primary metric, so the last model was tested.
+    const bool has_best = first && first->best_step >= 0;
     csv << e.id << "," << csv_quote(e.description) << "," << csv_quote(status) << ","
-        << (first ? std::to_string(first->best_step) : "") << ",";
-    std::string missing;
+        << (has_best ? std::to_string(first->best_step) : "") << ",";
+    std::string missing = first && !has_best ? "best_step: no validation gave a defined primary metric; the last model was tested" : "";
     nlohmann::json row{{"exp_id", e.id}, {"description", e.description}, {"status", status}};
     for (const auto& key : summary_metrics()) {
       auto s = e.spread(key);
@@ -163,7 +165,7 @@ inline void write_summaries(const std::string& output, const std::vector<Experim
         << csv_quote(missing) << "\n";
     row["auc_primary"] = p ? nlohmann::json(p->first) : nlohmann::json(nullptr);
     row["primary_key"] = primary;
-    row["best_step"] = first ? nlohmann::json(first->best_step) : nlohmann::json(nullptr);
+    row["best_step"] = has_best ? nlohmann::json(first->best_step) : nlohmann::json(nullptr);
     row["missing"] = missing;
     nlohmann::json runs = nlohmann::json::array();
     for (const auto& r : e.runs)
