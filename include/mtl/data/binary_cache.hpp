@@ -109,7 +109,7 @@ class CacheReader {
     return ok_;
   }
   void bytes(void* p, size_t n) {
-    if (!room(n)) return;
+    if (n == 0 || !room(n)) return;  // memcpy into an empty vector's null data() is undefined
     std::memcpy(p, data_ + at_, n);
     at_ += n;
   }
