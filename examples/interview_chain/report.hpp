@@ -68,10 +68,32 @@ inline RunRecord read_run(const std::string& dir) {
   return r;
 }
 
+/// Test predictions of one run, read from test_predictions.pt.
+struct Predictions {
+  std::vector<float> p_ctr, p_cvr, click, conversion, counterfactual;
+};
+
+inline std::optional<Predictions> read_predictions(const RunRecord& r) {
+  const auto file = fs::path(r.dir) / "test_predictions.pt";
+  if (!r.status.finished || !fs::exists(file)) return std::nullopt;
+  auto dict = mtl::train::load_tensor_dict(file.string());
+  auto column = [&](const char* name) {
+    std::vector<float> v;
+    if (!dict.contains(name)) return v;
+    auto t = dict.at(name).contiguous();
+    v.assign(t.data_ptr<float>(), t.data_ptr<float>() + t.numel());
+    return v;
+  };
+  return Predictions{column("p_ctr"), column("p_cvr"), column("click"), column("conversion"),
+                     column("counterfactual_conversion")};
+}
+
 /// An experiment's runs (one per seed) and its description.
 struct ExperimentRecord {
   std::string id, description;
   std::vector<RunRecord> runs;
+  /// Test predictions of the first finished run, read once for every comparison and chart.
+  std::optional<Predictions> predictions;
 
   const RunRecord* first_finished() const {
     for (const auto& r : runs)
@@ -106,6 +128,7 @@ inline std::vector<ExperimentRecord> read_chain(const std::string& output) {
     if (it != state.runs.end())
       for (const auto& dir : it->second) e.runs.push_back(read_run(dir));
     if (e.runs.empty()) e.runs.push_back(read_run(""));
+    if (const auto* first = e.first_finished()) e.predictions = read_predictions(*first);
     for (const auto& r : e.runs)
       if (e.description.empty() && fs::exists(fs::path(r.dir) / "config.yaml"))
         e.description = YAML::LoadFile((fs::path(r.dir) / "config.yaml").string())["experiment"]["description"].as<std::string>("");
@@ -179,26 +202,6 @@ inline void write_summaries(const std::string& output, const std::vector<Experim
 
 // ---------------------------------------------------------------- deltas
 
-/// Test predictions of one run, read from test_predictions.pt.
-struct Predictions {
-  std::vector<float> p_ctr, p_cvr, click, conversion, counterfactual;
-};
-
-inline std::optional<Predictions> read_predictions(const RunRecord& r) {
-  const auto file = fs::path(r.dir) / "test_predictions.pt";
-  if (!r.status.finished || !fs::exists(file)) return std::nullopt;
-  auto dict = mtl::train::load_tensor_dict(file.string());
-  auto column = [&](const char* name) {
-    std::vector<float> v;
-    if (!dict.contains(name)) return v;
-    auto t = dict.at(name).contiguous();
-    v.assign(t.data_ptr<float>(), t.data_ptr<float>() + t.numel());
-    return v;
-  };
-  return Predictions{column("p_ctr"), column("p_cvr"), column("click"), column("conversion"),
-                     column("counterfactual_conversion")};
-}
-
 /// The scores and labels a metric ranks, or nothing if the run lacks the head.
 inline std::optional<std::pair<std::vector<float>, std::vector<float>>> ranked(const Predictions& p, const std::string& key) {
   std::vector<float> s, y;
@@ -250,12 +253,11 @@ inline DeltaRow compare(const ExperimentRecord& a, const ExperimentRecord& b, co
     row.why_not = (!ra ? a.id : b.id) + " did not finish";
     return row;
   }
-  auto pa = read_predictions(*ra), pb = read_predictions(*rb);
-  if (!pa || !pb) {
+  if (!a.predictions || !b.predictions) {
     row.why_not = "test predictions are missing";
     return row;
   }
-  auto sa = ranked(*pa, metric), sb = ranked(*pb, metric);
+  auto sa = ranked(*a.predictions, metric), sb = ranked(*b.predictions, metric);
   if (!sa || !sb) {
     row.why_not = "not produced by " + (!sa ? a.id : b.id);
     return row;

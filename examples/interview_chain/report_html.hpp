@@ -185,11 +185,8 @@ inline void write_report_html(const std::string& output, const std::vector<Exper
     std::vector<std::tuple<std::string, double, double, const char*>> rows;
     for (size_t i = 0; i < chain.size(); ++i) {
       const auto& e = chain[i];
-      const auto* r = e.first_finished();
-      if (!r) continue;
-      auto p = read_predictions(*r);
-      if (!p) continue;
-      auto s = ranked(*p, metric);
+      if (!e.predictions) continue;
+      auto s = ranked(*e.predictions, metric);
       if (!s) continue;
       auto se = mtl::metrics::delong_standard_error(s->first, s->second);
       auto auc = mtl::metrics::roc_auc(s->first, s->second);

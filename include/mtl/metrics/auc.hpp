@@ -27,6 +27,21 @@ std::vector<int64_t> ascending_order(const std::vector<Score>& scores) {
   return order;
 }
 
+/// Why AUC is undefined for these columns (a NaN score, or one class only),
+/// or an empty string; one pass, no sort.
+template <class Score, class Label>
+std::string auc_undefined_because(const std::vector<Score>& scores, const std::vector<Label>& labels) {
+  size_t positives = 0;
+  for (size_t i = 0; i < scores.size(); ++i) {
+    if (std::isnan(static_cast<double>(scores[i]))) return "a score is NaN";
+    positives += is_positive(static_cast<double>(labels[i]));
+  }
+  if (positives == 0 || positives == scores.size())
+    return std::to_string(scores.size()) + " rows hold only " + (positives == 0 ? "negatives" : "positives") +
+           ": AUC needs both classes";
+  return {};
+}
+
 /// ROC AUC of `scores` against 0/1 `labels`: the probability that a random
 /// positive outscores a random negative, ties counting one half. NaN with a
 /// reason when the labels hold one class only, or a score is NaN.
@@ -34,12 +49,11 @@ template <class Score, class Label>
 MetricValue roc_auc(const std::vector<Score>& scores, const std::vector<Label>& labels) {
   TORCH_CHECK(scores.size() == labels.size(), "roc_auc expects one label per score, but got ",
               scores.size(), " scores and ", labels.size(), " labels");
+  if (auto why = auc_undefined_because(scores, labels); !why.empty()) return MetricValue::undefined(why);
   // Sort (score, label) pairs by value, not indices: the pairs stay in cache.
   std::vector<std::pair<double, bool>> pairs(scores.size());
-  for (size_t i = 0; i < scores.size(); ++i) {
-    if (std::isnan(static_cast<double>(scores[i]))) return MetricValue::undefined("a score is NaN");
+  for (size_t i = 0; i < scores.size(); ++i)
     pairs[i] = {static_cast<double>(scores[i]), is_positive(static_cast<double>(labels[i]))};
-  }
   std::sort(pairs.begin(), pairs.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
   // For each group of tied scores: positives in it beat every negative below
   // and tie with the negatives inside. Counted twice to stay in integers.
@@ -54,10 +68,6 @@ MetricValue roc_auc(const std::vector<Score>& scores, const std::vector<Label>& 
     i = j;
   }
   const uint64_t negatives = negatives_below;
-  if (positives == 0 || negatives == 0)
-    return MetricValue::undefined(std::to_string(scores.size()) + " rows hold only " +
-                                  (positives == 0 ? "negatives" : "positives") +
-                                  ": AUC needs both classes");
   return MetricValue::of(static_cast<double>(twice_wins) /
                          (2.0 * static_cast<double>(positives) * static_cast<double>(negatives)));
 }

@@ -66,18 +66,12 @@ inline double covariance(const std::vector<double>& a, const std::vector<double>
   return s / static_cast<double>(k - 1);
 }
 
-template <class Score, class Label>
-std::string delong_undefined_because(const std::vector<Score>& scores, const std::vector<Label>& labels) {
-  auto auc = roc_auc(scores, labels);
-  return auc.defined() ? std::string() : auc.undefined_because;
-}
-
 }  // namespace detail
 
 /// DeLong's standard error of the AUC of `scores`.
 template <class Score, class Label>
 MetricValue delong_standard_error(const std::vector<Score>& scores, const std::vector<Label>& labels) {
-  auto why = detail::delong_undefined_because(scores, labels);
+  auto why = auc_undefined_because(scores, labels);
   if (!why.empty()) return MetricValue::undefined(why);
   const auto c = detail::structural_components(scores, labels);
   return MetricValue::of(std::sqrt(detail::covariance(c.v10, c.v10) / static_cast<double>(c.v10.size()) +
@@ -92,8 +86,8 @@ DeLongTest delong_test(const std::vector<Score>& scores_a, const std::vector<Sco
               "delong_test expects two score columns as long as the labels (", labels.size(),
               "), but got ", scores_a.size(), " and ", scores_b.size());
   DeLongTest t;
-  t.undefined_because = detail::delong_undefined_because(scores_a, labels);
-  if (t.undefined_because.empty()) t.undefined_because = detail::delong_undefined_because(scores_b, labels);
+  t.undefined_because = auc_undefined_because(scores_a, labels);
+  if (t.undefined_because.empty()) t.undefined_because = auc_undefined_because(scores_b, labels);
   if (!t.defined()) return t;
   const auto a = detail::structural_components(scores_a, labels);
   const auto b = detail::structural_components(scores_b, labels);
