@@ -10,6 +10,9 @@
 #include <mtl/train/objective.hpp>
 #include <mtl/train/trainer.hpp>
 
+#include <sys/resource.h>
+
+#include <csignal>
 #include <filesystem>
 #include <fstream>
 
@@ -125,6 +128,98 @@ TEST_CASE("tensor-dict checkpoints") {
 }
 
 namespace {
+/// Flips one byte of `file` inside the first occurrence of `pattern`.
+void flip_byte_inside(const std::string& file, const std::string& pattern) {
+  std::fstream f(file, std::ios::in | std::ios::out | std::ios::binary);
+  std::string bytes((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  const auto at = bytes.find(pattern);
+  REQUIRE(at != std::string::npos);
+  f.seekp(static_cast<std::streamoff>(at + pattern.size() / 2));
+  f.put(static_cast<char>(bytes[at + pattern.size() / 2] ^ 0x10));
+}
+}  // namespace
+
+// A flipped bit in a tensor's bytes fails the checksum; a missing or
+// damaged last checkpoint falls back to the previous one; none usable is an error.
+TEST_CASE("checkpoint checksums and the previous-checkpoint fallback") {
+  ScratchDir tmp("ckpt_damage");
+  const auto last = tmp / "last.pt", previous = tmp / "prev.pt";
+  auto dict_of = [](float value) {
+    TensorDict d;
+    d.insert("w", torch::full({64}, value));
+    return d;
+  };
+  save_keeping_previous(last, previous, dict_of(1.5f));
+  REQUIRE_FALSE(fs::exists(previous));
+  save_keeping_previous(last, previous, dict_of(2.5f));
+  REQUIRE(load_tensor_dict(previous).at("w")[0].item<float>() == 1.5f);
+  REQUIRE_FALSE(load_tensor_dict(last).contains(kChecksumKey));  // checked and dropped on load
+
+  const float pattern_value = 2.5f;  // 64 copies of its bytes lie in the file
+  std::string pattern;
+  for (int i = 0; i < 4; ++i) pattern.append(reinterpret_cast<const char*>(&pattern_value), sizeof(float));
+  flip_byte_inside(last, pattern);
+  REQUIRE_TORCH_ERROR(load_tensor_dict(last), "last.pt' is corrupted: its checksum does not match its contents");
+
+  std::vector<std::string> warnings;
+  auto warn = [&](const std::string& w) { warnings.push_back(w); };
+  auto loaded = load_first_good({last, previous}, warn);
+  REQUIRE(loaded.path == previous);
+  REQUIRE(loaded.tensors.at("w")[0].item<float>() == 1.5f);
+  REQUIRE(warnings.size() == 1);
+  fs::remove(last);  // as after a kill between moving the last checkpoint aside and writing the new one
+  REQUIRE(load_first_good({last, previous}, warn).path == previous);
+  fs::resize_file(previous, fs::file_size(previous) / 2);
+  REQUIRE_TORCH_ERROR(load_first_good({last, previous}, warn), "no usable checkpoint among the ones found");
+}
+
+// Writes that fail (here: past the file-size limit, as on a full disk) throw
+// StorageError naming the file, and leave the previous content whole.
+TEST_CASE("failed writes are StorageErrors that keep the old file") {
+  ScratchDir tmp("storage");
+  const auto file = tmp / "result.txt";
+  atomic_write(file, std::string("finished result\n"));
+  rlimit saved{};
+  REQUIRE(getrlimit(RLIMIT_FSIZE, &saved) == 0);
+  const auto old_handler = std::signal(SIGXFSZ, SIG_IGN);  // so write() fails with EFBIG instead of killing us
+  rlimit small = saved;
+  small.rlim_cur = 4096;
+  REQUIRE(setrlimit(RLIMIT_FSIZE, &small) == 0);
+  std::string message;
+  try {
+    atomic_write(file, std::string(100000, 'x'));
+  } catch (const StorageError& e) {
+    message = e.what();
+  }
+  std::string append_message;
+  try {
+    append_line(file, std::string(100000, 'y'));
+  } catch (const StorageError& e) {
+    append_message = e.what();
+  }
+  REQUIRE(setrlimit(RLIMIT_FSIZE, &saved) == 0);
+  std::signal(SIGXFSZ, old_handler);
+  INFO(message);
+  REQUIRE(message.find("writing '" + file + ".tmp.") == 0);
+  REQUIRE(message.find("File too large") != std::string::npos);
+  REQUIRE(append_message.find("appending to '" + file + "' failed") == 0);
+  std::ifstream in(file);
+  std::string content((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  REQUIRE(content.rfind("finished result\n", 0) == 0);
+  size_t files = 0;
+  for (const auto& entry : fs::directory_iterator(tmp.path)) files += entry.is_regular_file();
+  REQUIRE(files == 1);  // no temporary left behind
+
+  const auto not_a_folder = tmp.write("plain_file", "x");
+  try {
+    create_output_dir(not_a_folder + "/run");
+    FAIL("created a folder below a file");
+  } catch (const StorageError& e) {
+    REQUIRE(std::string(e.what()).find("cannot create the output folder '" + not_a_folder + "/run'") == 0);
+  }
+}
+
+namespace {
 /// A small E5-shaped experiment on synthetic data.
 struct SmallRun {
   data::SyntheticGenerator gen{data::SyntheticOptions().num_users(3000).num_items(3000)};
@@ -203,6 +298,27 @@ TEST_CASE("Trainer resume equals an uninterrupted run") {
   REQUIRE(read_jsonl(tmp / "split/expert_health_diag.jsonl") == read_jsonl(tmp / "whole/expert_health_diag.jsonl"));
 }
 
+// A damaged last checkpoint is refused (checksum) and the run resumes from
+// the previous one, to the same numbers as an uninterrupted run.
+TEST_CASE("Trainer resumes from the previous checkpoint when the last is damaged") {
+  ScratchDir tmp("resume_damaged");
+  SmallRun s;
+  auto whole = s.run(tmp / "whole");
+  REQUIRE_FALSE(s.run(tmp / "split", /*stop_after=*/50).finished);  // checkpoints at 20 and 40
+  const auto last = tmp / "split/ckpt_last.pt";
+  fs::resize_file(last, fs::file_size(last) - 1000);
+  auto second = s.run(tmp / "split", 0, s.model());
+  REQUIRE(second.finished);
+  std::ifstream log(tmp / "split/train.log");
+  std::string text((std::istreambuf_iterator<char>(log)), std::istreambuf_iterator<char>());
+  REQUIRE(text.find("warning: checkpoint '" + last + "' is not a readable tensor dict") != std::string::npos);
+  REQUIRE(text.find("resumed from " + tmp / "split/ckpt_prev.pt at step 20") != std::string::npos);
+  for (const auto& [k, v] : whole.test) {
+    INFO(k);
+    REQUIRE(second.test.at(k).value == v.value);
+  }
+}
+
 // A non-finite loss stops the run naming the step and each term.
 TEST_CASE("Trainer stops on a non-finite loss") {
   ScratchDir tmp("nan");
@@ -239,7 +355,7 @@ TEST_CASE("checkpoints load in Python's torch.load") {
   while (std::fgets(buffer, sizeof buffer, pipe)) output += buffer;
   REQUIRE(pclose(pipe) == 0);
   INFO(output);
-  REQUIRE(output.find("['hidden.layers.0.bias', 'hidden.layers.0.weight', 'logit.bias', 'logit.weight']") != std::string::npos);
+  REQUIRE(output.find("['__checksum__', 'hidden.layers.0.bias', 'hidden.layers.0.weight', 'logit.bias', 'logit.weight']") != std::string::npos);
   REQUIRE(std::abs(std::stod(output.substr(output.find('\n') + 1)) - tower->logit->bias[0].item<double>()) < 1e-6);
 #endif
 }

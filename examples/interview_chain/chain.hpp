@@ -215,7 +215,7 @@ inline int run_chain(const RunOptions& o) {
     std::printf("dry run: %d seed(s) per experiment; results would go to %s\n", o.seeds, o.output.c_str());
     return 0;
   }
-  fs::create_directories(o.output);
+  mtl::train::create_output_dir(o.output);
   auto state = o.resume ? ChainState::load(o.output) : ChainState{};
   const auto runs_root = fs::absolute(o.output).parent_path();
   std::printf("loading data ...\n");
@@ -251,6 +251,10 @@ inline int run_chain(const RunOptions& o) {
         std::printf("%s%s: %s in %.1f s\n", c.id.c_str(), seed_tag.c_str(),
                     result.finished ? "finished" : ("failed: " + result.stopped_because).c_str(),
                     std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
+      } catch (const mtl::train::StorageError& e) {
+        // The disk, not the experiment: the next one would fail the same way.
+        std::printf("%s%s: stopped: %s\n", c.id.c_str(), seed_tag.c_str(), e.what());
+        throw;
       } catch (const std::exception& e) {
         ++unfinished;
         std::string what = e.what();

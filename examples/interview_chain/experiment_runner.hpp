@@ -108,7 +108,7 @@ inline mtl::train::TrainerOptions trainer_options(const ExperimentConfig& c, con
 /// Trains one experiment into `run_dir` (continuing from its last checkpoint if there is one).
 inline mtl::train::TrainResult run_experiment(const ExperimentConfig& c, const DataBundle& data, const std::string& run_dir,
                                               bool quiet, int64_t stop_after_steps = 0) {
-  std::filesystem::create_directories(run_dir);
+  mtl::train::create_output_dir(run_dir);
   mtl::train::atomic_write((std::filesystem::path(run_dir) / "config.yaml").string(), c.fields.to_yaml());
   TORCH_CHECK(c.device != "cuda" || torch::cuda::is_available(),
               "runtime.device is cuda, but this LibTorch sees no CUDA device");

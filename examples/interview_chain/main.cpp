@@ -242,6 +242,12 @@ int main(int argc, char** argv) {
     if (command == "report") return cmd_report(argc, argv);
     std::fprintf(stderr, "unknown command '%s'\n%s", command.c_str(), kUsage);
     return 2;
+  } catch (const mtl::train::StorageError& e) {
+    std::fprintf(stderr,
+                 "error: %s\nfinished results are kept; make room (or fix the folder), then run the command again "
+                 "(run: with --resume)\n",
+                 e.what());
+    return 3;
   } catch (const c10::Error& e) {
     std::fprintf(stderr, "error: %s\n", e.what_without_backtrace());
     return 2;

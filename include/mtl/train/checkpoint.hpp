@@ -1,18 +1,20 @@
 // Checkpoints as a dict of named tensors in torch.save's format, so Python's
-// torch.load reads them; written atomically (temporary file, fsync, rename)
-// so a run killed mid-write leaves the previous checkpoint intact.
+// torch.load reads them. Written atomically (a run killed mid-write leaves
+// the previous file intact) with a checksum entry, so a file damaged later
+// (truncated, bits flipped) is refused rather than trained on.
 #pragma once
+
+#include <mtl/train/file_io.hpp>
 
 #include <ATen/core/Dict.h>
 #include <torch/nn/module.h>
 #include <torch/serialize.h>
 
-#include <fcntl.h>
-#include <unistd.h>
-
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+#include <functional>
 #include <fstream>
 #include <iterator>
 #include <string>
@@ -22,44 +24,52 @@ namespace mtl::train {
 
 using TensorDict = c10::Dict<std::string, torch::Tensor>;
 
-/// Writes `bytes` to `path` so that `path` holds either its old content or all of the new.
-inline void atomic_write(const std::string& path, const std::vector<char>& bytes) {
-  const std::string temporary = path + ".tmp." + std::to_string(::getpid());
-  const int fd = ::open(temporary.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  TORCH_CHECK(fd >= 0, "cannot write '", temporary, "': ", std::strerror(errno));
-  size_t done = 0;
-  while (done < bytes.size()) {
-    const ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
-    if (n < 0) {
-      const int err = errno;
-      ::close(fd);
-      ::unlink(temporary.c_str());
-      TORCH_CHECK(false, "writing '", temporary, "' failed: ", std::strerror(err));
+/// The entry that holds a checkpoint's checksum (an int64 tensor).
+inline constexpr const char* kChecksumKey = "__checksum__";
+
+/// A 64-bit checksum of every entry but the checksum: names, dtypes, shapes
+/// and bytes, in name order. Each 8-byte word passes through a bijection, so
+/// any change confined to one word always changes the result.
+inline int64_t tensor_dict_checksum(const TensorDict& tensors) {
+  std::vector<std::string> names;
+  for (const auto& entry : tensors)
+    if (entry.key() != kChecksumKey) names.push_back(entry.key());
+  std::sort(names.begin(), names.end());
+  uint64_t h = 1469598103934665603ull;
+  auto mix = [&h](const char* data, size_t size) {
+    size_t i = 0;
+    for (; i + 8 <= size; i += 8) {
+      uint64_t word;
+      std::memcpy(&word, data + i, 8);
+      h = (h ^ word) * 1099511628211ull;
     }
-    done += static_cast<size_t>(n);
+    for (; i < size; ++i) h = (h ^ static_cast<unsigned char>(data[i])) * 1099511628211ull;
+    h = (h ^ size) * 1099511628211ull;  // lengths too, so "ab"+"c" differs from "a"+"bc"
+  };
+  for (const auto& name : names) {
+    const auto t = tensors.at(name).contiguous();
+    mix(name.data(), name.size());
+    const auto type = std::string(c10::toString(t.scalar_type()));
+    mix(type.data(), type.size());
+    const auto sizes = t.sizes().vec();
+    mix(reinterpret_cast<const char*>(sizes.data()), sizes.size() * sizeof(int64_t));
+    mix(static_cast<const char*>(t.data_ptr()), t.numel() * t.element_size());
   }
-  const bool synced = ::fsync(fd) == 0;
-  const int sync_err = errno;
-  ::close(fd);
-  if (!synced) {
-    ::unlink(temporary.c_str());
-    TORCH_CHECK(false, "flushing '", temporary, "' to disk failed: ", std::strerror(sync_err));
-  }
-  TORCH_CHECK(::rename(temporary.c_str(), path.c_str()) == 0, "cannot move '", temporary, "' to '", path, "': ",
-              std::strerror(errno));
+  return static_cast<int64_t>(h);
 }
 
-inline void atomic_write(const std::string& path, const std::string& text) {
-  atomic_write(path, std::vector<char>(text.begin(), text.end()));
-}
-
-/// Saves named tensors (moved to CPU) as a torch.save-compatible dict.
+/// Saves named tensors (moved to CPU) as a torch.save-compatible dict, with a checksum entry.
 inline void save_tensor_dict(const std::string& path, const TensorDict& tensors) {
   TensorDict cpu;
-  for (const auto& entry : tensors) cpu.insert(entry.key(), entry.value().detach().cpu().contiguous());
+  for (const auto& entry : tensors)
+    if (entry.key() != kChecksumKey) cpu.insert(entry.key(), entry.value().detach().cpu().contiguous());
+  cpu.insert(kChecksumKey, torch::tensor(tensor_dict_checksum(cpu), torch::kLong));
   atomic_write(path, torch::pickle_save(cpu));
 }
 
+/// Loads a dict written by `save_tensor_dict` (or torch.save); refuses a file
+/// that does not parse or whose checksum does not match. A dict without a
+/// checksum (one written in Python) is taken as read.
 inline TensorDict load_tensor_dict(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   TORCH_CHECK(in.good(), "cannot open checkpoint '", path, "': ", std::strerror(errno));
@@ -73,8 +83,53 @@ inline TensorDict load_tensor_dict(const std::string& path) {
   }
   TORCH_CHECK(value.isGenericDict(), "checkpoint '", path, "' does not hold a dict of tensors");
   TensorDict out;
-  for (const auto& entry : value.toGenericDict()) out.insert(entry.key().toStringRef(), entry.value().toTensor());
+  for (const auto& entry : value.toGenericDict()) {
+    TORCH_CHECK(entry.key().isString() && entry.value().isTensor(), "checkpoint '", path,
+                "' holds an entry that is not a named tensor");
+    out.insert(entry.key().toStringRef(), entry.value().toTensor());
+  }
+  if (out.contains(kChecksumKey)) {
+    const auto& stored = out.at(kChecksumKey);
+    TORCH_CHECK(stored.numel() == 1 && stored.scalar_type() == torch::kLong &&
+                    stored.item<int64_t>() == tensor_dict_checksum(out),
+                "checkpoint '", path, "' is corrupted: its checksum does not match its contents");
+    static_cast<void>(out.erase(kChecksumKey));
+  }
   return out;
+}
+
+/// Saves `tensors` to `path`, first moving the file there to `previous`, kept
+/// as the fallback should `path` prove damaged. A kill between the two steps
+/// leaves `previous` only; `load_first_good` then takes it.
+inline void save_keeping_previous(const std::string& path, const std::string& previous, const TensorDict& tensors) {
+  if (std::filesystem::exists(path) && ::rename(path.c_str(), previous.c_str()) != 0)
+    throw StorageError("cannot move '" + path + "' to '" + previous + "'", errno);
+  crash_point("checkpoint_rotate");
+  save_tensor_dict(path, tensors);
+}
+
+struct LoadedCheckpoint {
+  TensorDict tensors;
+  std::string path;  ///< the file they came from
+};
+
+/// The first of `paths` that exists and loads; `warn` hears why each skipped
+/// file was refused. Throws naming every refusal when none loads.
+inline LoadedCheckpoint load_first_good(const std::vector<std::string>& paths,
+                                  const std::function<void(const std::string&)>& warn) {
+  std::string refusals;
+  for (const auto& path : paths) {
+    if (!std::filesystem::exists(path)) continue;
+    try {
+      return {load_tensor_dict(path), path};
+    } catch (const c10::Error& e) {
+      const std::string why = e.what_without_backtrace();
+      warn(why);
+      refusals += "\n  " + why;
+    }
+  }
+  TORCH_CHECK(false, "no usable checkpoint among the ones found:", refusals,
+              "\n  remove the run directory to start it again");
 }
 
 /// A module's parameters and buffers by name, each under `prefix`.

@@ -119,7 +119,8 @@ class Trainer {
   std::string path(const std::string& name) const { return (std::filesystem::path(dir()) / name).string(); }
 
   TrainResult run() {
-    std::filesystem::create_directories(dir());
+    create_output_dir(dir());
+    remove_stale_temporaries(dir());
     at::set_num_threads(options_.threads() > 0 ? options_.threads()
                                                : static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
     model_->to(options_.device());
@@ -130,9 +131,8 @@ class Trainer {
                                          .prefetch(options_.prefetch())
                                          .device(options_.device()));
     TrainResult result;
-    if (options_.resume() && std::filesystem::exists(path("ckpt_last.pt"))) {
+    if (options_.resume() && (std::filesystem::exists(path("ckpt_last.pt")) || std::filesystem::exists(path("ckpt_prev.pt")))) {
       restore(optimizer, loader, result);
-      log(fmt::format("resumed from {} at step {}", path("ckpt_last.pt"), optimizer.step_count()));
     } else {
       torch::manual_seed(options_.seed());
       atomic_write(path("metrics.jsonl"), std::string());
@@ -200,6 +200,7 @@ class Trainer {
       }
       if (step % options_.eval_every() == 0 || step == options_.max_train_steps()) {
         validate(step, result);
+        crash_point("after_validation");
         save_last(optimizer, loader, result);
       }
     }
@@ -306,12 +307,15 @@ class Trainer {
     state.insert("loader_batch", torch::tensor(loader.position().batch));
     state.insert("best_step", torch::tensor(result.best_step));
     state.insert("best_metric", torch::tensor(result.best_metric, torch::kDouble));
-    save_tensor_dict(path("ckpt_last.pt"), state);
+    save_keeping_previous(path("ckpt_last.pt"), path("ckpt_prev.pt"), state);
   }
 
   void restore(optim::DualSparseDenseOptimizer& optimizer, data::BatchLoader& loader, TrainResult& result) {
-    auto state = load_tensor_dict(path("ckpt_last.pt"));
-    load_module_state(*model_, state, "model.", path("ckpt_last.pt"));
+    // The last checkpoint, or the one before it when the last is missing or damaged.
+    auto [state, source] = load_first_good({path("ckpt_last.pt"), path("ckpt_prev.pt")}, [&](const std::string& why) {
+      log("warning: " + why + "; trying the previous checkpoint");
+    });
+    load_module_state(*model_, state, "model.", source);
     torch::serialize::InputArchive archive;
     std::istringstream bytes(tensor_bytes(state.at("optimizer")));
     archive.load_from(bytes);
@@ -326,6 +330,7 @@ class Trainer {
     result.best_metric = scalar(state.at("best_metric"));
     // Records written after the checkpoint belong to steps that will run again.
     const int64_t step = integer(state.at("step"));
+    log(fmt::format("resumed from {} at step {}", source, step));
     for (const char* name : {"metrics.jsonl", "expert_health_diag.jsonl"}) truncate_after(path(name), step);
     if (result.best_step >= 0) {
       std::ifstream in(path("metrics.jsonl"));
@@ -411,12 +416,6 @@ class Trainer {
       std::printf("%s\n", text.c_str());
     }
     std::fflush(stdout);
-  }
-
-  static void append_line(const std::string& file, const std::string& line) {
-    std::ofstream out(file, std::ios::app);
-    out << line << "\n";
-    TORCH_CHECK(out.good(), "cannot append to '", file, "': ", std::strerror(errno));
   }
 
   Model model_;
