@@ -48,22 +48,73 @@ tiny_chain)
   ;;
 
 kill_and_resume)
-  # An uninterrupted reference, then a run killed (SIGKILL) inside an experiment and resumed.
-  args=(--configs "$configs" --preset tiny --max-steps 100 --quiet)
-  "$bin" run "${args[@]}" --output ref/chain > /dev/null
+  # An uninterrupted reference; then one chain killed (SIGKILL) again and
+  # again - at a moment chosen from outside, halfway through a checkpoint
+  # write, between moving the last checkpoint aside and writing the new one,
+  # between validation and checkpoint, halfway through another file's write -
+  # and once with its last checkpoint damaged; each time resumed. The summary
+  # numbers must equal the reference's.
+  args=(--configs "$configs" --preset tiny --max-steps 100 --quiet --output killed/chain)
+  "$bin" run --configs "$configs" --preset tiny --max-steps 100 --quiet --output ref/chain > /dev/null
   mkdir killed
-  "$bin" run "${args[@]}" --output killed/chain > killed.log 2>&1 &
+  "$bin" run "${args[@]}" > killed.log 2>&1 &
   pid=$!
   for _ in $(seq 1 3000); do  # up to 5 minutes on a loaded machine
-    if compgen -G "killed/interview_E3_*/ckpt_last.pt" > /dev/null; then break; fi
+    if compgen -G "killed/interview_E1_*/ckpt_last.pt" > /dev/null; then break; fi
     sleep 0.1
   done
   kill -9 "$pid" 2> /dev/null || fail "the run ended before it could be killed"
   wait "$pid" 2> /dev/null || true
-  [ ! -e killed/interview_E3_*/eval.json ] || fail "E3 finished before the kill"
-  "$bin" run "${args[@]}" --output killed/chain --resume > resumed.log
+  [ ! -e killed/interview_E1_*/eval.json ] || fail "E1 finished before the kill"
+  unfinished() { for d in killed/interview_*; do [ -e "$d/eval.json" ] || echo "$d"; done; }
+  crash_then_resume() {  # MTL_CRASH_AT value; the run must die by SIGKILL there
+    local status=0
+    MTL_CRASH_AT=$1 "$bin" run "${args[@]}" --resume > "crash_$1.log" 2>&1 || status=$?
+    [ "$status" = 137 ] || { cat "crash_$1.log"; fail "expected a SIGKILL (status 137) at $1, got status $status"; }
+  }
+  crash_then_resume checkpoint_write:4
+  compgen -G "$(unfinished)/ckpt_*.pt.tmp.*" > /dev/null || fail "no half-written checkpoint after checkpoint_write"
+  crash_then_resume checkpoint_rotate:8
+  d=$(unfinished)
+  [ -e "$d/ckpt_prev.pt" ] && [ ! -e "$d/ckpt_last.pt" ] || fail "checkpoint_rotate should leave $d with ckpt_prev.pt only"
+  crash_then_resume after_validation:6
+  # Damage the last checkpoint of the interrupted experiment: resuming refuses it and takes the previous one.
+  d=$(unfinished)
+  [ -e "$d/ckpt_prev.pt" ] && [ -e "$d/ckpt_last.pt" ] || fail "expected $d to hold ckpt_last.pt and ckpt_prev.pt"
+  truncate -s -100 "$d/ckpt_last.pt"
+  crash_then_resume atomic_write:12
+  expect_in "ckpt_last.pt' is not a readable tensor dict (truncated or corrupted?)" "$d/train.log"
+  expect_in "resumed from $PWD/$d/ckpt_prev.pt" "$d/train.log"
+  "$bin" run "${args[@]}" --resume > resumed.log
   expect_in "finished earlier" resumed.log
+  [ "$(grep -c ',"finished",' killed/chain/summary.csv)" = 7 ] || { cat killed/chain/summary.csv; fail "not all seven finished"; }
+  ! compgen -G "killed/interview_*/*.tmp.*" > /dev/null || fail "temporary files were left behind"
   diff <(numbers ref/chain) <(numbers killed/chain) || fail "resumed summary differs from the uninterrupted one"
+  ;;
+
+storage_faults)
+  # An output folder that cannot be created, then a disk that fills up (a
+  # file-size limit: writes fail with EFBIG as they would with ENOSPC) while
+  # E1 saves its first checkpoint: a clear error, the chain stops, E0a's
+  # finished results stay as they were, and a resumed run finishes.
+  touch plain_file
+  status=0
+  "$bin" run --configs "$configs" --preset tiny --output plain_file/chain > out.txt 2>&1 || status=$?
+  [ "$status" = 3 ] || fail "expected status 3 for an output folder below a file, got $status"
+  expect_in "error: cannot create the output folder 'plain_file/chain': Not a directory" out.txt
+  args=(--configs "$configs" --preset tiny --quiet --output chain)
+  "$bin" run "${args[@]}" --only E0a > /dev/null
+  cp interview_E0a_*/eval.json e0a_eval.json
+  status=0
+  (ulimit -f 64; trap '' XFSZ; "$bin" run "${args[@]}" --only E0a,E1 --resume) > full.txt 2>&1 || status=$?
+  [ "$status" = 3 ] || { cat full.txt; fail "expected status 3 when the disk is full, got $status"; }
+  expect_in "File too large" full.txt
+  expect_in "finished results are kept" full.txt
+  cmp -s e0a_eval.json interview_E0a_*/eval.json || fail "E0a's eval.json changed"
+  [ ! -e interview_E1_*/eval.json ] || fail "E1 finished although its checkpoint could not be written"
+  "$bin" run "${args[@]}" --only E0a,E1 --resume > resumed.txt
+  expect_in "E0a: finished earlier" resumed.txt
+  [ "$(grep -c ',"finished",' chain/summary.csv)" = 2 ] || { cat chain/summary.csv; fail "E0a and E1 should finish"; }
   ;;
 
 validate)

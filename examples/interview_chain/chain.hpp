@@ -251,9 +251,9 @@ inline int run_chain(const RunOptions& o) {
         std::printf("%s%s: %s in %.1f s\n", c.id.c_str(), seed_tag.c_str(),
                     result.finished ? "finished" : ("failed: " + result.stopped_because).c_str(),
                     std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
-      } catch (const mtl::train::StorageError& e) {
+      } catch (const mtl::train::StorageError&) {
         // The disk, not the experiment: the next one would fail the same way.
-        std::printf("%s%s: stopped: %s\n", c.id.c_str(), seed_tag.c_str(), e.what());
+        std::fflush(stdout);
         throw;
       } catch (const std::exception& e) {
         ++unfinished;

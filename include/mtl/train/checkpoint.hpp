@@ -64,7 +64,7 @@ inline void save_tensor_dict(const std::string& path, const TensorDict& tensors)
   for (const auto& entry : tensors)
     if (entry.key() != kChecksumKey) cpu.insert(entry.key(), entry.value().detach().cpu().contiguous());
   cpu.insert(kChecksumKey, torch::tensor(tensor_dict_checksum(cpu), torch::kLong));
-  atomic_write(path, torch::pickle_save(cpu));
+  atomic_write(path, torch::pickle_save(cpu), "checkpoint_write");
 }
 
 /// Loads a dict written by `save_tensor_dict` (or torch.save); refuses a file

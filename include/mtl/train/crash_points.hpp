@@ -3,8 +3,9 @@
 // crash point NAME it sends itself SIGKILL, as `kill -9` would at that
 // instant. Without the variable a crash point is one comparison.
 //
-// Points: atomic_write (half of a file's bytes written, before fsync and
-// rename), checkpoint_rotate (the last checkpoint moved to ckpt_prev.pt, the
+// Points: checkpoint_write (half of a checkpoint's bytes written, before
+// fsync and rename), atomic_write (the same for any other whole-file
+// write), checkpoint_rotate (the last checkpoint moved to ckpt_prev.pt, the
 // new one not yet in place), after_validation (metrics recorded, checkpoint
 // not yet saved).
 #pragma once

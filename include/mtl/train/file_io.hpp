@@ -45,8 +45,10 @@ inline bool write_all(int fd, const char* data, size_t size) {
 }
 }  // namespace detail
 
-/// Writes `bytes` to `path` so that `path` holds either its old content or all of the new.
-inline void atomic_write(const std::string& path, const std::vector<char>& bytes) {
+/// Writes `bytes` to `path` so that `path` holds either its old content or
+/// all of the new. `crash_point_name` names the point halfway (tests kill there).
+inline void atomic_write(const std::string& path, const std::vector<char>& bytes,
+                         const char* crash_point_name = "atomic_write") {
   const std::string temporary = path + ".tmp." + std::to_string(::getpid());
   const int fd = ::open(temporary.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
   if (fd < 0) throw StorageError("cannot write '" + temporary + "'", errno);
@@ -58,7 +60,7 @@ inline void atomic_write(const std::string& path, const std::vector<char>& bytes
   };
   const size_t half = bytes.size() / 2;
   if (!detail::write_all(fd, bytes.data(), half)) fail("writing '" + temporary + "' failed");
-  crash_point("atomic_write");  // a kill here leaves half a temporary file and `path` untouched
+  crash_point(crash_point_name);  // a kill here leaves half a temporary file and `path` untouched
   if (!detail::write_all(fd, bytes.data() + half, bytes.size() - half)) fail("writing '" + temporary + "' failed");
   if (::fsync(fd) != 0) fail("flushing '" + temporary + "' to disk failed");
   ::close(fd);
