@@ -115,12 +115,26 @@ TEST_CASE("CSV reader refuses bad input with its place") {
   refused(h + "1,0,5,7,0.5\n", "bad.csv:2: expected 6 comma-separated fields (as the header), got 5");
   refused(h + "1,0,5,7,0.5,u\n\n1,0,5,7,0.5,u\n", "bad.csv:3: the line is blank");
   refused(h + "1,0,abc,7,0.5,u\n", "bad.csv:2, column 'user': expected an integer id, got 'abc'");
-  refused(h + "1,0,-4,7,0.5,u\n", "bad.csv:2, column 'user': expected a non-negative id, got -4");
+  refused(h + "1,0,-4,7,0.5,u\n", "bad.csv:2, column 'user': expected an integer id >= 0, got -4");
   refused(h + "1,0,4,7,nan,u\n", "bad.csv:2, column 'price': expected a finite number, got 'nan'");
   refused(h + "1,0,4,7,inf,u\n", "column 'price': expected a finite number");
   refused(h + "1,0,4,7,,u\n", "column 'price': expected a number, got ''");
   refused(h + "2,0,4,7,1,u\n", "column 'click': expected a 0/1 label, got '2'");
   refused(h + "0,1,4,7,1,u\n", "bad.csv:2: buy is 1 but click is 0; a conversion needs a click");
+  refused(h + "yes,0,4,7,1,u\n", "bad.csv:2, column 'click': expected a 0/1 label, got 'yes'");
+  refused(h + "1,,4,7,1,u\n", "bad.csv:2, column 'buy': expected a 0/1 label, got ''");
+  refused(h + "1,0,4,,1,u\n", "bad.csv:2, column 'item': expected an integer id, got ''");
+  refused(h + "1,0,4.5,7,1,u\n", "bad.csv:2, column 'user': expected an integer id, got '4.5'");
+  refused(h + "1,0,4,7,-inf,u\n", "bad.csv:2, column 'price': expected a finite number, got '-inf'");
+  refused("user,item,price,buy\n1,2,3,0\n", "bad.csv:1: the header has no column 'click', which the tiny layout needs");
+  refused("click,user,item,price\n1,2,3,0\n", "bad.csv:1: the header has no column 'buy', which the tiny layout needs");
+  // A last line cut short (no newline), with and without its CR.
+  refused(h + "1,0,5,7,0.5,u\n0,0,5", "bad.csv:3: expected 6 comma-separated fields (as the header), got 3");
+  refused(h + "1,0,5,7,0.5,u\r\n0,0,5,7\r", "bad.csv:3: expected 6 comma-separated fields (as the header), got 4");
+  // 10 MB lines: one huge field (beyond int64) and a line of commas; the message shows 40 characters.
+  refused(h + "1,0," + std::string(10'000'000, '9') + ",7,0.5,u\n",
+          "bad.csv:2, column 'user': expected an integer id, got '9999999999999999999999999999999999999999...'");
+  refused(h + std::string(10'000'000, ',') + "\n", "bad.csv:2: expected 6 comma-separated fields (as the header), got 10000001");
   REQUIRE_TORCH_ERROR(count_rows((tmp.path / "missing.csv").string(), tiny_layout()), "cannot open");
   // A header alone reads as zero rows; encoding refuses an empty training split.
   const auto header_only = tmp.write("h.csv", h);
@@ -192,6 +206,42 @@ TEST_CASE("raw Ali-CCP reader joins skeleton and common features") {
                       "s3.csv:1, column 'features': expected features as field 0x02 id 0x03 value");
   const auto bad_label = tmp.write("s4.csv", std::string("1,0,1,aaa,1,") + feature("205", 1, 1.0) + "\n");
   REQUIRE_TORCH_ERROR(aliccp_raw_source(bad_label, common_path)([](const ParsedRow&) {}), "buy is 1 but click is 0");
+}
+
+// Each malformed raw line is refused with the file, line and field; a BOM and CRLF are accepted.
+TEST_CASE("raw Ali-CCP reader refuses bad input with its place") {
+  ScratchDir tmp("raw_bad");
+  const auto common_path = tmp.write("common.csv", "\xEF\xBB\xBF" "aaa,1," + feature("101", 11, 1.0) + "\r\n");
+  auto rows_of = [&](const std::string& skeleton) {
+    int64_t rows = 0;
+    aliccp_raw_source(tmp.write("s.csv", skeleton), common_path)([&](const ParsedRow&) { ++rows; });
+    return rows;
+  };
+  REQUIRE(rows_of("1,1,0,aaa,1," + feature("205", 7, 1.0) + "\r\n") == 1);  // BOM'd common key joins
+  auto refused = [&](const std::string& skeleton, const std::string& expected) {
+    INFO("skeleton: " << skeleton);
+    REQUIRE_TORCH_ERROR(rows_of(skeleton), expected);
+  };
+  const auto f205 = feature("205", 7, 1.0);
+  refused("1,1,0\n", "s.csv:1: expected sample_id,click,buy,md5,feature_count,features, got '1,1,0'");
+  refused("1,2,0,aaa,1," + f205 + "\n", "s.csv:1, column 'click': expected a 0/1 label, got '2'");
+  refused("1,1,0,aaa,x," + f205 + "\n", "s.csv:1, column 'feature_count': expected a feature count, got 'x'");
+  refused("1,1,0,aaa,1," + feature("205", -3, 1.0) + "\n", "s.csv:1, column 'features': expected an integer id >= 0, got -3");
+  refused("1,1,0,aaa,1,205" + std::string(1, kId) + "7" + kVal + "nan\n", "column 'features': expected a finite number, got 'nan'");
+  refused("1,1,0,aaa,1,205" + std::string(1, kId) + "7\n", "expected features as field 0x02 id 0x03 value");
+  // The last line cut short: inside a feature, and between features.
+  refused("1,1,0,aaa,1," + f205 + "\n2,1,0,aaa,2," + f205 + kF + "508" + kId + "9",
+          "s.csv:2, column 'features': expected features as field 0x02 id 0x03 value, got '508");
+  refused("1,1,0,aaa,1," + f205 + "\n2,1,0,aaa,2," + f205 + kF, "s.csv:2, column 'features': the line announces 2 features but holds 1");
+  refused("1,1,0,aaa,3," + f205 + "\n", "the line announces 3 features but holds 1 (a line cut short?)");
+  refused(std::string(10'000'000, 'x') + "\n", "s.csv:1: expected sample_id,click,buy,md5,feature_count,features, got 'xxxx");
+  refused("1,1,0,bbb,1," + f205 + "\n", "s.csv:1: common-feature key 'bbb' is not in");
+  const auto bad_common = tmp.write("c2.csv", "aaa\n");
+  REQUIRE_TORCH_ERROR(aliccp_raw_source(tmp.write("s.csv", "1,1,0,aaa,0,\n"), bad_common)([](const ParsedRow&) {}),
+                      "c2.csv:1: expected md5,feature_count,features, got 'aaa'");
+  // An empty skeleton reads as no rows; encoding refuses an empty training split.
+  REQUIRE(rows_of("") == 0);
+  REQUIRE_TORCH_ERROR(load_aliccp_raw_splits(tmp / "s.csv", common_path, "", ""), "the training split holds no rows");
 }
 
 // The cache returns what was encoded; a second load skips encoding; a damaged file is a miss.

@@ -5,7 +5,12 @@
 // 23 fields the first feature gives the sparse id (0 when absent); the eight
 // dense columns D<field> take that feature's value, as the processed release
 // does. The common-feature file is held in memory (only the 23 fields); the
-// skeleton, about 10 GB for the training split, is streamed.
+// skeleton, about 10 GB for the training split, is streamed. Accepted: a
+// UTF-8 byte-order mark, CRLF line ends, fields the model does not use.
+// Refused, naming file, line and field: a line with fewer fields, a feature
+// count that differs from the features present (a line cut short), a
+// malformed feature, a non-numeric or negative id, a non-finite value, a
+// label other than 0/1, a conversion without a click, an unknown md5 key.
 #pragma once
 
 #include <mtl/data/csv_layout.hpp>
@@ -58,18 +63,21 @@ class RawFieldIndex {
   std::unordered_map<int32_t, int32_t> dense_of_field_;
 };
 
-/// Parses a 0x01-joined feature list, keeping each used field's first feature.
-inline void parse_features(std::string_view list, const RawFieldIndex& index, const FieldPlace& at,
+/// Parses a 0x01-joined feature list of `count` features (the line's own
+/// count, which catches a line cut short), keeping each used field's first feature.
+inline void parse_features(std::string_view list, int64_t count, const RawFieldIndex& index, const FieldPlace& at,
                            std::vector<RawFeature>& out) {
+  int64_t seen_features = 0;
   size_t start = 0;
   while (start < list.size()) {
+    ++seen_features;
     size_t end = list.find('\x01', start);
     if (end == std::string_view::npos) end = list.size();
     const auto item = list.substr(start, end - start);
     start = end + 1;
     const size_t a = item.find('\x02'), b = item.find('\x03');
     TORCH_CHECK(a != std::string_view::npos && b != std::string_view::npos && a < b, describe(at),
-                ": expected features as field 0x02 id 0x03 value, got ", quoted(item));
+                ": expected features as field 0x02 id 0x03 value, got ", excerpt(item));
     const int32_t field = index.field(item.substr(0, a));
     if (field < 0) continue;
     bool seen = false;
@@ -77,6 +85,8 @@ inline void parse_features(std::string_view list, const RawFieldIndex& index, co
     if (seen) continue;
     out.push_back({field, parse_id(item.substr(a + 1, b - a - 1), at), parse_dense(item.substr(b + 1), at)});
   }
+  TORCH_CHECK(seen_features == count, describe(at), ": the line announces ", count, " features but holds ",
+              seen_features, " (a line cut short?)");
 }
 
 /// Splits off the first `n` comma-separated fields; the rest stays in `rest`.
@@ -103,12 +113,12 @@ inline std::unordered_map<std::string, std::vector<RawFeature>> read_common_feat
   std::string_view rest;
   int64_t number = 0;
   while (std::getline(in, line)) {
-    ++number;
-    if (!line.empty() && line.back() == '\r') line.pop_back();
+    trim_line(line, ++number);
     TORCH_CHECK(take_fields(line, 2, head, rest), path, ":", number,
-                ": expected md5,feature_count,features, got ", quoted(line));
+                ": expected md5,feature_count,features, got ", excerpt(line));
     std::vector<RawFeature> features;
-    parse_features(rest, index, {path, number, "features"}, features);
+    parse_features(rest, parse_non_negative(head[1], {path, number, "feature_count"}, "a feature count"), index, {path, number, "features"},
+                   features);
     common[std::string(head[0])] = std::move(features);
   }
   return common;
@@ -136,19 +146,19 @@ inline RowSource aliccp_raw_source(std::string skeleton_path, std::string common
     std::string line;
     int64_t number = 0;
     while (std::getline(in, line)) {
-      ++number;
-      if (!line.empty() && line.back() == '\r') line.pop_back();
+      trim_line(line, ++number);
       TORCH_CHECK(detail::take_fields(line, 5, head, rest), skeleton_path, ":", number,
-                  ": expected sample_id,click,buy,md5,feature_count,features, got ", quoted(line));
+                  ": expected sample_id,click,buy,md5,feature_count,features, got ", excerpt(line));
       row.click = parse_label(head[1], {skeleton_path, number, "click"});
       row.conversion = parse_label(head[2], {skeleton_path, number, "buy"});
       TORCH_CHECK(row.conversion <= row.click, skeleton_path, ":", number,
                   ": buy is 1 but click is 0; a conversion needs a click");
       auto joined = common->find(std::string(head[3]));
-      TORCH_CHECK(joined != common->end(), skeleton_path, ":", number, ": common-feature key ", quoted(head[3]),
+      TORCH_CHECK(joined != common->end(), skeleton_path, ":", number, ": common-feature key ", excerpt(head[3]),
                   " is not in '", common_path, "'");
       features.clear();
-      detail::parse_features(rest, index, {skeleton_path, number, "features"}, features);
+      detail::parse_features(rest, parse_non_negative(head[4], {skeleton_path, number, "feature_count"}, "a feature count"), index,
+                             {skeleton_path, number, "features"}, features);
       std::fill(row.sparse.begin(), row.sparse.end(), 0);
       std::fill(row.dense.begin(), row.dense.end(), 0.f);
       // Impression features come last, so they win over a common feature of the same field.

@@ -37,10 +37,6 @@ inline void split_commas(std::string_view line, std::vector<std::string_view>& f
     start = comma + 1;
   }
 }
-
-inline void strip_line_end(std::string& line) {
-  if (!line.empty() && line.back() == '\r') line.pop_back();
-}
 }  // namespace detail
 
 /// Reads `path` with `layout`, calling `on_row` for each data row.
@@ -50,8 +46,7 @@ inline void read_csv(const std::string& path, const CsvLayout& layout,
   TORCH_CHECK(in.good(), "cannot open '", path, "': ", std::strerror(errno));
   std::string line;
   TORCH_CHECK(static_cast<bool>(std::getline(in, line)), path, ": the file is empty, expected a header line");
-  if (line.rfind("\xEF\xBB\xBF", 0) == 0) line.erase(0, 3);  // UTF-8 byte-order mark
-  detail::strip_line_end(line);
+  trim_line(line, 1);
 
   std::vector<std::string_view> fields;
   detail::split_commas(line, fields);
@@ -74,8 +69,7 @@ inline void read_csv(const std::string& path, const CsvLayout& layout,
   row.dense.resize(dense_cols.size());
   int64_t line_number = 1;
   while (std::getline(in, line)) {
-    ++line_number;
-    detail::strip_line_end(line);
+    trim_line(line, ++line_number);
     TORCH_CHECK(!line.empty(), path, ":", line_number, ": the line is blank, expected ", width, " fields");
     detail::split_commas(line, fields);
     TORCH_CHECK(fields.size() == width, path, ":", line_number, ": expected ", width,
