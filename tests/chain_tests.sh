@@ -139,7 +139,17 @@ config_errors)
     expect_in "$2" out.txt
   }
   check 's/^use_esmm: true/use_esmn: true/' "case.yaml:25: unknown field 'use_esmn'; did you mean 'use_esmm'?"
-  check 's/    num_levels: 1/\tnum_levels: 1/' "case.yaml:"
+  check 's/    num_levels: 1/\tnum_levels: 1/' "case.yaml:10:1: not valid YAML (illegal tab when looking for indentation); check the indentation, and use spaces, not tabs"
+  check 's/^base: base.yaml/base: nobase.yaml/' "case.yaml:1: config file 'nobase.yaml' does not exist"
+  check 's/^esmm:/esmm: 3\nold_esmm:/' "case.yaml:26: 'esmm' is a section; it expects fields below it, like 'esmm.lambda_cvr_aux'"
+  check 's/      shared:/      [a, b]: 1\n      shared:/' "case.yaml:13: expected a field name, got a list"
+  check 's/    expert_dim: 64/    expert_dim: 99999999999999999999/' "case.yaml:11: field 'model.ple.expert_dim' expects an integer, got '99999999999999999999'"
+  check 's/    expert_dim: 64/    expert_dim: -4/' "case.yaml:11: field 'model.ple.expert_dim': expected a positive width"
+  check 's/^use_esmm: true/use_esmm: maybe/' "field 'use_esmm' expects true or false, got 'maybe'"
+  check 's/  enabled_heads: \[ctr, cvr\]/  enabled_heads: ctr/' "field 'model.enabled_heads' expects a list of strings"
+  : > empty.yaml
+  "$bin" train --config empty.yaml --run-dir run > out.txt 2>&1 && fail "accepted an empty config"
+  expect_in "empty.yaml: expected a mapping of config sections at the top level" out.txt
   check 's/    num_levels: 1/      num_levels: 1/' "not valid YAML"
   check 's/    expert_dim: 64/    expert_dim: wide/' "case.yaml:11: field 'model.ple.expert_dim' expects an integer, got 'wide'"
   check 's/  enabled_heads: \[ctr, cvr\]/  enabled_heads: [ctr]/' "ESMM needs both a ctr and a cvr head"

@@ -177,7 +177,7 @@ class FieldTable {
   /// Reads `file`, after the base file it names (whose fields it overrides).
   static FieldTable load(const std::string& file) {
     FieldTable table;
-    table.load_file(file, 0);
+    table.load_file(file, 0, "");
     table.check_required();
     return table;
   }
@@ -257,9 +257,11 @@ class FieldTable {
   }
 
  private:
-  void load_file(const std::string& file, int depth) {
-    TORCH_CHECK(depth < 4, file, ": 'base' files nest too deeply (a cycle?)");
-    TORCH_CHECK(std::filesystem::exists(file), "config file '", file, "' does not exist");
+  /// `named_by` is "file:line" of the `base` field that named `file` (empty for the top file).
+  void load_file(const std::string& file, int depth, const std::string& named_by) {
+    TORCH_CHECK(depth < 4, named_by, ": 'base' files nest too deeply (a cycle?)");
+    TORCH_CHECK(std::filesystem::is_regular_file(file), named_by.empty() ? "" : named_by + ": ", "config file '", file,
+                "' does not exist");
     YAML::Node root;
     try {
       root = YAML::LoadFile(file);
@@ -268,19 +270,24 @@ class FieldTable {
                   "); check the indentation, and use spaces, not tabs");
     }
     TORCH_CHECK(root.IsMap(), file, ": expected a mapping of config sections at the top level");
-    if (root["base"]) {
-      const auto base = root["base"].as<std::string>();
-      const auto base_path = (std::filesystem::path(file).parent_path() / base).string();
-      load_file(base_path, depth + 1);
+    if (const auto base = root["base"]) {
+      const auto at = file + ":" + std::to_string(base.Mark().line + 1);
+      TORCH_CHECK(base.IsScalar(), at, ": field 'base' expects a file name");
+      load_file((std::filesystem::path(file).parent_path() / base.Scalar()).string(), depth + 1, at);
     }
     flatten(root, "", file);
   }
 
   void flatten(const YAML::Node& node, const std::string& prefix, const std::string& file) {
     for (const auto& entry : node) {
-      const auto key = entry.first.as<std::string>();
-      const auto path = prefix.empty() ? key : prefix + "." + key;
       const int line = entry.first.Mark().line + 1;
+      TORCH_CHECK(entry.first.IsScalar(), file, ":", line, ": expected a field name, got a ",
+                  entry.first.IsMap() ? "mapping" : "list");
+      const auto key = entry.first.Scalar();
+      const auto path = prefix.empty() ? key : prefix + "." + key;
+      if (!entry.second.IsMap() && !known_fields().count(path) && is_section(path))
+        TORCH_CHECK(false, file, ":", line, ": '", path, "' is a section; it expects fields below it, like '",
+                    known_fields().lower_bound(path + ".")->first, "'");
       if (entry.second.IsMap() && !known_fields().count(path)) {
         check_known_prefix(path, file, line);
         flatten(entry.second, path, file);
@@ -292,10 +299,13 @@ class FieldTable {
     }
   }
 
-  static void check_known_prefix(const std::string& path, const std::string& file, int line) {
+  static bool is_section(const std::string& path) {
     for (const auto& [known, spec] : known_fields())
-      if (known.rfind(path + ".", 0) == 0) return;
-    TORCH_CHECK(false, file, ":", line, ": unknown section '", path, "'; did you mean '", closest_known_field(path),
+      if (known.rfind(path + ".", 0) == 0) return true;
+    return false;
+  }
+  static void check_known_prefix(const std::string& path, const std::string& file, int line) {
+    TORCH_CHECK(is_section(path), file, ":", line, ": unknown section '", path, "'; did you mean '", closest_known_field(path),
                 "'?");
   }
   static void check_known(const std::string& path, const std::string& file, int line) {
