@@ -271,6 +271,11 @@ TEST_CASE("binary cache round trip, hit and miss") {
   for (const auto& entry : fs::directory_iterator(cache_dir)) fs::resize_file(entry.path(), fs::file_size(entry.path()) / 2);
   mtl::data::detail::cached({train}, "opts", cache_dir, "tiny", encode);
   REQUIRE(encodes == 3);
+  // A cache that cannot be stored (here its folder lies below a file) only costs the parse.
+  const auto below_file = tmp.write("plain", "x") + "/cache";
+  auto uncached = mtl::data::detail::cached({train}, "opts", below_file, "tiny", encode);
+  REQUIRE(encodes == 4);
+  REQUIRE(uncached.train.ids == fresh.train.ids);
 }
 
 // Seeded shuffles: every row once per epoch, the same order for the same seed, resumable by position.

@@ -119,10 +119,11 @@ class CacheReader {
 };
 }  // namespace detail
 
-/// Writes `splits` under `path` (temporary file, then rename).
+/// Writes `splits` under `path` (temporary file, then rename); on failure
+/// the temporary is removed and the error thrown.
 inline void save_cache(const std::string& path, uint64_t key, const EncodedSplits& splits) {
   const std::string temporary = path + ".tmp." + std::to_string(::getpid());
-  {
+  try {
     detail::CacheWriter w(temporary);
     for (char c : detail::kCacheMagic) w.value(c);
     w.value(key);
@@ -139,10 +140,14 @@ inline void save_cache(const std::string& path, uint64_t key, const EncodedSplit
       w.column(ds->ids), w.column(ds->dense), w.column(ds->click), w.column(ds->conversion);
     }
     w.close();
+    std::error_code ec;
+    std::filesystem::rename(temporary, path, ec);
+    TORCH_CHECK(!ec, "cannot move the data cache into place at '", path, "': ", ec.message());
+  } catch (const c10::Error&) {
+    std::error_code ignored;
+    std::filesystem::remove(temporary, ignored);
+    throw;
   }
-  std::error_code ec;
-  std::filesystem::rename(temporary, path, ec);
-  TORCH_CHECK(!ec, "cannot move the data cache into place at '", path, "': ", ec.message());
 }
 
 /// The splits cached under `path` for `key`, or nullopt on a miss.

@@ -49,19 +49,31 @@ inline std::string options_signature(const EncodeOptions& o) {
          ",valid_fraction=" + std::to_string(o.valid_fraction);
 }
 
-/// Encodes through the cache: a hit skips every source; a miss encodes and stores.
+/// Encodes through the cache: a hit skips every source; a miss encodes and
+/// stores. The cache only saves time: when it cannot be stored (a full disk,
+/// a read-only folder) a warning says why and the run goes on without it.
 inline EncodedSplits cached(const std::vector<std::string>& files, const std::string& signature,
                             const std::string& cache_dir, const std::string& stem,
                             const std::function<EncodedSplits()>& encode) {
   if (cache_dir.empty()) return encode();
-  std::filesystem::create_directories(cache_dir);
+  std::error_code cannot_create;
+  std::filesystem::create_directories(cache_dir, cannot_create);
+  if (cannot_create) {
+    TORCH_WARN("cannot create the data cache folder '", cache_dir, "' (", cannot_create.message(),
+               "); reading without a cache");
+    return encode();
+  }
   const uint64_t key = cache_key(files, signature);
   char hex[17];
   std::snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(key));
   const std::string path = (std::filesystem::path(cache_dir) / (stem + "-" + hex + ".mtlcache")).string();
   if (auto hit = load_cache(path, key)) return std::move(*hit);
   auto splits = encode();
-  save_cache(path, key, splits);
+  try {
+    save_cache(path, key, splits);
+  } catch (const c10::Error& e) {
+    TORCH_WARN("the data cache was not stored: ", e.what_without_backtrace(), "; the next run parses again");
+  }
   return splits;
 }
 }  // namespace detail
