@@ -154,6 +154,14 @@ void require_working_model(Model& model, const std::vector<std::string>& tasks) 
     for (const auto& logit : out.logits) REQUIRE(logit.sizes() == torch::IntArrayRef{batch});
   }
   auto input = random_inputs(small_schema(), 32);
+  {
+    // Embeddings start at std 0.01, so every ReLU's input is nearly its bias: a
+    // small layer whose biases are all negative would pass no gradient (seen
+    // once in CI). Positive biases keep every unit alive; the check is about wiring.
+    torch::NoGradGuard no_grad;
+    for (auto& p : model->named_parameters())
+      if (p.key().size() >= 4 && p.key().compare(p.key().size() - 4, 4, "bias") == 0) p.value().fill_(0.1);
+  }
   require_gradient_everywhere(*model, random_projection_loss(torch::stack(model->forward(input).logits)));
   require_independent_clone(model, [&](Impl& m) { return torch::stack(m.forward(input).logits); });
 }

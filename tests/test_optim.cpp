@@ -58,6 +58,14 @@ TEST_CASE("SparseAdam refuses dense gradients") {
   REQUIRE_TORCH_ERROR(sparse.step_rows(torch::zeros({3}, torch::kLong), torch::zeros({3, 4})),
                       "expects rows [n] and gradients [n, 2], but got [3] and [3, 4]");
   REQUIRE_TORCH_ERROR(SparseAdam(torch::zeros({3})), "expects a 2-D table");
+  // A row outside the table is refused before anything changes; the next step works.
+  const auto before = table.detach().clone();
+  REQUIRE_TORCH_ERROR(sparse.step_rows(torch::tensor({1, 9}, torch::kLong), torch::ones({2, 2})),
+                      "expects rows in [0, 5), but got 9");
+  REQUIRE(torch::equal(table.detach(), before));
+  sparse.step_rows(torch::tensor({1, 1}, torch::kLong), torch::ones({2, 2}));
+  REQUIRE(torch::equal(table.detach()[0], before[0]));
+  REQUIRE_FALSE(torch::equal(table.detach()[1], before[1]));
 }
 
 // Linear warmup to 1, cosine to min_ratio at total_steps, flat after.

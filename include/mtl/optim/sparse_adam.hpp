@@ -11,7 +11,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace mtl::optim {
@@ -104,58 +106,99 @@ class SparseAdam {
                 "SparseAdam state '", prefix, "' holds moments of shape ", m.sizes(), ", but the table is ",
                 table_.sizes());
     exp_avg_ = m.to(table_.device()), exp_avg_sq_ = v.to(table_.device()), row_steps_ = s.to(table_.device());
+    step_bound_ = row_steps_.numel() > 0 ? static_cast<int64_t>(row_steps_.max().item<double>()) : 0;
   }
 
  private:
-  /// The CPU path in one pass: rows sorted once, each distinct row's gradients
-  /// summed and its moments, step count and weights updated in place, rows in
-  /// parallel. The tensor-op path above allocates a dozen temporaries per step.
+  /// The CPU path in one pass. The ids are grouped by row without sorting:
+  /// a table-sized array remembers each touched row's group for this step
+  /// (and is reset for just those rows afterwards), and each group links its
+  /// ids in batch order, so duplicates are summed in batch order and a run
+  /// repeats bit for bit. Then each group's moments, step count and weights
+  /// are updated in place, groups in parallel.
   void step_rows_fused_cpu(const torch::Tensor& rows, const torch::Tensor& row_grads) {
-    // Stable, so duplicates are summed in batch order and a run repeats bit for bit.
-    auto [sorted_rows, order] = rows.to(torch::kLong).contiguous().sort(/*stable=*/true, /*dim=*/0, /*descending=*/false);
+    const auto ids = rows.to(torch::kLong).contiguous();
     const auto grads = row_grads.to(table_.scalar_type()).contiguous();
-    const int64_t n = sorted_rows.size(0), d = table_.size(1);
-    const int64_t* r = sorted_rows.data_ptr<int64_t>();
-    const int64_t* from = order.data_ptr<int64_t>();
-    std::vector<int64_t> starts;  // first sorted position of each distinct row, then n
-    for (int64_t i = 0; i < n; ++i)
-      if (i == 0 || r[i] != r[i - 1]) starts.push_back(i);
-    starts.push_back(n);
-    const auto groups = static_cast<int64_t>(starts.size()) - 1;
+    const int64_t n = ids.size(0), d = table_.size(1);
+    const int64_t* r = ids.data_ptr<int64_t>();
+    for (int64_t j = 0; j < n; ++j)
+      TORCH_CHECK(r[j] >= 0 && r[j] < table_.size(0), "SparseAdam expects rows in [0, ", table_.size(0),
+                  "), but got ", r[j]);
+    if (group_of_row_.size() != static_cast<size_t>(table_.size(0))) group_of_row_.assign(table_.size(0), -1);
+    group_row_.clear(), group_head_.clear(), group_tail_.clear();
+    next_in_group_.assign(n, -1);
+    for (int64_t j = 0; j < n; ++j) {
+      int32_t& group = group_of_row_[r[j]];
+      if (group < 0) {
+        group = static_cast<int32_t>(group_row_.size());
+        group_row_.push_back(r[j]), group_head_.push_back(j), group_tail_.push_back(j);
+      } else {
+        next_in_group_[group_tail_[group]] = j;
+        group_tail_[group] = j;
+      }
+    }
+    const auto groups = static_cast<int64_t>(group_row_.size());
     const double b1 = options_.beta1(), b2 = options_.beta2(), lr = options_.lr(), eps = options_.eps();
+    // Bias corrections 1 - beta^step by table lookup: std::pow per row cost more than the update.
+    const auto most_steps = static_cast<size_t>(++step_bound_) + 1;
+    if (bias_betas_ != std::make_pair(b1, b2)) bias1_.clear(), bias2_.clear(), bias_betas_ = {b1, b2};
+    for (size_t k = bias1_.size(); k < most_steps; ++k)
+      bias1_.push_back(1 - std::pow(b1, static_cast<double>(k))), bias2_.push_back(1 - std::pow(b2, static_cast<double>(k)));
     AT_DISPATCH_FLOATING_TYPES(table_.scalar_type(), "mtl::SparseAdam", [&] {
       scalar_t* w = table_.data_ptr<scalar_t>();
       scalar_t* m = exp_avg_.data_ptr<scalar_t>();
       scalar_t* v = exp_avg_sq_.data_ptr<scalar_t>();
       scalar_t* steps = row_steps_.data_ptr<scalar_t>();
       const scalar_t* g = grads.data_ptr<scalar_t>();
+      // In the table's precision (as torch.optim.Adam), so the loop over columns vectorises.
+      const auto beta1 = static_cast<scalar_t>(b1), beta2 = static_cast<scalar_t>(b2);
+      const auto epsilon = static_cast<scalar_t>(eps);
       at::parallel_for(0, groups, /*grain_size=*/512, [&](int64_t begin, int64_t end) {
-        std::vector<double> sum(d);
+        std::vector<scalar_t> sum(d);
+        constexpr int64_t kAhead = 8;  // rows are random: fetch a few groups' rows early
         for (int64_t k = begin; k < end; ++k) {
-          std::fill(sum.begin(), sum.end(), 0.0);
-          for (int64_t j = starts[k]; j < starts[k + 1]; ++j)
-            for (int64_t c = 0; c < d; ++c) sum[c] += g[from[j] * d + c];
-          const int64_t row = r[starts[k]];
-          const double step = static_cast<double>(steps[row]) + 1;
+          if (k + kAhead < end) {
+            const int64_t ahead = group_row_[k + kAhead];
+            __builtin_prefetch(w + ahead * d, 1), __builtin_prefetch(m + ahead * d, 1);
+            __builtin_prefetch(v + ahead * d, 1), __builtin_prefetch(steps + ahead, 1);
+          }
+          const scalar_t* first = g + group_head_[k] * d;
+          std::copy(first, first + d, sum.begin());
+          for (int64_t j = next_in_group_[group_head_[k]]; j >= 0; j = next_in_group_[j])
+            for (int64_t c = 0; c < d; ++c) sum[c] += g[j * d + c];
+          const int64_t row = group_row_[k];
+          const auto step = static_cast<size_t>(steps[row]) + 1;
           steps[row] = static_cast<scalar_t>(step);
-          const double bias1 = 1 - std::pow(b1, step), bias2 = 1 - std::pow(b2, step);
+          const bool tabled = step < bias1_.size();  // always, unless state was edited from outside
+          const double bias1 = tabled ? bias1_[step] : 1 - std::pow(b1, static_cast<double>(step));
+          const double bias2 = tabled ? bias2_[step] : 1 - std::pow(b2, static_cast<double>(step));
+          const auto step_size = static_cast<scalar_t>(lr / bias1);
+          const auto inverse_root_bias2 = static_cast<scalar_t>(1 / std::sqrt(bias2));
+          scalar_t* wr = w + row * d;
+          scalar_t* mr = m + row * d;
+          scalar_t* vr = v + row * d;
           for (int64_t c = 0; c < d; ++c) {
-            const int64_t at = row * d + c;
-            const double mc = b1 * m[at] + (1 - b1) * sum[c];
-            const double vc = b2 * v[at] + (1 - b2) * sum[c] * sum[c];
-            m[at] = static_cast<scalar_t>(mc);
-            v[at] = static_cast<scalar_t>(vc);
-            w[at] = static_cast<scalar_t>(w[at] - lr * (mc / bias1) / (std::sqrt(vc / bias2) + eps));
+            mr[c] = beta1 * mr[c] + (1 - beta1) * sum[c];
+            vr[c] = beta2 * vr[c] + (1 - beta2) * sum[c] * sum[c];
+            wr[c] -= step_size * mr[c] / (std::sqrt(vr[c]) * inverse_root_bias2 + epsilon);
           }
         }
       });
     });
+    for (const int64_t row : group_row_) group_of_row_[row] = -1;
   }
 
   torch::Tensor table_;
   SparseAdamOptions options_;
   torch::Tensor exp_avg_, exp_avg_sq_;
   torch::Tensor row_steps_;  ///< per-row step count, as the table's dtype (pow takes it)
+  // Scratch of the CPU path, kept across steps: each row's group in this
+  // step (-1 outside a step), and per group its row and its ids' linked list.
+  std::vector<int32_t> group_of_row_;
+  std::vector<int64_t> group_row_, group_head_, group_tail_, next_in_group_;
+  std::vector<double> bias1_, bias2_;  ///< 1 - beta^k for k = 0, 1, ... (grown on demand)
+  std::pair<double, double> bias_betas_{-1, -1};
+  int64_t step_bound_ = 0;  ///< no row has taken more steps than this
 };
 
 }  // namespace mtl::optim
