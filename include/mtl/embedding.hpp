@@ -5,9 +5,10 @@
 #pragma once
 
 #include <mtl/features.hpp>
+#include <mtl/huge_pages.hpp>
+#include <mtl/row_gather.hpp>
 
 #include <torch/nn/cloneable.h>
-#include <torch/nn/functional/embedding.h>
 #include <torch/nn/init.h>
 #include <torch/nn/module.h>
 #include <torch/nn/pimpl.h>
@@ -57,8 +58,7 @@ class SparseEmbeddingImpl : public torch::nn::Cloneable<SparseEmbeddingImpl> {
       TORCH_CHECK(f.embedding_dim == dim_, "SparseEmbedding keeps one table of one width: field '",
                   f.name, "' has embedding dim ", f.embedding_dim, " but field '",
                   schema.sparse_fields().front().name, "' has ", dim_);
-    weight = register_parameter(
-        "weight", torch::empty({schema.total_vocab_size(), dim_ + 1}));
+    weight = register_parameter("weight", detail::zeros_on_huge_pages({schema.total_vocab_size(), dim_ + 1}, {}));
     reset_parameters();
     // Plain members, not buffers: Module::to(dtype) would cast buffers to float.
     offsets_ = torch::tensor(schema.row_offsets(), torch::kLong);
@@ -87,10 +87,8 @@ class SparseEmbeddingImpl : public torch::nn::Cloneable<SparseEmbeddingImpl> {
       vocab_sizes_ = vocab_sizes_.to(ids.device());
     }
     if (options.check_ids() && ids.numel() > 0) check_id_ranges(ids);
-    auto rows = torch::nn::functional::embedding(
-        ids + offsets_, weight,
-        torch::nn::functional::EmbeddingFuncOptions().sparse(options.sparse_grad()));
-    return {rows.narrow(2, 0, dim_), rows.select(2, dim_)};
+    auto rows = detail::gather_rows(weight, (ids + offsets_).reshape({-1}), options.sparse_grad());
+    return {rows.embeddings.view({ids.size(0), ids.size(1), dim_}), rows.first_order.view({ids.size(0), ids.size(1)})};
   }
 
   int64_t embedding_dim() const noexcept { return dim_; }

@@ -3,6 +3,8 @@
 // costs O(rows touched), not O(table).
 #pragma once
 
+#include <mtl/huge_pages.hpp>
+
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <torch/serialize/archive.h>
@@ -41,9 +43,9 @@ class SparseAdam {
     TORCH_CHECK(options_.lr() >= 0.0, "SparseAdam expects lr >= 0, but got ", options_.lr());
     TORCH_CHECK(options_.beta1() >= 0.0 && options_.beta1() < 1.0 && options_.beta2() >= 0.0 && options_.beta2() < 1.0,
                 "SparseAdam expects betas in [0, 1), but got (", options_.beta1(), ", ", options_.beta2(), ")");
-    exp_avg_ = torch::zeros_like(table_, torch::MemoryFormat::Contiguous);
-    exp_avg_sq_ = torch::zeros_like(table_, torch::MemoryFormat::Contiguous);
-    row_steps_ = torch::zeros({table_.size(0)}, table_.options());
+    exp_avg_ = detail::zeros_on_huge_pages(table_.sizes(), table_.options());
+    exp_avg_sq_ = detail::zeros_on_huge_pages(table_.sizes(), table_.options());
+    row_steps_ = detail::zeros_on_huge_pages({table_.size(0)}, table_.options());
   }
 
   /// Applies the table's sparse gradient, then clears it. No gradient: no-op.
@@ -127,7 +129,9 @@ class SparseAdam {
     if (group_of_row_.size() != static_cast<size_t>(table_.size(0))) group_of_row_.assign(table_.size(0), -1);
     group_row_.clear(), group_head_.clear(), group_tail_.clear();
     next_in_group_.assign(n, -1);
+    constexpr int64_t kAhead = 16;  // rows are random: fetch their entries early
     for (int64_t j = 0; j < n; ++j) {
+      if (j + kAhead < n) __builtin_prefetch(group_of_row_.data() + r[j + kAhead], 1);
       int32_t& group = group_of_row_[r[j]];
       if (group < 0) {
         group = static_cast<int32_t>(group_row_.size());
@@ -155,10 +159,9 @@ class SparseAdam {
       const auto epsilon = static_cast<scalar_t>(eps);
       at::parallel_for(0, groups, /*grain_size=*/512, [&](int64_t begin, int64_t end) {
         std::vector<scalar_t> sum(d);
-        constexpr int64_t kAhead = 8;  // rows are random: fetch a few groups' rows early
         for (int64_t k = begin; k < end; ++k) {
-          if (k + kAhead < end) {
-            const int64_t ahead = group_row_[k + kAhead];
+          if (k + kAhead / 2 < end) {
+            const int64_t ahead = group_row_[k + kAhead / 2];
             __builtin_prefetch(w + ahead * d, 1), __builtin_prefetch(m + ahead * d, 1);
             __builtin_prefetch(v + ahead * d, 1), __builtin_prefetch(steps + ahead, 1);
           }
@@ -167,6 +170,7 @@ class SparseAdam {
           for (int64_t j = next_in_group_[group_head_[k]]; j >= 0; j = next_in_group_[j])
             for (int64_t c = 0; c < d; ++c) sum[c] += g[j * d + c];
           const int64_t row = group_row_[k];
+          group_of_row_[row] = -1;  // the scratch is clean again for the next step
           const auto step = static_cast<size_t>(steps[row]) + 1;
           steps[row] = static_cast<scalar_t>(step);
           const bool tabled = step < bias1_.size();  // always, unless state was edited from outside
@@ -185,7 +189,6 @@ class SparseAdam {
         }
       });
     });
-    for (const int64_t row : group_row_) group_of_row_[row] = -1;
   }
 
   torch::Tensor table_;

@@ -1,0 +1,93 @@
+// The lookup behind SparseEmbedding as one autograd function: forward copies
+// each id's table row into two outputs (the embedding columns and the
+// first-order column) in one pass, prefetching rows ahead; backward packs
+// both incoming gradients into one [n, dim + 1] block of row gradients and
+// hands it to the table as a sparse COO tensor made directly from the ids,
+// with no zero-filled intermediates. Profiled on 23,552 uniform ids over
+// 1.6M rows, this replaced embedding() + narrow/select and their backward.
+#pragma once
+
+#include <ATen/Parallel.h>
+#include <torch/autograd.h>
+#include <torch/types.h>
+
+#include <algorithm>
+
+namespace mtl::detail {
+
+struct RowGatherOutputs {
+  torch::Tensor embeddings;   ///< [n, dim]
+  torch::Tensor first_order;  ///< [n]
+};
+
+/// Rows `rows` (int64 [n], already offset into the table) of `weight` [V, dim + 1].
+class RowGather : public torch::autograd::Function<RowGather> {
+ public:
+  static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& weight,
+                                                const torch::Tensor& rows, bool sparse_grad) {
+    ctx->save_for_backward({rows});
+    ctx->saved_data["sparse_grad"] = sparse_grad;
+    const int64_t dim = weight.size(1) - 1;
+    ctx->saved_data["table_rows"] = weight.size(0);
+    ctx->saved_data["dim"] = dim;
+    if (!fused_cpu(weight)) {
+      auto gathered = weight.index_select(0, rows);
+      return {gathered.narrow(1, 0, dim).contiguous(), gathered.select(1, dim).contiguous()};
+    }
+    const auto ids = rows.contiguous();
+    auto embeddings = torch::empty({ids.size(0), dim}, weight.options());
+    auto first_order = torch::empty({ids.size(0)}, weight.options());
+    AT_DISPATCH_FLOATING_TYPES(weight.scalar_type(), "mtl::RowGather", [&] {
+      const scalar_t* table = weight.data_ptr<scalar_t>();
+      const int64_t* id = ids.data_ptr<int64_t>();
+      scalar_t* out = embeddings.data_ptr<scalar_t>();
+      scalar_t* linear = first_order.data_ptr<scalar_t>();
+      const int64_t width = dim + 1;
+      at::parallel_for(0, ids.size(0), /*grain_size=*/2048, [&](int64_t begin, int64_t end) {
+        constexpr int64_t kAhead = 16;  // random rows: ask for them before they are needed
+        for (int64_t i = begin; i < end; ++i) {
+          if (i + kAhead < end) __builtin_prefetch(table + id[i + kAhead] * width);
+          const scalar_t* row = table + id[i] * width;
+          std::copy(row, row + dim, out + i * dim);
+          linear[i] = row[dim];
+        }
+      });
+    });
+    return {embeddings, first_order};
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    const auto rows = ctx->get_saved_variables()[0];
+    const auto& grad_embeddings = grads[0];
+    const auto& grad_first_order = grads[1];
+    if (!grad_embeddings.defined() && !grad_first_order.defined()) return {torch::Tensor(), torch::Tensor(), torch::Tensor()};
+    const int64_t n = rows.size(0), dim = ctx->saved_data["dim"].toInt();
+    const int64_t table_rows = ctx->saved_data["table_rows"].toInt();
+    // Row gradients [n, dim + 1]: the embedding columns, then the first-order column.
+    auto values = torch::empty({n, dim + 1}, (grad_embeddings.defined() ? grad_embeddings : grad_first_order).options());
+    auto columns = values.narrow(1, 0, dim);
+    auto linear = values.select(1, dim);
+    grad_embeddings.defined() ? columns.copy_(grad_embeddings.reshape({n, dim})) : columns.zero_();
+    grad_first_order.defined() ? linear.copy_(grad_first_order.reshape({n})) : linear.zero_();
+    if (ctx->saved_data["sparse_grad"].toBool())
+      return {at::_sparse_coo_tensor_unsafe(rows.unsqueeze(0), values, {table_rows, dim + 1}), torch::Tensor(),
+              torch::Tensor()};
+    return {torch::zeros({table_rows, dim + 1}, values.options()).index_add_(0, rows, values), torch::Tensor(),
+            torch::Tensor()};
+  }
+
+ private:
+  static bool fused_cpu(const torch::Tensor& weight) {
+    return weight.device().is_cpu() && weight.is_contiguous() && weight.is_floating_point() &&
+           weight.scalar_type() != torch::kBFloat16 && weight.scalar_type() != torch::kHalf;
+  }
+};
+
+/// Rows of `weight` for `rows`, split into embedding columns and the first-order column.
+inline RowGatherOutputs gather_rows(const torch::Tensor& weight, const torch::Tensor& rows, bool sparse_grad) {
+  auto out = RowGather::apply(weight, rows, sparse_grad);
+  return {out[0], out[1]};
+}
+
+}  // namespace mtl::detail
