@@ -8,6 +8,7 @@
 #include <mtl/data/synthetic.hpp>
 #include <mtl/model.hpp>
 #include <mtl/optim/dual_optimizer.hpp>
+#include <mtl/train/heap_retention.hpp>
 #include <mtl/train/objective.hpp>
 
 #include <benchmark/benchmark.h>
@@ -73,6 +74,7 @@ double peak_rss_mib() {
 template <class Model>
 void train_steps(benchmark::State& state, Model model, std::vector<std::string> tasks, bool esmm) {
   torch::set_num_threads(static_cast<int>(std::thread::hardware_concurrency()));
+  train::retain_freed_memory();  // as the Trainer does
   auto& w = Workload::get();
   optim::DualSparseDenseOptimizer opt(*model, optim::DualSparseDenseOptions().total_steps(100000).warmup_steps(10));
   train::Objective objective(tasks, train::ObjectiveOptions().use_esmm(esmm));

@@ -5,10 +5,10 @@
 
 #include <mtl/embedding.hpp>
 #include <mtl/optim/cosine_schedule.hpp>
+#include <mtl/optim/dense_adam.hpp>
 #include <mtl/optim/sparse_adam.hpp>
 
 #include <torch/nn/module.h>
-#include <torch/optim/adam.h>
 #include <torch/serialize/archive.h>
 
 #include <memory>
@@ -55,11 +55,12 @@ class DualSparseDenseOptimizer {
     std::vector<torch::Tensor> dense;
     for (const auto& p : model.parameters())
       if (!sparse_tables.count(p.unsafeGetTensorImpl())) dense.push_back(p);
-    dense_ = std::make_unique<torch::optim::Adam>(
-        dense, torch::optim::AdamOptions(options.dense_lr())
-                   .betas({options.beta1(), options.beta2()})
-                   .eps(options.eps())
-                   .weight_decay(options.dense_weight_decay()));
+    dense_ = std::make_unique<DenseAdam>(dense, DenseAdamOptions()
+                                                    .lr(options.dense_lr())
+                                                    .beta1(options.beta1())
+                                                    .beta2(options.beta2())
+                                                    .eps(options.eps())
+                                                    .weight_decay(options.dense_weight_decay()));
     apply_schedule();
   }
 
@@ -82,23 +83,19 @@ class DualSparseDenseOptimizer {
   double sparse_lr() const { return options_.sparse_lr() * schedule_.factor(step_); }
   double dense_lr() const { return options_.dense_lr() * schedule_.factor(step_); }
   size_t num_sparse_tables() const noexcept { return sparse_.size(); }
-  size_t num_dense_parameters() const { return dense_->param_groups().front().params().size(); }
+  size_t num_dense_parameters() const { return dense_->parameters().size(); }
 
   void save(torch::serialize::OutputArchive& archive) const {
     archive.write("step", torch::tensor(step_, torch::kLong), /*is_buffer=*/true);
     for (size_t i = 0; i < sparse_.size(); ++i) sparse_[i]->save(archive, "sparse_" + std::to_string(i) + "_");
-    torch::serialize::OutputArchive dense_archive;
-    dense_->save(dense_archive);
-    archive.write("dense_adam", dense_archive);
+    dense_->save(archive, "dense_");
   }
 
   void load(torch::serialize::InputArchive& archive) {
     torch::Tensor step;
     archive.read("step", step, /*is_buffer=*/true);
     for (size_t i = 0; i < sparse_.size(); ++i) sparse_[i]->load(archive, "sparse_" + std::to_string(i) + "_");
-    torch::serialize::InputArchive dense_archive;
-    archive.read("dense_adam", dense_archive);
-    dense_->load(dense_archive);
+    dense_->load(archive, "dense_");
     step_ = step.item<int64_t>();
     apply_schedule();
   }
@@ -106,14 +103,13 @@ class DualSparseDenseOptimizer {
  private:
   void apply_schedule() {
     for (auto& s : sparse_) s->set_lr(sparse_lr());
-    for (auto& group : dense_->param_groups())
-      static_cast<torch::optim::AdamOptions&>(group.options()).lr(dense_lr());
+    dense_->set_lr(dense_lr());
   }
 
   DualSparseDenseOptions options_;
   CosineWarmupSchedule schedule_;
   std::vector<std::unique_ptr<SparseAdam>> sparse_;
-  std::unique_ptr<torch::optim::Adam> dense_;
+  std::unique_ptr<DenseAdam> dense_;
   int64_t step_ = 0;
 };
 

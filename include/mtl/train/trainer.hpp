@@ -15,6 +15,7 @@
 #include <mtl/train/autocast.hpp>
 #include <mtl/train/checkpoint.hpp>
 #include <mtl/train/expert_health.hpp>
+#include <mtl/train/heap_retention.hpp>
 #include <mtl/train/objective.hpp>
 
 #include <ATen/CPUGeneratorImpl.h>
@@ -67,6 +68,9 @@ struct TrainerOptions {
   TORCH_ARG(bool, quiet) = false;
   /// Stop this invocation after so many steps as if killed (0 = never); for resume tests.
   TORCH_ARG(int64_t, stop_after_steps) = 0;
+  /// Keep freed memory in the process (`retain_freed_memory`, process-wide):
+  /// saves the kernel re-zeroing pages every step.
+  TORCH_ARG(bool, retain_freed_memory) = true;
 };
 
 struct TrainResult {
@@ -121,6 +125,7 @@ class Trainer {
   TrainResult run() {
     create_output_dir(dir());
     remove_stale_temporaries(dir());
+    if (options_.retain_freed_memory()) retain_freed_memory();
     at::set_num_threads(options_.threads() > 0 ? options_.threads()
                                                : static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
     model_->to(options_.device());
