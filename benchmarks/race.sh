@@ -11,7 +11,10 @@ python=/usr/bin/python3
 [ -x "$python" ] && "$python" -c "import torch" 2> /dev/null || python=python3
 cpp=$(OMP_NUM_THREADS=$threads "$build/benchmarks/bench_training" --benchmark_filter='BM_Step_E(1|5)/' \
         --benchmark_format=json 2> /dev/null)
-py=$(OMP_NUM_THREADS=$threads "$python" "$here/compare_pytorch.py" --threads "$threads")
+# The C++ side keeps freed memory in the process (the Trainer's retain_freed_memory);
+# the Python side gets the same glibc setting, so neither pays page re-zeroing.
+py=$(OMP_NUM_THREADS=$threads GLIBC_TUNABLES=glibc.malloc.mmap_threshold=268435456:glibc.malloc.trim_threshold=1073741824 \
+       "$python" "$here/compare_pytorch.py" --threads "$threads")
 echo "$py"
 CPP="$cpp" PY="$py" "$python" - <<'PYEOF'
 import json, os
