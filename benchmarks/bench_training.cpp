@@ -132,6 +132,7 @@ void BM_Sgemm(benchmark::State& state) {
 /// per-field offsets and the per-row SparseAdam.
 void BM_Embedding_Ours(benchmark::State& state) {
   torch::set_num_threads(static_cast<int>(std::thread::hardware_concurrency()));
+  train::retain_freed_memory();  // both paths run with the allocator setting the Trainer uses
   auto& w = Workload::get();
   SparseEmbedding emb(SparseEmbeddingOptions(w.gen.schema()).check_ids(false));
   optim::SparseAdam adam(emb->weight);
@@ -148,6 +149,7 @@ void BM_Embedding_Ours(benchmark::State& state) {
 /// coalesced, Adam written with index ops (what torch.optim.SparseAdam does).
 void BM_Embedding_Stock(benchmark::State& state) {
   torch::set_num_threads(static_cast<int>(std::thread::hardware_concurrency()));
+  train::retain_freed_memory();
   auto& w = Workload::get();
   const auto& fields = w.gen.schema().sparse_fields();
   std::vector<torch::nn::Embedding> tables;

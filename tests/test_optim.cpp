@@ -11,6 +11,8 @@
 #include <mtl/optim/sparse_adam.hpp>
 
 #include <cmath>
+#include <set>
+#include <thread>
 
 using namespace mtl;
 using namespace mtl::optim;
@@ -91,6 +93,24 @@ TEST_CASE("DenseAdam equals torch::optim::Adam") {
     ours.step(), restored.step();
     REQUIRE(torch::equal(a.detach(), a2.detach()));
   }
+}
+
+// The library's own loops (at::parallel_for in its headers) run on several
+// threads: they do only when the including code is compiled with OpenMP,
+// which the mtl target passes on. (Without it they silently ran on one.)
+TEST_CASE("parallel loops in the headers use the threads") {
+  if (std::thread::hardware_concurrency() < 2) {
+    WARN("skipped: one core");
+    return;
+  }
+  const int before = at::get_num_threads();
+  at::set_num_threads(2);
+  std::vector<int> thread_of(64, -1);
+  at::parallel_for(0, 64, /*grain_size=*/1, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) thread_of[i] = at::get_thread_num();
+  });
+  at::set_num_threads(before);
+  REQUIRE(std::set<int>(thread_of.begin(), thread_of.end()) == std::set<int>{0, 1});
 }
 
 // A dense gradient or a misshapen row gradient is refused.
