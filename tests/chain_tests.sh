@@ -141,6 +141,8 @@ config_errors)
   check 's/^use_esmm: true/use_esmn: true/' "case.yaml:25: unknown field 'use_esmn'; did you mean 'use_esmm'?"
   check 's/    num_levels: 1/\tnum_levels: 1/' "case.yaml:10:1: not valid YAML (illegal tab when looking for indentation); check the indentation, and use spaces, not tabs"
   check 's/^base: base.yaml/base: nobase.yaml/' "case.yaml:1: config file 'nobase.yaml' does not exist"
+  check "s/^base: base.yaml/base: $(printf 'a%.0s' $(seq 300)).yaml/" "case.yaml:1: config file 'aaaa"
+  expect_in "cannot be read: File name too long" out.txt
   check 's/^esmm:/esmm: 3\nold_esmm:/' "case.yaml:26: 'esmm' is a section; it expects fields below it, like 'esmm.lambda_cvr_aux'"
   check 's/      shared:/      [a, b]: 1\n      shared:/' "case.yaml:13: expected a field name, got a list"
   check 's/    expert_dim: 64/    expert_dim: 99999999999999999999/' "case.yaml:11: field 'model.ple.expert_dim' expects an integer, got '99999999999999999999'"

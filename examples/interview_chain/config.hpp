@@ -260,8 +260,11 @@ class FieldTable {
   /// `named_by` is "file:line" of the `base` field that named `file` (empty for the top file).
   void load_file(const std::string& file, int depth, const std::string& named_by) {
     TORCH_CHECK(depth < 4, named_by, ": 'base' files nest too deeply (a cycle?)");
-    TORCH_CHECK(std::filesystem::is_regular_file(file), named_by.empty() ? "" : named_by + ": ", "config file '", file,
-                "' does not exist");
+    std::error_code error;  // the throwing overload would escape as a filesystem_error (a name too long, say)
+    const bool found = std::filesystem::is_regular_file(file, error);
+    const bool absent = !error || error == std::errc::no_such_file_or_directory;
+    TORCH_CHECK(found, named_by.empty() ? "" : named_by + ": ", "config file '", file, "' ",
+                absent ? std::string("does not exist") : "cannot be read: " + error.message());
     YAML::Node root;
     try {
       root = YAML::LoadFile(file);
