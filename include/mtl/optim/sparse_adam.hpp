@@ -15,7 +15,6 @@
 #include <cmath>
 #include <cstdint>
 #include <string>
-#include <utility>
 #include <vector>
 
 namespace mtl::optim {
@@ -145,7 +144,6 @@ class SparseAdam {
     const double b1 = options_.beta1(), b2 = options_.beta2(), lr = options_.lr(), eps = options_.eps();
     // Bias corrections 1 - beta^step by table lookup: std::pow per row cost more than the update.
     const auto most_steps = static_cast<size_t>(++step_bound_) + 1;
-    if (bias_betas_ != std::make_pair(b1, b2)) bias1_.clear(), bias2_.clear(), bias_betas_ = {b1, b2};
     for (size_t k = bias1_.size(); k < most_steps; ++k)
       bias1_.push_back(1 - std::pow(b1, static_cast<double>(k))), bias2_.push_back(1 - std::pow(b2, static_cast<double>(k)));
     AT_DISPATCH_FLOATING_TYPES(table_.scalar_type(), "mtl::SparseAdam", [&] {
@@ -199,8 +197,7 @@ class SparseAdam {
   // step (-1 outside a step), and per group its row and its ids' linked list.
   std::vector<int32_t> group_of_row_;
   std::vector<int64_t> group_row_, group_head_, group_tail_, next_in_group_;
-  std::vector<double> bias1_, bias2_;  ///< 1 - beta^k for k = 0, 1, ... (grown on demand)
-  std::pair<double, double> bias_betas_{-1, -1};
+  std::vector<double> bias1_, bias2_;  ///< 1 - beta^k for k = 0, 1, ... (grown on demand; betas never change)
   int64_t step_bound_ = 0;  ///< no row has taken more steps than this
 };
 
