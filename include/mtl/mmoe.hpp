@@ -4,6 +4,7 @@
 
 #include <mtl/aligner.hpp>
 #include <mtl/expert.hpp>
+#include <mtl/expert_mixing.hpp>
 #include <mtl/gate.hpp>
 
 #include <torch/nn/cloneable.h>
@@ -11,6 +12,7 @@
 #include <torch/nn/modules/container/modulelist.h>
 #include <torch/nn/pimpl.h>
 
+#include <numeric>
 #include <ostream>
 #include <string>
 #include <vector>
@@ -66,9 +68,11 @@ class MMoEImpl : public torch::nn::Cloneable<MMoEImpl> {
     if (record_outputs_) recorded_.raw = outputs.detach();
     if (aligner) outputs = aligner->forward(outputs);
     if (record_outputs_ && aligner) recorded_.aligned = outputs.detach();
-    std::vector<torch::Tensor> mixed;
-    for (const auto& gate : *gates) mixed.push_back(mix_experts(outputs, gate->as<Gate>()->forward(x)));
-    return mixed;
+    std::vector<torch::Tensor> weights;
+    for (const auto& gate : *gates) weights.push_back(gate->as<Gate>()->forward(x));
+    std::vector<int64_t> every(static_cast<size_t>(outputs.size(1)));
+    std::iota(every.begin(), every.end(), 0);
+    return mix_chosen_experts(outputs, weights, std::vector<std::vector<int64_t>>(weights.size(), every));
   }
 
   int64_t output_dim() const noexcept { return options.expert_dim(); }

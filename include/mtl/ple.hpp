@@ -7,6 +7,7 @@
 
 #include <mtl/aligner.hpp>
 #include <mtl/expert.hpp>
+#include <mtl/expert_mixing.hpp>
 #include <mtl/gate.hpp>
 
 #include <torch/nn/cloneable.h>
@@ -14,6 +15,8 @@
 #include <torch/nn/modules/container/modulelist.h>
 #include <torch/nn/pimpl.h>
 
+#include <cstddef>
+#include <numeric>
 #include <ostream>
 #include <string>
 #include <vector>
@@ -83,6 +86,19 @@ class PLELevelImpl : public torch::nn::Cloneable<PLELevelImpl> {
       total += static_cast<int64_t>(own.size());
     }
     if (!last_) shared_gate = register_module("shared_gate", Gate(input_dim_, total));
+    // Which experts each gate mixes: task t's gate the shared ones, then t's own; the shared gate all.
+    gate_choices_.clear();
+    int64_t next = num_shared;
+    for (const auto& own : options.task_experts()) {
+      std::vector<int64_t> chosen(static_cast<size_t>(num_shared));
+      std::iota(chosen.begin(), chosen.end(), 0);
+      for (size_t e = 0; e < own.size(); ++e) chosen.push_back(next++);
+      gate_choices_.push_back(chosen);
+    }
+    if (!last_) {
+      gate_choices_.emplace_back(static_cast<size_t>(total));
+      std::iota(gate_choices_.back().begin(), gate_choices_.back().end(), 0);
+    }
     if (options.align_outputs())
       aligner = register_module(
           "aligner",
@@ -101,17 +117,13 @@ class PLELevelImpl : public torch::nn::Cloneable<PLELevelImpl> {
     if (aligner) all = aligner->forward(all);
     if (record_outputs && aligner) recorded.aligned = all.detach();
 
-    const int64_t num_shared = blocks.front().size(1);
-    auto shared = all.narrow(1, 0, num_shared);
+    std::vector<torch::Tensor> weights;
+    for (size_t t = 0; t < num_tasks; ++t) weights.push_back(task_gates[t]->as<Gate>()->forward(task_inputs[t]));
+    if (shared_gate) weights.push_back(shared_gate->forward(shared_input));
+    auto mixed = mix_chosen_experts(all, weights, gate_choices_);
     PLELevelOutput out;
-    int64_t next = num_shared;
-    for (size_t t = 0; t < num_tasks; ++t) {
-      const auto own = static_cast<int64_t>(task_experts[t]->as<torch::nn::ModuleList>()->size());
-      auto candidates = own == 0 ? shared : torch::cat({shared, all.narrow(1, next, own)}, 1);
-      next += own;
-      out.tasks.push_back(mix_experts(candidates, task_gates[t]->as<Gate>()->forward(task_inputs[t])));
-    }
-    if (shared_gate) out.shared = mix_experts(all, shared_gate->forward(shared_input));
+    out.tasks.assign(mixed.begin(), mixed.begin() + static_cast<std::ptrdiff_t>(num_tasks));
+    if (shared_gate) out.shared = mixed.back();
     return out;
   }
 
@@ -133,6 +145,7 @@ class PLELevelImpl : public torch::nn::Cloneable<PLELevelImpl> {
  private:
   int64_t input_dim_;
   bool last_;
+  std::vector<std::vector<int64_t>> gate_choices_;  ///< per gate (tasks', then the shared one) its experts
 };
 TORCH_MODULE(PLELevel);
 
