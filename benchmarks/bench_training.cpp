@@ -4,7 +4,7 @@
 // rate at the model's shapes, each model's FLOPs per sample and the achieved
 // fraction of that GEMM roofline; the embedding path (one table + SparseAdam)
 // against LibTorch's stock path (a table per field, COO gradients, coalesce,
-// index ops); peak resident memory.
+// index ops); peak resident memory; the E5 step's matrix products alone.
 #include <mtl/data/synthetic.hpp>
 #include <mtl/model.hpp>
 #include <mtl/optim/dual_optimizer.hpp>
@@ -108,14 +108,41 @@ void BM_Step_E3(benchmark::State& s) {
 void BM_Step_E4(benchmark::State& s) {
   train_steps(s, PLEModel(PLEModelOptions(backbone(), PLEOptions::homogeneous(0, 2, 4, 1, ExpertOptions::mlp({128})).expert_dim(64), {"ctr", "cvr"}).task_tower_hidden_dims(kTowers)), {"ctr", "cvr"}, true);
 }
-void BM_Step_E5(benchmark::State& s) {
-  train_steps(s, PLEModel(PLEModelOptions(backbone(),
-                                          PLEOptions(0, 0)
-                                              .shared_experts({ExpertOptions::mlp({128}), ExpertOptions::mlp({256, 128}), ExpertOptions::cross(2), ExpertOptions::cross(3)})
-                                              .task_experts({{ExpertOptions::cross(2)}, {ExpertOptions::mlp({64})}})
-                                              .expert_dim(64)
-                                              .align_outputs(true),
-                                          {"ctr", "cvr"}).task_tower_hidden_dims(kTowers)), {"ctr", "cvr"}, true);
+PLEModel e5_model() {
+  return PLEModel(PLEModelOptions(backbone(),
+                                  PLEOptions(0, 0)
+                                      .shared_experts({ExpertOptions::mlp({128}), ExpertOptions::mlp({256, 128}), ExpertOptions::cross(2), ExpertOptions::cross(3)})
+                                      .task_experts({{ExpertOptions::cross(2)}, {ExpertOptions::mlp({64})}})
+                                      .expert_dim(64)
+                                      .align_outputs(true),
+                                  {"ctr", "cvr"}).task_tower_hidden_dims(kTowers));
+}
+void BM_Step_E5(benchmark::State& s) { train_steps(s, e5_model(), {"ctr", "cvr"}, true); }
+
+/// The floor under an E5 step: only its matrix products, each Linear's forward
+/// (addmm) and backward (input and weight gradients) at batch 1024, on random
+/// data. A step's time above this is everything else (elementwise work,
+/// autograd, optimizers, the embedding path).
+void BM_Products_E5(benchmark::State& state) {
+  torch::set_num_threads(static_cast<int>(std::thread::hardware_concurrency()));
+  struct Shapes {
+    torch::Tensor x, w, b, g;
+  };
+  std::vector<Shapes> layers;
+  auto model = e5_model();
+  for (const auto& m : model->modules())
+    if (auto linear = std::dynamic_pointer_cast<torch::nn::LinearImpl>(m)) {
+      const int64_t in = linear->weight.size(1), out = linear->weight.size(0);
+      layers.push_back({torch::randn({kBatch, in}), torch::randn({out, in}), torch::randn({out}), torch::randn({kBatch, out})});
+    }
+  for (auto _ : state)
+    for (const auto& l : layers) {
+      benchmark::DoNotOptimize(torch::addmm(l.b, l.x, l.w.t()).data_ptr<float>());
+      benchmark::DoNotOptimize(torch::mm(l.g, l.w).data_ptr<float>());
+      benchmark::DoNotOptimize(torch::mm(l.g.t(), l.x).data_ptr<float>());
+    }
+  state.counters["GFLOP_per_s"] = benchmark::Counter(flops_per_sample(*model) * kBatch, benchmark::Counter::kIsIterationInvariantRate,
+                                                     benchmark::Counter::kIs1000);
 }
 
 /// Sustained SGEMM at the deep MLP's first shape: [1024 x 192] x [192 x 256], forward-style.
@@ -195,4 +222,5 @@ BENCHMARK(BM_Step_E2)->Unit(benchmark::kMillisecond)->MinTime(3);
 BENCHMARK(BM_Step_E3)->Unit(benchmark::kMillisecond)->MinTime(3);
 BENCHMARK(BM_Step_E4)->Unit(benchmark::kMillisecond)->MinTime(3);
 BENCHMARK(BM_Step_E5)->Unit(benchmark::kMillisecond)->MinTime(3);
+BENCHMARK(BM_Products_E5)->Unit(benchmark::kMillisecond)->MinTime(3);
 BENCHMARK_MAIN();
