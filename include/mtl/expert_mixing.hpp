@@ -14,6 +14,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <numeric>
 #include <vector>
 
 namespace mtl {
@@ -151,6 +152,13 @@ class GatedMixtures : public torch::autograd::Function<GatedMixtures> {
 };
 
 }  // namespace detail
+
+/// Expert indices 0 .. n - 1: a gate that mixes the first n experts.
+inline std::vector<int64_t> first_experts(int64_t n) {
+  std::vector<int64_t> chosen(static_cast<size_t>(n));
+  std::iota(chosen.begin(), chosen.end(), 0);
+  return chosen;
+}
 
 /// Mixes `experts` [batch, num_experts, dim] for several gates at once: gate g's
 /// weights `weights[g]` [batch, K_g] apply to experts `chosen[g]` (K_g expert

@@ -12,7 +12,6 @@
 #include <torch/nn/modules/container/modulelist.h>
 #include <torch/nn/pimpl.h>
 
-#include <numeric>
 #include <ostream>
 #include <string>
 #include <vector>
@@ -70,9 +69,8 @@ class MMoEImpl : public torch::nn::Cloneable<MMoEImpl> {
     if (record_outputs_ && aligner) recorded_.aligned = outputs.detach();
     std::vector<torch::Tensor> weights;
     for (const auto& gate : *gates) weights.push_back(gate->as<Gate>()->forward(x));
-    std::vector<int64_t> every(static_cast<size_t>(outputs.size(1)));
-    std::iota(every.begin(), every.end(), 0);
-    return mix_chosen_experts(outputs, weights, std::vector<std::vector<int64_t>>(weights.size(), every));
+    return mix_chosen_experts(outputs, weights,
+                              std::vector<std::vector<int64_t>>(weights.size(), first_experts(outputs.size(1))));
   }
 
   int64_t output_dim() const noexcept { return options.expert_dim(); }

@@ -16,7 +16,6 @@
 #include <torch/nn/pimpl.h>
 
 #include <cstddef>
-#include <numeric>
 #include <ostream>
 #include <string>
 #include <vector>
@@ -90,15 +89,11 @@ class PLELevelImpl : public torch::nn::Cloneable<PLELevelImpl> {
     gate_choices_.clear();
     int64_t next = num_shared;
     for (const auto& own : options.task_experts()) {
-      std::vector<int64_t> chosen(static_cast<size_t>(num_shared));
-      std::iota(chosen.begin(), chosen.end(), 0);
+      auto chosen = first_experts(num_shared);
       for (size_t e = 0; e < own.size(); ++e) chosen.push_back(next++);
       gate_choices_.push_back(chosen);
     }
-    if (!last_) {
-      gate_choices_.emplace_back(static_cast<size_t>(total));
-      std::iota(gate_choices_.back().begin(), gate_choices_.back().end(), 0);
-    }
+    if (!last_) gate_choices_.push_back(first_experts(total));
     if (options.align_outputs())
       aligner = register_module(
           "aligner",
