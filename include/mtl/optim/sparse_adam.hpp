@@ -4,6 +4,8 @@
 #pragma once
 
 #include <mtl/huge_pages.hpp>
+#include <mtl/optim/adam_update.hpp>
+#include <mtl/optim/row_groups.hpp>
 
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
@@ -14,6 +16,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -42,9 +45,8 @@ class SparseAdam {
     TORCH_CHECK(options_.lr() >= 0.0, "SparseAdam expects lr >= 0, but got ", options_.lr());
     TORCH_CHECK(options_.beta1() >= 0.0 && options_.beta1() < 1.0 && options_.beta2() >= 0.0 && options_.beta2() < 1.0,
                 "SparseAdam expects betas in [0, 1), but got (", options_.beta1(), ", ", options_.beta2(), ")");
-    exp_avg_ = detail::zeros_on_huge_pages(table_.sizes(), table_.options());
-    exp_avg_sq_ = detail::zeros_on_huge_pages(table_.sizes(), table_.options());
-    row_steps_ = detail::zeros_on_huge_pages({table_.size(0)}, table_.options());
+    const int64_t d = table_.size(1);
+    row_state_ = detail::zeros_on_huge_pages({table_.size(0), 2 * d + 1}, table_.options());
   }
 
   /// Applies the table's sparse gradient, then clears it. No gradient: no-op.
@@ -74,15 +76,13 @@ class SparseAdam {
     auto g = torch::zeros({unique_rows.size(0), table_.size(1)}, table_.options())
                  .index_add_(0, inverse, row_grads.to(table_.scalar_type()));
     const double b1 = options_.beta1(), b2 = options_.beta2();
-    auto steps = row_steps_.index_select(0, unique_rows) + 1;
-    auto m = exp_avg_.index_select(0, unique_rows).mul_(b1).add_(g, 1 - b1);
-    auto v = exp_avg_sq_.index_select(0, unique_rows).mul_(b2).addcmul_(g, g, 1 - b2);
+    auto steps = row_steps().index_select(0, unique_rows) + 1;
+    auto m = exp_avg().index_select(0, unique_rows).mul_(b1).add_(g, 1 - b1);
+    auto v = exp_avg_sq().index_select(0, unique_rows).mul_(b2).addcmul_(g, g, 1 - b2);
     auto bias1 = 1 - torch::pow(b1, steps).unsqueeze(1);
     auto bias2 = 1 - torch::pow(b2, steps).unsqueeze(1);
     auto update = (m / bias1) / ((v / bias2).sqrt_() + options_.eps()) * options_.lr();
-    row_steps_.index_copy_(0, unique_rows, steps);
-    exp_avg_.index_copy_(0, unique_rows, m);
-    exp_avg_sq_.index_copy_(0, unique_rows, v);
+    row_state_.index_copy_(0, unique_rows, torch::cat({m, v, steps.unsqueeze(1)}, 1));
     table_.index_add_(0, unique_rows, -update);
   }
 
@@ -93,96 +93,86 @@ class SparseAdam {
   const SparseAdamOptions& options() const noexcept { return options_; }
   const torch::Tensor& table() const noexcept { return table_; }
 
+  /// The state is saved as three tensors (exp_avg, exp_avg_sq, row_steps),
+  /// the same names and shapes whichever layout holds them in memory.
   void save(torch::serialize::OutputArchive& archive, const std::string& prefix) const {
-    archive.write(prefix + "exp_avg", exp_avg_, /*is_buffer=*/true);
-    archive.write(prefix + "exp_avg_sq", exp_avg_sq_, /*is_buffer=*/true);
-    archive.write(prefix + "row_steps", row_steps_, /*is_buffer=*/true);
+    archive.write(prefix + "exp_avg", exp_avg().contiguous(), /*is_buffer=*/true);
+    archive.write(prefix + "exp_avg_sq", exp_avg_sq().contiguous(), /*is_buffer=*/true);
+    archive.write(prefix + "row_steps", row_steps().contiguous(), /*is_buffer=*/true);
   }
   void load(torch::serialize::InputArchive& archive, const std::string& prefix) {
     torch::Tensor m, v, s;
     archive.read(prefix + "exp_avg", m, /*is_buffer=*/true);
     archive.read(prefix + "exp_avg_sq", v, /*is_buffer=*/true);
     archive.read(prefix + "row_steps", s, /*is_buffer=*/true);
-    TORCH_CHECK(m.sizes() == table_.sizes() && v.sizes() == table_.sizes() && s.size(0) == table_.size(0),
+    TORCH_CHECK(m.sizes() == table_.sizes() && v.sizes() == table_.sizes() && s.dim() == 1 &&
+                    s.size(0) == table_.size(0),
                 "SparseAdam state '", prefix, "' holds moments of shape ", m.sizes(), ", but the table is ",
                 table_.sizes());
-    exp_avg_ = m.to(table_.device()), exp_avg_sq_ = v.to(table_.device()), row_steps_ = s.to(table_.device());
-    step_bound_ = row_steps_.numel() > 0 ? static_cast<int64_t>(row_steps_.max().item<double>()) : 0;
+    torch::NoGradGuard no_grad;
+    exp_avg().copy_(m), exp_avg_sq().copy_(v), row_steps().copy_(s);
+    step_bound_ = s.numel() > 0 ? static_cast<int64_t>(s.max().item<double>()) : 0;
   }
 
  private:
-  /// The CPU path in one pass. The ids are grouped by row without sorting:
-  /// a table-sized array remembers each touched row's group for this step
-  /// (and is reset for just those rows afterwards), and each group links its
-  /// ids in batch order, so duplicates are summed in batch order and a run
-  /// repeats bit for bit. Then each group's moments, step count and weights
-  /// are updated in place, groups in parallel.
+  // Views of the state: a row's first moments, second moments and step count sit side by side.
+  torch::Tensor exp_avg() const { return row_state_.narrow(1, 0, table_.size(1)); }
+  torch::Tensor exp_avg_sq() const { return row_state_.narrow(1, table_.size(1), table_.size(1)); }
+  torch::Tensor row_steps() const { return row_state_.select(1, 2 * table_.size(1)); }
+
+  /// The CPU path. Each thread takes a part of the rows (detail::RowGroups),
+  /// groups its ids by row, then updates each of its rows' moments, step count
+  /// and weights in place: two random places per row, its weights and its
+  /// state record. Each row's update depends only on its own ids, in batch
+  /// order, so a run repeats bit for bit whatever the number of threads.
   void step_rows_fused_cpu(const torch::Tensor& rows, const torch::Tensor& row_grads) {
     const auto ids = rows.to(torch::kLong).contiguous();
     const auto grads = row_grads.to(table_.scalar_type()).contiguous();
-    const int64_t n = ids.size(0), d = table_.size(1);
+    const int64_t n = ids.size(0), d = table_.size(1), record = 2 * d + 1;
     const int64_t* r = ids.data_ptr<int64_t>();
     for (int64_t j = 0; j < n; ++j)
       TORCH_CHECK(r[j] >= 0 && r[j] < table_.size(0), "SparseAdam expects rows in [0, ", table_.size(0),
                   "), but got ", r[j]);
-    if (group_of_row_.size() != static_cast<size_t>(table_.size(0))) group_of_row_.assign(table_.size(0), -1);
-    group_row_.clear(), group_head_.clear(), group_tail_.clear();
-    next_in_group_.assign(n, -1);
-    constexpr int64_t kAhead = 16;  // rows are random: fetch their entries early
-    for (int64_t j = 0; j < n; ++j) {
-      if (j + kAhead < n) __builtin_prefetch(group_of_row_.data() + r[j + kAhead], 1);
-      int32_t& group = group_of_row_[r[j]];
-      if (group < 0) {
-        group = static_cast<int32_t>(group_row_.size());
-        group_row_.push_back(r[j]), group_head_.push_back(j), group_tail_.push_back(j);
-      } else {
-        next_in_group_[group_tail_[group]] = j;
-        group_tail_[group] = j;
-      }
-    }
-    const auto groups = static_cast<int64_t>(group_row_.size());
+    TORCH_CHECK(n <= std::numeric_limits<int32_t>::max(), "SparseAdam takes at most 2^31 - 1 ids a step, but got ", n);
+    const int64_t parts = std::max(1, at::get_num_threads());
+    if (static_cast<int64_t>(row_groups_.size()) < parts) row_groups_.resize(parts);
+    for (int64_t part = 0; part < parts; ++part) row_groups_[part].reserve(n, d, table_.options());
     const double b1 = options_.beta1(), b2 = options_.beta2(), lr = options_.lr(), eps = options_.eps();
-    // Bias corrections 1 - beta^step by table lookup: std::pow per row cost more than the update.
+    // Bias corrections by table lookup: std::pow per row cost more than the update.
     const auto most_steps = static_cast<size_t>(++step_bound_) + 1;
-    for (size_t k = bias1_.size(); k < most_steps; ++k)
-      bias1_.push_back(1 - std::pow(b1, static_cast<double>(k))), bias2_.push_back(1 - std::pow(b2, static_cast<double>(k)));
+    for (auto k = static_cast<double>(inverse_bias1_.size()); k < most_steps; ++k)
+      inverse_bias1_.push_back(1 / (1 - std::pow(b1, k))), inverse_root_bias2_.push_back(1 / std::sqrt(1 - std::pow(b2, k)));
     AT_DISPATCH_FLOATING_TYPES(table_.scalar_type(), "mtl::SparseAdam", [&] {
       scalar_t* w = table_.data_ptr<scalar_t>();
-      scalar_t* m = exp_avg_.data_ptr<scalar_t>();
-      scalar_t* v = exp_avg_sq_.data_ptr<scalar_t>();
-      scalar_t* steps = row_steps_.data_ptr<scalar_t>();
+      scalar_t* state = row_state_.data_ptr<scalar_t>();
       const scalar_t* g = grads.data_ptr<scalar_t>();
-      // In the table's precision (as torch.optim.Adam), so the loop over columns vectorises.
       const auto beta1 = static_cast<scalar_t>(b1), beta2 = static_cast<scalar_t>(b2);
       const auto epsilon = static_cast<scalar_t>(eps);
-      at::parallel_for(0, groups, /*grain_size=*/512, [&](int64_t begin, int64_t end) {
-        std::vector<scalar_t> sum(d);
-        for (int64_t k = begin; k < end; ++k) {
-          if (k + kAhead / 2 < end) {
-            const int64_t ahead = group_row_[k + kAhead / 2];
-            __builtin_prefetch(w + ahead * d, 1), __builtin_prefetch(m + ahead * d, 1);
-            __builtin_prefetch(v + ahead * d, 1), __builtin_prefetch(steps + ahead, 1);
-          }
-          const scalar_t* first = g + group_head_[k] * d;
-          std::copy(first, first + d, sum.begin());
-          for (int64_t j = next_in_group_[group_head_[k]]; j >= 0; j = next_in_group_[j])
-            for (int64_t c = 0; c < d; ++c) sum[c] += g[j * d + c];
-          const int64_t row = group_row_[k];
-          group_of_row_[row] = -1;  // the scratch is clean again for the next step
-          const auto step = static_cast<size_t>(steps[row]) + 1;
-          steps[row] = static_cast<scalar_t>(step);
-          const bool tabled = step < bias1_.size();  // always, unless state was edited from outside
-          const double bias1 = tabled ? bias1_[step] : 1 - std::pow(b1, static_cast<double>(step));
-          const double bias2 = tabled ? bias2_[step] : 1 - std::pow(b2, static_cast<double>(step));
-          const auto step_size = static_cast<scalar_t>(lr / bias1);
-          const auto inverse_root_bias2 = static_cast<scalar_t>(1 / std::sqrt(bias2));
-          scalar_t* wr = w + row * d;
-          scalar_t* mr = m + row * d;
-          scalar_t* vr = v + row * d;
-          for (int64_t c = 0; c < d; ++c) {
-            mr[c] = beta1 * mr[c] + (1 - beta1) * sum[c];
-            vr[c] = beta2 * vr[c] + (1 - beta2) * sum[c] * sum[c];
-            wr[c] -= step_size * mr[c] / (std::sqrt(vr[c]) * inverse_root_bias2 + epsilon);
+      at::parallel_for(0, parts, /*grain_size=*/1, [&](int64_t first_part, int64_t end_part) {
+        for (int64_t part = first_part; part < end_part; ++part) {
+          auto& groups = row_groups_[part];
+          groups.build(r, g, n, d, part, parts);
+          const scalar_t* sums = groups.sums<scalar_t>();
+          constexpr int64_t kAhead = 8;  // rows are random: fetch them early
+          for (int64_t k = 0; k < groups.size(); ++k) {
+            if (k + kAhead < groups.size()) {
+              const int64_t ahead = groups.row(k + kAhead);
+              __builtin_prefetch(w + ahead * d, 1), __builtin_prefetch(w + ahead * d + d - 1, 1);
+              __builtin_prefetch(state + ahead * record, 1), __builtin_prefetch(state + ahead * record + record - 1, 1);
+            }
+            const int64_t row = groups.row(k);
+            scalar_t* mr = state + row * record;
+            scalar_t* vr = mr + d;
+            scalar_t& steps = vr[d];
+            const auto step = static_cast<int64_t>(steps) + 1;
+            steps = static_cast<scalar_t>(step);
+            const bool tabled = step < static_cast<int64_t>(inverse_bias1_.size());  // unless state was edited from outside
+            const double inverse_bias1 = tabled ? inverse_bias1_[step] : 1 / (1 - std::pow(b1, static_cast<double>(step)));
+            const double inverse_root_bias2 =
+                tabled ? inverse_root_bias2_[step] : 1 / std::sqrt(1 - std::pow(b2, static_cast<double>(step)));
+            const detail::AdamCoefficients<scalar_t> coefficients{beta1, beta2, static_cast<scalar_t>(lr * inverse_bias1),
+                                                                  static_cast<scalar_t>(inverse_root_bias2), epsilon};
+            detail::adam_update(w + row * d, mr, vr, sums + k * d, d, coefficients);
           }
         }
       });
@@ -191,13 +181,13 @@ class SparseAdam {
 
   torch::Tensor table_;
   SparseAdamOptions options_;
-  torch::Tensor exp_avg_, exp_avg_sq_;
-  torch::Tensor row_steps_;  ///< per-row step count, as the table's dtype (pow takes it)
-  // Scratch of the CPU path, kept across steps: each row's group in this
-  // step (-1 outside a step), and per group its row and its ids' linked list.
-  std::vector<int32_t> group_of_row_;
-  std::vector<int64_t> group_row_, group_head_, group_tail_, next_in_group_;
-  std::vector<double> bias1_, bias2_;  ///< 1 - beta^k for k = 0, 1, ... (grown on demand; betas never change)
+  /// Per row [exp_avg (dim), exp_avg_sq (dim), step count]: one record, so an
+  /// update touches one place of the state instead of three. The step count is
+  /// kept in the table's dtype (pow takes it).
+  torch::Tensor row_state_;
+  std::vector<detail::RowGroups> row_groups_;  ///< scratch of the CPU path, one per thread, kept across steps
+  // For k = 0, 1, ...: 1 / (1 - beta1^k) and 1 / sqrt(1 - beta2^k) (grown on demand; betas never change).
+  std::vector<double> inverse_bias1_, inverse_root_bias2_;
   int64_t step_bound_ = 0;  ///< no row has taken more steps than this
 };
 
