@@ -141,6 +141,51 @@ TEST_CASE("MLP") {
   REQUIRE(printed(mlp) == "mtl::MLP(input_dim=6, hidden_dims=[8, 3], dropout=0)");
 }
 
+// The MLP's layers as one autograd function give the values and gradients of
+// Linear + ReLU through autograd: input and every parameter, last layer
+// activated or not; an input that needs no gradient gets none; dropout in
+// training takes the module path (a different output each call), in eval none.
+TEST_CASE("MLP layers as one function equal Linear + ReLU through autograd") {
+  for (bool activate_last : {true, false}) {
+    INFO("activate_last " << activate_last);
+    MLP mlp(MLPOptions(6, {8, 5, 3}).activate_last(activate_last));
+    mlp->to(torch::kDouble);
+    auto x = torch::randn({9, 6}, torch::kDouble).requires_grad_();
+    const auto projection = torch::randn({9, 3}, torch::kDouble);
+    const auto params = mlp->parameters();
+    const auto out = mlp->forward(x);
+    auto grads = torch::autograd::grad({(out * projection).sum()}, {x}, {}, /*retain_graph=*/true);
+    auto param_grads = torch::autograd::grad({(out * projection).sum()}, params);
+
+    torch::Tensor reference_out = x;
+    for (size_t l = 0; l < 3; ++l) {
+      reference_out = mlp->layers[l]->as<torch::nn::Linear>()->forward(reference_out);
+      if (l < 2 || activate_last) reference_out = torch::relu(reference_out);
+    }
+    REQUIRE(torch::allclose(out, reference_out, 1e-12, 1e-12));
+    const auto reference = (reference_out * projection).sum();
+    auto ref_grads = torch::autograd::grad({reference}, {x}, {}, /*retain_graph=*/true);
+    auto ref_param_grads = torch::autograd::grad({reference}, params);
+    REQUIRE(torch::allclose(grads[0], ref_grads[0], 1e-12, 1e-12));
+    REQUIRE(param_grads.size() == ref_param_grads.size());
+    for (size_t i = 0; i < params.size(); ++i) {
+      INFO("parameter " << i);
+      REQUIRE(torch::allclose(param_grads[i], ref_param_grads[i], 1e-12, 1e-12));
+    }
+  }
+  MLP mlp(MLPOptions(6, {8, 3}));
+  auto constant_input = torch::randn({4, 6});
+  mlp->forward(constant_input).sum().backward();
+  REQUIRE_FALSE(constant_input.grad().defined());
+  REQUIRE(mlp->layers[0]->as<torch::nn::Linear>()->weight.grad().defined());
+
+  MLP dropping(MLPOptions(6, {64, 64}).dropout(0.5));
+  auto x = torch::randn({32, 6});
+  REQUIRE_FALSE(torch::equal(dropping->forward(x), dropping->forward(x)));
+  dropping->eval();
+  REQUIRE(torch::equal(dropping->forward(x), dropping->forward(x)));
+}
+
 // FM's second-order vector equals the brute-force sum over field pairs.
 TEST_CASE("DeepFM second-order term equals the pairwise sum") {
   auto v = torch::randn({5, 4, 3}, torch::kDouble);

@@ -1,6 +1,12 @@
 // A stack of Linear + ReLU (+ dropout) layers: the deep part of DeepFM, the
-// MLP expert, the shared bottom and the towers are all made of it.
+// MLP expert, the shared bottom and the towers are all made of it. Without
+// dropout and outside autocast the layers run as one autograd function: one
+// node in place of three per layer (addmm, transpose, ReLU), each ReLU in
+// place on its product, and no input gradient where the input needs none.
 #pragma once
+
+#include <ATen/autocast_mode.h>
+#include <torch/autograd.h>
 
 #include <torch/nn/cloneable.h>
 #include <torch/nn/module.h>
@@ -13,6 +19,58 @@
 #include <vector>
 
 namespace mtl {
+
+namespace detail {
+
+/// Linear layers `weights[l]` [out, in], `biases[l]` [out], each followed by a
+/// ReLU except the last when `activate_last` is false.
+class DenseLayers : public torch::autograd::Function<DenseLayers> {
+ public:
+  static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x0,
+                                                torch::TensorList weights, torch::TensorList biases,
+                                                bool activate_last) {
+    // Saved: the input, then each layer's output (the next layer's input; after
+    // a ReLU its sign is the ReLU's mask), then the weights.
+    torch::autograd::variable_list saved{x0};
+    torch::Tensor x = x0;
+    for (size_t l = 0; l < weights.size(); ++l) {
+      x = torch::addmm(biases[l], x, weights[l].t());
+      if (l + 1 < weights.size() || activate_last) x.relu_();
+      saved.push_back(x);
+    }
+    saved.insert(saved.end(), weights.begin(), weights.end());
+    ctx->save_for_backward(saved);
+    ctx->saved_data["activate_last"] = activate_last;
+    return {x};
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    const size_t layers = (saved.size() - 1) / 2;
+    const bool activate_last = ctx->saved_data["activate_last"].toBool();
+    std::vector<torch::Tensor> grad_weights(layers), grad_biases(layers);
+    torch::Tensor g = grads[0], grad_x0;
+    for (size_t l = layers; l-- > 0;) {
+      const auto& input = saved[l];
+      const auto& output = saved[l + 1];
+      if (l + 1 < layers || activate_last) g = torch::threshold_backward(g, output, 0);
+      grad_weights[l] = g.t().mm(input);
+      grad_biases[l] = g.sum(0);
+      if (l > 0)
+        g = g.mm(saved[1 + layers + l]);
+      else if (ctx->needs_input_grad(0))
+        grad_x0 = g.mm(saved[1 + layers]);
+    }
+    torch::autograd::variable_list result{grad_x0};
+    result.insert(result.end(), grad_weights.begin(), grad_weights.end());
+    result.insert(result.end(), grad_biases.begin(), grad_biases.end());
+    result.emplace_back();  // activate_last
+    return result;
+  }
+};
+
+}  // namespace detail
 
 /// Options of `MLP`.
 ///
@@ -56,6 +114,17 @@ class MLPImpl : public torch::nn::Cloneable<MLPImpl> {
     TORCH_CHECK(x.dim() == 2 && x.size(1) == options.input_dim(), "MLP expects [batch, ",
                 options.input_dim(), "], but got shape ", x.sizes());
     const size_t n = layers->size();
+    const bool dropping = options.dropout() > 0.0 && is_training();
+    // Under autocast the layers go through the Linear modules, so that their products run in the autocast dtype.
+    if (n > 0 && !dropping && !at::autocast::is_enabled() && !at::autocast::is_cpu_enabled()) {
+      std::vector<torch::Tensor> weights, biases;
+      for (const auto& layer : *layers) {
+        weights.push_back(layer->as<torch::nn::Linear>()->weight);
+        biases.push_back(layer->as<torch::nn::Linear>()->bias);
+      }
+      return detail::DenseLayers::apply(x, torch::TensorList(weights), torch::TensorList(biases),
+                                        options.activate_last())[0];
+    }
     for (size_t i = 0; i < n; ++i) {
       x = layers[i]->as<torch::nn::Linear>()->forward(x);
       if (i + 1 < n || options.activate_last()) {
