@@ -2,8 +2,8 @@
 // touched (rows may repeat) become distinct rows, each with its gradients
 // summed in batch order, so a run repeats bit for bit. A row's group is found
 // through an open-addressing hash table at most half full and sized to the ids:
-// it stays in cache, where a table-sized array (the previous way) cost a random
-// memory access per id.
+// it stays in cache, where a table-sized array would cost a random memory
+// access per id.
 #pragma once
 
 #include <torch/types.h>
@@ -14,35 +14,22 @@
 
 namespace mtl::detail {
 
-/// One part of a step's distinct rows, each with the sum of its gradients, in
-/// order of first appearance. Rows are split into parts by a hash, so each
-/// thread sums and updates rows no other thread touches.
+/// A step's distinct rows in order of first appearance, each with the sum of
+/// its gradients. Kept across steps, so its buffers are reused.
 class RowGroups {
  public:
-  static int64_t part_of(int64_t row, int64_t parts) {
-    const auto mixed = static_cast<uint32_t>((static_cast<uint64_t>(row) * 0xD6E8FEB86659FD93ULL) >> 32);
-    return static_cast<int64_t>((static_cast<uint64_t>(mixed) * static_cast<uint64_t>(parts)) >> 32);
-  }
-
-  /// Room for the sums of n rows of width d (called before build, outside parallel regions).
-  void reserve(int64_t n, int64_t d, const torch::TensorOptions& options) {
-    if (sums_.numel() < n * d || sums_.dtype() != options.dtype()) sums_ = torch::empty({n, d}, options);
-  }
-
-  /// Groups the ids j < n of part `part` (of `parts`) by row and sums each
-  /// group's gradients (grads: [n, d]) in batch order.
+  /// Groups the ids `rows` [n] by row and sums each row's gradients (grads:
+  /// [n, d], in `options`' dtype T) in batch order.
   template <class T>
-  void build(const int64_t* rows, const T* grads, int64_t n, int64_t d, int64_t part, int64_t parts) {
-    int64_t mine = 0;
-    for (int64_t j = 0; j < n; ++j) mine += part_of(rows[j], parts) == part;
+  void build(const int64_t* rows, const T* grads, int64_t n, int64_t d, const torch::TensorOptions& options) {
+    if (sums_.numel() < n * d || sums_.dtype() != options.dtype()) sums_ = torch::empty({n, d}, options);
     int bits = 6;
-    while ((int64_t{1} << bits) < 2 * mine) ++bits;
+    while ((int64_t{1} << bits) < 2 * n) ++bits;
     slot_group_.assign(size_t{1} << bits, -1);
     const size_t mask = slot_group_.size() - 1;
     row_.clear();
     T* sums = sums_.data_ptr<T>();
     for (int64_t j = 0; j < n; ++j) {
-      if (part_of(rows[j], parts) != part) continue;
       // Fibonacci hashing: neighbouring rows (one field's ids) land far apart.
       size_t slot = (static_cast<uint64_t>(rows[j]) * 0x9E3779B97F4A7C15ULL) >> (64 - bits);
       while (slot_group_[slot] >= 0 && row_[slot_group_[slot]] != rows[j]) slot = (slot + 1) & mask;
@@ -69,7 +56,7 @@ class RowGroups {
  private:
   std::vector<int32_t> slot_group_;  ///< per slot: the group of the row that hashed there, or -1
   std::vector<int64_t> row_;         ///< per group: its row
-  torch::Tensor sums_;               ///< per group: its gradient sum (each part its own: no false sharing)
+  torch::Tensor sums_;               ///< per group: its gradient sum
 };
 
 }  // namespace mtl::detail

@@ -120,11 +120,11 @@ class SparseAdam {
   torch::Tensor exp_avg_sq() const { return row_state_.narrow(1, table_.size(1), table_.size(1)); }
   torch::Tensor row_steps() const { return row_state_.select(1, 2 * table_.size(1)); }
 
-  /// The CPU path. Each thread takes a part of the rows (detail::RowGroups),
-  /// groups its ids by row, then updates each of its rows' moments, step count
-  /// and weights in place: two random places per row, its weights and its
-  /// state record. Each row's update depends only on its own ids, in batch
-  /// order, so a run repeats bit for bit whatever the number of threads.
+  /// The CPU path. The ids are grouped by row and each row's gradients summed
+  /// in batch order (detail::RowGroups, one thread: in parallel it was slower),
+  /// then the rows' moments, step counts and weights are updated in place,
+  /// rows in parallel: two random places per row, its weights and its state
+  /// record. A run repeats bit for bit whatever the number of threads.
   void step_rows_fused_cpu(const torch::Tensor& rows, const torch::Tensor& row_grads) {
     const auto ids = rows.to(torch::kLong).contiguous();
     const auto grads = row_grads.to(table_.scalar_type()).contiguous();
@@ -134,9 +134,6 @@ class SparseAdam {
       TORCH_CHECK(r[j] >= 0 && r[j] < table_.size(0), "SparseAdam expects rows in [0, ", table_.size(0),
                   "), but got ", r[j]);
     TORCH_CHECK(n <= std::numeric_limits<int32_t>::max(), "SparseAdam takes at most 2^31 - 1 ids a step, but got ", n);
-    const int64_t parts = std::max(1, at::get_num_threads());
-    if (static_cast<int64_t>(row_groups_.size()) < parts) row_groups_.resize(parts);
-    for (int64_t part = 0; part < parts; ++part) row_groups_[part].reserve(n, d, table_.options());
     const double b1 = options_.beta1(), b2 = options_.beta2(), lr = options_.lr(), eps = options_.eps();
     // Bias corrections by table lookup: std::pow per row cost more than the update.
     const auto most_steps = static_cast<size_t>(++step_bound_) + 1;
@@ -148,32 +145,29 @@ class SparseAdam {
       const scalar_t* g = grads.data_ptr<scalar_t>();
       const auto beta1 = static_cast<scalar_t>(b1), beta2 = static_cast<scalar_t>(b2);
       const auto epsilon = static_cast<scalar_t>(eps);
-      at::parallel_for(0, parts, /*grain_size=*/1, [&](int64_t first_part, int64_t end_part) {
-        for (int64_t part = first_part; part < end_part; ++part) {
-          auto& groups = row_groups_[part];
-          groups.build(r, g, n, d, part, parts);
-          const scalar_t* sums = groups.sums<scalar_t>();
-          constexpr int64_t kAhead = 8;  // rows are random: fetch them early
-          for (int64_t k = 0; k < groups.size(); ++k) {
-            if (k + kAhead < groups.size()) {
-              const int64_t ahead = groups.row(k + kAhead);
-              __builtin_prefetch(w + ahead * d, 1), __builtin_prefetch(w + ahead * d + d - 1, 1);
-              __builtin_prefetch(state + ahead * record, 1), __builtin_prefetch(state + ahead * record + record - 1, 1);
-            }
-            const int64_t row = groups.row(k);
-            scalar_t* mr = state + row * record;
-            scalar_t* vr = mr + d;
-            scalar_t& steps = vr[d];
-            const auto step = static_cast<int64_t>(steps) + 1;
-            steps = static_cast<scalar_t>(step);
-            const bool tabled = step < static_cast<int64_t>(inverse_bias1_.size());  // unless state was edited from outside
-            const double inverse_bias1 = tabled ? inverse_bias1_[step] : 1 / (1 - std::pow(b1, static_cast<double>(step)));
-            const double inverse_root_bias2 =
-                tabled ? inverse_root_bias2_[step] : 1 / std::sqrt(1 - std::pow(b2, static_cast<double>(step)));
-            const detail::AdamCoefficients<scalar_t> coefficients{beta1, beta2, static_cast<scalar_t>(lr * inverse_bias1),
-                                                                  static_cast<scalar_t>(inverse_root_bias2), epsilon};
-            detail::adam_update(w + row * d, mr, vr, sums + k * d, d, coefficients);
+      row_groups_.build(r, g, n, d, table_.options());
+      const scalar_t* sums = row_groups_.sums<scalar_t>();
+      at::parallel_for(0, row_groups_.size(), /*grain_size=*/256, [&](int64_t begin, int64_t end) {
+        constexpr int64_t kAhead = 8;  // rows are random: fetch them early
+        for (int64_t k = begin; k < end; ++k) {
+          if (k + kAhead < end) {
+            const int64_t ahead = row_groups_.row(k + kAhead);
+            __builtin_prefetch(w + ahead * d, 1), __builtin_prefetch(w + ahead * d + d - 1, 1);
+            __builtin_prefetch(state + ahead * record, 1), __builtin_prefetch(state + ahead * record + record - 1, 1);
           }
+          const int64_t row = row_groups_.row(k);
+          scalar_t* mr = state + row * record;
+          scalar_t* vr = mr + d;
+          scalar_t& steps = vr[d];
+          const auto step = static_cast<int64_t>(steps) + 1;
+          steps = static_cast<scalar_t>(step);
+          const bool tabled = step < static_cast<int64_t>(inverse_bias1_.size());  // unless state was edited from outside
+          const double inverse_bias1 = tabled ? inverse_bias1_[step] : 1 / (1 - std::pow(b1, static_cast<double>(step)));
+          const double inverse_root_bias2 =
+              tabled ? inverse_root_bias2_[step] : 1 / std::sqrt(1 - std::pow(b2, static_cast<double>(step)));
+          const detail::AdamCoefficients<scalar_t> coefficients{beta1, beta2, static_cast<scalar_t>(lr * inverse_bias1),
+                                                                static_cast<scalar_t>(inverse_root_bias2), epsilon};
+          detail::adam_update(w + row * d, mr, vr, sums + k * d, d, coefficients);
         }
       });
     });
@@ -185,7 +179,7 @@ class SparseAdam {
   /// update touches one place of the state instead of three. The step count is
   /// kept in the table's dtype (pow takes it).
   torch::Tensor row_state_;
-  std::vector<detail::RowGroups> row_groups_;  ///< scratch of the CPU path, one per thread, kept across steps
+  detail::RowGroups row_groups_;  ///< scratch of the CPU path, kept across steps
   // For k = 0, 1, ...: 1 / (1 - beta1^k) and 1 / sqrt(1 - beta2^k) (grown on demand; betas never change).
   std::vector<double> inverse_bias1_, inverse_root_bias2_;
   int64_t step_bound_ = 0;  ///< no row has taken more steps than this
