@@ -46,7 +46,10 @@ class RowGather : public torch::autograd::Function<RowGather> {
       at::parallel_for(0, ids.size(0), /*grain_size=*/2048, [&](int64_t begin, int64_t end) {
         constexpr int64_t kAhead = 16;  // random rows: ask for them before they are needed
         for (int64_t i = begin; i < end; ++i) {
-          if (i + kAhead < end) __builtin_prefetch(table + id[i + kAhead] * width);
+          if (i + kAhead < end) {  // both ends: a row of dim + 1 values often spans two cache lines
+            const scalar_t* ahead = table + id[i + kAhead] * width;
+            __builtin_prefetch(ahead), __builtin_prefetch(ahead + dim);
+          }
           const scalar_t* row = table + id[i] * width;
           std::copy(row, row + dim, out + i * dim);
           linear[i] = row[dim];
