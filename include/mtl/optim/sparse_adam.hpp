@@ -155,7 +155,7 @@ class SparseAdam {
       row_groups_.build(r, g, n, d, table_.options(), fetch_row);
       const scalar_t* sums = row_groups_.sums<scalar_t>();
       at::parallel_for(0, row_groups_.size(), /*grain_size=*/256, [&](int64_t begin, int64_t end) {
-        constexpr int64_t kAhead = 8;  // rows fetched during grouping may have left the cache again
+        constexpr int64_t kAhead = 16;  // rows fetched during grouping may have left the cache again
         for (int64_t k = begin; k < end; ++k) {
           if (k + kAhead < end) fetch_row(row_groups_.row(k + kAhead));
           const int64_t row = row_groups_.row(k);
