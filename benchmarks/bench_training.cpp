@@ -147,6 +147,41 @@ void BM_Products_E5(benchmark::State& state) {
                                                      benchmark::Counter::kIs1000);
 }
 
+/// The E5 step against the GEMM roofline with both measured in one loop, step
+/// and SGEMM alternating (ten products of the deep MLP's first shape after each
+/// step), so that a slow or fast spell of a shared machine falls on both sides:
+/// the step's GFLOP/s, SGEMM's, and the step's share of SGEMM.
+void BM_Roofline_E5_SideBySide(benchmark::State& state) {
+  torch::set_num_threads(static_cast<int>(std::thread::hardware_concurrency()));
+  train::retain_freed_memory();
+  auto& w = Workload::get();
+  auto model = e5_model();
+  optim::DualSparseDenseOptimizer opt(*model, optim::DualSparseDenseOptions().total_steps(100000).warmup_steps(10));
+  train::Objective objective({"ctr", "cvr"}, train::ObjectiveOptions().use_esmm(true));
+  const auto a = torch::randn({kBatch, 192}), b = torch::randn({192, 256});
+  auto c = torch::empty({kBatch, 256});
+  constexpr int kProducts = 10;
+  using clock = std::chrono::steady_clock;
+  clock::duration step_time{}, gemm_time{};
+  size_t i = 0;
+  for (auto _ : state) {
+    const auto& batch = w.batches[i++ % w.batches.size()];
+    const auto start = clock::now();
+    opt.zero_grad();
+    objective(model->forward(batch.features), batch).total.backward();
+    opt.step();
+    const auto middle = clock::now();
+    for (int k = 0; k < kProducts; ++k) torch::mm_out(c, a, b);
+    step_time += middle - start, gemm_time += clock::now() - middle;
+  }
+  const double steps = static_cast<double>(state.iterations());
+  const double step_gflops = flops_per_sample(*model) * kBatch * steps / std::chrono::duration<double>(step_time).count() / 1e9;
+  const double gemm_gflops = 2.0 * kBatch * 192 * 256 * kProducts * steps / std::chrono::duration<double>(gemm_time).count() / 1e9;
+  state.counters["step_GFLOP_per_s"] = step_gflops;
+  state.counters["sgemm_GFLOP_per_s"] = gemm_gflops;
+  state.counters["roofline_share"] = step_gflops / gemm_gflops;
+}
+
 /// Sustained SGEMM at the deep MLP's first shape: [1024 x 192] x [192 x 256], forward-style.
 void BM_Sgemm(benchmark::State& state) {
   torch::set_num_threads(static_cast<int>(std::thread::hardware_concurrency()));
@@ -312,4 +347,5 @@ BENCHMARK(BM_Step_E3)->Unit(benchmark::kMillisecond)->MinTime(3);
 BENCHMARK(BM_Step_E4)->Unit(benchmark::kMillisecond)->MinTime(3);
 BENCHMARK(BM_Step_E5)->Unit(benchmark::kMillisecond)->MinTime(3);
 BENCHMARK(BM_Products_E5)->Unit(benchmark::kMillisecond)->MinTime(3);
+BENCHMARK(BM_Roofline_E5_SideBySide)->Unit(benchmark::kMillisecond)->MinTime(5);
 BENCHMARK_MAIN();
