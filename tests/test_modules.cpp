@@ -18,6 +18,7 @@
 using namespace mtl;
 using mtl_test::random_inputs;
 using mtl_test::random_projection_loss;
+using mtl_test::require_same_gradients;
 using mtl_test::require_gradient_everywhere;
 using mtl_test::printed;
 using mtl_test::require_independent_clone;
@@ -152,26 +153,14 @@ TEST_CASE("MLP layers as one function equal Linear + ReLU through autograd") {
     mlp->to(torch::kDouble);
     auto x = torch::randn({9, 6}, torch::kDouble).requires_grad_();
     const auto projection = torch::randn({9, 3}, torch::kDouble);
-    const auto params = mlp->parameters();
     const auto out = mlp->forward(x);
-    auto grads = torch::autograd::grad({(out * projection).sum()}, {x}, {}, /*retain_graph=*/true);
-    auto param_grads = torch::autograd::grad({(out * projection).sum()}, params);
-
     torch::Tensor reference_out = x;
     for (size_t l = 0; l < 3; ++l) {
       reference_out = mlp->layers[l]->as<torch::nn::Linear>()->forward(reference_out);
       if (l < 2 || activate_last) reference_out = torch::relu(reference_out);
     }
     REQUIRE(torch::allclose(out, reference_out, 1e-12, 1e-12));
-    const auto reference = (reference_out * projection).sum();
-    auto ref_grads = torch::autograd::grad({reference}, {x}, {}, /*retain_graph=*/true);
-    auto ref_param_grads = torch::autograd::grad({reference}, params);
-    REQUIRE(torch::allclose(grads[0], ref_grads[0], 1e-12, 1e-12));
-    REQUIRE(param_grads.size() == ref_param_grads.size());
-    for (size_t i = 0; i < params.size(); ++i) {
-      INFO("parameter " << i);
-      REQUIRE(torch::allclose(param_grads[i], ref_param_grads[i], 1e-12, 1e-12));
-    }
+    require_same_gradients((out * projection).sum(), (reference_out * projection).sum(), x, mlp->parameters());
   }
   MLP mlp(MLPOptions(6, {8, 3}));
   auto constant_input = torch::randn({4, 6});
@@ -273,10 +262,6 @@ TEST_CASE("CrossNetV2 gradients equal autograd through its formula") {
     cross->to(torch::kDouble);
     auto x0 = torch::randn({9, 6}, torch::kDouble).requires_grad_();
     const auto projection = torch::randn({9, 6}, torch::kDouble);
-    const auto params = cross->parameters();
-    auto grads = torch::autograd::grad({(cross->forward(x0) * projection).sum()}, {x0});
-    auto param_grads = torch::autograd::grad({(cross->forward(x0) * projection).sum()}, params);
-
     torch::Tensor x = x0;
     for (size_t l = 0; l < 3; ++l) {
       torch::nn::Linear u(std::dynamic_pointer_cast<torch::nn::LinearImpl>(cross->up[l]));
@@ -284,15 +269,7 @@ TEST_CASE("CrossNetV2 gradients equal autograd through its formula") {
       if (rank > 0) h = linear(torch::nn::Linear(std::dynamic_pointer_cast<torch::nn::LinearImpl>(cross->down[l])), x);
       x = x0 * linear(u, h) + x;
     }
-    const auto reference = (x * projection).sum();
-    auto ref_grads = torch::autograd::grad({reference}, {x0}, {}, /*retain_graph=*/true);
-    auto ref_param_grads = torch::autograd::grad({reference}, params);
-    REQUIRE(torch::allclose(grads[0], ref_grads[0], 1e-12, 1e-12));
-    REQUIRE(param_grads.size() == ref_param_grads.size());
-    for (size_t i = 0; i < params.size(); ++i) {
-      INFO("parameter " << i);
-      REQUIRE(torch::allclose(param_grads[i], ref_param_grads[i], 1e-12, 1e-12));
-    }
+    require_same_gradients((cross->forward(x0) * projection).sum(), (x * projection).sum(), x0, cross->parameters());
   }
 }
 
