@@ -15,7 +15,6 @@
 #include <benchmark/benchmark.h>
 #include <torch/nn/modules/embedding.h>
 
-#include <atomic>
 #include <chrono>
 #include <fstream>
 #include <string>
@@ -304,7 +303,6 @@ void BM_Embedding_MemoryFloor(benchmark::State& state) {
     const int64_t* update = distinct[i % ids.size()].data_ptr<int64_t>();
     const int64_t n = ids[i % ids.size()].numel(), rows = distinct[i % ids.size()].numel();
     ++i;
-    std::atomic<float> sink{0};
     at::parallel_for(0, n, 2048, [&](int64_t begin, int64_t end) {
       float sum = 0;
       for (int64_t j = begin; j < end; ++j) {
@@ -312,7 +310,7 @@ void BM_Embedding_MemoryFloor(benchmark::State& state) {
         const float* row = t + lookup[j] * kWidth;
         for (int64_t c = 0; c < kWidth; ++c) sum += row[c];
       }
-      sink = sink + sum;
+      benchmark::DoNotOptimize(sum);
     });
     at::parallel_for(0, rows, 256, [&](int64_t begin, int64_t end) {
       for (int64_t k = begin; k < end; ++k) {
@@ -327,7 +325,6 @@ void BM_Embedding_MemoryFloor(benchmark::State& state) {
         for (int64_t c = 0; c < kRecord; ++c) record[c] += 1e-30f;
       }
     });
-    benchmark::DoNotOptimize(sink.load());
   }
   state.SetItemsProcessed(state.iterations() * kBatch);
 }
