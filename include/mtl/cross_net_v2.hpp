@@ -6,7 +6,8 @@
 // its matrix product.
 #pragma once
 
-#include <ATen/autocast_mode.h>
+#include <mtl/autocast_state.hpp>
+
 #include <torch/autograd.h>
 
 #include <torch/nn/cloneable.h>
@@ -132,7 +133,7 @@ class CrossNetV2Impl : public torch::nn::Cloneable<CrossNetV2Impl> {
     TORCH_CHECK(x0.dim() == 2 && x0.size(1) == options.input_dim(), "CrossNetV2 expects [batch, ",
                 options.input_dim(), "], but got shape ", x0.sizes());
     // Under autocast the layers go through the Linear modules, so that their products run in the autocast dtype.
-    if (at::autocast::is_enabled() || at::autocast::is_cpu_enabled()) {
+    if (detail::autocast_enabled()) {
       torch::Tensor x = x0;
       for (int64_t l = 0; l < options.num_layers(); ++l) {
         torch::Tensor h = x;

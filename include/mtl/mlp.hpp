@@ -5,7 +5,8 @@
 // place on its product, and no input gradient where the input needs none.
 #pragma once
 
-#include <ATen/autocast_mode.h>
+#include <mtl/autocast_state.hpp>
+
 #include <torch/autograd.h>
 
 #include <torch/nn/cloneable.h>
@@ -116,7 +117,7 @@ class MLPImpl : public torch::nn::Cloneable<MLPImpl> {
     const size_t n = layers->size();
     const bool dropping = options.dropout() > 0.0 && is_training();
     // Under autocast the layers go through the Linear modules, so that their products run in the autocast dtype.
-    if (n > 0 && !dropping && !at::autocast::is_enabled() && !at::autocast::is_cpu_enabled()) {
+    if (n > 0 && !dropping && !detail::autocast_enabled()) {
       std::vector<torch::Tensor> weights, biases;
       for (const auto& layer : *layers) {
         weights.push_back(layer->as<torch::nn::Linear>()->weight);

@@ -4,15 +4,12 @@
 // renamed this API in 2.4; the guard hides the difference.
 #pragma once
 
+#include <mtl/autocast_state.hpp>
+
 #include <ATen/autocast_mode.h>
 #include <torch/types.h>
-#include <torch/version.h>
 
 namespace mtl::train {
-
-#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
-#define MTL_AUTOCAST_BY_DEVICE_TYPE 1
-#endif
 
 class AutocastGuard {
  public:
