@@ -19,12 +19,9 @@ namespace mtl::detail {
 class RowGroups {
  public:
   /// Groups the ids `rows` [n] by row and sums each row's gradients (grads:
-  /// [n, d], in `options`' dtype T) in batch order. `on_first_sight(row)` is
-  /// called once per distinct row, when it first appears: a caller that will
-  /// visit the rows' data at random can ask for it early there.
-  template <class T, class OnFirstSight>
-  void build(const int64_t* rows, const T* grads, int64_t n, int64_t d, const torch::TensorOptions& options,
-             OnFirstSight&& on_first_sight) {
+  /// [n, d], in `options`' dtype T) in batch order.
+  template <class T>
+  void build(const int64_t* rows, const T* grads, int64_t n, int64_t d, const torch::TensorOptions& options) {
     if (sums_.numel() < n * d || sums_.dtype() != options.dtype()) sums_ = torch::empty({n, d}, options);
     int bits = 6;
     while ((int64_t{1} << bits) < 2 * n) ++bits;
@@ -41,7 +38,6 @@ class RowGroups {
         slot_group_[slot] = static_cast<int32_t>(size());
         std::copy(g, g + d, sums + size() * d);
         row_.push_back(rows[j]);
-        on_first_sight(rows[j]);
       } else {
         T* sum = sums + slot_group_[slot] * d;
         for (int64_t c = 0; c < d; ++c) sum[c] += g[c];

@@ -122,9 +122,13 @@ class SparseAdam {
 
   /// The CPU path. The ids are grouped by row and each row's gradients summed
   /// in batch order (detail::RowGroups, one thread: in parallel it was slower),
-  /// then the rows' moments, step counts and weights are updated in place,
-  /// rows in parallel: two random places per row, its weights and its state
-  /// record. A run repeats bit for bit whatever the number of threads.
+  /// then the rows are updated in parallel, in blocks: a block's weights and
+  /// state records (two random places per row) are copied into a small buffer,
+  /// updated there and copied back while still in cache. The copy loop is
+  /// loads only, so the core keeps many rows' cache misses in flight; updating
+  /// each row in place, the Adam arithmetic between one row's loads and the
+  /// next held them back (13.7k random rows, caches cold: 0.81 ms in place,
+  /// 0.57 ms in blocks). A run repeats bit for bit whatever the number of threads.
   void step_rows_fused_cpu(const torch::Tensor& rows, const torch::Tensor& row_grads) {
     const auto ids = rows.to(torch::kLong).contiguous();
     const auto grads = row_grads.to(table_.scalar_type()).contiguous();
@@ -142,35 +146,44 @@ class SparseAdam {
     AT_DISPATCH_FLOATING_TYPES(table_.scalar_type(), "mtl::SparseAdam", [&] {
       scalar_t* w = table_.data_ptr<scalar_t>();
       scalar_t* state = row_state_.data_ptr<scalar_t>();
-      const scalar_t* g = grads.data_ptr<scalar_t>();
+      row_groups_.build(r, grads.data_ptr<scalar_t>(), n, d, table_.options());
+      const scalar_t* sums = row_groups_.sums<scalar_t>();
       const auto beta1 = static_cast<scalar_t>(b1), beta2 = static_cast<scalar_t>(b2);
       const auto epsilon = static_cast<scalar_t>(eps);
-      // While the ids are grouped, the rows' weights and state records are fetched
-      // (the update then finds them in cache: 0.15-0.2 ms of 1.2 per batch when
-      // the caches start cold, as they do after a step's dense work).
-      const auto fetch_row = [&](int64_t row) {
-        __builtin_prefetch(w + row * d, 1), __builtin_prefetch(w + row * d + d - 1, 1);
-        __builtin_prefetch(state + row * record, 1), __builtin_prefetch(state + row * record + record - 1, 1);
+      // Updates one row held in the buffer as [weights (d), exp_avg (d), exp_avg_sq (d), step count].
+      const auto update = [&](scalar_t* weights, const scalar_t* grad_sum) {
+        scalar_t* mr = weights + d;
+        scalar_t* vr = mr + d;
+        scalar_t& steps = vr[d];
+        const auto step = static_cast<int64_t>(steps) + 1;
+        steps = static_cast<scalar_t>(step);
+        const bool tabled = step < static_cast<int64_t>(inverse_bias1_.size());  // unless state was edited from outside
+        const double inverse_bias1 = tabled ? inverse_bias1_[step] : 1 / (1 - std::pow(b1, static_cast<double>(step)));
+        const double inverse_root_bias2 =
+            tabled ? inverse_root_bias2_[step] : 1 / std::sqrt(1 - std::pow(b2, static_cast<double>(step)));
+        const detail::AdamCoefficients<scalar_t> coefficients{beta1, beta2, static_cast<scalar_t>(lr * inverse_bias1),
+                                                              static_cast<scalar_t>(inverse_root_bias2), epsilon};
+        detail::adam_update(weights, mr, vr, grad_sum, d, coefficients);
       };
-      row_groups_.build(r, g, n, d, table_.options(), fetch_row);
-      const scalar_t* sums = row_groups_.sums<scalar_t>();
       at::parallel_for(0, row_groups_.size(), /*grain_size=*/256, [&](int64_t begin, int64_t end) {
-        constexpr int64_t kAhead = 16;  // rows fetched during grouping may have left the cache again
-        for (int64_t k = begin; k < end; ++k) {
-          if (k + kAhead < end) fetch_row(row_groups_.row(k + kAhead));
-          const int64_t row = row_groups_.row(k);
-          scalar_t* mr = state + row * record;
-          scalar_t* vr = mr + d;
-          scalar_t& steps = vr[d];
-          const auto step = static_cast<int64_t>(steps) + 1;
-          steps = static_cast<scalar_t>(step);
-          const bool tabled = step < static_cast<int64_t>(inverse_bias1_.size());  // unless state was edited from outside
-          const double inverse_bias1 = tabled ? inverse_bias1_[step] : 1 / (1 - std::pow(b1, static_cast<double>(step)));
-          const double inverse_root_bias2 =
-              tabled ? inverse_root_bias2_[step] : 1 / std::sqrt(1 - std::pow(b2, static_cast<double>(step)));
-          const detail::AdamCoefficients<scalar_t> coefficients{beta1, beta2, static_cast<scalar_t>(lr * inverse_bias1),
-                                                                static_cast<scalar_t>(inverse_root_bias2), epsilon};
-          detail::adam_update(w + row * d, mr, vr, sums + k * d, d, coefficients);
+        constexpr int64_t kBlock = 32;  // rows: 3.5 KB of buffer at 9 values a row
+        const int64_t width = d + record;
+        std::vector<scalar_t> buffer(static_cast<size_t>(kBlock * width));
+        for (int64_t first = begin; first < end; first += kBlock) {
+          const int64_t count = std::min(kBlock, end - first);
+          for (int64_t k = 0; k < count; ++k) {
+            const int64_t row = row_groups_.row(first + k);
+            scalar_t* held = buffer.data() + k * width;
+            std::copy(w + row * d, w + (row + 1) * d, held);
+            std::copy(state + row * record, state + (row + 1) * record, held + d);
+          }
+          for (int64_t k = 0; k < count; ++k) update(buffer.data() + k * width, sums + (first + k) * d);
+          for (int64_t k = 0; k < count; ++k) {
+            const int64_t row = row_groups_.row(first + k);
+            const scalar_t* held = buffer.data() + k * width;
+            std::copy(held, held + d, w + row * d);
+            std::copy(held + d, held + width, state + row * record);
+          }
         }
       });
     });
