@@ -86,8 +86,7 @@ class SparseEmbeddingImpl : public torch::nn::Cloneable<SparseEmbeddingImpl> {
       offsets_ = offsets_.to(ids.device());
       vocab_sizes_ = vocab_sizes_.to(ids.device());
     }
-    if (options.check_ids() && ids.numel() > 0) check_id_ranges(ids);
-    auto rows = detail::gather_rows(weight, (ids + offsets_).reshape({-1}), options.sparse_grad());
+    auto rows = detail::gather_rows(weight, table_rows(ids), options.sparse_grad());
     return {rows.embeddings.view({ids.size(0), ids.size(1), dim_}), rows.first_order.view({ids.size(0), ids.size(1)})};
   }
 
@@ -105,11 +104,42 @@ class SparseEmbeddingImpl : public torch::nn::Cloneable<SparseEmbeddingImpl> {
   torch::Tensor weight;
 
  private:
-  void check_id_ranges(const torch::Tensor& ids) const {
-    auto bad = (ids < 0).logical_or(ids >= vocab_sizes_);
-    if (!bad.any().item<bool>()) return;
-    auto where = bad.nonzero()[0].cpu();
-    const int64_t row = where[0].item<int64_t>(), col = where[1].item<int64_t>();
+  /// The table row of every id, flattened: id + its field's first row. With
+  /// check_ids, every id is checked against its field's vocabulary. On the CPU
+  /// one loop does both (as tensor ops they took 0.1-0.2 ms of a batch of
+  /// 1024 x 23 ids, and the check one host sync).
+  torch::Tensor table_rows(const torch::Tensor& ids) const {
+    if (!ids.device().is_cpu()) {
+      if (options.check_ids() && ids.numel() > 0) {
+        auto bad = (ids < 0).logical_or(ids >= vocab_sizes_);
+        if (bad.any().item<bool>()) {
+          auto where = bad.nonzero()[0].cpu();
+          refuse_id(ids, where[0].item<int64_t>(), where[1].item<int64_t>());
+        }
+      }
+      return (ids + offsets_).reshape({-1});
+    }
+    const auto local = ids.contiguous();
+    auto rows = torch::empty({local.numel()}, local.options());
+    const int64_t* id = local.data_ptr<int64_t>();
+    const int64_t* first_row = offsets_.data_ptr<int64_t>();
+    const int64_t* vocab = vocab_sizes_.data_ptr<int64_t>();
+    int64_t* row = rows.data_ptr<int64_t>();
+    const int64_t fields = local.size(1);
+    bool in_range = true;
+    for (int64_t i = 0; i < local.size(0); ++i)
+      for (int64_t f = 0; f < fields; ++f) {
+        const int64_t k = i * fields + f;
+        in_range &= id[k] >= 0 && id[k] < vocab[f];
+        row[k] = id[k] + first_row[f];
+      }
+    if (options.check_ids() && !in_range)
+      for (int64_t k = 0; k < local.numel(); ++k)
+        if (id[k] < 0 || id[k] >= vocab[k % fields]) refuse_id(local, k / fields, k % fields);
+    return rows;
+  }
+
+  [[noreturn]] void refuse_id(const torch::Tensor& ids, int64_t row, int64_t col) const {
     const auto& field = options.schema().sparse_fields()[col];
     TORCH_CHECK(false, "SparseEmbedding expects ids of field '", field.name, "' in [0, ",
                 field.vocab_size, "), but got ", ids[row][col].item<int64_t>(), " at batch row ",
