@@ -84,34 +84,39 @@ TEST_CASE("SparseEmbedding gradient is sparse and touches only the batch's rows"
 }
 
 // The fused lookup equals LibTorch's embedding: values, and the table's
-// gradient (sparse or dense), also when only one of the two outputs is used.
+// gradient (sparse or dense), also when only one of the two outputs is used;
+// at widths with a fixed-size row copy (4, 8) and without (5).
 TEST_CASE("SparseEmbedding lookup and gradient equal torch::embedding's") {
-  for (bool sparse : {true, false}) {
-    for (int used : {0, 1, 2}) {  // 0: both outputs, 1: embeddings only, 2: first order only
-      INFO("sparse " << sparse << ", outputs used " << used);
-      SparseEmbedding emb(SparseEmbeddingOptions(small_schema()).sparse_grad(sparse));
-      {
-        torch::NoGradGuard no_grad;
-        emb->weight.normal_();  // a non-zero first-order column too
+  for (int64_t dim : {4, 5, 8}) {
+    mtl::FeatureSchema schema(dim);
+    schema.add_sparse("user", 10).add_sparse("item", 20).add_sparse("ctx", 5);
+    for (bool sparse : {true, false}) {
+      for (int used : {0, 1, 2}) {  // 0: both outputs, 1: embeddings only, 2: first order only
+        INFO("dim " << dim << ", sparse " << sparse << ", outputs used " << used);
+        SparseEmbedding emb(SparseEmbeddingOptions(schema).sparse_grad(sparse));
+        {
+          torch::NoGradGuard no_grad;
+          emb->weight.normal_();  // a non-zero first-order column too
+        }
+        auto ids = random_inputs(schema, 64).sparse_ids;
+        auto reference_weight = emb->weight.detach().clone().requires_grad_();
+        auto reference = torch::embedding(reference_weight, ids + emb->row_offsets(), -1, false, sparse);
+        auto out = emb->forward(ids);
+        REQUIRE(torch::equal(out.embeddings, reference.narrow(2, 0, dim)));
+        REQUIRE(torch::equal(out.first_order, reference.select(2, dim)));
+        auto weights_e = torch::randn({64, 3, dim}), weights_f = torch::randn({64, 3});
+        auto loss = [&](const torch::Tensor& e, const torch::Tensor& f) {
+          if (used == 1) return (e * weights_e).sum();
+          if (used == 2) return (f * weights_f).sum();
+          return (e * weights_e).sum() + (f * weights_f).sum();
+        };
+        loss(out.embeddings, out.first_order).backward();
+        loss(reference.narrow(2, 0, dim), reference.select(2, dim)).backward();
+        REQUIRE(emb->weight.grad().is_sparse() == sparse);
+        auto ours = sparse ? emb->weight.grad().coalesce().to_dense() : emb->weight.grad();
+        auto theirs = sparse ? reference_weight.grad().coalesce().to_dense() : reference_weight.grad();
+        REQUIRE(torch::allclose(ours, theirs, 1e-6, 1e-6));
       }
-      auto ids = random_inputs(small_schema(), 64).sparse_ids;
-      auto reference_weight = emb->weight.detach().clone().requires_grad_();
-      auto reference = torch::embedding(reference_weight, ids + emb->row_offsets(), -1, false, sparse);
-      auto out = emb->forward(ids);
-      REQUIRE(torch::equal(out.embeddings, reference.narrow(2, 0, 4)));
-      REQUIRE(torch::equal(out.first_order, reference.select(2, 4)));
-      auto weights_e = torch::randn({64, 3, 4}), weights_f = torch::randn({64, 3});
-      auto loss = [&](const torch::Tensor& e, const torch::Tensor& f) {
-        if (used == 1) return (e * weights_e).sum();
-        if (used == 2) return (f * weights_f).sum();
-        return (e * weights_e).sum() + (f * weights_f).sum();
-      };
-      loss(out.embeddings, out.first_order).backward();
-      loss(reference.narrow(2, 0, 4), reference.select(2, 4)).backward();
-      REQUIRE(emb->weight.grad().is_sparse() == sparse);
-      auto ours = sparse ? emb->weight.grad().coalesce().to_dense() : emb->weight.grad();
-      auto theirs = sparse ? reference_weight.grad().coalesce().to_dense() : reference_weight.grad();
-      REQUIRE(torch::allclose(ours, theirs, 1e-6, 1e-6));
     }
   }
 }

@@ -12,6 +12,7 @@
 #include <torch/types.h>
 
 #include <algorithm>
+#include <type_traits>
 
 namespace mtl::detail {
 
@@ -42,19 +43,30 @@ class RowGather : public torch::autograd::Function<RowGather> {
       const int64_t* id = ids.data_ptr<int64_t>();
       scalar_t* out = embeddings.data_ptr<scalar_t>();
       scalar_t* linear = first_order.data_ptr<scalar_t>();
-      const int64_t width = dim + 1;
-      at::parallel_for(0, ids.size(0), /*grain_size=*/2048, [&](int64_t begin, int64_t end) {
-        constexpr int64_t kAhead = 16;  // random rows: ask for them before they are needed
-        for (int64_t i = begin; i < end; ++i) {
-          if (i + kAhead < end) {  // both ends: a row of dim + 1 values often spans two cache lines
-            const scalar_t* ahead = table + id[i + kAhead] * width;
-            __builtin_prefetch(ahead), __builtin_prefetch(ahead + dim);
+      // `columns` is dim, or for short rows dim as a compile-time constant: then
+      // the row copy is a vector move or two instead of a memmove call (lookup
+      // and backward of 23.5k random rows of 8, caches cold: 0.46-0.50 ->
+      // 0.43 ms; at 16 no difference was measurable).
+      const auto copy_rows = [&](auto columns) {
+        const int64_t width = columns + 1;
+        at::parallel_for(0, ids.size(0), /*grain_size=*/2048, [&](int64_t begin, int64_t end) {
+          constexpr int64_t kAhead = 16;  // random rows: ask for them before they are needed
+          for (int64_t i = begin; i < end; ++i) {
+            if (i + kAhead < end) {  // both ends: a row of dim + 1 values often spans two cache lines
+              const scalar_t* ahead = table + id[i + kAhead] * width;
+              __builtin_prefetch(ahead), __builtin_prefetch(ahead + columns);
+            }
+            const scalar_t* row = table + id[i] * width;
+            std::copy(row, row + columns, out + i * columns);
+            linear[i] = row[columns];
           }
-          const scalar_t* row = table + id[i] * width;
-          std::copy(row, row + dim, out + i * dim);
-          linear[i] = row[dim];
-        }
-      });
+        });
+      };
+      switch (dim) {
+        case 4: copy_rows(std::integral_constant<int64_t, 4>{}); break;
+        case 8: copy_rows(std::integral_constant<int64_t, 8>{}); break;
+        default: copy_rows(dim);
+      }
     });
     return {embeddings, first_order};
   }
