@@ -18,6 +18,7 @@
 #include <cstdint>
 #include <limits>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 namespace mtl::optim {
@@ -150,42 +151,49 @@ class SparseAdam {
       const scalar_t* sums = row_groups_.sums<scalar_t>();
       const auto beta1 = static_cast<scalar_t>(b1), beta2 = static_cast<scalar_t>(b2);
       const auto epsilon = static_cast<scalar_t>(eps);
-      // Updates one row held in the buffer as [weights (d), exp_avg (d), exp_avg_sq (d), step count].
-      const auto update = [&](scalar_t* weights, const scalar_t* grad_sum) {
-        scalar_t* mr = weights + d;
-        scalar_t* vr = mr + d;
-        scalar_t& steps = vr[d];
-        const auto step = static_cast<int64_t>(steps) + 1;
-        steps = static_cast<scalar_t>(step);
-        const bool tabled = step < static_cast<int64_t>(inverse_bias1_.size());  // unless state was edited from outside
-        const double inverse_bias1 = tabled ? inverse_bias1_[step] : 1 / (1 - std::pow(b1, static_cast<double>(step)));
-        const double inverse_root_bias2 =
-            tabled ? inverse_root_bias2_[step] : 1 / std::sqrt(1 - std::pow(b2, static_cast<double>(step)));
-        const detail::AdamCoefficients<scalar_t> coefficients{beta1, beta2, static_cast<scalar_t>(lr * inverse_bias1),
-                                                              static_cast<scalar_t>(inverse_root_bias2), epsilon};
-        detail::adam_update(weights, mr, vr, grad_sum, d, coefficients);
+      // `columns` is d, or d as a compile-time constant for the usual width (8
+      // embedding columns + the first-order weight): then the copies and the
+      // update are a few vector operations instead of memmove calls and loops.
+      const auto update_rows = [&](auto columns) {
+        const int64_t width = 3 * columns + 1;  // weights, then the state record
+        // Updates one row held in the buffer as [weights, exp_avg, exp_avg_sq, step count].
+        const auto update = [&](scalar_t* weights, const scalar_t* grad_sum) {
+          scalar_t* mr = weights + columns;
+          scalar_t* vr = mr + columns;
+          scalar_t& steps = vr[columns];
+          const auto step = static_cast<int64_t>(steps) + 1;
+          steps = static_cast<scalar_t>(step);
+          const bool tabled = step < static_cast<int64_t>(inverse_bias1_.size());  // unless state was edited from outside
+          const double inverse_bias1 = tabled ? inverse_bias1_[step] : 1 / (1 - std::pow(b1, static_cast<double>(step)));
+          const double inverse_root_bias2 =
+              tabled ? inverse_root_bias2_[step] : 1 / std::sqrt(1 - std::pow(b2, static_cast<double>(step)));
+          const detail::AdamCoefficients<scalar_t> coefficients{beta1, beta2, static_cast<scalar_t>(lr * inverse_bias1),
+                                                                static_cast<scalar_t>(inverse_root_bias2), epsilon};
+          detail::adam_update(weights, mr, vr, grad_sum, columns, coefficients);
+        };
+        at::parallel_for(0, row_groups_.size(), /*grain_size=*/256, [&](int64_t begin, int64_t end) {
+          constexpr int64_t kBlock = 32;  // rows: 3.5 KB of buffer at 9 values a row
+          std::vector<scalar_t> buffer(static_cast<size_t>(kBlock * width));
+          for (int64_t first = begin; first < end; first += kBlock) {
+            const int64_t count = std::min(kBlock, end - first);
+            for (int64_t k = 0; k < count; ++k) {
+              const int64_t row = row_groups_.row(first + k);
+              scalar_t* held = buffer.data() + k * width;
+              std::copy(w + row * columns, w + (row + 1) * columns, held);
+              std::copy(state + row * (width - columns), state + (row + 1) * (width - columns), held + columns);
+            }
+            for (int64_t k = 0; k < count; ++k) update(buffer.data() + k * width, sums + (first + k) * columns);
+            for (int64_t k = 0; k < count; ++k) {
+              const int64_t row = row_groups_.row(first + k);
+              const scalar_t* held = buffer.data() + k * width;
+              std::copy(held, held + columns, w + row * columns);
+              std::copy(held + columns, held + width, state + row * (width - columns));
+            }
+          }
+        });
       };
-      at::parallel_for(0, row_groups_.size(), /*grain_size=*/256, [&](int64_t begin, int64_t end) {
-        constexpr int64_t kBlock = 32;  // rows: 3.5 KB of buffer at 9 values a row
-        const int64_t width = d + record;
-        std::vector<scalar_t> buffer(static_cast<size_t>(kBlock * width));
-        for (int64_t first = begin; first < end; first += kBlock) {
-          const int64_t count = std::min(kBlock, end - first);
-          for (int64_t k = 0; k < count; ++k) {
-            const int64_t row = row_groups_.row(first + k);
-            scalar_t* held = buffer.data() + k * width;
-            std::copy(w + row * d, w + (row + 1) * d, held);
-            std::copy(state + row * record, state + (row + 1) * record, held + d);
-          }
-          for (int64_t k = 0; k < count; ++k) update(buffer.data() + k * width, sums + (first + k) * d);
-          for (int64_t k = 0; k < count; ++k) {
-            const int64_t row = row_groups_.row(first + k);
-            const scalar_t* held = buffer.data() + k * width;
-            std::copy(held, held + d, w + row * d);
-            std::copy(held + d, held + width, state + row * record);
-          }
-        }
-      });
+      if (d == 9) update_rows(std::integral_constant<int64_t, 9>{});
+      else update_rows(d);
     });
   }
 
