@@ -182,6 +182,13 @@ class SparseAdam {
               std::copy(w + row * columns, w + (row + 1) * columns, held);
               std::copy(state + row * (width - columns), state + (row + 1) * (width - columns), held + columns);
             }
+            // Ask for the next block's rows now, so memory works while this block is updated.
+            for (int64_t k = first + count; k < std::min(end, first + count + kBlock); ++k) {
+              const int64_t row = row_groups_.row(k);
+              __builtin_prefetch(w + row * columns, 1), __builtin_prefetch(w + (row + 1) * columns - 1, 1);
+              __builtin_prefetch(state + row * (width - columns), 1);
+              __builtin_prefetch(state + (row + 1) * (width - columns) - 1, 1);
+            }
             for (int64_t k = 0; k < count; ++k) update(buffer.data() + k * width, sums + (first + k) * columns);
             for (int64_t k = 0; k < count; ++k) {
               const int64_t row = row_groups_.row(first + k);
