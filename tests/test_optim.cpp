@@ -153,6 +153,8 @@ TEST_CASE("SparseAdam refuses dense gradients") {
   const auto before = table.detach().clone();
   REQUIRE_TORCH_ERROR(sparse.step_rows(torch::tensor({1, 9}, torch::kLong), torch::ones({2, 2})),
                       "expects rows in [0, 5), but got 9");
+  REQUIRE_TORCH_ERROR(sparse.step_rows(torch::tensor({1, -1}, torch::kLong), torch::ones({2, 2})),
+                      "expects rows in [0, 5), but got -1");
   REQUIRE(torch::equal(table.detach(), before));
   sparse.step_rows(torch::tensor({1, 1}, torch::kLong), torch::ones({2, 2}));
   REQUIRE(torch::equal(table.detach()[0], before[0]));

@@ -135,8 +135,11 @@ class SparseAdam {
     const auto grads = row_grads.to(table_.scalar_type()).contiguous();
     const int64_t n = ids.size(0), d = table_.size(1), record = 2 * d + 1;
     const int64_t* r = ids.data_ptr<int64_t>();
-    for (int64_t j = 0; j < n; ++j)
-      TORCH_CHECK(r[j] >= 0 && r[j] < table_.size(0), "SparseAdam expects rows in [0, ", table_.size(0),
+    const auto table_rows = static_cast<uint64_t>(table_.size(0));
+    bool in_range = true;  // checked in one branch-free pass; the offending id is looked for only on failure
+    for (int64_t j = 0; j < n; ++j) in_range &= static_cast<uint64_t>(r[j]) < table_rows;
+    for (int64_t j = 0; !in_range && j < n; ++j)
+      TORCH_CHECK(static_cast<uint64_t>(r[j]) < table_rows, "SparseAdam expects rows in [0, ", table_rows,
                   "), but got ", r[j]);
     TORCH_CHECK(n <= std::numeric_limits<int32_t>::max(), "SparseAdam takes at most 2^31 - 1 ids a step, but got ", n);
     const double b1 = options_.beta1(), b2 = options_.beta2(), lr = options_.lr(), eps = options_.eps();
