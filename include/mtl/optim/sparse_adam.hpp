@@ -133,7 +133,7 @@ class SparseAdam {
   void step_rows_fused_cpu(const torch::Tensor& rows, const torch::Tensor& row_grads) {
     const auto ids = rows.to(torch::kLong).contiguous();
     const auto grads = row_grads.to(table_.scalar_type()).contiguous();
-    const int64_t n = ids.size(0), d = table_.size(1), record = 2 * d + 1;
+    const int64_t n = ids.size(0), d = table_.size(1);
     const int64_t* r = ids.data_ptr<int64_t>();
     const auto table_rows = static_cast<uint64_t>(table_.size(0));
     bool in_range = true;  // checked in one branch-free pass; the offending id is looked for only on failure
@@ -158,7 +158,7 @@ class SparseAdam {
       // embedding columns + the first-order weight): then the copies and the
       // update are a few vector operations instead of memmove calls and loops.
       const auto update_rows = [&](auto columns) {
-        const int64_t width = 3 * columns + 1;  // weights, then the state record
+        const int64_t record = 2 * columns + 1, width = columns + record;  // a row in the buffer: weights, then its record
         // Updates one row held in the buffer as [weights, exp_avg, exp_avg_sq, step count].
         const auto update = [&](scalar_t* weights, const scalar_t* grad_sum) {
           scalar_t* mr = weights + columns;
@@ -183,21 +183,20 @@ class SparseAdam {
               const int64_t row = row_groups_.row(first + k);
               scalar_t* held = buffer.data() + k * width;
               std::copy(w + row * columns, w + (row + 1) * columns, held);
-              std::copy(state + row * (width - columns), state + (row + 1) * (width - columns), held + columns);
+              std::copy(state + row * record, state + (row + 1) * record, held + columns);
             }
             // Ask for the next block's rows now, so memory works while this block is updated.
             for (int64_t k = first + count; k < std::min(end, first + count + kBlock); ++k) {
               const int64_t row = row_groups_.row(k);
               __builtin_prefetch(w + row * columns, 1), __builtin_prefetch(w + (row + 1) * columns - 1, 1);
-              __builtin_prefetch(state + row * (width - columns), 1);
-              __builtin_prefetch(state + (row + 1) * (width - columns) - 1, 1);
+              __builtin_prefetch(state + row * record, 1), __builtin_prefetch(state + (row + 1) * record - 1, 1);
             }
             for (int64_t k = 0; k < count; ++k) update(buffer.data() + k * width, sums + (first + k) * columns);
             for (int64_t k = 0; k < count; ++k) {
               const int64_t row = row_groups_.row(first + k);
               const scalar_t* held = buffer.data() + k * width;
               std::copy(held, held + columns, w + row * columns);
-              std::copy(held + columns, held + width, state + row * (width - columns));
+              std::copy(held + columns, held + width, state + row * record);
             }
           }
         });
