@@ -7,12 +7,13 @@
 // 1.6M rows, this replaced embedding() + narrow/select and their backward.
 #pragma once
 
+#include <mtl/fixed_width.hpp>
+
 #include <ATen/Parallel.h>
 #include <torch/autograd.h>
 #include <torch/types.h>
 
 #include <algorithm>
-#include <type_traits>
 
 namespace mtl::detail {
 
@@ -62,11 +63,7 @@ class RowGather : public torch::autograd::Function<RowGather> {
           }
         });
       };
-      switch (dim) {
-        case 4: copy_rows(std::integral_constant<int64_t, 4>{}); break;
-        case 8: copy_rows(std::integral_constant<int64_t, 8>{}); break;
-        default: copy_rows(dim);
-      }
+      with_fixed_width<4, 8>(dim, copy_rows);
     });
     return {embeddings, first_order};
   }

@@ -3,6 +3,7 @@
 // costs O(rows touched), not O(table).
 #pragma once
 
+#include <mtl/fixed_width.hpp>
 #include <mtl/huge_pages.hpp>
 #include <mtl/optim/adam_update.hpp>
 #include <mtl/optim/row_groups.hpp>
@@ -18,7 +19,6 @@
 #include <cstdint>
 #include <limits>
 #include <string>
-#include <type_traits>
 #include <vector>
 
 namespace mtl::optim {
@@ -201,8 +201,7 @@ class SparseAdam {
           }
         });
       };
-      if (d == 9) update_rows(std::integral_constant<int64_t, 9>{});
-      else update_rows(d);
+      detail::with_fixed_width<9>(d, update_rows);
     });
   }
 
