@@ -7,6 +7,7 @@
 #include <mtl/deepfm.hpp>
 #include <mtl/embedding.hpp>
 #include <mtl/expert.hpp>
+#include <mtl/fm_second_order.hpp>
 #include <mtl/gate.hpp>
 #include <mtl/mlp.hpp>
 #include <mtl/tower.hpp>
@@ -186,7 +187,36 @@ TEST_CASE("DeepFM second-order term equals the pairwise sum") {
   auto brute = torch::zeros({5, 3}, torch::kDouble);
   for (int64_t f = 0; f < 4; ++f)
     for (int64_t g = f + 1; g < 4; ++g) brute += v.select(1, f) * v.select(1, g);
-  REQUIRE(torch::allclose(DeepFMImpl::fm_second_order(v), brute, 1e-12, 1e-12));
+  REQUIRE(torch::allclose(fm_second_order(v), brute, 1e-12, 1e-12));
+}
+
+// FM's second-order term as one function gives the values and the gradient of
+// the tensor-op formula through autograd, in double and float, for a
+// non-contiguous input, one field and an empty batch.
+TEST_CASE("FM second-order term as one function equals tensor ops through autograd") {
+  const auto reference = [](const torch::Tensor& v) {
+    auto sum = v.sum(1);
+    return 0.5 * (sum * sum - (v * v).sum(1));
+  };
+  for (auto shape : {std::vector<int64_t>{7, 5, 3}, {4, 1, 8}, {0, 3, 2}}) {
+    INFO("shape " << torch::IntArrayRef(shape));
+    auto v = torch::randn(shape, torch::kDouble).requires_grad_();
+    const auto projection = torch::randn({shape[0], shape[2]}, torch::kDouble);
+    const auto out = fm_second_order(v);
+    REQUIRE(out.sizes() == torch::IntArrayRef{shape[0], shape[2]});
+    REQUIRE(torch::allclose(out, reference(v), 1e-12, 1e-12));
+    const auto grad = torch::autograd::grad({(out * projection).sum()}, {v})[0];
+    const auto reference_grad = torch::autograd::grad({(reference(v) * projection).sum()}, {v})[0];
+    REQUIRE(torch::allclose(grad, reference_grad, 1e-12, 1e-12));
+  }
+  auto transposed = torch::randn({6, 4, 5}).transpose(1, 2).requires_grad_();  // [6, 5, 4], not contiguous
+  const auto projection = torch::randn({6, 4});
+  const auto out = fm_second_order(transposed);
+  REQUIRE(torch::allclose(out, reference(transposed), 1e-5, 1e-6));
+  const auto grad = torch::autograd::grad({(out * projection).sum()}, {transposed})[0];
+  const auto reference_grad = torch::autograd::grad({(reference(transposed) * projection).sum()}, {transposed})[0];
+  REQUIRE(torch::allclose(grad, reference_grad, 1e-5, 1e-6));
+  REQUIRE_TORCH_ERROR(fm_second_order(torch::randn({4, 3})), "fm_second_order expects embeddings [batch, fields, dim], but got shape [4, 3]");
 }
 
 // DeepFM emits deep output joined with the FM projection; gradients reach everything.

@@ -5,6 +5,7 @@
 
 #include <mtl/embedding.hpp>
 #include <mtl/features.hpp>
+#include <mtl/fm_second_order.hpp>
 #include <mtl/mlp.hpp>
 
 #include <torch/nn/cloneable.h>
@@ -66,13 +67,6 @@ class DeepFMImpl : public torch::nn::Cloneable<DeepFMImpl> {
                         .dropout(options.dropout())));
     fm_projection =
         register_module("fm_projection", torch::nn::Linear(d + 1, options.fm_projection_dim()));
-  }
-
-  /// FM's second-order vector, 0.5 * ((sum_f v_f)^2 - sum_f v_f^2):
-  /// the sum over field pairs f < g of v_f * v_g, in O(F * D).
-  static torch::Tensor fm_second_order(const torch::Tensor& embeddings) {
-    auto sum = embeddings.sum(1);
-    return 0.5 * (sum * sum - (embeddings * embeddings).sum(1));
   }
 
   DeepFMParts forward_parts(const FeatureInputs& input) {
