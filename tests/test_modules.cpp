@@ -153,12 +153,12 @@ TEST_CASE("MLP") {
 // activated or not; an input that needs no gradient gets none; dropout in
 // training takes the module path (a different output each call), in eval none.
 TEST_CASE("MLP layers as one function equal Linear + ReLU through autograd") {
-  for (bool activate_last : {true, false}) {
-    INFO("activate_last " << activate_last);
+  for (auto [activate_last, batch] : {std::pair{true, 9}, {false, 9}, {true, 600}, {false, 600}}) {
+    INFO("activate_last " << activate_last << ", batch " << batch);  // 600 rows: more than one block of bias sums
     MLP mlp(MLPOptions(6, {8, 5, 3}).activate_last(activate_last));
     mlp->to(torch::kDouble);
-    auto x = torch::randn({9, 6}, torch::kDouble).requires_grad_();
-    const auto projection = torch::randn({9, 3}, torch::kDouble);
+    auto x = torch::randn({batch, 6}, torch::kDouble).requires_grad_();
+    const auto projection = torch::randn({batch, 3}, torch::kDouble);
     const auto out = mlp->forward(x);
     torch::Tensor reference_out = x;
     for (size_t l = 0; l < 3; ++l) {

@@ -2,11 +2,14 @@
 // MLP expert, the shared bottom and the towers are all made of it. Without
 // dropout and outside autocast the layers run as one autograd function: one
 // node in place of three per layer (addmm, transpose, ReLU), each ReLU in
-// place on its product, and no input gradient where the input needs none.
+// place on its product, each ReLU's gradient and its layer's bias gradient
+// in one pass, and no input gradient where the input needs none.
 #pragma once
 
 #include <mtl/autocast_state.hpp>
 
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
 #include <torch/autograd.h>
 
 #include <torch/nn/cloneable.h>
@@ -16,12 +19,77 @@
 #include <torch/nn/modules/linear.h>
 #include <torch/nn/pimpl.h>
 
+#include <algorithm>
 #include <ostream>
+#include <tuple>
+#include <utility>
 #include <vector>
 
 namespace mtl {
 
 namespace detail {
+
+// One row's part of relu_grad_and_bias_grad; restrict, so that the loops vectorise.
+template <class T>
+void relu_grad_row(const T* __restrict grad, const T* __restrict output, T* __restrict kept, T* __restrict sums,
+                   int64_t n) {
+  for (int64_t c = 0; c < n; ++c) {
+    const T through = grad[c];  // loaded unconditionally: a conditional load keeps the loop scalar
+    const T value = output[c] <= T(0) ? T(0) : through;
+    kept[c] = value, sums[c] += value;
+  }
+}
+template <class T>
+void add_row(const T* __restrict values, T* __restrict sums, int64_t n) {
+  for (int64_t c = 0; c < n; ++c) sums[c] += values[c];
+}
+
+/// A layer's gradient through its ReLU (zero where `output` <= 0, as
+/// threshold_backward; `relu` false leaves it as it is) and the bias gradient
+/// (its column sums), in one pass on the CPU. On [1024, 256]: 43 us on one
+/// thread, against 53 us for threshold_backward + sum(0) on one thread and
+/// 84 us on two (the layer's two products take 0.8 ms each).
+inline std::pair<torch::Tensor, torch::Tensor> relu_grad_and_bias_grad(const torch::Tensor& grad,
+                                                                      const torch::Tensor& output, bool relu) {
+  const auto type = grad.scalar_type();
+  if (!grad.device().is_cpu() || (type != torch::kFloat && type != torch::kDouble) || output.scalar_type() != type ||
+      !output.is_contiguous() || grad.sizes() != output.sizes() || grad.dim() != 2) {
+    auto through = relu ? torch::threshold_backward(grad, output, 0) : grad;
+    return {through, through.sum(0)};
+  }
+  const auto g = grad.contiguous();
+  auto through = relu ? torch::empty_like(g) : g;
+  const int64_t rows = g.size(0), columns = g.size(1);
+  // Rows in blocks of fixed size, each block's column sums apart, then added
+  // block by block: the same sums whatever the number of threads. Threads
+  // only from about a million values: below, two threads took longer than
+  // one on the 2-vCPU machines.
+  constexpr int64_t kBlockRows = 256;
+  const int64_t blocks = (rows + kBlockRows - 1) / kBlockRows;
+  auto block_sums = torch::empty({std::max<int64_t>(blocks, 1), columns}, g.options());
+  AT_DISPATCH_FLOATING_TYPES(type, "mtl::relu_grad_and_bias_grad", [&] {
+    const scalar_t* in = g.data_ptr<scalar_t>();
+    const scalar_t* out = output.data_ptr<scalar_t>();
+    scalar_t* kept = through.data_ptr<scalar_t>();
+    scalar_t* sums = block_sums.data_ptr<scalar_t>();
+    std::fill(sums, sums + columns, scalar_t(0));  // no rows: zero sums
+    const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 20) / (kBlockRows * std::max<int64_t>(columns, 1)));
+    at::parallel_for(0, blocks, grain, [&](int64_t first_block, int64_t end_block) {
+      for (int64_t b = first_block; b < end_block; ++b) {
+        scalar_t* sum = sums + b * columns;
+        std::fill(sum, sum + columns, scalar_t(0));
+        for (int64_t i = b * kBlockRows; i < std::min(rows, (b + 1) * kBlockRows); ++i) {
+          if (relu)
+            relu_grad_row(in + i * columns, out + i * columns, kept + i * columns, sum, columns);
+          else
+            add_row(in + i * columns, sum, columns);
+        }
+      }
+    });
+    for (int64_t b = 1; b < blocks; ++b) add_row(sums + b * columns, sums, columns);
+  });
+  return {through, block_sums[0]};
+}
 
 /// Linear layers `weights[l]` [out, in], `biases[l]` [out], each followed by a
 /// ReLU except the last when `activate_last` is false.
@@ -55,9 +123,8 @@ class DenseLayers : public torch::autograd::Function<DenseLayers> {
     for (size_t l = layers; l-- > 0;) {
       const auto& input = saved[l];
       const auto& output = saved[l + 1];
-      if (l + 1 < layers || activate_last) g = torch::threshold_backward(g, output, 0);
+      std::tie(g, grad_biases[l]) = relu_grad_and_bias_grad(g, output, l + 1 < layers || activate_last);
       grad_weights[l] = g.t().mm(input);
-      grad_biases[l] = g.sum(0);
       if (l > 0)
         g = g.mm(saved[1 + layers + l]);
       else if (ctx->needs_input_grad(0))
