@@ -72,7 +72,7 @@ inline std::pair<torch::Tensor, torch::Tensor> relu_grad_and_bias_grad(const tor
     const scalar_t* out = output.data_ptr<scalar_t>();
     scalar_t* kept = through.data_ptr<scalar_t>();
     scalar_t* sums = block_sums.data_ptr<scalar_t>();
-    std::fill(sums, sums + columns, scalar_t(0));  // no rows: zero sums
+    if (blocks == 0) std::fill(sums, sums + columns, scalar_t(0));  // no rows: zero sums
     const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 20) / (kBlockRows * std::max<int64_t>(columns, 1)));
     at::parallel_for(0, blocks, grain, [&](int64_t first_block, int64_t end_block) {
       for (int64_t b = first_block; b < end_block; ++b) {
