@@ -7,6 +7,7 @@
 #pragma once
 
 #include <mtl/autocast_state.hpp>
+#include <mtl/matrix_product.hpp>
 
 #include <torch/autograd.h>
 
@@ -35,8 +36,8 @@ class CrossLayers : public torch::autograd::Function<CrossLayers> {
     torch::autograd::variable_list saved{x0};
     torch::Tensor x = x0;
     for (size_t l = 0; l < ups.size(); ++l) {
-      const auto h = low_rank ? x.mm(downs[l].t()) : x;
-      const auto u = torch::addmm(up_biases[l], h, ups[l].t());
+      const auto h = low_rank ? detail::mm(x, downs[l].t()) : x;
+      const auto u = detail::addmm(up_biases[l], h, ups[l].t());
       saved.push_back(x);
       if (low_rank) saved.push_back(h);
       saved.push_back(u);
@@ -69,15 +70,15 @@ class CrossLayers : public torch::autograd::Function<CrossLayers> {
       // x_{l+1} = x0 * u + x_l: d/du = g * x0, d/dx0 gathers g * u from every layer, d/dx_l = g + ...
       const auto grad_u = g * x0;
       grad_x0 = grad_x0.defined() ? grad_x0.addcmul_(g, u) : g * u;
-      grad_ups[l] = grad_u.t().mm(h);
+      grad_ups[l] = detail::mm(grad_u.t(), h);
       grad_biases[l] = grad_u.sum(0);
       if (low_rank) {
         const auto& down = saved[weights_at + layers + l];
-        const auto grad_h = grad_u.mm(up);
-        grad_downs[l] = grad_h.t().mm(x);
-        g = torch::addmm(g, grad_h, down);
+        const auto grad_h = detail::mm(grad_u, up);
+        grad_downs[l] = detail::mm(grad_h.t(), x);
+        g = detail::addmm(g, grad_h, down);
       } else {
-        g = torch::addmm(g, grad_u, up);
+        g = detail::addmm(g, grad_u, up);
       }
     }
     grad_x0.add_(g);  // x_0 is x0 itself

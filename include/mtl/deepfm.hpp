@@ -79,7 +79,7 @@ class DeepFMImpl : public torch::nn::Cloneable<DeepFMImpl> {
     auto deep_in = lookup.embeddings.reshape({batch, -1});
     if (schema.num_dense() > 0) {
       auto dense = input.dense.to(deep_in.scalar_type());
-      first_order = first_order + dense_linear->forward(dense);
+      first_order = first_order + detail::linear_forward(dense_linear, dense);
       deep_in = torch::cat({deep_in, dense}, 1);
     }
     return {deep->forward(deep_in), first_order, fm_second_order(lookup.embeddings)};
@@ -90,7 +90,7 @@ class DeepFMImpl : public torch::nn::Cloneable<DeepFMImpl> {
   torch::Tensor forward(const FeatureInputs& input) {
     auto parts = forward_parts(input);
     auto fm_vector = torch::cat({parts.first_order, parts.second_order}, 1);
-    return torch::cat({parts.deep, fm_projection->forward(fm_vector)}, 1);
+    return torch::cat({parts.deep, detail::linear_forward(fm_projection, fm_vector)}, 1);
   }
 
   int64_t output_dim() const { return deep->output_dim() + options.fm_projection_dim(); }

@@ -87,7 +87,7 @@ class ExpertImpl : public torch::nn::Cloneable<ExpertImpl> {
   /// [batch, input_dim] -> [batch, output_dim]
   torch::Tensor forward(const torch::Tensor& x) {
     auto h = options.kind() == ExpertKind::mlp ? mlp->forward(x) : cross->forward(x);
-    return projection->forward(h);
+    return detail::linear_forward(projection, h);
   }
 
   /// Width before the projection: the MLP's last layer, or the cross input width.

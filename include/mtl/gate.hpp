@@ -2,6 +2,8 @@
 // It keeps the weights of its last forward for expert-health diagnostics.
 #pragma once
 
+#include <mtl/mlp.hpp>
+
 #include <torch/nn/cloneable.h>
 #include <torch/nn/module.h>
 #include <torch/nn/modules/linear.h>
@@ -40,7 +42,7 @@ class GateImpl : public torch::nn::Cloneable<GateImpl> {
   /// [batch, input_dim] -> weights [batch, num_experts], each row summing to 1.
   torch::Tensor forward(const torch::Tensor& x) {
     // Softmax in fp32: under bf16 autocast a low-precision softmax rounds the weights.
-    auto weights = torch::softmax(scorer->forward(x), /*dim=*/1, torch::kFloat)
+    auto weights = torch::softmax(detail::linear_forward(scorer, x), /*dim=*/1, torch::kFloat)
                        .to(x.scalar_type());
     last_weights_ = weights.detach();
     return weights;

@@ -7,6 +7,7 @@
 #pragma once
 
 #include <mtl/autocast_state.hpp>
+#include <mtl/matrix_product.hpp>
 
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
@@ -103,7 +104,7 @@ class DenseLayers : public torch::autograd::Function<DenseLayers> {
     torch::autograd::variable_list saved{x0};
     torch::Tensor x = x0;
     for (size_t l = 0; l < weights.size(); ++l) {
-      x = torch::addmm(biases[l], x, weights[l].t());
+      x = detail::addmm(biases[l], x, weights[l].t());
       if (l + 1 < weights.size() || activate_last) x.relu_();
       saved.push_back(x);
     }
@@ -124,11 +125,11 @@ class DenseLayers : public torch::autograd::Function<DenseLayers> {
       const auto& input = saved[l];
       const auto& output = saved[l + 1];
       std::tie(g, grad_biases[l]) = relu_grad_and_bias_grad(g, output, l + 1 < layers || activate_last);
-      grad_weights[l] = g.t().mm(input);
+      grad_weights[l] = detail::mm(g.t(), input);
       if (l > 0)
-        g = g.mm(saved[1 + layers + l]);
+        g = detail::mm(g, saved[1 + layers + l]);
       else if (ctx->needs_input_grad(0))
-        grad_x0 = g.mm(saved[1 + layers]);
+        grad_x0 = detail::mm(g, saved[1 + layers]);
     }
     torch::autograd::variable_list result{grad_x0};
     result.insert(result.end(), grad_weights.begin(), grad_weights.end());
@@ -137,6 +138,15 @@ class DenseLayers : public torch::autograd::Function<DenseLayers> {
     return result;
   }
 };
+
+/// `layer`'s forward as DenseLayers' one node with no activation, so that its
+/// products go where DenseLayers sends them (oneDNN on the CPU in float); under
+/// autocast, without a bias, or on an input that is not 2-D, the module's own forward.
+inline torch::Tensor linear_forward(torch::nn::Linear& layer, const torch::Tensor& x) {
+  if (autocast_enabled() || !layer->options.bias() || x.dim() != 2) return layer->forward(x);
+  return DenseLayers::apply(x, torch::TensorList(layer->weight), torch::TensorList(layer->bias),
+                            /*activate_last=*/false)[0];
+}
 
 }  // namespace detail
 
