@@ -101,18 +101,19 @@ inline void require_gradient_everywhere(torch::nn::Module& module, const torch::
 
 /// A module's written-out backward agrees with autograd through its formula:
 /// the gradients of `loss` and of `reference` (both scalars) to `input` and to
-/// each of `params` are equal within 1e-12 (double precision).
+/// each of `params` are equal within `tolerance` (relative and absolute; the
+/// default for double precision).
 inline void require_same_gradients(const torch::Tensor& loss, const torch::Tensor& reference, const torch::Tensor& input,
-                                   const std::vector<torch::Tensor>& params) {
+                                   const std::vector<torch::Tensor>& params, double tolerance = 1e-12) {
   const auto grads = torch::autograd::grad({loss}, {input}, {}, /*retain_graph=*/true);
   const auto param_grads = torch::autograd::grad({loss}, params);
   const auto ref_grads = torch::autograd::grad({reference}, {input}, {}, /*retain_graph=*/true);
   const auto ref_param_grads = torch::autograd::grad({reference}, params);
-  REQUIRE(torch::allclose(grads[0], ref_grads[0], 1e-12, 1e-12));
+  REQUIRE(torch::allclose(grads[0], ref_grads[0], tolerance, tolerance));
   REQUIRE(param_grads.size() == ref_param_grads.size());
   for (size_t i = 0; i < params.size(); ++i) {
     INFO("parameter " << i);
-    REQUIRE(torch::allclose(param_grads[i], ref_param_grads[i], 1e-12, 1e-12));
+    REQUIRE(torch::allclose(param_grads[i], ref_param_grads[i], tolerance, tolerance));
   }
 }
 

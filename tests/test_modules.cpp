@@ -9,6 +9,7 @@
 #include <mtl/expert.hpp>
 #include <mtl/fm_second_order.hpp>
 #include <mtl/gate.hpp>
+#include <mtl/matrix_product.hpp>
 #include <mtl/mlp.hpp>
 #include <mtl/tower.hpp>
 #include <mtl/version.hpp>
@@ -152,22 +153,26 @@ TEST_CASE("MLP") {
 // Linear + ReLU through autograd: input and every parameter, last layer
 // activated or not; an input that needs no gradient gets none; dropout in
 // training takes the module path (a different output each call), in eval none.
+// In float the products go to oneDNN and the reference's to ATen's BLAS: equal within float rounding.
 TEST_CASE("MLP layers as one function equal Linear + ReLU through autograd") {
-  for (auto [activate_last, batch] : {std::pair{true, 9}, {false, 9}, {true, 600}, {false, 600}}) {
-    INFO("activate_last " << activate_last << ", batch " << batch);  // 600 rows: more than one block of bias sums
-    MLP mlp(MLPOptions(6, {8, 5, 3}).activate_last(activate_last));
-    mlp->to(torch::kDouble);
-    auto x = torch::randn({batch, 6}, torch::kDouble).requires_grad_();
-    const auto projection = torch::randn({batch, 3}, torch::kDouble);
-    const auto out = mlp->forward(x);
-    torch::Tensor reference_out = x;
-    for (size_t l = 0; l < 3; ++l) {
-      reference_out = mlp->layers[l]->as<torch::nn::Linear>()->forward(reference_out);
-      if (l < 2 || activate_last) reference_out = torch::relu(reference_out);
+  for (auto dtype : {torch::kDouble, torch::kFloat})
+    for (auto [activate_last, batch] : {std::pair{true, 9}, {false, 9}, {true, 600}, {false, 600}}) {
+      INFO("dtype " << dtype << ", activate_last " << activate_last << ", batch " << batch);  // 600 rows: more than one block of bias sums
+      const double tolerance = dtype == torch::kDouble ? 1e-12 : 1e-4;
+      MLP mlp(MLPOptions(6, {40, 5, 3}).activate_last(activate_last));
+      mlp->to(dtype);
+      auto x = torch::randn({batch, 6}, dtype).requires_grad_();
+      const auto projection = torch::randn({batch, 3}, dtype);
+      const auto out = mlp->forward(x);
+      torch::Tensor reference_out = x;
+      for (size_t l = 0; l < 3; ++l) {
+        reference_out = mlp->layers[l]->as<torch::nn::Linear>()->forward(reference_out);
+        if (l < 2 || activate_last) reference_out = torch::relu(reference_out);
+      }
+      REQUIRE(torch::allclose(out, reference_out, tolerance, tolerance));
+      require_same_gradients((out * projection).sum(), (reference_out * projection).sum(), x, mlp->parameters(),
+                             tolerance);
     }
-    REQUIRE(torch::allclose(out, reference_out, 1e-12, 1e-12));
-    require_same_gradients((out * projection).sum(), (reference_out * projection).sum(), x, mlp->parameters());
-  }
   MLP mlp(MLPOptions(6, {8, 3}));
   auto constant_input = torch::randn({4, 6});
   mlp->forward(constant_input).sum().backward();
@@ -179,6 +184,59 @@ TEST_CASE("MLP layers as one function equal Linear + ReLU through autograd") {
   REQUIRE_FALSE(torch::equal(dropping->forward(x), dropping->forward(x)));
   dropping->eval();
   REQUIRE(torch::equal(dropping->forward(x), dropping->forward(x)));
+}
+
+// The products handed to oneDNN's sgemm equal float products computed in
+// double, for each layout sgemm reads (row-major, a transpose, rows longer than
+// the matrix) and one it cannot (a copy first); the cases oneDNN does not take
+// (double, empty, operands autograd tracks) give ATen's results.
+TEST_CASE("Matrix products through oneDNN equal ATen's") {
+  const auto in_double = [](const torch::Tensor& a, const torch::Tensor& b) {
+    return torch::mm(a.to(torch::kDouble), b.to(torch::kDouble)).to(torch::kFloat);
+  };
+  const auto wide = torch::randn({300, 70});
+  const std::vector<std::pair<std::string, std::pair<torch::Tensor, torch::Tensor>>> cases{
+      {"row-major", {torch::randn({300, 64}), torch::randn({64, 33})}},
+      {"both transposed", {torch::randn({64, 300}).t(), torch::randn({33, 64}).t()}},
+      {"column slices", {wide.narrow(1, 3, 64), torch::randn({64, 90}).narrow(1, 50, 33)}},
+      {"every other row and column", {torch::randn({600, 128}).slice(0, 0, 600, 2).slice(1, 0, 128, 2), torch::randn({64, 33})}},
+      {"one row, one column", {torch::randn({1, 64}), torch::randn({64, 1})}}};
+  for (const auto& [name, operands] : cases) {
+    INFO(name);
+    const auto& [a, b] = operands;
+    const auto expected = in_double(a, b);
+    REQUIRE(torch::allclose(mtl::detail::mm(a, b), expected, 1e-5, 1e-4));
+    const auto bias = torch::randn({b.size(1)}), full = torch::randn({a.size(0), b.size(1)});
+    REQUIRE(torch::allclose(mtl::detail::addmm(bias, a, b), expected + bias, 1e-5, 1e-4));
+    REQUIRE(torch::allclose(mtl::detail::addmm(full, a, b), expected + full, 1e-5, 1e-4));
+  }
+  const auto a = torch::randn({5, 4}, torch::kDouble), b = torch::randn({4, 3}, torch::kDouble);
+  REQUIRE(torch::equal(mtl::detail::mm(a, b), torch::mm(a, b)));
+  REQUIRE(mtl::detail::mm(torch::randn({0, 4}), torch::randn({4, 3})).sizes() == torch::IntArrayRef{0, 3});
+  REQUIRE(torch::equal(mtl::detail::mm(torch::randn({2, 0}), torch::randn({0, 3})), torch::zeros({2, 3})));
+  const auto tracked = torch::randn({5, 4}, torch::requires_grad());
+  REQUIRE(mtl::detail::mm(tracked, torch::randn({4, 3})).requires_grad());
+  REQUIRE_TORCH_ERROR(mtl::detail::mm(torch::randn({5, 4}), torch::randn({3, 2})), "cannot be multiplied");
+}
+
+// A Linear layer as DenseLayers' one node equals the module's forward and its
+// gradients; an input that is not 2-D goes through the module.
+TEST_CASE("linear_forward equals the Linear module through autograd") {
+  for (auto dtype : {torch::kDouble, torch::kFloat}) {
+    INFO("dtype " << dtype);
+    const double tolerance = dtype == torch::kDouble ? 1e-12 : 1e-4;
+    torch::nn::Linear layer(20, 7);
+    layer->to(dtype);
+    auto x = torch::randn({300, 20}, dtype).requires_grad_();
+    const auto projection = torch::randn({300, 7}, dtype);
+    const auto out = mtl::detail::linear_forward(layer, x);
+    const auto reference = layer->forward(x);
+    REQUIRE(torch::allclose(out, reference, tolerance, tolerance));
+    require_same_gradients((out * projection).sum(), (reference * projection).sum(), x, layer->parameters(), tolerance);
+  }
+  torch::nn::Linear layer(4, 2);
+  const auto batched = torch::randn({3, 5, 4});
+  REQUIRE(torch::equal(mtl::detail::linear_forward(layer, batched), layer->forward(batched)));
 }
 
 // FM's second-order vector equals the brute-force sum over field pairs.
@@ -291,12 +349,12 @@ TEST_CASE("CrossNetV2 low rank equals its formula") {
 // The written-out backward of the cross layers equals autograd through the
 // formula: gradients to the input and to every weight and bias, full and low rank.
 TEST_CASE("CrossNetV2 gradients equal autograd through its formula") {
-  for (int64_t rank : {0, 3}) {
-    INFO("low_rank " << rank);
+  for (auto [dtype, rank] : {std::pair{torch::kDouble, 0}, {torch::kDouble, 3}, {torch::kFloat, 0}, {torch::kFloat, 3}}) {
+    INFO("dtype " << dtype << ", low_rank " << rank);  // float: products through oneDNN, the reference's through ATen
     CrossNetV2 cross(CrossNetV2Options(6, 3).low_rank(rank));
-    cross->to(torch::kDouble);
-    auto x0 = torch::randn({9, 6}, torch::kDouble).requires_grad_();
-    const auto projection = torch::randn({9, 6}, torch::kDouble);
+    cross->to(dtype);
+    auto x0 = torch::randn({9, 6}, dtype).requires_grad_();
+    const auto projection = torch::randn({9, 6}, dtype);
     torch::Tensor x = x0;
     for (size_t l = 0; l < 3; ++l) {
       torch::nn::Linear u(std::dynamic_pointer_cast<torch::nn::LinearImpl>(cross->up[l]));
@@ -304,7 +362,8 @@ TEST_CASE("CrossNetV2 gradients equal autograd through its formula") {
       if (rank > 0) h = linear(torch::nn::Linear(std::dynamic_pointer_cast<torch::nn::LinearImpl>(cross->down[l])), x);
       x = x0 * linear(u, h) + x;
     }
-    require_same_gradients((cross->forward(x0) * projection).sum(), (x * projection).sum(), x0, cross->parameters());
+    require_same_gradients((cross->forward(x0) * projection).sum(), (x * projection).sum(), x0, cross->parameters(),
+                           dtype == torch::kDouble ? 1e-12 : 1e-4);
   }
 }
 
