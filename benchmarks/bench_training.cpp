@@ -7,6 +7,7 @@
 // index ops); peak resident memory; the E5 step's matrix products alone.
 #include <mtl/data/synthetic.hpp>
 #include <mtl/huge_pages.hpp>
+#include <mtl/matrix_product.hpp>
 #include <mtl/model.hpp>
 #include <mtl/optim/dual_optimizer.hpp>
 #include <mtl/train/heap_retention.hpp>
@@ -120,36 +121,59 @@ PLEModel e5_model() {
 }
 void BM_Step_E5(benchmark::State& s) { train_steps(s, e5_model(), {"ctr", "cvr"}, true); }
 
-/// The floor under an E5 step: only its matrix products, each Linear's forward
-/// (addmm) and backward (input and weight gradients) at batch 1024, on random
-/// data. A step's time above this is everything else (elementwise work,
-/// autograd, optimizers, the embedding path).
-void BM_Products_E5(benchmark::State& state) {
-  torch::set_num_threads(static_cast<int>(std::thread::hardware_concurrency()));
+/// Every Linear layer of a model as the three products of its step at batch
+/// 1024 on random data: forward (bias + x W^T), input gradient (g W), weight
+/// gradient (g^T x); through the library's products (oneDNN's sgemm on the CPU
+/// in float, include/mtl/matrix_product.hpp) or through ATen's (the system BLAS).
+class LayerProducts {
+ public:
+  explicit LayerProducts(const torch::nn::Module& model) {
+    for (const auto& m : model.modules())
+      if (auto linear = std::dynamic_pointer_cast<torch::nn::LinearImpl>(m)) {
+        const int64_t in = linear->weight.size(1), out = linear->weight.size(0);
+        layers_.push_back({torch::randn({kBatch, in}), torch::randn({out, in}), torch::randn({out}), torch::randn({kBatch, out})});
+      }
+  }
+  void run(bool onednn) const {
+    for (const auto& l : layers_)
+      if (onednn) {
+        benchmark::DoNotOptimize(mtl::detail::addmm(l.b, l.x, l.w.t()).data_ptr<float>());
+        benchmark::DoNotOptimize(mtl::detail::mm(l.g, l.w).data_ptr<float>());
+        benchmark::DoNotOptimize(mtl::detail::mm(l.g.t(), l.x).data_ptr<float>());
+      } else {
+        benchmark::DoNotOptimize(torch::addmm(l.b, l.x, l.w.t()).data_ptr<float>());
+        benchmark::DoNotOptimize(torch::mm(l.g, l.w).data_ptr<float>());
+        benchmark::DoNotOptimize(torch::mm(l.g.t(), l.x).data_ptr<float>());
+      }
+  }
+
+ private:
   struct Shapes {
     torch::Tensor x, w, b, g;
   };
-  std::vector<Shapes> layers;
+  std::vector<Shapes> layers_;
+};
+
+/// The floor under an E5 step: only its matrix products at their shapes
+/// (argument 1: through oneDNN, as the step runs them; 0: through ATen's BLAS).
+/// A step's time above this is everything else (elementwise work, autograd,
+/// optimizers, the embedding path).
+void BM_Products_E5(benchmark::State& state) {
+  torch::set_num_threads(static_cast<int>(std::thread::hardware_concurrency()));
   auto model = e5_model();
-  for (const auto& m : model->modules())
-    if (auto linear = std::dynamic_pointer_cast<torch::nn::LinearImpl>(m)) {
-      const int64_t in = linear->weight.size(1), out = linear->weight.size(0);
-      layers.push_back({torch::randn({kBatch, in}), torch::randn({out, in}), torch::randn({out}), torch::randn({kBatch, out})});
-    }
-  for (auto _ : state)
-    for (const auto& l : layers) {
-      benchmark::DoNotOptimize(torch::addmm(l.b, l.x, l.w.t()).data_ptr<float>());
-      benchmark::DoNotOptimize(torch::mm(l.g, l.w).data_ptr<float>());
-      benchmark::DoNotOptimize(torch::mm(l.g.t(), l.x).data_ptr<float>());
-    }
+  const LayerProducts products(*model);
+  for (auto _ : state) products.run(state.range(0) == 1);
   state.counters["GFLOP_per_s"] = benchmark::Counter(flops_per_sample(*model) * kBatch, benchmark::Counter::kIsIterationInvariantRate,
                                                      benchmark::Counter::kIs1000);
 }
 
-/// The E5 step against the GEMM roofline with both measured in one loop, step
-/// and SGEMM alternating (ten products of the deep MLP's first shape after each
-/// step), so that a slow or fast spell of a shared machine falls on both sides:
-/// the step's GFLOP/s, SGEMM's, and the step's share of SGEMM.
+/// The E5 step against the GEMM roofline with all measured in one loop, so
+/// that a slow or fast spell of a shared machine falls on every side: after
+/// each step, ten SGEMMs at the deep MLP's first shape through oneDNN (the
+/// fastest SGEMM measured on these machines), ten through ATen's BLAS, and the
+/// step's own products at their shapes (through oneDNN). Counters: the step's
+/// GFLOP/s, each SGEMM's, the products', and the step's share of the oneDNN
+/// SGEMM (`roofline_share`) and of its own products (`products_share`).
 void BM_Roofline_E5_SideBySide(benchmark::State& state) {
   torch::set_num_threads(static_cast<int>(std::thread::hardware_concurrency()));
   train::retain_freed_memory();
@@ -157,36 +181,49 @@ void BM_Roofline_E5_SideBySide(benchmark::State& state) {
   auto model = e5_model();
   optim::DualSparseDenseOptimizer opt(*model, optim::DualSparseDenseOptions().total_steps(100000).warmup_steps(10));
   train::Objective objective({"ctr", "cvr"}, train::ObjectiveOptions().use_esmm(true));
+  const LayerProducts products(*model);
   const auto a = torch::randn({kBatch, 192}), b = torch::randn({192, 256});
-  auto c = torch::empty({kBatch, 256});
   constexpr int kProducts = 10;
   using clock = std::chrono::steady_clock;
-  clock::duration step_time{}, gemm_time{};
+  clock::duration step_time{}, onednn_time{}, blas_time{}, products_time{};
   size_t i = 0;
   for (auto _ : state) {
     const auto& batch = w.batches[i++ % w.batches.size()];
-    const auto start = clock::now();
+    auto t0 = clock::now();
     opt.zero_grad();
     objective(model->forward(batch.features), batch).total.backward();
     opt.step();
-    const auto middle = clock::now();
-    for (int k = 0; k < kProducts; ++k) torch::mm_out(c, a, b);
-    step_time += middle - start, gemm_time += clock::now() - middle;
+    auto t1 = clock::now();
+    for (int k = 0; k < kProducts; ++k) benchmark::DoNotOptimize(mtl::detail::mm(a, b).data_ptr<float>());
+    auto t2 = clock::now();
+    for (int k = 0; k < kProducts; ++k) benchmark::DoNotOptimize(torch::mm(a, b).data_ptr<float>());
+    auto t3 = clock::now();
+    products.run(/*onednn=*/true);
+    auto t4 = clock::now();
+    step_time += t1 - t0, onednn_time += t2 - t1, blas_time += t3 - t2, products_time += t4 - t3;
   }
   const double steps = static_cast<double>(state.iterations());
-  const double step_gflops = flops_per_sample(*model) * kBatch * steps / std::chrono::duration<double>(step_time).count() / 1e9;
-  const double gemm_gflops = 2.0 * kBatch * 192 * 256 * kProducts * steps / std::chrono::duration<double>(gemm_time).count() / 1e9;
-  state.counters["step_GFLOP_per_s"] = step_gflops;
-  state.counters["sgemm_GFLOP_per_s"] = gemm_gflops;
-  state.counters["roofline_share"] = step_gflops / gemm_gflops;
+  const auto gflops = [&](double flop, clock::duration time) {
+    return flop * steps / std::chrono::duration<double>(time).count() / 1e9;
+  };
+  const double step_flop = flops_per_sample(*model) * kBatch, sgemm_flop = 2.0 * kBatch * 192 * 256 * kProducts;
+  state.counters["step_GFLOP_per_s"] = gflops(step_flop, step_time);
+  state.counters["sgemm_GFLOP_per_s"] = gflops(sgemm_flop, onednn_time);
+  state.counters["blas_sgemm_GFLOP_per_s"] = gflops(sgemm_flop, blas_time);
+  state.counters["products_GFLOP_per_s"] = gflops(step_flop, products_time);
+  state.counters["roofline_share"] = gflops(step_flop, step_time) / gflops(sgemm_flop, onednn_time);
+  state.counters["products_share"] = gflops(step_flop, step_time) / gflops(step_flop, products_time);
 }
 
-/// Sustained SGEMM at the deep MLP's first shape: [1024 x 192] x [192 x 256], forward-style.
+/// Sustained SGEMM at the deep MLP's shapes, forward-style: [1024 x 192] x
+/// [192 x 256] and [1024 x 256] x [256 x 128]; the last argument 1 through
+/// oneDNN (the library's products), 0 through ATen's BLAS.
 void BM_Sgemm(benchmark::State& state) {
   torch::set_num_threads(static_cast<int>(std::thread::hardware_concurrency()));
   const int64_t m = state.range(0), k = state.range(1), n = state.range(2);
+  const bool onednn = state.range(3) == 1;
   auto a = torch::randn({m, k}), b = torch::randn({k, n});
-  for (auto _ : state) benchmark::DoNotOptimize(torch::mm(a, b).data_ptr<float>());
+  for (auto _ : state) benchmark::DoNotOptimize((onednn ? mtl::detail::mm(a, b) : torch::mm(a, b)).data_ptr<float>());
   state.counters["GFLOP_per_s"] = benchmark::Counter(2.0 * m * k * n, benchmark::Counter::kIsIterationInvariantRate,
                                                      benchmark::Counter::kIs1000);
 }
@@ -331,7 +368,13 @@ void BM_Embedding_MemoryFloor(benchmark::State& state) {
 
 }  // namespace
 
-BENCHMARK(BM_Sgemm)->Args({1024, 192, 256})->Args({1024, 256, 128})->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_Sgemm)
+    ->ArgNames({"m", "k", "n", "onednn"})
+    ->Args({1024, 192, 256, 0})
+    ->Args({1024, 192, 256, 1})
+    ->Args({1024, 256, 128, 0})
+    ->Args({1024, 256, 128, 1})
+    ->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_Embedding_Ours)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_Embedding_Stock)->Unit(benchmark::kMillisecond);
 BENCHMARK(BM_Embedding_SideBySide)->Unit(benchmark::kMillisecond)->MinTime(3);
@@ -343,6 +386,6 @@ BENCHMARK(BM_Step_E2)->Unit(benchmark::kMillisecond)->MinTime(3);
 BENCHMARK(BM_Step_E3)->Unit(benchmark::kMillisecond)->MinTime(3);
 BENCHMARK(BM_Step_E4)->Unit(benchmark::kMillisecond)->MinTime(3);
 BENCHMARK(BM_Step_E5)->Unit(benchmark::kMillisecond)->MinTime(3);
-BENCHMARK(BM_Products_E5)->Unit(benchmark::kMillisecond)->MinTime(3);
+BENCHMARK(BM_Products_E5)->ArgName("onednn")->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond)->MinTime(3);
 BENCHMARK(BM_Roofline_E5_SideBySide)->Unit(benchmark::kMillisecond)->MinTime(5);
 BENCHMARK_MAIN();
