@@ -92,6 +92,35 @@ inline std::pair<torch::Tensor, torch::Tensor> relu_grad_and_bias_grad(const tor
   return {through, block_sums[0]};
 }
 
+/// `products` + `bias` on every row, then a ReLU unless `relu` is false, in
+/// place and in one pass on the CPU: after the product, in place of addmm's
+/// copy of the bias before it and the ReLU's pass after it.
+inline void add_bias_and_relu_(torch::Tensor& products, const torch::Tensor& bias, bool relu) {
+  const auto type = products.scalar_type();
+  if (!products.device().is_cpu() || (type != torch::kFloat && type != torch::kDouble) || bias.scalar_type() != type ||
+      !products.is_contiguous() || products.dim() != 2 || bias.dim() != 1 || bias.size(0) != products.size(1)) {
+    products.add_(bias);
+    if (relu) products.relu_();
+    return;
+  }
+  const auto b = bias.contiguous();
+  const int64_t columns = products.size(1);
+  AT_DISPATCH_FLOATING_TYPES(type, "mtl::add_bias_and_relu_", [&] {
+    scalar_t* rows = products.data_ptr<scalar_t>();
+    const scalar_t* __restrict add = b.data_ptr<scalar_t>();
+    const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 20) / std::max<int64_t>(columns, 1));
+    at::parallel_for(0, products.size(0), grain, [&](int64_t first, int64_t end) {
+      for (int64_t i = first; i < end; ++i) {
+        scalar_t* __restrict row = rows + i * columns;
+        if (relu)
+          for (int64_t c = 0; c < columns; ++c) row[c] = std::max(row[c] + add[c], scalar_t(0));
+        else
+          for (int64_t c = 0; c < columns; ++c) row[c] += add[c];
+      }
+    });
+  });
+}
+
 /// Linear layers `weights[l]` [out, in], `biases[l]` [out], each followed by a
 /// ReLU except the last when `activate_last` is false.
 class DenseLayers : public torch::autograd::Function<DenseLayers> {
@@ -104,8 +133,8 @@ class DenseLayers : public torch::autograd::Function<DenseLayers> {
     torch::autograd::variable_list saved{x0};
     torch::Tensor x = x0;
     for (size_t l = 0; l < weights.size(); ++l) {
-      x = detail::addmm(biases[l], x, weights[l].t());
-      if (l + 1 < weights.size() || activate_last) x.relu_();
+      x = detail::mm(x, weights[l].t());
+      add_bias_and_relu_(x, biases[l], l + 1 < weights.size() || activate_last);
       saved.push_back(x);
     }
     saved.insert(saved.end(), weights.begin(), weights.end());
