@@ -349,22 +349,28 @@ TEST_CASE("CrossNetV2 low rank equals its formula") {
 // The written-out backward of the cross layers equals autograd through the
 // formula: gradients to the input and to every weight and bias, full and low rank.
 TEST_CASE("CrossNetV2 gradients equal autograd through its formula") {
-  for (auto [dtype, rank] : {std::pair{torch::kDouble, 0}, {torch::kDouble, 3}, {torch::kFloat, 0}, {torch::kFloat, 3}}) {
-    INFO("dtype " << dtype << ", low_rank " << rank);  // float: products through oneDNN, the reference's through ATen
-    CrossNetV2 cross(CrossNetV2Options(6, 3).low_rank(rank));
-    cross->to(dtype);
-    auto x0 = torch::randn({9, 6}, dtype).requires_grad_();
-    const auto projection = torch::randn({9, 6}, dtype);
-    torch::Tensor x = x0;
-    for (size_t l = 0; l < 3; ++l) {
-      torch::nn::Linear u(std::dynamic_pointer_cast<torch::nn::LinearImpl>(cross->up[l]));
-      torch::Tensor h = x;
-      if (rank > 0) h = linear(torch::nn::Linear(std::dynamic_pointer_cast<torch::nn::LinearImpl>(cross->down[l])), x);
-      x = x0 * linear(u, h) + x;
-    }
-    require_same_gradients((cross->forward(x0) * projection).sum(), (x * projection).sum(), x0, cross->parameters(),
-                           dtype == torch::kDouble ? 1e-12 : 1e-4);
-  }
+  // float: products through oneDNN, the reference's through ATen; 600 rows: more
+  // than one block of bias sums; a transposed input takes the tensor-op path.
+  for (auto dtype : {torch::kDouble, torch::kFloat})
+    for (int64_t rank : {0, 3})
+      for (auto [batch, transposed] : {std::pair{9, false}, {600, false}, {9, true}}) {
+        INFO("dtype " << dtype << ", low_rank " << rank << ", batch " << batch << ", transposed " << transposed);
+        CrossNetV2 cross(CrossNetV2Options(6, 3).low_rank(rank));
+        cross->to(dtype);
+        auto x0 = (transposed ? torch::randn({6, batch}, dtype).t() : torch::randn({batch, 6}, dtype)).requires_grad_();
+        const auto projection = torch::randn({batch, 6}, dtype);
+        torch::Tensor x = x0;
+        for (size_t l = 0; l < 3; ++l) {
+          torch::nn::Linear u(std::dynamic_pointer_cast<torch::nn::LinearImpl>(cross->up[l]));
+          torch::Tensor h = x;
+          if (rank > 0) h = linear(torch::nn::Linear(std::dynamic_pointer_cast<torch::nn::LinearImpl>(cross->down[l])), x);
+          x = x0 * linear(u, h) + x;
+        }
+        const double tolerance = dtype == torch::kDouble ? 1e-12 : 1e-4;
+        REQUIRE(torch::allclose(cross->forward(x0), x, tolerance, tolerance));
+        require_same_gradients((cross->forward(x0) * projection).sum(), (x * projection).sum(), x0, cross->parameters(),
+                               tolerance);
+      }
 }
 
 // Both expert kinds emit the common width from their natural widths.
