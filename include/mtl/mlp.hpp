@@ -108,6 +108,7 @@ inline void add_bias_and_relu_(torch::Tensor& products, const torch::Tensor& bia
   AT_DISPATCH_FLOATING_TYPES(type, "mtl::add_bias_and_relu_", [&] {
     scalar_t* rows = products.data_ptr<scalar_t>();
     const scalar_t* __restrict add = b.data_ptr<scalar_t>();
+    // Threads only from about a million values, as in relu_grad_and_bias_grad.
     const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 20) / std::max<int64_t>(columns, 1));
     at::parallel_for(0, products.size(0), grain, [&](int64_t first, int64_t end) {
       for (int64_t i = first; i < end; ++i) {
