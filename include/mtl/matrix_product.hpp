@@ -25,19 +25,6 @@ struct GemmOperand {
   const float* data;
 };
 
-inline bool as_gemm_operand(const torch::Tensor& t, GemmOperand& operand) {
-  const int64_t rows = t.size(0), columns = t.size(1);
-  if (t.stride(1) == 1 && t.stride(0) >= std::max<int64_t>(1, columns)) {
-    operand = {'N', t.stride(0), t.data_ptr<float>()};
-    return true;
-  }
-  if (t.stride(0) == 1 && t.stride(1) >= std::max<int64_t>(1, rows)) {
-    operand = {'T', t.stride(1), t.data_ptr<float>()};
-    return true;
-  }
-  return false;
-}
-
 // Whether a product of these operands goes to oneDNN.
 inline bool use_onednn_gemm(const torch::Tensor& a, const torch::Tensor& b) {
   return a.dim() == 2 && b.dim() == 2 && a.device().is_cpu() && b.device().is_cpu() &&
@@ -46,13 +33,14 @@ inline bool use_onednn_gemm(const torch::Tensor& a, const torch::Tensor& b) {
          !(at::GradMode::is_enabled() && (a.requires_grad() || b.requires_grad()));
 }
 
-// The operand sgemm reads for `t`; a contiguous copy kept in `copy` where `t` has other strides.
+// The operand sgemm reads for `t`: row-major or a transpose as it lies, else
+// a contiguous copy kept in `copy`.
 inline GemmOperand gemm_operand(const torch::Tensor& t, torch::Tensor& copy) {
-  GemmOperand operand{};
-  if (as_gemm_operand(t, operand)) return operand;
+  const int64_t rows = t.size(0), columns = t.size(1);
+  if (t.stride(1) == 1 && t.stride(0) >= std::max<int64_t>(1, columns)) return {'N', t.stride(0), t.data_ptr<float>()};
+  if (t.stride(0) == 1 && t.stride(1) >= std::max<int64_t>(1, rows)) return {'T', t.stride(1), t.data_ptr<float>()};
   copy = t.contiguous();
-  as_gemm_operand(copy, operand);
-  return operand;
+  return {'N', std::max<int64_t>(1, columns), copy.data_ptr<float>()};
 }
 
 // out = a @ b + beta * out, out a contiguous [a.rows, b.columns] float tensor.
