@@ -159,6 +159,7 @@ config_errors)
   check 's/primary_key: auc_ctcvr/primary_key: auc_ctcvrr/' "cannot produce 'auc_ctcvrr'"
   check 's/^      shared:/      shared: []\n      unused:/' "unknown field 'model.ple.experts.unused'"
   check 's/        - {type: cross, layers: 3}/        - {type: cross, layers: 0}/' "a cross expert needs layers >= 1, got 0"
+  check 's/        - {type: cross, layers: 3}/        - {type: cross,  [3]}/' "an expert's value has the wrong type"
   check 's/  lambda_cvr_aux: 0.1/  lambda_cvr_aux: -0.5/' "field 'esmm.lambda_cvr_aux': expected lambda >= 0"
   sed 's/^  batch_size: 1024/  batch_size: 0/' "$configs/base.yaml" > base.yaml
   sed 's/^base: base.yaml/base: base.yaml/' "$good" > case.yaml

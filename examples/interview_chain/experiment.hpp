@@ -76,13 +76,13 @@ namespace detail {
 
 inline mtl::ExpertOptions read_expert(const YAML::Node& item, const FieldValue& where, const std::string& path) {
   const std::string at = FieldTable::place(where) + ": field '" + path + "'";
-  for (const auto& entry : item) {
-    const auto key = entry.first.as<std::string>();
-    TORCH_CHECK(key == "type" || key == "hidden_dims" || key == "layers" || key == "low_rank", at,
-                ": an expert has an unknown key '", key, "' (expected type, hidden_dims, layers, low_rank)");
-  }
-  const auto type = item["type"].as<std::string>();
-  try {
+  try {  // every read of the expert's YAML inside: a key that is a list is a YAML::Exception too
+    for (const auto& entry : item) {
+      const auto key = entry.first.as<std::string>();
+      TORCH_CHECK(key == "type" || key == "hidden_dims" || key == "layers" || key == "low_rank", at,
+                  ": an expert has an unknown key '", key, "' (expected type, hidden_dims, layers, low_rank)");
+    }
+    const auto type = item["type"].as<std::string>();
     if (type == "mlp") {
       TORCH_CHECK(item["hidden_dims"] && item["hidden_dims"].IsSequence() && item["hidden_dims"].size() > 0, at,
                   ": an mlp expert needs hidden_dims, a non-empty list of widths");
@@ -95,10 +95,10 @@ inline mtl::ExpertOptions read_expert(const YAML::Node& item, const FieldValue& 
       TORCH_CHECK(layers >= 1, at, ": a cross expert needs layers >= 1, got ", layers);
       return mtl::ExpertOptions::cross(layers, item["low_rank"] ? item["low_rank"].as<int64_t>() : 0);
     }
+    TORCH_CHECK(false, at, ": expert type '", type, "' is unknown (expected mlp or cross)");
   } catch (const YAML::Exception& e) {
     TORCH_CHECK(false, at, ": an expert's value has the wrong type (", e.msg, ")");
   }
-  TORCH_CHECK(false, at, ": expert type '", type, "' is unknown (expected mlp or cross)");
 }
 
 inline std::vector<mtl::ExpertOptions> read_experts(const FieldTable& f, const std::string& path) {
