@@ -4,6 +4,7 @@
 
 #include <mtl/cross_net_v2.hpp>
 #include <mtl/mlp.hpp>
+#include <mtl/stacked_branches.hpp>
 
 #include <torch/nn/cloneable.h>
 #include <torch/nn/module.h>
@@ -122,12 +123,29 @@ inline torch::nn::ModuleList make_experts(const std::vector<ExpertOptions>& spec
   return experts;
 }
 
+/// Runs expert i on `inputs[i]`, side by side where they can
+/// (stacked_branches.hpp): [batch, num_experts, output_dim].
+inline torch::Tensor run_experts(const std::vector<Expert>& experts, const std::vector<torch::Tensor>& inputs) {
+  TORCH_CHECK(experts.size() == inputs.size(), "run_experts expects one input per expert, but got ", experts.size(),
+              " experts and ", inputs.size(), " inputs");
+  std::vector<Branch> branches;
+  for (size_t e = 0; e < experts.size(); ++e) {
+    Branch branch;
+    branch.run = [expert = experts[e].ptr()](const torch::Tensor& x) { return expert->forward(x); };
+    branch.input = inputs[e];
+    branch.parameters = experts[e]->parameters();
+    for (const auto& p : branch.parameters) branch.cost += static_cast<double>(p.numel());
+    branch.draws_random_numbers = experts[e]->is_training() && experts[e]->options.dropout() > 0.0;
+    branches.push_back(std::move(branch));
+  }
+  return run_branches_stacked(branches);
+}
+
 /// Runs every expert of `experts` on `x`: [batch, num_experts, output_dim].
 inline torch::Tensor run_experts(const torch::nn::ModuleListImpl& experts, const torch::Tensor& x) {
-  std::vector<torch::Tensor> outputs;
-  outputs.reserve(experts.size());
-  for (const auto& expert : experts) outputs.push_back(expert->as<Expert>()->forward(x));
-  return torch::stack(outputs, /*dim=*/1);
+  std::vector<Expert> list;
+  for (const auto& expert : experts) list.emplace_back(std::dynamic_pointer_cast<ExpertImpl>(expert));
+  return run_experts(list, std::vector<torch::Tensor>(list.size(), x));
 }
 
 }  // namespace mtl
