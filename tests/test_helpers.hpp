@@ -33,6 +33,18 @@ class ErrorMessageContains : public Catch::MatcherBase<c10::Error> {
 };
 
 
+/// LibTorch's intra-op threads set to `threads` for a scope.
+class IntraOpThreads {
+ public:
+  explicit IntraOpThreads(int threads) : before_(at::get_num_threads()) { at::set_num_threads(threads); }
+  ~IntraOpThreads() { at::set_num_threads(before_); }
+  IntraOpThreads(const IntraOpThreads&) = delete;
+  IntraOpThreads& operator=(const IntraOpThreads&) = delete;
+
+ private:
+  int before_;
+};
+
 /// What a module's pretty_print writes.
 template <class Holder>
 std::string printed(const Holder& module) {

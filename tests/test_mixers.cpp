@@ -8,14 +8,19 @@
 #include <mtl/model.hpp>
 #include <mtl/ple.hpp>
 #include <mtl/shared_bottom.hpp>
+#include <mtl/stacked_branches.hpp>
 
+#include <set>
 #include <sstream>
+#include <thread>
 
 using namespace mtl;
 using mtl_test::random_inputs;
 using mtl_test::random_projection_loss;
 using mtl_test::require_gradient_everywhere;
+using mtl_test::IntraOpThreads;
 using mtl_test::printed;
+using mtl_test::require_same_gradients;
 using mtl_test::require_independent_clone;
 using mtl_test::small_schema;
 
@@ -197,6 +202,151 @@ TEST_CASE("PLE with two levels") {
   require_distributions(ple->level_gate_weights(0), {5, 4, 6}, 32);
   require_gradient_everywhere(*ple, random_projection_loss(joined(ple->forward(x))));
   REQUIRE_TORCH_ERROR(ple->level_gate_weights(2), "PLE has levels 0..1, but got level 2");
+}
+
+// Branches side by side: each on its own thread, the costliest first to the
+// least loaded thread, outputs stacked in the branches' order.
+TEST_CASE("run_branches_stacked runs branches on their own threads, balanced by cost") {
+  REQUIRE(mtl::detail::assign_branch_threads({5, 1, 4, 2}, 2) == std::vector<int64_t>{0, 0, 1, 1});
+  REQUIRE(mtl::detail::assign_branch_threads({3, 3, 3}, 2) == std::vector<int64_t>{0, 1, 0});
+  REQUIRE(mtl::detail::assign_branch_threads({1, 2}, 1) == std::vector<int64_t>{0, 0});
+  if (std::thread::hardware_concurrency() < 2) {
+    WARN("skipped the threads half: one core");
+    return;
+  }
+  const IntraOpThreads two(2);
+  const std::vector<double> costs{5, 1, 4, 2};
+  std::vector<int> ran_on(costs.size(), -1);
+  std::vector<Branch> branches;
+  for (size_t i = 0; i < costs.size(); ++i) {
+    Branch branch;
+    branch.run = [&ran_on, i](const torch::Tensor& x) {
+      ran_on[i] = at::get_thread_num();
+      return x * static_cast<double>(i + 1);
+    };
+    branch.input = torch::ones({3, 2});
+    branch.cost = costs[i];
+    branches.push_back(branch);
+  }
+  const auto stacked = run_branches_stacked(branches);
+  REQUIRE(ran_on == std::vector<int>{0, 0, 1, 1});
+  REQUIRE(stacked.sizes() == torch::IntArrayRef{3, 4, 2});
+  for (int64_t i = 0; i < 4; ++i) REQUIRE(torch::equal(stacked.select(1, i), torch::full({3, 2}, i + 1.0)));
+  {
+    const BranchesOneAfterAnotherGuard one_after_another;
+    run_branches_stacked(branches);
+    REQUIRE(ran_on == std::vector<int>{0, 0, 0, 0});
+  }
+  branches[2].draws_random_numbers = true;  // dropout: one after another, so that a seed repeats
+  run_branches_stacked(branches);
+  REQUIRE(ran_on == std::vector<int>{0, 0, 0, 0});
+}
+
+// Experts side by side give what they give one after another: outputs and the
+// gradients to each input and parameter, in double and in float, with inputs
+// that need a gradient and one that does not.
+TEST_CASE("Experts side by side equal experts one after another") {
+  const IntraOpThreads two(2);
+  for (auto dtype : {torch::kDouble, torch::kFloat}) {
+    INFO("dtype " << dtype);
+    torch::manual_seed(3);
+    auto list = make_experts(hetero_shared(), 12, 8);
+    list->to(dtype);
+    std::vector<Expert> experts;
+    for (const auto& e : *list) experts.emplace_back(std::dynamic_pointer_cast<ExpertImpl>(e));
+    const auto options = torch::TensorOptions().dtype(dtype);
+    auto first = torch::randn({64, 12}, options).requires_grad_(), second = torch::randn({64, 12}, options);
+    const std::vector<torch::Tensor> inputs{first, first, second, first};
+    const auto weights = torch::randn({64, 4, 8}, options);
+    const auto side_by_side = run_experts(experts, inputs);
+    torch::Tensor one_after_another;
+    {
+      const BranchesOneAfterAnotherGuard guard;
+      one_after_another = run_experts(experts, inputs);
+    }
+    const double tolerance = dtype == torch::kDouble ? 1e-10 : 1e-5;
+    REQUIRE(torch::allclose(side_by_side, one_after_another, tolerance, tolerance));
+    require_same_gradients((side_by_side * weights).sum(), (one_after_another * weights).sum(), first,
+                           list->parameters(), tolerance);
+  }
+}
+
+// The side-by-side node: parameters get gradients when no input needs one, a
+// branch's error reaches the caller, the graph can be kept for a second
+// backward, and gradients of gradients are refused with a way out.
+TEST_CASE("Experts side by side: gradients, errors, a kept graph, no double backward") {
+  const IntraOpThreads two(2);
+  torch::manual_seed(5);
+  auto list = make_experts(hetero_shared(), 12, 8);
+  const auto x = torch::randn({16, 12});
+  require_gradient_everywhere(*list, random_projection_loss(run_experts(*list, x)));
+
+  Branch failing;
+  failing.run = [](const torch::Tensor&) -> torch::Tensor { TORCH_CHECK(false, "branch 1 failed"); };
+  failing.input = x;
+  Branch passing = failing;
+  passing.run = [](const torch::Tensor& in) { return in * 2; };
+  REQUIRE_TORCH_ERROR(run_branches_stacked({passing, failing}), "branch 1 failed");
+
+  const auto input = x.clone().requires_grad_();
+  const auto loss = random_projection_loss(run_experts(*list, input));
+  loss.backward({}, /*retain_graph=*/true);
+  const auto once = input.grad().clone();
+  loss.backward();
+  REQUIRE(torch::allclose(input.grad(), 2 * once));
+
+  REQUIRE_TORCH_ERROR(torch::autograd::grad({random_projection_loss(run_experts(*list, input))}, {input}, {},
+                                            /*retain_graph=*/true, /*create_graph=*/true),
+                      "run the forward under mtl::BranchesOneAfterAnotherGuard");
+  const BranchesOneAfterAnotherGuard guard;
+  const auto grad = torch::autograd::grad({random_projection_loss(run_experts(*list, input))}, {input}, {},
+                                          /*retain_graph=*/true, /*create_graph=*/true)[0];
+  REQUIRE(grad.requires_grad());
+}
+
+// Without gradients the experts still run side by side and give the same
+// values; with dropout in training a seed gives the same draws every run.
+TEST_CASE("Experts side by side without gradients, and with dropout") {
+  const IntraOpThreads two(2);
+  torch::manual_seed(7);
+  auto list = make_experts(hetero_shared(), 12, 8);
+  const auto x = torch::randn({16, 12});
+  const auto with_graph = run_experts(*list, x);
+  torch::NoGradGuard no_grad;
+  const auto without = run_experts(*list, x);
+  REQUIRE_FALSE(without.requires_grad());
+  REQUIRE(torch::allclose(with_graph, without, 1e-5, 1e-5));
+
+  auto dropping = make_experts({ExpertOptions::mlp({32}).dropout(0.5), ExpertOptions::mlp({48, 24}).dropout(0.5),
+                                ExpertOptions::cross(2)},
+                               12, 8);
+  torch::manual_seed(9);
+  const auto first = run_experts(*dropping, x);
+  torch::manual_seed(9);
+  REQUIRE(torch::equal(run_experts(*dropping, x), first));
+  torch::manual_seed(9);
+  const BranchesOneAfterAnotherGuard guard;
+  REQUIRE(torch::equal(run_experts(*dropping, x), first));
+}
+
+// A whole PLE of two levels (task experts reading their task's input) side by
+// side against one after another: outputs and gradients.
+TEST_CASE("PLE side by side equals PLE one after another") {
+  const IntraOpThreads two(2);
+  torch::manual_seed(13);
+  PLE ple(PLEOptions(12, 2).shared_experts(hetero_shared()).task_experts(hetero_private())
+              .expert_dim(8).num_levels(2).align_outputs(true));
+  const auto x = torch::randn({64, 12}).requires_grad_();
+  const auto weights = torch::randn({64, 16});
+  const auto side_by_side = joined(ple->forward(x));
+  torch::Tensor one_after_another;
+  {
+    const BranchesOneAfterAnotherGuard guard;
+    one_after_another = joined(ple->forward(x));
+  }
+  REQUIRE(torch::allclose(side_by_side, one_after_another, 1e-5, 1e-5));
+  require_same_gradients((side_by_side * weights).sum(), (one_after_another * weights).sum(), x, ple->parameters(),
+                         1e-5);
 }
 
 // Bad PLE settings are refused with messages saying what was expected.

@@ -61,10 +61,9 @@ TEST_CASE("SparseAdam equals plain Adam on the touched rows") {
 // depend on how many parts there are, nor on hash collisions: 1, 2 and 3
 // threads give the same table, bit for bit, over batches with many repeats.
 TEST_CASE("SparseAdam gives the same table whatever the number of threads") {
-  const int before = at::get_num_threads();
   std::vector<torch::Tensor> results;
   for (int threads : {1, 2, 3}) {
-    at::set_num_threads(threads);
+    const mtl_test::IntraOpThreads scoped(threads);
     torch::manual_seed(11);
     auto table = torch::randn({5000, 9}).requires_grad_();
     SparseAdam sparse(table, SparseAdamOptions().lr(0.01));
@@ -74,7 +73,6 @@ TEST_CASE("SparseAdam gives the same table whatever the number of threads") {
     }
     results.push_back(table.detach().clone());
   }
-  at::set_num_threads(before);
   REQUIRE(torch::equal(results[0], results[1]));
   REQUIRE(torch::equal(results[0], results[2]));
 }
@@ -130,13 +128,11 @@ TEST_CASE("parallel loops in the headers use the threads") {
     WARN("skipped: one core");
     return;
   }
-  const int before = at::get_num_threads();
-  at::set_num_threads(2);
+  const mtl_test::IntraOpThreads two(2);
   std::vector<int> thread_of(64, -1);
   at::parallel_for(0, 64, /*grain_size=*/1, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) thread_of[i] = at::get_thread_num();
   });
-  at::set_num_threads(before);
   REQUIRE(std::set<int>(thread_of.begin(), thread_of.end()) == std::set<int>{0, 1});
 }
 
