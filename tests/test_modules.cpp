@@ -153,6 +153,7 @@ TEST_CASE("MLP") {
 // Linear + ReLU through autograd: input and every parameter, last layer
 // activated or not; an input that needs no gradient gets none; dropout in
 // training takes the module path (a different output each call), in eval none.
+// With a head (a Linear after the last ReLU) the head is the node's last layer.
 // In float the products go to oneDNN and the reference's to ATen's BLAS: equal within float rounding.
 TEST_CASE("MLP layers as one function equal Linear + ReLU through autograd") {
   for (auto dtype : {torch::kDouble, torch::kFloat})
@@ -174,6 +175,16 @@ TEST_CASE("MLP layers as one function equal Linear + ReLU through autograd") {
                              tolerance);
     }
   MLP mlp(MLPOptions(6, {8, 3}));
+  mlp->to(torch::kDouble);
+  torch::nn::Linear head(3, 2);
+  head->to(torch::kDouble);
+  auto input = torch::randn({7, 6}, torch::kDouble).requires_grad_();
+  const auto head_projection = torch::randn({7, 2}, torch::kDouble);
+  auto head_params = mlp->parameters();
+  head_params.insert(head_params.end(), {head->weight, head->bias});
+  require_same_gradients((mlp->forward_with_head(input, head) * head_projection).sum(),
+                         (head->forward(mlp->forward(input)) * head_projection).sum(), input, head_params);
+  mlp->to(torch::kFloat);
   auto constant_input = torch::randn({4, 6});
   mlp->forward(constant_input).sum().backward();
   REQUIRE_FALSE(constant_input.grad().defined());

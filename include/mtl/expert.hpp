@@ -87,8 +87,8 @@ class ExpertImpl : public torch::nn::Cloneable<ExpertImpl> {
 
   /// [batch, input_dim] -> [batch, output_dim]
   torch::Tensor forward(const torch::Tensor& x) {
-    auto h = options.kind() == ExpertKind::mlp ? mlp->forward(x) : cross->forward(x);
-    return detail::linear_forward(projection, h);
+    if (options.kind() == ExpertKind::mlp) return mlp->forward_with_head(x, projection);
+    return detail::linear_forward(projection, cross->forward(x));
   }
 
   /// Width before the projection: the MLP's last layer, or the cross input width.

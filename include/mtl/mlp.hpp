@@ -219,28 +219,20 @@ class MLPImpl : public torch::nn::Cloneable<MLPImpl> {
   }
 
   torch::Tensor forward(torch::Tensor x) {
-    TORCH_CHECK(x.dim() == 2 && x.size(1) == options.input_dim(), "MLP expects [batch, ",
-                options.input_dim(), "], but got shape ", x.sizes());
-    const size_t n = layers->size();
-    const bool dropping = options.dropout() > 0.0 && is_training();
-    // Under autocast the layers go through the Linear modules, so that their products run in the autocast dtype.
-    if (n > 0 && !dropping && !detail::autocast_enabled()) {
-      std::vector<torch::Tensor> weights, biases;
-      for (const auto& layer : *layers) {
-        weights.push_back(layer->as<torch::nn::Linear>()->weight);
-        biases.push_back(layer->as<torch::nn::Linear>()->bias);
-      }
-      return detail::DenseLayers::apply(x, torch::TensorList(weights), torch::TensorList(biases),
-                                        options.activate_last())[0];
+    check_input(x);
+    if (runs_as_one_node()) return dense_layers(x, {}, {}, options.activate_last());
+    return forward_layer_by_layer(x);
+  }
+
+  /// `head(forward(x))`, `head` a Linear with a bias and no activation after
+  /// it (an expert's projection, a tower's logit): where the layers run as one
+  /// node, the head is its last layer.
+  torch::Tensor forward_with_head(const torch::Tensor& x, torch::nn::Linear& head) {
+    if (runs_as_one_node() && options.activate_last() && head->options.bias()) {
+      check_input(x);
+      return dense_layers(x, head->weight, head->bias, /*activate_last=*/false);
     }
-    for (size_t i = 0; i < n; ++i) {
-      x = layers[i]->as<torch::nn::Linear>()->forward(x);
-      if (i + 1 < n || options.activate_last()) {
-        x = torch::relu(x);
-        if (options.dropout() > 0.0) x = dropout->forward(x);
-      }
-    }
-    return x;
+    return detail::linear_forward(head, forward(x));
   }
 
   int64_t output_dim() const {
@@ -257,6 +249,43 @@ class MLPImpl : public torch::nn::Cloneable<MLPImpl> {
   MLPOptions options;
   torch::nn::ModuleList layers{nullptr};
   torch::nn::Dropout dropout{nullptr};
+
+ private:
+  void check_input(const torch::Tensor& x) const {
+    TORCH_CHECK(x.dim() == 2 && x.size(1) == options.input_dim(), "MLP expects [batch, ",
+                options.input_dim(), "], but got shape ", x.sizes());
+  }
+
+  // One DenseLayers node: there are layers, no dropout draws, and no autocast
+  // (under it the layers go through the Linear modules, so that their products
+  // run in the autocast dtype).
+  bool runs_as_one_node() const {
+    return !layers->is_empty() && !(options.dropout() > 0.0 && is_training()) && !detail::autocast_enabled();
+  }
+
+  // The layers, then `head_weight`, `head_bias` when defined, as one DenseLayers node.
+  torch::Tensor dense_layers(const torch::Tensor& x, const torch::Tensor& head_weight, const torch::Tensor& head_bias,
+                             bool activate_last) {
+    std::vector<torch::Tensor> weights, biases;
+    for (const auto& layer : *layers) {
+      weights.push_back(layer->as<torch::nn::Linear>()->weight);
+      biases.push_back(layer->as<torch::nn::Linear>()->bias);
+    }
+    if (head_weight.defined()) weights.push_back(head_weight), biases.push_back(head_bias);
+    return detail::DenseLayers::apply(x, torch::TensorList(weights), torch::TensorList(biases), activate_last)[0];
+  }
+
+  torch::Tensor forward_layer_by_layer(torch::Tensor x) {
+    const size_t n = layers->size();
+    for (size_t i = 0; i < n; ++i) {
+      x = layers[i]->as<torch::nn::Linear>()->forward(x);
+      if (i + 1 < n || options.activate_last()) {
+        x = torch::relu(x);
+        if (options.dropout() > 0.0) x = dropout->forward(x);
+      }
+    }
+    return x;
+  }
 };
 TORCH_MODULE(MLP);
 

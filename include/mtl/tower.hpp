@@ -37,7 +37,7 @@ class TowerImpl : public torch::nn::Cloneable<TowerImpl> {
   }
 
   /// [batch, input_dim] -> logits [batch].
-  torch::Tensor forward(const torch::Tensor& x) { return detail::linear_forward(logit, hidden->forward(x)).squeeze(1); }
+  torch::Tensor forward(const torch::Tensor& x) { return hidden->forward_with_head(x, logit).squeeze(1); }
 
   void pretty_print(std::ostream& stream) const override {
     stream << "mtl::Tower(input_dim=" << options.input_dim()
