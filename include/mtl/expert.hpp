@@ -141,10 +141,16 @@ inline torch::Tensor run_experts(const std::vector<Expert>& experts, const std::
   return run_branches_stacked(branches);
 }
 
+/// The experts of a list `make_experts` built, as `Expert` handles.
+inline std::vector<Expert> experts_in(const torch::nn::ModuleListImpl& list) {
+  std::vector<Expert> experts;
+  for (const auto& module : list) experts.emplace_back(std::dynamic_pointer_cast<ExpertImpl>(module));
+  return experts;
+}
+
 /// Runs every expert of `experts` on `x`: [batch, num_experts, output_dim].
 inline torch::Tensor run_experts(const torch::nn::ModuleListImpl& experts, const torch::Tensor& x) {
-  std::vector<Expert> list;
-  for (const auto& expert : experts) list.emplace_back(std::dynamic_pointer_cast<ExpertImpl>(expert));
+  const auto list = experts_in(experts);
   return run_experts(list, std::vector<torch::Tensor>(list.size(), x));
 }
 

@@ -103,13 +103,13 @@ class PLELevelImpl : public torch::nn::Cloneable<PLELevelImpl> {
   PLELevelOutput forward(const std::vector<torch::Tensor>& task_inputs, const torch::Tensor& shared_input) {
     const size_t num_tasks = task_inputs.size();
     // All experts of the level at once, so that they can run side by side.
-    std::vector<Expert> experts;
-    std::vector<torch::Tensor> inputs;
-    auto add = [&](const torch::nn::ModuleListImpl& list, const torch::Tensor& input) {
-      for (const auto& expert : list) experts.emplace_back(std::dynamic_pointer_cast<ExpertImpl>(expert)), inputs.push_back(input);
-    };
-    add(*shared_experts, shared_input);
-    for (size_t t = 0; t < num_tasks; ++t) add(*task_experts[t]->as<torch::nn::ModuleList>(), task_inputs[t]);
+    auto experts = experts_in(*shared_experts);
+    std::vector<torch::Tensor> inputs(experts.size(), shared_input);
+    for (size_t t = 0; t < num_tasks; ++t) {
+      const auto own = experts_in(*task_experts[t]->as<torch::nn::ModuleList>());
+      experts.insert(experts.end(), own.begin(), own.end());
+      inputs.insert(inputs.end(), own.size(), task_inputs[t]);
+    }
     auto all = run_experts(experts, inputs);
     if (record_outputs) recorded.raw = all.detach();
     if (aligner) all = aligner->forward(all);
