@@ -8,6 +8,7 @@
 #pragma once
 
 #include <mtl/autocast_state.hpp>
+#include <mtl/blocked_column_sums.hpp>
 
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
@@ -82,11 +83,7 @@ class NormalizeAndScale : public torch::autograd::Function<NormalizeAndScale> {
     const auto scales = scale.contiguous();
     const int64_t batch = x.size(0), experts = x.size(1), dim = x.size(2);
     auto grad_x = torch::empty_like(x);
-    // The scale's gradient: sums over rows in blocks of fixed size, then the
-    // blocks in order, so that threads do not change it.
-    constexpr int64_t kBlock = 64;  // batch rows per block
-    const int64_t blocks = (batch + kBlock - 1) / kBlock;
-    auto block_sums = torch::zeros({std::max<int64_t>(blocks, 1), experts}, x.options());
+    torch::Tensor grad_scale;
     AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "mtl::NormalizeAndScale::backward", [&] {
       const scalar_t* in = x.data_ptr<scalar_t>();
       const scalar_t* s = scales.data_ptr<scalar_t>();
@@ -94,27 +91,27 @@ class NormalizeAndScale : public torch::autograd::Function<NormalizeAndScale> {
       const scalar_t* means = mean.data_ptr<scalar_t>();
       const scalar_t* rstds = rstd.data_ptr<scalar_t>();
       scalar_t* gx = grad_x.data_ptr<scalar_t>();
-      scalar_t* sums = block_sums.data_ptr<scalar_t>();
-      at::parallel_for(0, blocks, std::max<int64_t>(1, row_grain(dim) / (kBlock * experts)), [&](int64_t first, int64_t end) {
-        for (int64_t b = first; b < end; ++b)
-          for (int64_t r = b * kBlock * experts; r < std::min(batch, (b + 1) * kBlock) * experts; ++r) {
-            const scalar_t* row = in + r * dim;
-            const scalar_t* grow = gp + r * dim;
-            const scalar_t mu = means[r], inv = rstds[r], se = s[r % experts];
-            // d/dx of LayerNorm with gy = g * scale: inv * (gy - mean(gy) - xhat * mean(gy * xhat)).
-            const scalar_t g_sum = lane_sum(dim, [&](int64_t d) { return grow[d]; });
-            const scalar_t g_xhat = inv * lane_sum(dim, [&](int64_t d) { return grow[d] * (row[d] - mu); });  // sum of g * xhat
-            sums[b * experts + r % experts] += g_xhat;
-            const scalar_t mean_gy = se * g_sum / static_cast<scalar_t>(dim);
-            const scalar_t mean_gy_xhat = se * g_xhat / static_cast<scalar_t>(dim);
-            for (int64_t d = 0; d < dim; ++d)
-              gx[r * dim + d] = inv * (se * grow[d] - mean_gy - (row[d] - mu) * inv * mean_gy_xhat);
-          }
-      });
-      for (int64_t b = 1; b < blocks; ++b)
-        for (int64_t e = 0; e < experts; ++e) sums[e] += sums[b * experts + e];
+      // The scale's gradient summed over blocks of 64 batch rows, so that threads do not change it.
+      constexpr int64_t kBlockRows = 64;
+      grad_scale = blocked_column_sums<scalar_t>(
+          batch, kBlockRows, experts, std::max<int64_t>(1, row_grain(dim) / (kBlockRows * experts)), x.options(),
+          [&](int64_t first_row, int64_t end_row, scalar_t* sums) {
+            for (int64_t r = first_row * experts; r < end_row * experts; ++r) {
+              const scalar_t* row = in + r * dim;
+              const scalar_t* grow = gp + r * dim;
+              const scalar_t mu = means[r], inv = rstds[r], se = s[r % experts];
+              // d/dx of LayerNorm with gy = g * scale: inv * (gy - mean(gy) - xhat * mean(gy * xhat)).
+              const scalar_t g_sum = lane_sum(dim, [&](int64_t d) { return grow[d]; });
+              const scalar_t g_xhat = inv * lane_sum(dim, [&](int64_t d) { return grow[d] * (row[d] - mu); });  // sum of g * xhat
+              sums[r % experts] += g_xhat;
+              const scalar_t mean_gy = se * g_sum / static_cast<scalar_t>(dim);
+              const scalar_t mean_gy_xhat = se * g_xhat / static_cast<scalar_t>(dim);
+              for (int64_t d = 0; d < dim; ++d)
+                gx[r * dim + d] = inv * (se * grow[d] - mean_gy - (row[d] - mu) * inv * mean_gy_xhat);
+            }
+          });
     });
-    return {grad_x, block_sums[0], torch::Tensor()};
+    return {grad_x, grad_scale, torch::Tensor()};
   }
 
  private:

@@ -7,6 +7,7 @@
 #pragma once
 
 #include <mtl/autocast_state.hpp>
+#include <mtl/blocked_column_sums.hpp>
 #include <mtl/matrix_product.hpp>
 
 #include <ATen/Dispatch.h>
@@ -40,10 +41,6 @@ void relu_grad_row(const T* __restrict grad, const T* __restrict output, T* __re
     kept[c] = value, sums[c] += value;
   }
 }
-template <class T>
-void add_row(const T* __restrict values, T* __restrict sums, int64_t n) {
-  for (int64_t c = 0; c < n; ++c) sums[c] += values[c];
-}
 
 /// A layer's gradient through its ReLU (zero where `output` <= 0, as
 /// threshold_backward; `relu` false leaves it as it is) and the bias gradient
@@ -60,36 +57,27 @@ inline std::pair<torch::Tensor, torch::Tensor> relu_grad_and_bias_grad(const tor
   }
   const auto g = grad.contiguous();
   auto through = relu ? torch::empty_like(g) : g;
-  const int64_t rows = g.size(0), columns = g.size(1);
-  // Rows in blocks of fixed size, each block's column sums apart, then added
-  // block by block: the same sums whatever the number of threads. Threads
-  // only from about a million values: below, two threads took longer than
-  // one on the 2-vCPU machines.
+  const int64_t columns = g.size(1);
+  // Rows in blocks of 256. Threads only from about a million values: below,
+  // two threads took longer than one on the 2-vCPU machines.
   constexpr int64_t kBlockRows = 256;
-  const int64_t blocks = (rows + kBlockRows - 1) / kBlockRows;
-  auto block_sums = torch::empty({std::max<int64_t>(blocks, 1), columns}, g.options());
+  const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 20) / (kBlockRows * std::max<int64_t>(columns, 1)));
+  torch::Tensor bias_grad;
   AT_DISPATCH_FLOATING_TYPES(type, "mtl::relu_grad_and_bias_grad", [&] {
     const scalar_t* in = g.data_ptr<scalar_t>();
     const scalar_t* out = output.data_ptr<scalar_t>();
     scalar_t* kept = through.data_ptr<scalar_t>();
-    scalar_t* sums = block_sums.data_ptr<scalar_t>();
-    if (blocks == 0) std::fill(sums, sums + columns, scalar_t(0));  // no rows: zero sums
-    const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 20) / (kBlockRows * std::max<int64_t>(columns, 1)));
-    at::parallel_for(0, blocks, grain, [&](int64_t first_block, int64_t end_block) {
-      for (int64_t b = first_block; b < end_block; ++b) {
-        scalar_t* sum = sums + b * columns;
-        std::fill(sum, sum + columns, scalar_t(0));
-        for (int64_t i = b * kBlockRows; i < std::min(rows, (b + 1) * kBlockRows); ++i) {
-          if (relu)
-            relu_grad_row(in + i * columns, out + i * columns, kept + i * columns, sum, columns);
-          else
-            add_row(in + i * columns, sum, columns);
-        }
-      }
-    });
-    for (int64_t b = 1; b < blocks; ++b) add_row(sums + b * columns, sums, columns);
+    bias_grad = blocked_column_sums<scalar_t>(
+        g.size(0), kBlockRows, columns, grain, g.options(), [&](int64_t first_row, int64_t end_row, scalar_t* sum) {
+          for (int64_t i = first_row; i < end_row; ++i) {
+            if (relu)
+              relu_grad_row(in + i * columns, out + i * columns, kept + i * columns, sum, columns);
+            else
+              add_row(in + i * columns, sum, columns);
+          }
+        });
   });
-  return {through, block_sums[0]};
+  return {through, bias_grad};
 }
 
 /// `products` + `bias` on every row, then a ReLU unless `relu` is false, in
