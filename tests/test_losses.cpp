@@ -98,6 +98,58 @@ TEST_CASE("ESMM v2 on a batch without clicks") {
   REQUIRE(torch::isfinite(cvr.grad()).all().item<bool>());
 }
 
+// On the CPU ESMMLoss computes its terms in one pass (detail::EsmmTerms); they
+// and their gradients equal the loss written as tensor ops (ctcvr_loss and the
+// rest): the total and each term on its own, v1 and v2, float and double,
+// logits out to +-30, soft labels, batches of 1, 7 and 1000.
+TEST_CASE("ESMM in one pass equals the loss as tensor ops") {
+  for (auto dtype : {torch::kFloat, torch::kDouble})
+    for (int64_t n : {1, 7, 1000})
+      for (auto version : {ESMMVersion::v1, ESMMVersion::v2}) {
+        torch::manual_seed(n);
+        const auto options = ESMMLossOptions().version(version).lambda_cvr_aux(0.3).ctr_weight(0.8).ctcvr_weight(1.7);
+        auto a = (torch::randn({n}, dtype) * 4).requires_grad_(), b = (torch::randn({n}, dtype) * 4).requires_grad_();
+        if (n > 7) {  // extreme logits in every combination
+          torch::NoGradGuard no_grad;
+          a.narrow(0, 0, 4).copy_(torch::tensor({30.0, -30.0, 30.0, -30.0}, dtype));
+          b.narrow(0, 0, 4).copy_(torch::tensor({30.0, 30.0, -30.0, -30.0}, dtype));
+        }
+        auto click = (torch::rand({n}) < 0.5).to(dtype), conversion = click * (torch::rand({n}) < 0.5).to(dtype);
+        if (n == 7) conversion = click * torch::rand({n}, dtype);  // soft labels
+        const auto ra = a.detach().clone().requires_grad_(), rb = b.detach().clone().requires_grad_();
+        auto ours = ESMMLoss(options)->forward(a, b, click, conversion);
+        const double aux_weight = version == ESMMVersion::v2 ? 0.3 : 0.0;
+        const std::vector<std::pair<torch::Tensor, double>> reference{
+            {binary_cross_entropy_loss(ra, click), 0.8},
+            {ctcvr_loss(ra, rb, click * conversion), 1.7},
+            {clicked_cvr_loss(rb, conversion, click), aux_weight}};
+        auto reference_total = reference[0].first * 0.8 + reference[1].first * 1.7 + reference[2].first * aux_weight;
+        const double tolerance = dtype == torch::kFloat ? 2e-6 : 1e-12;
+        const std::vector<std::pair<torch::Tensor, torch::Tensor>> pairs{
+            {ours.total, reference_total}, {ours.ctr, reference[0].first}, {ours.ctcvr, reference[1].first},
+            {ours.cvr_aux, reference[2].first}};
+        for (size_t k = 0; k < pairs.size(); ++k) {
+          CAPTURE(dtype, n, static_cast<int>(version), k);
+          if (k == 3 && version == ESMMVersion::v1) {
+            REQUIRE(ours.cvr_aux.item<double>() == 0.0);
+            continue;
+          }
+          REQUIRE(pairs[k].first.scalar_type() == dtype);
+          REQUIRE(pairs[k].first.item<double>() == Approx(pairs[k].second.item<double>()).epsilon(tolerance).margin(tolerance));
+          const auto grads = torch::autograd::grad({pairs[k].first}, {a, b}, {}, /*retain_graph=*/true, false, /*allow_unused=*/true);
+          const auto expected = torch::autograd::grad({pairs[k].second}, {ra, rb}, {}, /*retain_graph=*/true, false, /*allow_unused=*/true);
+          for (size_t g = 0; g < 2; ++g) {
+            const auto want = expected[g].defined() ? expected[g] : torch::zeros_like(a);
+            REQUIRE(torch::allclose(grads[g], want, tolerance, tolerance));
+          }
+        }
+        // Two outputs differentiated together add up.
+        const auto both = torch::autograd::grad({ours.ctr, ours.ctcvr}, {a}, {}, true)[0];
+        const auto expected = torch::autograd::grad({reference[0].first, reference[1].first}, {ra}, {}, true)[0];
+        REQUIRE(torch::allclose(both, expected, tolerance, tolerance));
+      }
+}
+
 // Mismatched shapes and non-float logits are refused with what was expected.
 TEST_CASE("losses refuse bad input") {
   auto logits = torch::zeros({4});

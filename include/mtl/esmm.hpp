@@ -2,9 +2,11 @@
 // through p_ctcvr = p_ctr * p_cvr. v1 takes losses on click and on
 // click*conversion; v2 adds lambda_cvr_aux times the CVR loss on clicked rows.
 // Everything is computed from logits in log space, so logits of +-30 give
-// finite losses and gradients.
+// finite losses and gradients. On the CPU ESMMLoss computes all terms in one
+// pass (esmm_terms.hpp); the functions below are the same loss as tensor ops.
 #pragma once
 
+#include <mtl/esmm_terms.hpp>
 #include <mtl/losses.hpp>
 
 #include <torch/nn/cloneable.h>
@@ -70,6 +72,15 @@ class ESMMLossImpl : public torch::nn::Cloneable<ESMMLossImpl> {
   ESMMLossTerms forward(const torch::Tensor& ctr_logits, const torch::Tensor& cvr_logits,
                         const torch::Tensor& click, const torch::Tensor& conversion) {
     ESMMLossTerms terms;
+    if (detail::esmm_terms_apply_to(ctr_logits, cvr_logits)) {  // on the CPU: one pass, one autograd node
+      check_inputs(ctr_logits, cvr_logits, click, conversion);
+      const bool v2 = options.version() == ESMMVersion::v2;
+      const auto out = detail::esmm_terms(ctr_logits, cvr_logits, click, conversion,
+                                          {options.ctr_weight(), options.ctcvr_weight(), v2 ? options.lambda_cvr_aux() : 0.0});
+      terms.total = out[0], terms.ctr = out[1], terms.ctcvr = out[2];
+      terms.cvr_aux = v2 ? out[3] : torch::zeros({}, ctr_logits.options());
+      return terms;
+    }
     terms.ctr = binary_cross_entropy_loss(ctr_logits, click);
     terms.ctcvr = ctcvr_loss(ctr_logits, cvr_logits, click * conversion);
     terms.total = options.ctr_weight() * terms.ctr + options.ctcvr_weight() * terms.ctcvr;
@@ -88,6 +99,16 @@ class ESMMLossImpl : public torch::nn::Cloneable<ESMMLossImpl> {
   }
 
   ESMMLossOptions options;
+
+ private:
+  /// What the tensor-op path checks in ctcvr_loss and clicked_cvr_loss.
+  static void check_inputs(const torch::Tensor& ctr_logits, const torch::Tensor& cvr_logits,
+                           const torch::Tensor& click, const torch::Tensor& conversion) {
+    detail::check_logits_and_labels(ctr_logits, click, "ESMMLoss", "click");
+    TORCH_CHECK(cvr_logits.sizes() == ctr_logits.sizes(), "ESMMLoss expects CVR logits of shape ",
+                ctr_logits.sizes(), " like the CTR logits, but got ", cvr_logits.sizes());
+    detail::check_logits_and_labels(cvr_logits, conversion, "ESMMLoss", "conversion");
+  }
 };
 TORCH_MODULE(ESMMLoss);
 
