@@ -78,10 +78,16 @@ class RowGather : public torch::autograd::Function<RowGather> {
     const int64_t table_rows = ctx->saved_data["table_rows"].toInt();
     // Row gradients [n, dim + 1]: the embedding columns, then the first-order column.
     auto values = torch::empty({n, dim + 1}, (grad_embeddings.defined() ? grad_embeddings : grad_first_order).options());
-    auto columns = values.narrow(1, 0, dim);
-    auto linear = values.select(1, dim);
-    grad_embeddings.defined() ? columns.copy_(grad_embeddings.reshape({n, dim})) : columns.zero_();
-    grad_first_order.defined() ? linear.copy_(grad_first_order.reshape({n})) : linear.zero_();
+    if (grad_embeddings.defined() && grad_first_order.defined() && fused_cpu(values) &&
+        grad_embeddings.is_contiguous() && grad_first_order.is_contiguous() &&
+        grad_embeddings.scalar_type() == values.scalar_type() && grad_first_order.scalar_type() == values.scalar_type()) {
+      pack_row_gradients(grad_embeddings, grad_first_order, values);  // one pass, in place of two strided copies
+    } else {
+      auto columns = values.narrow(1, 0, dim);
+      auto linear = values.select(1, dim);
+      grad_embeddings.defined() ? columns.copy_(grad_embeddings.reshape({n, dim})) : columns.zero_();
+      grad_first_order.defined() ? linear.copy_(grad_first_order.reshape({n})) : linear.zero_();
+    }
     if (ctx->saved_data["sparse_grad"].toBool())
       return {at::_sparse_coo_tensor_unsafe(rows.unsqueeze(0), values, {table_rows, dim + 1}), torch::Tensor(),
               torch::Tensor()};
@@ -90,6 +96,23 @@ class RowGather : public torch::autograd::Function<RowGather> {
   }
 
  private:
+  /// values [n, dim + 1] = each row's embedding gradient, then its first-order gradient.
+  static void pack_row_gradients(const torch::Tensor& grad_embeddings, const torch::Tensor& grad_first_order,
+                                 torch::Tensor& values) {
+    const int64_t n = values.size(0), dim = values.size(1) - 1;
+    AT_DISPATCH_FLOATING_TYPES(values.scalar_type(), "mtl::RowGather::backward", [&] {
+      const scalar_t* columns = grad_embeddings.data_ptr<scalar_t>();
+      const scalar_t* linear = grad_first_order.data_ptr<scalar_t>();
+      scalar_t* out = values.data_ptr<scalar_t>();
+      at::parallel_for(0, n, /*grain_size=*/8192, [&](int64_t begin, int64_t end) {
+        for (int64_t i = begin; i < end; ++i) {
+          std::copy(columns + i * dim, columns + (i + 1) * dim, out + i * (dim + 1));
+          out[i * (dim + 1) + dim] = linear[i];
+        }
+      });
+    });
+  }
+
   static bool fused_cpu(const torch::Tensor& weight) {
     return weight.device().is_cpu() && weight.is_contiguous() && weight.is_floating_point() &&
            weight.scalar_type() != torch::kBFloat16 && weight.scalar_type() != torch::kHalf;
