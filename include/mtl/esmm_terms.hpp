@@ -1,8 +1,9 @@
 // ESMM's three loss terms and their weighted total as one autograd function on
 // the CPU: one pass over the batch computes every row's terms and their
 // derivatives, and backward only weighs the saved derivatives. As tensor ops
-// the loss was about 25 small operations forward and as many backward (0.7 ms
-// of an E5 step at batch 1024, on one thread: too small to share out).
+// the loss was about 25 small operations forward and as many backward, each
+// too small to share out: in an E5 step at batch 1024 its forward took 0.30
+// ms, now 0.10, and the backward of loss and towers 0.64 ms, now 0.49-0.51.
 // The same log-space formulas as esmm.hpp, so logits of +-30 stay finite.
 #pragma once
 
