@@ -175,7 +175,10 @@ class Trainer {
       if (check_every_step || log_now) {
         if (!std::isfinite(scalar(window_loss))) {
           std::string terms;
-          for (const auto& [name, t] : loss.terms) terms += fmt::format(" {}={}", name, scalar(t));
+          for (const auto& [name, t] : loss.terms) {
+            const double value = scalar(t);  // a NaN's sign bit depends on the arithmetic: show it as "nan"
+            terms += std::isnan(value) ? fmt::format(" {}=nan", name) : fmt::format(" {}={}", name, value);
+          }
           const auto when = check_every_step || window_first == step
                                 ? fmt::format("at step {}", step)
                                 : fmt::format("between steps {} and {}", window_first, step);
