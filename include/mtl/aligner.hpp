@@ -9,6 +9,7 @@
 
 #include <mtl/autocast_state.hpp>
 #include <mtl/blocked_column_sums.hpp>
+#include <mtl/cpu_loops.hpp>
 
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
@@ -59,7 +60,7 @@ class NormalizeAndScale : public torch::autograd::Function<NormalizeAndScale> {
       scalar_t* o = out.data_ptr<scalar_t>();
       scalar_t* means = mean.data_ptr<scalar_t>();
       scalar_t* rstds = rstd.data_ptr<scalar_t>();
-      at::parallel_for(0, rows, row_grain(dim), [&](int64_t first, int64_t end) {
+      at::parallel_for(0, rows, row_grain(dim, kValuesPerThread), [&](int64_t first, int64_t end) {
         for (int64_t r = first; r < end; ++r) {
           const scalar_t* row = in + r * dim;
           const scalar_t mu = lane_sum(dim, [&](int64_t d) { return row[d]; }) / static_cast<scalar_t>(dim);
@@ -94,7 +95,7 @@ class NormalizeAndScale : public torch::autograd::Function<NormalizeAndScale> {
       // The scale's gradient summed over blocks of 64 batch rows, so that threads do not change it.
       constexpr int64_t kBlockRows = 64;
       grad_scale = blocked_column_sums<scalar_t>(
-          batch, kBlockRows, experts, std::max<int64_t>(1, row_grain(dim) / (kBlockRows * experts)), x.options(),
+          batch, kBlockRows, experts, std::max<int64_t>(1, row_grain(dim, kValuesPerThread) / (kBlockRows * experts)), x.options(),
           [&](int64_t first_row, int64_t end_row, scalar_t* sums) {
             for (int64_t r = first_row * experts; r < end_row * experts; ++r) {
               const scalar_t* row = in + r * dim;
@@ -115,12 +116,11 @@ class NormalizeAndScale : public torch::autograd::Function<NormalizeAndScale> {
   }
 
  private:
-  // Rows per thread: threads from about 65k values. Unlike mlp.hpp's one-pass
-  // loops, these rows have enough arithmetic (two sums, a square root) for a
-  // second thread to pay at this size: [1024, 6, 64] forward + backward
-  // 0.23-0.29 ms on two threads, 0.57 on one; LayerNorm and the multiply as
-  // tensor ops 0.58-0.64.
-  static int64_t row_grain(int64_t dim) { return std::max<int64_t>(1, (int64_t{1} << 16) / std::max<int64_t>(dim, 1)); }
+  // Threads from about 65k values. Unlike mlp.hpp's one-pass loops, these
+  // rows have enough arithmetic (two sums, a square root) for a second thread
+  // to pay at this size: [1024, 6, 64] forward + backward 0.23-0.29 ms on two
+  // threads, 0.57 on one; LayerNorm and the multiply as tensor ops 0.58-0.64.
+  static constexpr int64_t kValuesPerThread = int64_t{1} << 16;
 };
 
 }  // namespace detail
@@ -168,9 +168,8 @@ class ExpertOutputAlignerImpl : public torch::nn::Cloneable<ExpertOutputAlignerI
   /// [batch, num_experts, dim] -> [batch, num_experts, dim]
   torch::Tensor forward(const torch::Tensor& outputs) {
     check_shape(outputs);
-    const auto type = outputs.scalar_type();
-    const bool one_function = outputs.device().is_cpu() && (type == torch::kFloat || type == torch::kDouble) &&
-                              scale.scalar_type() == type && scale.device().is_cpu() && !detail::autocast_enabled();
+    const bool one_function = detail::cpu_float_or_double(outputs) && scale.scalar_type() == outputs.scalar_type() &&
+                              scale.device().is_cpu() && !detail::autocast_enabled();
     auto aligned = one_function ? detail::NormalizeAndScale::apply(outputs.contiguous(), scale, options.eps())[0]
                                 : normalize(outputs) * scale.view({1, -1, 1});
     return options.dropout() > 0.0 ? dropout->forward(aligned) : aligned;

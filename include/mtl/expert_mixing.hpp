@@ -7,6 +7,8 @@
 // one pass over the batch. Other devices and dtypes take the tensor-op path.
 #pragma once
 
+#include <mtl/cpu_loops.hpp>
+
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <torch/autograd.h>
@@ -143,8 +145,7 @@ class GatedMixtures : public torch::autograd::Function<GatedMixtures> {
   }
   static bool fused_cpu(const torch::Tensor& experts, torch::TensorList weights) {
     const auto type = experts.scalar_type();
-    if (!experts.device().is_cpu() || !experts.is_contiguous() || (type != torch::kFloat && type != torch::kDouble))
-      return false;
+    if (!cpu_float_or_double(experts) || !experts.is_contiguous()) return false;
     return std::all_of(weights.begin(), weights.end(), [&](const torch::Tensor& w) {
       return w.device().is_cpu() && w.is_contiguous() && w.scalar_type() == type;
     });

@@ -6,6 +6,8 @@
 // backward, 0.10-0.13 ms as one function.
 #pragma once
 
+#include <mtl/cpu_loops.hpp>
+
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <torch/autograd.h>
@@ -76,9 +78,7 @@ class FmSecondOrder : public torch::autograd::Function<FmSecondOrder> {
 inline torch::Tensor fm_second_order(const torch::Tensor& embeddings) {
   TORCH_CHECK(embeddings.dim() == 3, "fm_second_order expects embeddings [batch, fields, dim], but got shape ",
               embeddings.sizes());
-  const auto type = embeddings.scalar_type();
-  if (embeddings.device().is_cpu() && (type == torch::kFloat || type == torch::kDouble))
-    return detail::FmSecondOrder::apply(embeddings)[0];
+  if (detail::cpu_float_or_double(embeddings)) return detail::FmSecondOrder::apply(embeddings)[0];
   auto sum = embeddings.sum(1);  // other devices and dtypes: as tensor ops
   return 0.5 * (sum * sum - (embeddings * embeddings).sum(1));
 }

@@ -2,6 +2,7 @@
 // It keeps the weights of its last forward for expert-health diagnostics.
 #pragma once
 
+#include <mtl/cpu_loops.hpp>
 #include <mtl/mlp.hpp>
 
 #include <ATen/Dispatch.h>
@@ -33,7 +34,7 @@ class RowSoftmax : public torch::autograd::Function<RowSoftmax> {
     AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "mtl::RowSoftmax", [&] {
       const scalar_t* in = x.data_ptr<scalar_t>();
       scalar_t* out = y.data_ptr<scalar_t>();
-      at::parallel_for(0, x.size(0), row_grain(cols), [&](int64_t first, int64_t end) {
+      at::parallel_for(0, x.size(0), row_grain(cols, kValuesPerThread), [&](int64_t first, int64_t end) {
         for (int64_t r = first; r < end; ++r) {
           const scalar_t* a = in + r * cols;
           scalar_t* o = out + r * cols;
@@ -60,7 +61,7 @@ class RowSoftmax : public torch::autograd::Function<RowSoftmax> {
       const scalar_t* yp = y.data_ptr<scalar_t>();
       const scalar_t* gp = g.data_ptr<scalar_t>();
       scalar_t* out = grad_logits.data_ptr<scalar_t>();
-      at::parallel_for(0, y.size(0), row_grain(cols), [&](int64_t first, int64_t end) {
+      at::parallel_for(0, y.size(0), row_grain(cols, kValuesPerThread), [&](int64_t first, int64_t end) {
         for (int64_t r = first; r < end; ++r) {
           const scalar_t *yr = yp + r * cols, *gr = gp + r * cols;
           scalar_t dot = 0;
@@ -74,14 +75,12 @@ class RowSoftmax : public torch::autograd::Function<RowSoftmax> {
 
   /// Whether RowSoftmax takes these logits.
   static bool applies_to(const torch::Tensor& logits) {
-    const auto type = logits.scalar_type();
-    return logits.device().is_cpu() && logits.dim() == 2 && logits.size(1) > 0 &&
-           (type == torch::kFloat || type == torch::kDouble);
+    return cpu_float_or_double(logits) && logits.dim() == 2 && logits.size(1) > 0;
   }
 
  private:
-  // Rows per thread: a batch of a few thousand rows is not worth a second thread.
-  static int64_t row_grain(int64_t cols) { return std::max<int64_t>(1, (int64_t{1} << 15) / cols); }
+  // A batch of a few thousand rows is not worth a second thread.
+  static constexpr int64_t kValuesPerThread = int64_t{1} << 15;
 };
 
 }  // namespace detail

@@ -8,6 +8,7 @@
 
 #include <mtl/autocast_state.hpp>
 #include <mtl/blocked_column_sums.hpp>
+#include <mtl/cpu_loops.hpp>
 #include <mtl/matrix_product.hpp>
 
 #include <ATen/Dispatch.h>
@@ -50,7 +51,7 @@ void relu_grad_row(const T* __restrict grad, const T* __restrict output, T* __re
 inline std::pair<torch::Tensor, torch::Tensor> relu_grad_and_bias_grad(const torch::Tensor& grad,
                                                                       const torch::Tensor& output, bool relu) {
   const auto type = grad.scalar_type();
-  if (!grad.device().is_cpu() || (type != torch::kFloat && type != torch::kDouble) || output.scalar_type() != type ||
+  if (!cpu_float_or_double(grad) || output.scalar_type() != type ||
       !output.is_contiguous() || grad.sizes() != output.sizes() || grad.dim() != 2) {
     auto through = relu ? torch::threshold_backward(grad, output, 0) : grad;
     return {through, through.sum(0)};
@@ -61,7 +62,7 @@ inline std::pair<torch::Tensor, torch::Tensor> relu_grad_and_bias_grad(const tor
   // Rows in blocks of 256. Threads only from about a million values: below,
   // two threads took longer than one on the 2-vCPU machines.
   constexpr int64_t kBlockRows = 256;
-  const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 20) / (kBlockRows * std::max<int64_t>(columns, 1)));
+  const int64_t grain = std::max<int64_t>(1, row_grain(columns, int64_t{1} << 20) / kBlockRows);
   torch::Tensor bias_grad;
   AT_DISPATCH_FLOATING_TYPES(type, "mtl::relu_grad_and_bias_grad", [&] {
     const scalar_t* in = g.data_ptr<scalar_t>();
@@ -85,7 +86,7 @@ inline std::pair<torch::Tensor, torch::Tensor> relu_grad_and_bias_grad(const tor
 /// copy of the bias before it and the ReLU's pass after it.
 inline void add_bias_and_relu_(torch::Tensor& products, const torch::Tensor& bias, bool relu) {
   const auto type = products.scalar_type();
-  if (!products.device().is_cpu() || (type != torch::kFloat && type != torch::kDouble) || bias.scalar_type() != type ||
+  if (!cpu_float_or_double(products) || bias.scalar_type() != type ||
       !products.is_contiguous() || products.dim() != 2 || bias.dim() != 1 || bias.size(0) != products.size(1)) {
     products.add_(bias);
     if (relu) products.relu_();
@@ -97,8 +98,7 @@ inline void add_bias_and_relu_(torch::Tensor& products, const torch::Tensor& bia
     scalar_t* rows = products.data_ptr<scalar_t>();
     const scalar_t* __restrict add = b.data_ptr<scalar_t>();
     // Threads only from about a million values, as in relu_grad_and_bias_grad.
-    const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 20) / std::max<int64_t>(columns, 1));
-    at::parallel_for(0, products.size(0), grain, [&](int64_t first, int64_t end) {
+    at::parallel_for(0, products.size(0), row_grain(columns, int64_t{1} << 20), [&](int64_t first, int64_t end) {
       for (int64_t i = first; i < end; ++i) {
         scalar_t* __restrict row = rows + i * columns;
         if (relu)
