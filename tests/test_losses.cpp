@@ -147,6 +147,12 @@ TEST_CASE("ESMM in one pass equals the loss as tensor ops") {
         const auto both = torch::autograd::grad({ours.ctr, ours.ctcvr}, {a}, {}, true)[0];
         const auto expected = torch::autograd::grad({reference[0].first, reference[1].first}, {ra}, {}, true)[0];
         REQUIRE(torch::allclose(both, expected, tolerance, tolerance));
+        // An evaluation pass (no logit needs a gradient) gives the same values.
+        const auto evaluated = ESMMLoss(options)->forward(a.detach(), b.detach(), click, conversion);
+        REQUIRE_FALSE(evaluated.total.requires_grad());
+        REQUIRE(evaluated.total.item<double>() == ours.total.item<double>());
+        REQUIRE(evaluated.ctcvr.item<double>() == ours.ctcvr.item<double>());
+        REQUIRE(evaluated.cvr_aux.item<double>() == ours.cvr_aux.item<double>());
       }
 }
 

@@ -7,6 +7,8 @@
 // The same log-space formulas as esmm.hpp, so logits of +-30 stay finite.
 #pragma once
 
+#include <mtl/cpu_loops.hpp>
+
 #include <ATen/Dispatch.h>
 #include <torch/autograd.h>
 #include <torch/types.h>
@@ -35,13 +37,15 @@ class EsmmTerms : public torch::autograd::Function<EsmmTerms> {
     const int64_t n = ctr_logits.size(0);
     const auto a = ctr_logits.contiguous(), b = cvr_logits.contiguous();
     const auto c = click.contiguous(), v = conversion.contiguous();
-    // Per row: d(ctr term)/da, d(ctcvr term)/da, d(ctcvr term)/db, d(cvr_aux term)/db, before the means.
-    auto derivatives = torch::empty({4, n}, a.options());
+    // Per row: d(ctr term)/da, d(ctcvr term)/da, d(ctcvr term)/db, d(cvr_aux term)/db, before the means;
+    // none where no logit needs a gradient (an evaluation pass).
+    const bool differentiable = ctr_logits.requires_grad() || cvr_logits.requires_grad();
+    torch::Tensor derivatives = differentiable ? torch::empty({4, n}, a.options()) : torch::Tensor();
     double sums[3] = {0, 0, 0}, clicks = 0;
     AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "mtl::EsmmTerms", [&] {
       const scalar_t *ap = a.data_ptr<scalar_t>(), *bp = b.data_ptr<scalar_t>();
       const scalar_t *cp = c.data_ptr<scalar_t>(), *vp = v.data_ptr<scalar_t>();
-      scalar_t* d = derivatives.data_ptr<scalar_t>();
+      scalar_t* d = differentiable ? derivatives.data_ptr<scalar_t>() : nullptr;
       for (int64_t i = 0; i < n; ++i) {
         const double x = ap[i], y = bp[i], click_i = cp[i], conversion_i = vp[i], label = click_i * conversion_i;
         const Logit ctr(x), cvr(y);
@@ -52,6 +56,7 @@ class EsmmTerms : public torch::autograd::Function<EsmmTerms> {
         sums[1] -= label * log_p + (1 - label) * log_1mp;
         sums[2] += click_i * (cvr.softplus - conversion_i * y);
         clicks += click_i;
+        if (!differentiable) continue;
         // d log(1 - p)/da = -sig(a) sig(-a) sig(b) / (1 - p), and for b alike: ratios taken in log space.
         const double shrink_a = std::exp(ctr.log_sigmoid + ctr.log_sigmoid_neg + cvr.log_sigmoid - log_1mp);
         const double shrink_b = std::exp(ctr.log_sigmoid + cvr.log_sigmoid + cvr.log_sigmoid_neg - log_1mp);
@@ -126,9 +131,8 @@ inline torch::autograd::variable_list esmm_terms(const torch::Tensor& ctr_logits
 
 /// Whether `EsmmTerms` takes these logits (CPU, float or double, 1-D, same dtype).
 inline bool esmm_terms_apply_to(const torch::Tensor& ctr_logits, const torch::Tensor& cvr_logits) {
-  const auto dtype = ctr_logits.scalar_type();
-  return ctr_logits.device().is_cpu() && cvr_logits.device().is_cpu() && cvr_logits.scalar_type() == dtype &&
-         (dtype == torch::kFloat || dtype == torch::kDouble) && ctr_logits.dim() == 1 && cvr_logits.dim() == 1;
+  return cpu_float_or_double(ctr_logits) && cvr_logits.device().is_cpu() &&
+         cvr_logits.scalar_type() == ctr_logits.scalar_type() && ctr_logits.dim() == 1 && cvr_logits.dim() == 1;
 }
 
 }  // namespace mtl::detail
