@@ -217,10 +217,16 @@ TEST_CASE("Matrix products through oneDNN equal ATen's") {
     const auto& [a, b] = operands;
     const auto expected = in_double(a, b);
     REQUIRE(torch::allclose(mtl::detail::mm(a, b), expected, 1e-5, 1e-4));
-    const auto bias = torch::randn({b.size(1)}), full = torch::randn({a.size(0), b.size(1)});
-    REQUIRE(torch::allclose(mtl::detail::addmm(bias, a, b), expected + bias, 1e-5, 1e-4));
-    REQUIRE(torch::allclose(mtl::detail::addmm(full, a, b), expected + full, 1e-5, 1e-4));
+    const auto full = torch::randn({a.size(0), b.size(1)});
+    auto sum = full.clone();
+    mtl::detail::add_product_(sum, a, b);
+    REQUIRE(torch::allclose(sum, expected + full, 1e-5, 1e-4));
   }
+  // A sum that is not contiguous takes ATen's addmm_.
+  auto columns = torch::zeros({3, 5}).t();
+  const auto a5 = torch::randn({5, 4}), b3 = torch::randn({4, 3});
+  mtl::detail::add_product_(columns, a5, b3);
+  REQUIRE(torch::allclose(columns, in_double(a5, b3), 1e-5, 1e-4));
   const auto a = torch::randn({5, 4}, torch::kDouble), b = torch::randn({4, 3}, torch::kDouble);
   REQUIRE(torch::equal(mtl::detail::mm(a, b), torch::mm(a, b)));
   REQUIRE(mtl::detail::mm(torch::randn({0, 4}), torch::randn({4, 3})).sizes() == torch::IntArrayRef{0, 3});
@@ -361,7 +367,7 @@ TEST_CASE("CrossNetV2 low rank equals its formula") {
 // formula: gradients to the input and to every weight and bias, full and low rank.
 TEST_CASE("CrossNetV2 gradients equal autograd through its formula") {
   // float: products through oneDNN, the reference's through ATen; 600 rows: more
-  // than one block of bias sums; a transposed input takes the tensor-op path.
+  // than one block of bias sums; a transposed input is copied to rows.
   for (auto dtype : {torch::kDouble, torch::kFloat})
     for (int64_t rank : {0, 3})
       for (auto [batch, transposed] : {std::pair{9, false}, {600, false}, {9, true}}) {
@@ -382,6 +388,36 @@ TEST_CASE("CrossNetV2 gradients equal autograd through its formula") {
         require_same_gradients((cross->forward(x0) * projection).sum(), (x * projection).sum(), x0, cross->parameters(),
                                tolerance);
       }
+}
+
+// The cross layers' one-pass loops equal the tensor ops that other devices and
+// dtypes take, reached here through operands in column-major order.
+TEST_CASE("Cross layer loops equal their tensor ops") {
+  const auto columns_first = [](const torch::Tensor& t) { return t.t().contiguous().t(); };
+  const auto g = torch::randn({600, 7}, torch::kDouble), x0 = torch::randn({600, 7}, torch::kDouble);
+  const auto u = torch::randn({600, 7}, torch::kDouble), start = torch::randn({600, 7}, torch::kDouble);
+  for (bool x_is_x0 : {false, true})
+    for (bool accumulate : {false, true}) {
+      INFO("x_is_x0 " << x_is_x0 << ", accumulate " << accumulate);
+      torch::Tensor by_loop = accumulate ? start.clone() : torch::Tensor();
+      torch::Tensor by_ops = accumulate ? columns_first(start) : torch::Tensor();
+      const auto [grad_u, grad_bias] = mtl::detail::cross_gradients(g, x0, u, by_loop, x_is_x0);
+      const auto [ops_grad_u, ops_grad_bias] = mtl::detail::cross_gradients(columns_first(g), x0, u, by_ops, x_is_x0);
+      REQUIRE(torch::allclose(grad_u, g * x0, 1e-12, 1e-12));
+      REQUIRE(torch::allclose(ops_grad_u, g * x0, 1e-12, 1e-12));
+      REQUIRE(torch::allclose(grad_bias, ops_grad_bias, 1e-12, 1e-12));
+      REQUIRE(torch::allclose(by_loop, by_ops, 1e-12, 1e-12));
+      const auto expected = (accumulate ? start : torch::zeros_like(g)) + g * u + (x_is_x0 ? g : torch::zeros_like(g));
+      REQUIRE(torch::allclose(by_loop, expected, 1e-12, 1e-12));
+    }
+  const auto bias = torch::randn({7}, torch::kDouble), x = torch::randn({600, 7}, torch::kDouble);
+  auto u_loop = u.clone(), u_ops = columns_first(u);
+  const auto next_loop = mtl::detail::add_bias_and_cross(u_loop, bias, x0, x);
+  const auto next_ops = mtl::detail::add_bias_and_cross(u_ops, bias, x0, x);
+  REQUIRE(torch::allclose(u_loop, u + bias, 1e-12, 1e-12));
+  REQUIRE(torch::allclose(u_ops, u + bias, 1e-12, 1e-12));
+  REQUIRE(torch::allclose(next_loop, x0 * (u + bias) + x, 1e-12, 1e-12));
+  REQUIRE(torch::allclose(next_ops, next_loop, 1e-12, 1e-12));
 }
 
 // Both expert kinds emit the common width from their natural widths.

@@ -62,15 +62,15 @@ inline torch::Tensor mm(const torch::Tensor& a, const torch::Tensor& b) {
   return out;
 }
 
-/// c + a @ b, as torch::addmm: `c` a bias [columns] added to every row, or [rows, columns].
-inline torch::Tensor addmm(const torch::Tensor& c, const torch::Tensor& a, const torch::Tensor& b) {
-  if (!use_onednn_gemm(a, b) || c.scalar_type() != torch::kFloat || !c.device().is_cpu() ||
-      (at::GradMode::is_enabled() && c.requires_grad()))
-    return torch::addmm(c, a, b);
-  auto out = torch::empty({a.size(0), b.size(1)}, a.options());
-  out.copy_(c.expand_as(out));
+/// out += a @ b in place, as out.addmm_(a, b).
+inline void add_product_(torch::Tensor& out, const torch::Tensor& a, const torch::Tensor& b) {
+  if (!use_onednn_gemm(a, b) || out.scalar_type() != torch::kFloat || !out.device().is_cpu() ||
+      !out.is_contiguous() || out.size(0) != a.size(0) || out.size(1) != b.size(1) ||
+      (at::GradMode::is_enabled() && out.requires_grad())) {
+    out.addmm_(a, b);
+    return;
+  }
   onednn_gemm(a, b, 1.0f, out);
-  return out;
 }
 
 }  // namespace mtl::detail
