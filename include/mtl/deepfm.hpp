@@ -76,13 +76,13 @@ class DeepFMImpl : public torch::nn::Cloneable<DeepFMImpl> {
     check_dense_input(input.dense, schema, batch, "DeepFM");
 
     auto first_order = lookup.first_order.sum(1, /*keepdim=*/true);
-    auto deep_in = lookup.embeddings.reshape({batch, -1});
+    torch::Tensor dense;
     if (schema.num_dense() > 0) {
-      auto dense = input.dense.to(deep_in.scalar_type());
+      dense = input.dense.to(lookup.embeddings.scalar_type());
       first_order = first_order + detail::linear_forward(dense_linear, dense);
-      deep_in = torch::cat({deep_in, dense}, 1);
     }
-    return {deep->forward(deep_in), first_order, fm_second_order(lookup.embeddings)};
+    const auto fm_and_deep = fm_second_order_and_deep_input(lookup.embeddings, dense);
+    return {deep->forward(fm_and_deep.deep_input), first_order, fm_and_deep.second_order};
   }
 
   /// Representation [batch, output_dim()]: deep output joined with the
