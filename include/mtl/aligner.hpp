@@ -95,7 +95,8 @@ class NormalizeAndScale : public torch::autograd::Function<NormalizeAndScale> {
       // The scale's gradient summed over blocks of 64 batch rows, so that threads do not change it.
       constexpr int64_t kBlockRows = 64;
       grad_scale = blocked_column_sums<scalar_t>(
-          batch, kBlockRows, experts, std::max<int64_t>(1, row_grain(dim, kValuesPerThread) / (kBlockRows * experts)), x.options(),
+          batch, kBlockRows, experts, std::max<int64_t>(1, row_grain(dim, kValuesPerThread) / (kBlockRows * experts)),
+          x.options(),
           [&](int64_t first_row, int64_t end_row, scalar_t* sums) {
             for (int64_t r = first_row * experts; r < end_row * experts; ++r) {
               const scalar_t* row = in + r * dim;

@@ -25,6 +25,7 @@
 #include <algorithm>
 #include <initializer_list>
 #include <ostream>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -99,21 +100,28 @@ inline std::pair<torch::Tensor, torch::Tensor> cross_gradients(const torch::Tens
     const scalar_t *gp = g.data_ptr<scalar_t>(), *x0p = x0.data_ptr<scalar_t>(), *up = u.data_ptr<scalar_t>();
     scalar_t *gup = grad_u.data_ptr<scalar_t>(), *gxp = grad_x0.data_ptr<scalar_t>();
     const scalar_t identity = x_is_x0 ? scalar_t(1) : scalar_t(0);
-    bias_grad = blocked_column_sums<scalar_t>(
-        g.size(0), kBlockRows, columns, std::max<int64_t>(1, row_grain(columns, kCrossValuesPerThread) / kBlockRows),
-        g.options(), [&](int64_t first_row, int64_t end_row, scalar_t* __restrict sums) {
-          for (int64_t i = first_row; i < end_row; ++i) {
-            const int64_t at = i * columns;
-            const scalar_t *__restrict gr = gp + at, *__restrict x0r = x0p + at, *__restrict ur = up + at;
-            scalar_t *__restrict gur = gup + at, *__restrict gxr = gxp + at;
-            for (int64_t c = 0; c < columns; ++c) {
-              const scalar_t through_u = gr[c] * x0r[c];
-              gur[c] = through_u, sums[c] += through_u;
-              const scalar_t to_x0 = gr[c] * (ur[c] + identity);
-              gxr[c] = accumulate ? gxr[c] + to_x0 : to_x0;
+    // `adds` true: grad_x0 holds earlier layers' sums; false: it is new and written, not read.
+    const auto pass = [&](auto adds) {
+      return blocked_column_sums<scalar_t>(
+          g.size(0), kBlockRows, columns, std::max<int64_t>(1, row_grain(columns, kCrossValuesPerThread) / kBlockRows),
+          g.options(), [&](int64_t first_row, int64_t end_row, scalar_t* __restrict sums) {
+            for (int64_t i = first_row; i < end_row; ++i) {
+              const int64_t at = i * columns;
+              const scalar_t *__restrict gr = gp + at, *__restrict x0r = x0p + at, *__restrict ur = up + at;
+              scalar_t *__restrict gur = gup + at, *__restrict gxr = gxp + at;
+              for (int64_t c = 0; c < columns; ++c) {
+                const scalar_t through_u = gr[c] * x0r[c];
+                gur[c] = through_u, sums[c] += through_u;
+                const scalar_t to_x0 = gr[c] * (ur[c] + identity);
+                if constexpr (decltype(adds)::value)
+                  gxr[c] += to_x0;
+                else
+                  gxr[c] = to_x0;
+              }
             }
-          }
-        });
+          });
+    };
+    bias_grad = accumulate ? pass(std::true_type{}) : pass(std::false_type{});
   });
   return {grad_u, bias_grad};
 }

@@ -126,7 +126,8 @@ struct FmAndDeepInput {
 /// and joined with `dense` [batch, columns] (undefined: none). On the CPU in
 /// float or double one pass each way.
 inline FmAndDeepInput fm_second_order_and_deep_input(const torch::Tensor& embeddings, const torch::Tensor& dense) {
-  TORCH_CHECK(embeddings.dim() == 3, "fm_second_order_and_deep_input expects embeddings [batch, fields, dim], but got shape ",
+  TORCH_CHECK(embeddings.dim() == 3,
+              "fm_second_order_and_deep_input expects embeddings [batch, fields, dim], but got shape ",
               embeddings.sizes());
   const int64_t batch = embeddings.size(0);
   const auto columns = dense.defined() ? dense.to(embeddings.scalar_type()) : torch::Tensor();
