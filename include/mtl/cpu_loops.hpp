@@ -25,4 +25,10 @@ inline int64_t row_grain(int64_t row_width, int64_t values_per_thread) {
   return std::max<int64_t>(1, values_per_thread / std::max<int64_t>(row_width, 1));
 }
 
+/// Values per thread for a loop of one pass with little arithmetic per value
+/// (a bias and a ReLU, their gradients, the cross layers' passes): below
+/// about a million values, two threads took longer than one on the 2-vCPU
+/// machines.
+constexpr int64_t kOnePassValuesPerThread = int64_t{1} << 20;
+
 }  // namespace mtl::detail

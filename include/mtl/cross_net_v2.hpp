@@ -42,9 +42,6 @@ inline bool cross_loops_take(std::initializer_list<torch::Tensor> matrices) {
   });
 }
 
-// Threads from about a million values, as mlp.hpp's one-pass loops.
-constexpr int64_t kCrossValuesPerThread = int64_t{1} << 20;
-
 /// A cross layer after its product u = W_l x_l: adds the bias to `u` in place
 /// and returns x_{l+1} = x0 * u + x_l.
 inline torch::Tensor add_bias_and_cross(torch::Tensor& u, const torch::Tensor& bias, const torch::Tensor& x0,
@@ -61,7 +58,7 @@ inline torch::Tensor add_bias_and_cross(torch::Tensor& u, const torch::Tensor& b
     scalar_t* up = u.data_ptr<scalar_t>();
     const scalar_t *bp = b.data_ptr<scalar_t>(), *x0p = x0.data_ptr<scalar_t>(), *xp = x.data_ptr<scalar_t>();
     scalar_t* np = next.data_ptr<scalar_t>();
-    at::parallel_for(0, u.size(0), row_grain(columns, kCrossValuesPerThread), [&](int64_t first, int64_t end) {
+    at::parallel_for(0, u.size(0), row_grain(columns, kOnePassValuesPerThread), [&](int64_t first, int64_t end) {
       for (int64_t i = first; i < end; ++i) {
         const int64_t at = i * columns;
         scalar_t* __restrict ur = up + at;
@@ -103,7 +100,7 @@ inline std::pair<torch::Tensor, torch::Tensor> cross_gradients(const torch::Tens
     // `adds` true: grad_x0 holds earlier layers' sums; false: it is new and written, not read.
     const auto pass = [&](auto adds) {
       return blocked_column_sums<scalar_t>(
-          g.size(0), kBlockRows, columns, std::max<int64_t>(1, row_grain(columns, kCrossValuesPerThread) / kBlockRows),
+          g.size(0), kBlockRows, columns, std::max<int64_t>(1, row_grain(columns, kOnePassValuesPerThread) / kBlockRows),
           g.options(), [&](int64_t first_row, int64_t end_row, scalar_t* __restrict sums) {
             for (int64_t i = first_row; i < end_row; ++i) {
               const int64_t at = i * columns;

@@ -59,10 +59,8 @@ inline std::pair<torch::Tensor, torch::Tensor> relu_grad_and_bias_grad(const tor
   const auto g = grad.contiguous();
   auto through = relu ? torch::empty_like(g) : g;
   const int64_t columns = g.size(1);
-  // Rows in blocks of 256. Threads only from about a million values: below,
-  // two threads took longer than one on the 2-vCPU machines.
   constexpr int64_t kBlockRows = 256;
-  const int64_t grain = std::max<int64_t>(1, row_grain(columns, int64_t{1} << 20) / kBlockRows);
+  const int64_t grain = std::max<int64_t>(1, row_grain(columns, kOnePassValuesPerThread) / kBlockRows);
   torch::Tensor bias_grad;
   AT_DISPATCH_FLOATING_TYPES(type, "mtl::relu_grad_and_bias_grad", [&] {
     const scalar_t* in = g.data_ptr<scalar_t>();
@@ -97,8 +95,7 @@ inline void add_bias_and_relu_(torch::Tensor& products, const torch::Tensor& bia
   AT_DISPATCH_FLOATING_TYPES(type, "mtl::add_bias_and_relu_", [&] {
     scalar_t* rows = products.data_ptr<scalar_t>();
     const scalar_t* __restrict add = b.data_ptr<scalar_t>();
-    // Threads only from about a million values, as in relu_grad_and_bias_grad.
-    at::parallel_for(0, products.size(0), row_grain(columns, int64_t{1} << 20), [&](int64_t first, int64_t end) {
+    at::parallel_for(0, products.size(0), row_grain(columns, kOnePassValuesPerThread), [&](int64_t first, int64_t end) {
       for (int64_t i = first; i < end; ++i) {
         scalar_t* __restrict row = rows + i * columns;
         if (relu)
