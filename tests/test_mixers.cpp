@@ -10,6 +10,7 @@
 #include <mtl/shared_bottom.hpp>
 #include <mtl/stacked_branches.hpp>
 
+#include <chrono>
 #include <set>
 #include <sstream>
 #include <thread>
@@ -235,24 +236,30 @@ TEST_CASE("PLE with two levels") {
   REQUIRE_TORCH_ERROR(ple->level_gate_weights(2), "PLE has levels 0..1, but got level 2");
 }
 
-// Branches side by side: each on its own thread, the costliest first to the
-// least loaded thread, outputs stacked in the branches' order.
-TEST_CASE("run_branches_stacked runs branches on their own threads, balanced by cost") {
-  REQUIRE(mtl::detail::assign_branch_threads({5, 1, 4, 2}, 2) == std::vector<int64_t>{0, 0, 1, 1});
-  REQUIRE(mtl::detail::assign_branch_threads({3, 3, 3}, 2) == std::vector<int64_t>{0, 1, 0});
-  REQUIRE(mtl::detail::assign_branch_threads({1, 2}, 1) == std::vector<int64_t>{0, 0});
+// Branches side by side: each on one thread, started costliest first, each
+// thread taking the next branch when it is free; outputs stacked in the
+// branches' order.
+TEST_CASE("run_branches_stacked runs branches side by side, a free thread taking the next") {
+  REQUIRE(mtl::detail::branches_by_cost({5, 1, 4, 2}) == std::vector<int64_t>{0, 2, 3, 1});
+  REQUIRE(mtl::detail::branches_by_cost({3, 3, 3}) == std::vector<int64_t>{0, 1, 2});
   if (std::thread::hardware_concurrency() < 2) {
     WARN("skipped the threads half: one core");
     return;
   }
   const IntraOpThreads two(2);
+  // Branch 0 is the costliest by its stated cost and by far the slowest: the
+  // other thread runs all the rest meanwhile (a split by stated cost would
+  // have given branch 0's thread branch 1 as well).
   const std::vector<double> costs{5, 1, 4, 2};
-  std::vector<int> ran_on(costs.size(), -1);
+  const std::vector<int> sleep_ms{100, 2, 2, 2};
+  std::vector<int> ran_on(costs.size(), -1), runs(costs.size(), 0);
   std::vector<Branch> branches;
   for (size_t i = 0; i < costs.size(); ++i) {
     Branch branch;
-    branch.run = [&ran_on, i](const torch::Tensor& x) {
+    branch.run = [&, i](const torch::Tensor& x) {
       ran_on[i] = at::get_thread_num();
+      ++runs[i];
+      std::this_thread::sleep_for(std::chrono::milliseconds(sleep_ms[i]));
       return x * static_cast<double>(i + 1);
     };
     branch.input = torch::ones({3, 2});
@@ -260,7 +267,11 @@ TEST_CASE("run_branches_stacked runs branches on their own threads, balanced by 
     branches.push_back(branch);
   }
   const auto stacked = run_branches_stacked(branches);
-  REQUIRE(ran_on == std::vector<int>{0, 0, 1, 1});
+  REQUIRE(runs == std::vector<int>{1, 1, 1, 1});
+  REQUIRE(std::set<int>(ran_on.begin(), ran_on.end()) == std::set<int>{0, 1});
+  REQUIRE(ran_on[1] != ran_on[0]);
+  REQUIRE(ran_on[1] == ran_on[2]);
+  REQUIRE(ran_on[1] == ran_on[3]);
   REQUIRE(stacked.sizes() == torch::IntArrayRef{3, 4, 2});
   for (int64_t i = 0; i < 4; ++i) REQUIRE(torch::equal(stacked.select(1, i), torch::full({3, 2}, i + 1.0)));
   {
@@ -271,6 +282,13 @@ TEST_CASE("run_branches_stacked runs branches on their own threads, balanced by 
   branches[2].draws_random_numbers = true;  // dropout: one after another, so that a seed repeats
   run_branches_stacked(branches);
   REQUIRE(ran_on == std::vector<int>{0, 0, 0, 0});
+  // A branch of another shape is named against the first to finish (branch 2,
+  // the other thread's first, while branch 0 sleeps).
+  branches[2].draws_random_numbers = false;
+  branches[1].run = [](const torch::Tensor& x) { return torch::cat({x, x}, 1); };
+  REQUIRE_TORCH_ERROR(run_branches_stacked(branches),
+                      "run_branches_stacked expects every branch to give one shape and dtype, but branch 1 gave "
+                      "[3, 4] (Float) where branch 2 gave [3, 2] (Float)");
 }
 
 // Experts side by side give what they give one after another: outputs and the
