@@ -470,6 +470,32 @@ TEST_CASE("MultiTaskModel in the seven experiment shapes") {
   }
 }
 
+// The towers run side by side as one node (stacked_branches.hpp), with the
+// logits and gradients they give one after another.
+TEST_CASE("MultiTaskModel towers side by side equal towers one after another") {
+  const IntraOpThreads two(2);
+  torch::manual_seed(14);
+  SharedBottomModel model(SharedBottomModelOptions(backbone_options(), SharedBottomOptions(0, 0).hidden_dims({10}), kCtrCvr)
+                              .task_tower_hidden_dims({{6}, {5, 4}}));
+  auto x = random_inputs(small_schema(), 32);
+  x.dense.requires_grad_();
+  const auto weights = torch::randn({32, 2});
+  const auto side_by_side = model->forward(x);
+  REQUIRE(side_by_side.logits.size() == 2);
+  REQUIRE(side_by_side.logits[1].sizes() == torch::IntArrayRef{32});
+  const auto& towers_node = side_by_side.logits[1].grad_fn()->next_edges().at(0).function;
+  REQUIRE(towers_node->name().find("StackedBranches") != std::string::npos);
+  TaskLogits one_after_another;
+  {
+    const BranchesOneAfterAnotherGuard guard;
+    one_after_another = model->forward(x);
+  }
+  const auto ours = torch::stack(side_by_side.logits, 1), reference = torch::stack(one_after_another.logits, 1);
+  REQUIRE(torch::allclose(ours, reference, 1e-6, 1e-6));
+  require_same_gradients((ours * weights).sum(), (reference * weights).sum(), x.dense, model->towers->parameters(),
+                         1e-6);
+}
+
 // A mixer set for another task count or input width than the model's is refused.
 TEST_CASE("MultiTaskModel refuses mismatched settings") {
   auto mmoe = MMoEOptions(0, 3).experts({ExpertOptions::mlp({8})});

@@ -129,15 +129,9 @@ inline torch::Tensor run_experts(const std::vector<Expert>& experts, const std::
   TORCH_CHECK(experts.size() == inputs.size(), "run_experts expects one input per expert, but got ", experts.size(),
               " experts and ", inputs.size(), " inputs");
   std::vector<Branch> branches;
-  for (size_t e = 0; e < experts.size(); ++e) {
-    Branch branch;
-    branch.run = [expert = experts[e].ptr()](const torch::Tensor& x) { return expert->forward(x); };
-    branch.input = inputs[e];
-    branch.parameters = experts[e]->parameters();
-    for (const auto& p : branch.parameters) branch.cost += static_cast<double>(p.numel());
-    branch.draws_random_numbers = experts[e]->is_training() && experts[e]->options.dropout() > 0.0;
-    branches.push_back(std::move(branch));
-  }
+  for (size_t e = 0; e < experts.size(); ++e)
+    branches.push_back(module_branch(experts[e].ptr(), inputs[e],
+                                     experts[e]->is_training() && experts[e]->options.dropout() > 0.0));
   return run_branches_stacked(branches);
 }
 

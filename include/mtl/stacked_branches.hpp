@@ -24,6 +24,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <numeric>
 #include <vector>
@@ -42,6 +43,19 @@ struct Branch {
   /// one after another, so that a seed gives the same draws every run.
   bool draws_random_numbers = false;
 };
+
+/// A branch that runs `module->forward` on `input`, its cost the module's
+/// parameter count.
+template <class ModuleImpl>
+Branch module_branch(std::shared_ptr<ModuleImpl> module, torch::Tensor input, bool draws_random_numbers) {
+  Branch branch;
+  branch.parameters = module->parameters();
+  for (const auto& p : branch.parameters) branch.cost += static_cast<double>(p.numel());
+  branch.run = [module = std::move(module)](const torch::Tensor& x) { return module->forward(x); };
+  branch.input = std::move(input);
+  branch.draws_random_numbers = draws_random_numbers;
+  return branch;
+}
 
 namespace detail {
 
