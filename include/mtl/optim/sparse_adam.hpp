@@ -144,6 +144,21 @@ class SparseAdam {
   torch::Tensor exp_avg_sq() const { return row_state_.narrow(1, table_.size(1), table_.size(1)); }
   torch::Tensor row_steps() const { return row_state_.select(1, 2 * table_.size(1)); }
 
+  /// The table's gradient (undefined where there is none), which must be sparse.
+  const torch::Tensor& sparse_gradient() const {
+    const auto& grad = table_.grad();
+    TORCH_CHECK(!grad.defined() || grad.is_sparse(), "SparseAdam expects a sparse gradient (build the embedding with "
+                "sparse_grad(true)), but the table's gradient is dense");
+    return grad;
+  }
+
+  void check_rows(const torch::Tensor& rows, const torch::Tensor& row_grads) const {
+    TORCH_CHECK(rows.dim() == 1 && row_grads.dim() == 2 && row_grads.size(0) == rows.size(0) &&
+                    row_grads.size(1) == table_.size(1),
+                "SparseAdam expects rows [n] and gradients [n, ", table_.size(1), "], but got ", rows.sizes(),
+                " and ", row_grads.sizes());
+  }
+
   // The CPU path. The ids are grouped by row and each row's gradients summed
   // in batch order (detail::RowGroups, one thread: in parallel it was slower),
   // then the rows are updated in parallel, in blocks: a block's weights and
@@ -153,22 +168,7 @@ class SparseAdam {
   // each row in place, the Adam arithmetic between one row's loads and the
   // next held them back (13.7k random rows, caches cold: 0.81 ms in place,
   // 0.57 ms in blocks). A run repeats bit for bit whatever the number of threads.
-  /// The table's gradient (undefined where there is none), which must be sparse.
-  const torch::Tensor& sparse_gradient() const {
-    const auto& grad = table_.grad();
-    TORCH_CHECK(!grad.defined() || grad.is_sparse(), "SparseAdam expects a sparse gradient (build the embedding with "
-                "sparse_grad(true)), but the table's gradient is dense");
-    return grad;
-  }
-
   bool takes_cpu_path() const { return table_.device().is_cpu() && table_.is_contiguous() && table_.is_floating_point(); }
-
-  void check_rows(const torch::Tensor& rows, const torch::Tensor& row_grads) const {
-    TORCH_CHECK(rows.dim() == 1 && row_grads.dim() == 2 && row_grads.size(0) == rows.size(0) &&
-                    row_grads.size(1) == table_.size(1),
-                "SparseAdam expects rows [n] and gradients [n, ", table_.size(1), "], but got ", rows.sizes(),
-                " and ", row_grads.sizes());
-  }
 
   /// The CPU path's first part, on the calling thread: checks the ids and
   /// groups them by row into `row_groups_`.
