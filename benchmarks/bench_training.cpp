@@ -6,8 +6,8 @@
 // against LibTorch's stock path (a table per field, COO gradients, coalesce,
 // index ops); peak resident memory; the E5 step's matrix products alone.
 #include <mtl/data/synthetic.hpp>
-#include <mtl/huge_pages.hpp>
-#include <mtl/matrix_product.hpp>
+#include <mtl/detail/huge_pages.hpp>
+#include <mtl/detail/matrix_product.hpp>
 #include <mtl/model.hpp>
 #include <mtl/optim/dual_optimizer.hpp>
 #include <mtl/train/heap_retention.hpp>
@@ -291,7 +291,7 @@ void BM_Embedding_Stock(benchmark::State& state) { embedding_path<StockEmbedding
 
 /// Both paths in one loop, alternating batch by batch, so that a slow spell of
 /// a shared machine falls on both: each path's milliseconds per batch and the
-/// speedup of ours (the figure for issue 5's target).
+/// speedup of ours (the figure the 5x target in benchmarks/README.md reads).
 void BM_Embedding_SideBySide(benchmark::State& state) {
   torch::set_num_threads(static_cast<int>(std::thread::hardware_concurrency()));
   train::retain_freed_memory();

@@ -2,13 +2,12 @@
 // the shapes of the seven experiments.
 #include "test_helpers.hpp"
 
-#include <mtl/expert_mixing.hpp>
+#include <mtl/functional/expert_mixing.hpp>
 #include <mtl/gate.hpp>
 #include <mtl/mmoe.hpp>
 #include <mtl/model.hpp>
 #include <mtl/ple.hpp>
 #include <mtl/shared_bottom.hpp>
-#include <mtl/stacked_branches.hpp>
 
 #include <chrono>
 #include <set>
@@ -16,6 +15,8 @@
 #include <thread>
 
 using namespace mtl;
+using mtl::detail::Branch;
+using mtl::detail::run_branches_stacked;
 using mtl_test::random_inputs;
 using mtl_test::random_projection_loss;
 using mtl_test::require_gradient_everywhere;
@@ -85,6 +86,58 @@ TEST_CASE("Gate softmax equals ATen's softmax") {
   REQUIRE(torch::allclose(gate->forward(x), torch::softmax(gate->scorer->forward(x), 1), 1e-6, 1e-6));
 }
 
+namespace {
+// A user's own mixer: every task reads the input, doubled. It provides what
+// mixer.hpp asks and nothing for diagnostics.
+struct DoublingMixerOptions {
+  DoublingMixerOptions(int64_t input_dim, int64_t num_tasks) : input_dim_(input_dim), num_tasks_(num_tasks) {}
+  TORCH_ARG(int64_t, input_dim);
+  TORCH_ARG(int64_t, num_tasks);
+};
+class DoublingMixerImpl : public torch::nn::Cloneable<DoublingMixerImpl> {
+ public:
+  explicit DoublingMixerImpl(DoublingMixerOptions options) : options(std::move(options)) {}
+  void reset() override {}
+  std::vector<torch::Tensor> forward(const torch::Tensor& x) { return std::vector<torch::Tensor>(options.num_tasks(), 2 * x); }
+  int64_t output_dim() const { return options.input_dim(); }
+  int64_t num_tasks() const { return options.num_tasks(); }
+  DoublingMixerOptions options;
+};
+TORCH_MODULE(DoublingMixer);
+
+// Not a mixer: forward gives one tensor, not one per task.
+struct OneOutputImpl : torch::nn::Module {
+  struct Options {
+    TORCH_ARG(int64_t, input_dim) = 0;
+    TORCH_ARG(int64_t, num_tasks) = 0;
+  } options;
+  torch::Tensor forward(const torch::Tensor& x) { return x; }
+  int64_t output_dim() const { return 0; }
+  int64_t num_tasks() const { return 1; }
+};
+}  // namespace
+
+// The mixer contract is checked at compile time: the library's mixers meet it
+// (MMoE and PLE with gates, SharedBottom without), a user's own mixer composes
+// into a MultiTaskModel, and a module of another shape is no mixer.
+TEST_CASE("the mixer contract") {
+  STATIC_REQUIRE(is_gated_mixer_v<MMoEImpl>);
+  STATIC_REQUIRE(is_gated_mixer_v<PLEImpl>);
+  STATIC_REQUIRE(is_mixer_v<SharedBottomImpl>);
+  STATIC_REQUIRE(is_mixer_v<DoublingMixerImpl>);
+  STATIC_REQUIRE_FALSE(is_gated_mixer_v<DoublingMixerImpl>);
+  STATIC_REQUIRE_FALSE(is_mixer_v<OneOutputImpl>);
+  STATIC_REQUIRE_FALSE(is_mixer_v<GateImpl>);
+  torch::manual_seed(2);
+  MultiTaskModel<DeepFM, DoublingMixer> model(MultiTaskModelOptions<DeepFM, DoublingMixer>(
+      DeepFMOptions(mtl_test::small_schema()).deep_hidden_dims({8}).fm_projection_dim(4), DoublingMixerOptions(0, 0),
+      {"ctr", "cvr"}));
+  REQUIRE(model->mixer->options.input_dim() == model->backbone->output_dim());
+  REQUIRE(model->mixer->options.num_tasks() == 2);
+  const auto logits = model->forward(random_inputs(mtl_test::small_schema(), 6));
+  REQUIRE(logits.at("cvr").sizes() == torch::IntArrayRef{6});
+}
+
 // Shared bottom hands one representation to every task; empty layers are the identity.
 TEST_CASE("SharedBottom") {
   SharedBottom bottom(SharedBottomOptions(12, 2).hidden_dims({10}));
@@ -93,78 +146,13 @@ TEST_CASE("SharedBottom") {
     REQUIRE(out.size() == 2);
     REQUIRE(out[1].sizes() == torch::IntArrayRef{batch, 10});
   }
-  REQUIRE(bottom->gate_weights().empty());
+  STATIC_REQUIRE(is_mixer_v<SharedBottomImpl>);
+  STATIC_REQUIRE_FALSE(is_gated_mixer_v<SharedBottomImpl>);  // no gates: diagnostics say so
   auto x = torch::randn({8, 12});
   require_gradient_everywhere(*bottom, random_projection_loss(joined(bottom->forward(x))));
   require_independent_clone(bottom, [&](SharedBottomImpl& m) { return joined(m.forward(x)); });
   SharedBottom identity(SharedBottomOptions(12, 1));
   REQUIRE(torch::equal(identity->forward(x)[0], x));
-}
-
-// The fused mixing of several gates equals each gate's mixture written with
-// tensor ops (mix_experts over the chosen experts), in value and in the
-// gradients to the experts and to every gate's weights; in fp32 and fp64 (the
-// fused CPU path) and in bf16 (the tensor-op path).
-TEST_CASE("mix_chosen_experts equals mix_experts over the chosen experts") {
-  const std::vector<std::vector<int64_t>> chosen{{0, 1, 2, 3, 4}, {0, 1, 2, 3, 5}, {0, 1, 2, 3, 4, 5}, {5}};
-  for (auto dtype : {torch::kFloat, torch::kDouble, torch::kBFloat16}) {
-    INFO("dtype " << dtype);
-    torch::manual_seed(3);
-    const auto experts = torch::randn({37, 6, 16}, torch::kDouble);
-    std::vector<torch::Tensor> weights;
-    for (const auto& c : chosen) weights.push_back(torch::softmax(torch::randn({37, static_cast<int64_t>(c.size())}, torch::kDouble), 1));
-    const auto projections = torch::randn({4, 16}, torch::kDouble);
-
-    // Reference in fp64 with tensor ops.
-    auto ref_experts = experts.clone().requires_grad_();
-    std::vector<torch::Tensor> ref_weights;
-    auto ref_loss = torch::zeros({}, torch::kDouble);
-    std::vector<torch::Tensor> ref_mixed;
-    for (size_t g = 0; g < chosen.size(); ++g) {
-      ref_weights.push_back(weights[g].clone().requires_grad_());
-      ref_mixed.push_back(mix_experts(ref_experts.index_select(1, torch::tensor(chosen[g])), ref_weights[g]));
-      ref_loss = ref_loss + (ref_mixed[g] * projections[static_cast<int64_t>(g)]).sum();
-    }
-    ref_loss.backward();
-
-    auto our_experts = experts.to(dtype).requires_grad_();
-    std::vector<torch::Tensor> our_weights;
-    for (const auto& w : weights) our_weights.push_back(w.to(dtype).requires_grad_());
-    const auto mixed = mix_chosen_experts(our_experts, our_weights, chosen);
-    REQUIRE(mixed.size() == chosen.size());
-    auto loss = torch::zeros({}, dtype);
-    for (size_t g = 0; g < chosen.size(); ++g) loss = loss + (mixed[g] * projections[static_cast<int64_t>(g)].to(dtype)).sum();
-    loss.backward();
-
-    const double tol = dtype == torch::kBFloat16 ? 5e-2 : dtype == torch::kFloat ? 1e-5 : 1e-12;
-    for (size_t g = 0; g < chosen.size(); ++g) {
-      INFO("gate " << g);
-      REQUIRE(mixed[g].scalar_type() == dtype);
-      REQUIRE(torch::allclose(mixed[g].to(torch::kDouble), ref_mixed[g], tol, tol));
-      REQUIRE(torch::allclose(our_weights[g].grad().to(torch::kDouble), ref_weights[g].grad(), tol, tol));
-    }
-    REQUIRE(torch::allclose(our_experts.grad().to(torch::kDouble), ref_experts.grad(), tol, tol));
-  }
-}
-
-// A gate whose output is not used gets no gradient, and the others are unchanged by that.
-TEST_CASE("mix_chosen_experts with an unused gate") {
-  auto experts = torch::randn({5, 3, 4}, torch::requires_grad());
-  auto w0 = torch::softmax(torch::randn({5, 3}), 1).requires_grad_();
-  auto w1 = torch::softmax(torch::randn({5, 2}), 1).requires_grad_();
-  mix_chosen_experts(experts, {w0, w1}, {{0, 1, 2}, {1, 2}})[0].sum().backward();
-  REQUIRE_FALSE(w1.grad().defined());
-  REQUIRE(torch::allclose(experts.grad(), w0.unsqueeze(2).expand({5, 3, 4})));
-}
-
-TEST_CASE("mix_chosen_experts refuses bad shapes") {
-  const auto experts = torch::randn({5, 3, 4});
-  const auto w = torch::softmax(torch::randn({5, 3}), 1);
-  REQUIRE_TORCH_ERROR(mix_chosen_experts(torch::randn({5, 3}), {w}, {{0, 1, 2}}),
-                      "expects experts [batch, num_experts, dim], but got shape [5, 3]");
-  REQUIRE_TORCH_ERROR(mix_chosen_experts(experts, {w}, {}), "one expert list per gate (1 gates), but got 0 lists");
-  REQUIRE_TORCH_ERROR(mix_chosen_experts(experts, {w}, {{0, 1}}), "gate 0 expects weights [5, 2], but got shape [5, 3]");
-  REQUIRE_TORCH_ERROR(mix_chosen_experts(experts, {w}, {{0, 1, 3}}), "gate 0 chooses expert 3, but there are 3 experts");
 }
 
 // MMoE: per-task mixtures of the shared experts, gates that are distributions.

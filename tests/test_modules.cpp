@@ -7,9 +7,9 @@
 #include <mtl/deepfm.hpp>
 #include <mtl/embedding.hpp>
 #include <mtl/expert.hpp>
-#include <mtl/fm_second_order.hpp>
+#include <mtl/functional/fm.hpp>
 #include <mtl/gate.hpp>
-#include <mtl/matrix_product.hpp>
+#include <mtl/detail/matrix_product.hpp>
 #include <mtl/mlp.hpp>
 #include <mtl/tower.hpp>
 #include <mtl/version.hpp>
@@ -254,89 +254,6 @@ TEST_CASE("linear_forward equals the Linear module through autograd") {
   torch::nn::Linear layer(4, 2);
   const auto batched = torch::randn({3, 5, 4});
   REQUIRE(torch::equal(mtl::detail::linear_forward(layer, batched), layer->forward(batched)));
-}
-
-// FM's second-order vector equals the brute-force sum over field pairs.
-TEST_CASE("DeepFM second-order term equals the pairwise sum") {
-  auto v = torch::randn({5, 4, 3}, torch::kDouble);
-  auto brute = torch::zeros({5, 3}, torch::kDouble);
-  for (int64_t f = 0; f < 4; ++f)
-    for (int64_t g = f + 1; g < 4; ++g) brute += v.select(1, f) * v.select(1, g);
-  REQUIRE(torch::allclose(fm_second_order(v), brute, 1e-12, 1e-12));
-}
-
-// FM's second-order term as one function gives the values and the gradient of
-// the tensor-op formula through autograd, in double and float, for a
-// non-contiguous input, one field and an empty batch.
-TEST_CASE("FM second-order term as one function equals tensor ops through autograd") {
-  const auto reference = [](const torch::Tensor& v) {
-    auto sum = v.sum(1);
-    return 0.5 * (sum * sum - (v * v).sum(1));
-  };
-  for (auto shape : {std::vector<int64_t>{7, 5, 3}, {4, 1, 8}, {0, 3, 2}}) {
-    INFO("shape " << torch::IntArrayRef(shape));
-    auto v = torch::randn(shape, torch::kDouble).requires_grad_();
-    const auto projection = torch::randn({shape[0], shape[2]}, torch::kDouble);
-    const auto out = fm_second_order(v);
-    REQUIRE(out.sizes() == torch::IntArrayRef{shape[0], shape[2]});
-    REQUIRE(torch::allclose(out, reference(v), 1e-12, 1e-12));
-    const auto grad = torch::autograd::grad({(out * projection).sum()}, {v})[0];
-    const auto reference_grad = torch::autograd::grad({(reference(v) * projection).sum()}, {v})[0];
-    REQUIRE(torch::allclose(grad, reference_grad, 1e-12, 1e-12));
-  }
-  auto transposed = torch::randn({6, 4, 5}).transpose(1, 2).requires_grad_();  // [6, 5, 4], not contiguous
-  const auto projection = torch::randn({6, 4});
-  const auto out = fm_second_order(transposed);
-  REQUIRE(torch::allclose(out, reference(transposed), 1e-5, 1e-6));
-  const auto grad = torch::autograd::grad({(out * projection).sum()}, {transposed})[0];
-  const auto reference_grad = torch::autograd::grad({(reference(transposed) * projection).sum()}, {transposed})[0];
-  REQUIRE(torch::allclose(grad, reference_grad, 1e-5, 1e-6));
-  REQUIRE_TORCH_ERROR(fm_second_order(torch::randn({4, 3})), "fm_second_order expects embeddings [batch, fields, dim], but got shape [4, 3]");
-}
-
-// FM's second-order term with DeepFM's deep input written in the same pass:
-// values and gradients of the tensor ops (cat, reshape, the formula) through
-// autograd, with and without dense columns, and with either output unused.
-TEST_CASE("FM second-order term and the deep input in one function equal tensor ops") {
-  const auto reference = [](const torch::Tensor& v, const torch::Tensor& dense) {
-    auto sum = v.sum(1);
-    auto flat = v.reshape({v.size(0), -1});
-    return FmAndDeepInput{0.5 * (sum * sum - (v * v).sum(1)), dense.defined() ? torch::cat({flat, dense}, 1) : flat};
-  };
-  for (bool with_dense : {true, false})
-    for (int used : {0, 1, 2}) {  // both outputs, only FM's, only the deep input
-      INFO("dense " << with_dense << ", used " << used);
-      auto v = torch::randn({7, 5, 3}, torch::kDouble).requires_grad_();
-      auto dense = with_dense ? torch::randn({7, 4}, torch::kDouble).requires_grad_() : torch::Tensor();
-      const auto ours = fm_second_order_and_deep_input(v, dense);
-      const auto expected = reference(v, dense);
-      REQUIRE(ours.deep_input.sizes() == torch::IntArrayRef{7, with_dense ? 19 : 15});
-      REQUIRE(torch::allclose(ours.second_order, expected.second_order, 1e-12, 1e-12));
-      REQUIRE(torch::equal(ours.deep_input, expected.deep_input));
-      const auto fm_weights = torch::randn({7, 3}, torch::kDouble);
-      const auto deep_weights = torch::randn(ours.deep_input.sizes(), torch::kDouble);
-      const auto loss = [&](const FmAndDeepInput& out) {
-        auto fm_part = (out.second_order * fm_weights).sum(), deep_part = (out.deep_input * deep_weights).sum();
-        return used == 0 ? fm_part + deep_part : used == 1 ? fm_part : deep_part;
-      };
-      std::vector<torch::Tensor> leaves{v};
-      if (with_dense) leaves.push_back(dense);
-      const auto grads = torch::autograd::grad({loss(ours)}, leaves, {}, false, false, /*allow_unused=*/true);
-      const auto expected_grads = torch::autograd::grad({loss(expected)}, leaves, {}, false, false, true);
-      for (size_t k = 0; k < leaves.size(); ++k) {
-        INFO("leaf " << k);
-        const auto want = expected_grads[k].defined() ? expected_grads[k] : torch::zeros_like(leaves[k]);
-        const auto got = grads[k].defined() ? grads[k] : torch::zeros_like(leaves[k]);
-        REQUIRE(torch::allclose(got, want, 1e-12, 1e-12));
-      }
-    }
-  // bf16 takes the tensor ops.
-  const auto v = torch::randn({3, 2, 4}).to(torch::kBFloat16), dense = torch::randn({3, 5});
-  const auto ours = fm_second_order_and_deep_input(v, dense);
-  REQUIRE(torch::equal(ours.deep_input, torch::cat({v.reshape({3, 8}), dense.to(torch::kBFloat16)}, 1)));
-  REQUIRE(torch::equal(ours.second_order, fm_second_order(v)));
-  REQUIRE_TORCH_ERROR(fm_second_order_and_deep_input(torch::randn({3, 2, 4}), torch::randn({4, 5})),
-                      "expects dense values [3, columns], but got shape [4, 5]");
 }
 
 // DeepFM emits deep output joined with the FM projection; gradients reach everything.

@@ -3,7 +3,7 @@
 #include "test_helpers.hpp"
 
 #include <mtl/data/synthetic.hpp>
-#include <mtl/losses.hpp>
+#include <mtl/functional/losses.hpp>
 #include <mtl/metrics/auc.hpp>
 #include <mtl/model.hpp>
 #include <mtl/optim/dual_optimizer.hpp>

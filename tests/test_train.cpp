@@ -240,7 +240,8 @@ struct SmallRun {
     Trainer<PLEModel> trainer(m, optim::DualSparseDenseOptions().sparse_lr(0.01).dense_lr(0.003).total_steps(60).warmup_steps(5),
                               Objective({"ctr", "cvr"}, ObjectiveOptions().use_esmm(true)), train, valid, &test,
                               TrainerOptions(dir).max_train_steps(60).eval_every(20).log_every(10).batch_size(256)
-                                  .eval_batch_size(2048).quiet(true).threads(2).stop_after_steps(stop_after));
+                                  .eval_batch_size(2048).quiet(true).threads(2));
+    const mtl::detail::StopAfterStepsGuard stop(stop_after);
     return trainer.run();
   }
 };

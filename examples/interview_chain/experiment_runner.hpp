@@ -107,7 +107,7 @@ inline mtl::train::TrainerOptions trainer_options(const ExperimentConfig& c, con
 
 /// Trains one experiment into `run_dir` (continuing from its last checkpoint if there is one).
 inline mtl::train::TrainResult run_experiment(const ExperimentConfig& c, const DataBundle& data, const std::string& run_dir,
-                                              bool quiet, int64_t stop_after_steps = 0) {
+                                              bool quiet) {
   mtl::train::create_output_dir(run_dir);
   mtl::train::atomic_write((std::filesystem::path(run_dir) / "config.yaml").string(), c.fields.to_yaml());
   TORCH_CHECK(c.device != "cuda" || torch::cuda::is_available(),
@@ -128,7 +128,7 @@ inline mtl::train::TrainResult run_experiment(const ExperimentConfig& c, const D
                                            .use_esmm(c.use_esmm)
                                            .esmm_version(c.esmm_version)
                                            .lambda_cvr_aux(c.lambda_cvr_aux)),
-        data.train, data.valid, &data.test, trainer_options(c, run_dir, quiet).stop_after_steps(stop_after_steps));
+        data.train, data.valid, &data.test, trainer_options(c, run_dir, quiet));
     result = trainer.run();
   });
   return result;

@@ -3,9 +3,10 @@
 // the deep output joined with a projection of the FM vector.
 #pragma once
 
+#include <mtl/detail/join.hpp>
 #include <mtl/embedding.hpp>
 #include <mtl/features.hpp>
-#include <mtl/fm_second_order.hpp>
+#include <mtl/functional/fm.hpp>
 #include <mtl/mlp.hpp>
 
 #include <torch/nn/cloneable.h>
@@ -98,10 +99,8 @@ class DeepFMImpl : public torch::nn::Cloneable<DeepFMImpl> {
   void pretty_print(std::ostream& stream) const override {
     stream << "mtl::DeepFM(sparse_fields=" << options.schema().num_sparse()
            << ", dense_fields=" << options.schema().num_dense()
-           << ", embedding_dim=" << embedding->embedding_dim() << ", deep_hidden_dims=[";
-    for (size_t i = 0; i < options.deep_hidden_dims().size(); ++i)
-      stream << (i ? ", " : "") << options.deep_hidden_dims()[i];
-    stream << "], fm_projection_dim=" << options.fm_projection_dim() << ")";
+           << ", embedding_dim=" << embedding->embedding_dim() << ", deep_hidden_dims=["
+           << detail::join(options.deep_hidden_dims()) << "], fm_projection_dim=" << options.fm_projection_dim() << ")";
   }
 
   DeepFMOptions options;

@@ -1,13 +1,13 @@
-// ESMM (entire space multi-task model): CVR is learnt over all impressions
-// through p_ctcvr = p_ctr * p_cvr. v1 takes losses on click and on
+// ESMM (entire space multi-task model) loss: CVR is learnt over all
+// impressions through p_ctcvr = p_ctr * p_cvr. v1 takes losses on click and on
 // click*conversion; v2 adds lambda_cvr_aux times the CVR loss on clicked rows.
 // Everything is computed from logits in log space, so logits of +-30 give
-// finite losses and gradients. On the CPU ESMMLoss computes all terms in one
-// pass (esmm_terms.hpp); the functions below are the same loss as tensor ops.
+// finite losses and gradients. On the CPU all terms are one pass
+// (detail/esmm_terms.hpp); functional/losses.hpp has the same loss as tensor ops.
 #pragma once
 
-#include <mtl/esmm_terms.hpp>
-#include <mtl/losses.hpp>
+#include <mtl/detail/esmm_terms.hpp>
+#include <mtl/functional/losses.hpp>
 
 #include <torch/nn/cloneable.h>
 #include <torch/nn/module.h>
@@ -16,26 +16,6 @@
 #include <ostream>
 
 namespace mtl {
-
-/// p_ctcvr = sigmoid(ctr_logit) * sigmoid(cvr_logit).
-inline torch::Tensor esmm_ctcvr_probability(const torch::Tensor& ctr_logits, const torch::Tensor& cvr_logits) {
-  return torch::sigmoid(ctr_logits) * torch::sigmoid(cvr_logits);
-}
-
-/// Mean BCE of p_ctcvr against `ctcvr_labels` (click * conversion), in log
-/// space: log p = logsig(a) + logsig(b), and
-/// log(1 - p) = log(sigmoid(-a) + sigmoid(a) * sigmoid(-b)), a log-sum-exp of two finite terms.
-inline torch::Tensor ctcvr_loss(const torch::Tensor& ctr_logits, const torch::Tensor& cvr_logits,
-                                const torch::Tensor& ctcvr_labels) {
-  detail::check_logits_and_labels(ctr_logits, ctcvr_labels, "ctcvr_loss", "ctcvr");
-  TORCH_CHECK(cvr_logits.sizes() == ctr_logits.sizes(), "ctcvr_loss expects CVR logits of shape ",
-              ctr_logits.sizes(), " like the CTR logits, but got ", cvr_logits.sizes());
-  auto y = ctcvr_labels.to(ctr_logits.scalar_type());
-  auto log_sig_a = torch::log_sigmoid(ctr_logits), log_sig_b = torch::log_sigmoid(cvr_logits);
-  auto log_p = log_sig_a + log_sig_b;
-  auto log_1mp = torch::logaddexp(torch::log_sigmoid(-ctr_logits), log_sig_a + torch::log_sigmoid(-cvr_logits));
-  return -(y * log_p + (1 - y) * log_1mp).mean();
-}
 
 enum class ESMMVersion { v1, v2 };
 
@@ -72,7 +52,7 @@ class ESMMLossImpl : public torch::nn::Cloneable<ESMMLossImpl> {
   ESMMLossTerms forward(const torch::Tensor& ctr_logits, const torch::Tensor& cvr_logits,
                         const torch::Tensor& click, const torch::Tensor& conversion) {
     ESMMLossTerms terms;
-    if (detail::esmm_terms_apply_to(ctr_logits, cvr_logits)) {  // on the CPU: one pass, one autograd node
+    if (detail::EsmmTerms::applies_to(ctr_logits, cvr_logits)) {  // on the CPU: one pass, one autograd node
       check_inputs(ctr_logits, cvr_logits, click, conversion);
       const bool v2 = options.version() == ESMMVersion::v2;
       const auto out = detail::esmm_terms(ctr_logits, cvr_logits, click, conversion,

@@ -3,8 +3,9 @@
 #pragma once
 
 #include <mtl/cross_net_v2.hpp>
+#include <mtl/detail/join.hpp>
 #include <mtl/mlp.hpp>
-#include <mtl/stacked_branches.hpp>
+#include <mtl/detail/stacked_branches.hpp>
 
 #include <torch/nn/cloneable.h>
 #include <torch/nn/module.h>
@@ -52,9 +53,7 @@ struct ExpertOptions {
 inline std::string describe(const ExpertOptions& o) {
   std::ostringstream s;
   if (o.kind() == ExpertKind::mlp) {
-    s << "mlp[";
-    for (size_t i = 0; i < o.hidden_dims().size(); ++i) s << (i ? "," : "") << o.hidden_dims()[i];
-    s << "]";
+    s << "mlp[" << detail::join(o.hidden_dims(), ",") << "]";
   } else {
     s << "cross(" << o.cross_layers();
     if (o.low_rank() > 0) s << ",r=" << o.low_rank();
@@ -108,6 +107,22 @@ class ExpertImpl : public torch::nn::Cloneable<ExpertImpl> {
 };
 TORCH_MODULE(Expert);
 
+/// While alive, the experts of a mixer and the towers of a model run one after
+/// another on this thread instead of side by side: needed for gradients of
+/// gradients (create_graph), and a baseline to measure against.
+class BranchesOneAfterAnotherGuard {
+ public:
+  BranchesOneAfterAnotherGuard() : previous_(detail::branches_one_after_another()) {
+    detail::branches_one_after_another() = true;
+  }
+  ~BranchesOneAfterAnotherGuard() { detail::branches_one_after_another() = previous_; }
+  BranchesOneAfterAnotherGuard(const BranchesOneAfterAnotherGuard&) = delete;
+  BranchesOneAfterAnotherGuard& operator=(const BranchesOneAfterAnotherGuard&) = delete;
+
+ private:
+  bool previous_;
+};
+
 /// The outputs of a mixer's experts in its last forward, kept for
 /// diagnostics when recording is on: [batch, num_experts, dim] each.
 struct ExpertOutputs {
@@ -123,16 +138,16 @@ inline torch::nn::ModuleList make_experts(const std::vector<ExpertOptions>& spec
   return experts;
 }
 
-/// Runs expert i on `inputs[i]`, side by side where they can
-/// (stacked_branches.hpp): [batch, num_experts, output_dim].
+/// Runs expert i on `inputs[i]`, side by side on the intra-op threads where
+/// they can (detail/stacked_branches.hpp): [batch, num_experts, output_dim].
 inline torch::Tensor run_experts(const std::vector<Expert>& experts, const std::vector<torch::Tensor>& inputs) {
   TORCH_CHECK(experts.size() == inputs.size(), "run_experts expects one input per expert, but got ", experts.size(),
               " experts and ", inputs.size(), " inputs");
-  std::vector<Branch> branches;
+  std::vector<detail::Branch> branches;
   for (size_t e = 0; e < experts.size(); ++e)
-    branches.push_back(module_branch(experts[e].ptr(), inputs[e],
-                                     experts[e]->is_training() && experts[e]->options.dropout() > 0.0));
-  return run_branches_stacked(branches);
+    branches.push_back(detail::module_branch(experts[e].ptr(), inputs[e],
+                                             experts[e]->is_training() && experts[e]->options.dropout() > 0.0));
+  return detail::run_branches_stacked(branches);
 }
 
 /// The experts of a list `make_experts` built, as `Expert` handles.

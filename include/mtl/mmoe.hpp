@@ -4,8 +4,9 @@
 
 #include <mtl/aligner.hpp>
 #include <mtl/expert.hpp>
-#include <mtl/expert_mixing.hpp>
+#include <mtl/functional/expert_mixing.hpp>
 #include <mtl/gate.hpp>
+#include <mtl/mixer.hpp>
 
 #include <torch/nn/cloneable.h>
 #include <torch/nn/module.h>
@@ -63,10 +64,7 @@ class MMoEImpl : public torch::nn::Cloneable<MMoEImpl> {
   std::vector<torch::Tensor> forward(const torch::Tensor& x) {
     TORCH_CHECK(x.dim() == 2 && x.size(1) == options.input_dim(), "MMoE expects [batch, ",
                 options.input_dim(), "], but got shape ", x.sizes());
-    auto outputs = run_experts(*experts, x);
-    if (record_outputs_) recorded_.raw = outputs.detach();
-    if (aligner) outputs = aligner->forward(outputs);
-    if (record_outputs_ && aligner) recorded_.aligned = outputs.detach();
+    const auto outputs = recorder_.align(run_experts(*experts, x), aligner);
     std::vector<torch::Tensor> weights;
     for (const auto& gate : *gates) weights.push_back(gate->as<Gate>()->forward(x));
     return mix_chosen_experts(outputs, weights,
@@ -93,11 +91,8 @@ class MMoEImpl : public torch::nn::Cloneable<MMoEImpl> {
   std::vector<std::string> expert_names() const { return gate_expert_names().front(); }
 
   /// Keep each forward's expert outputs (for expert-health diagnostics).
-  void record_expert_outputs(bool on) {
-    record_outputs_ = on;
-    recorded_ = {};
-  }
-  const ExpertOutputs& recorded_expert_outputs() const noexcept { return recorded_; }
+  void record_expert_outputs(bool on) { recorder_.record(on); }
+  const ExpertOutputs& recorded_expert_outputs() const noexcept { return recorder_.outputs(); }
 
   void pretty_print(std::ostream& stream) const override {
     stream << "mtl::MMoE(num_tasks=" << options.num_tasks()
@@ -111,9 +106,10 @@ class MMoEImpl : public torch::nn::Cloneable<MMoEImpl> {
   ExpertOutputAligner aligner{nullptr};
 
  private:
-  bool record_outputs_ = false;
-  ExpertOutputs recorded_;
+  detail::ExpertOutputRecorder recorder_;
 };
 TORCH_MODULE(MMoE);
+
+static_assert(is_gated_mixer_v<MMoEImpl>, "MMoE is a gated mixer (mixer.hpp)");
 
 }  // namespace mtl

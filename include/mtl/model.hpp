@@ -4,11 +4,12 @@
 #pragma once
 
 #include <mtl/deepfm.hpp>
+#include <mtl/detail/join.hpp>
 #include <mtl/features.hpp>
+#include <mtl/mixer.hpp>
 #include <mtl/mmoe.hpp>
 #include <mtl/ple.hpp>
 #include <mtl/shared_bottom.hpp>
-#include <mtl/stacked_branches.hpp>
 #include <mtl/tower.hpp>
 
 #include <torch/nn/cloneable.h>
@@ -32,9 +33,7 @@ struct TaskLogits {
   const torch::Tensor& at(const std::string& name) const {
     for (size_t i = 0; i < tasks.size(); ++i)
       if (tasks[i] == name) return logits[i];
-    std::string known;
-    for (const auto& t : tasks) known += (known.empty() ? "" : ", ") + t;
-    TORCH_CHECK(false, "the model has no task '", name, "'; its tasks are: ", known);
+    TORCH_CHECK(false, "the model has no task '", name, "'; its tasks are: ", detail::join(tasks));
   }
 };
 
@@ -66,6 +65,10 @@ struct MultiTaskModelOptions {
 
 template <class Backbone, class Mixer>
 class MultiTaskModelImpl : public torch::nn::Cloneable<MultiTaskModelImpl<Backbone, Mixer>> {
+  static_assert(is_mixer_v<typename Mixer::ContainedType>,
+                "MultiTaskModel's Mixer must provide forward, output_dim, num_tasks and options.input_dim / "
+                "num_tasks as mixer.hpp describes");
+
  public:
   using Options = MultiTaskModelOptions<Backbone, Mixer>;
 
@@ -102,23 +105,19 @@ class MultiTaskModelImpl : public torch::nn::Cloneable<MultiTaskModelImpl<Backbo
 
   TaskLogits forward(const FeatureInputs& input) {
     auto per_task = mixer->forward(backbone->forward(input));
-    // The towers side by side (stacked_branches.hpp), each on one thread: their
-    // products and passes are too small to gain from a second one. E5 steps
-    // in one program, switching every 25 steps: medians 11.96 -> 11.86,
-    // 12.30 -> 12.14, 11.93 -> 11.84, 11.62 -> 11.53 ms.
-    std::vector<Branch> branches;
+    // The towers side by side (detail/stacked_branches.hpp), each on one
+    // thread: their products and passes are too small to gain from a second one.
+    std::vector<detail::Branch> branches;
     for (size_t t = 0; t < per_task.size(); ++t) {
       auto tower = towers->template ptr<TowerImpl>(t);
       const bool draws = tower->is_training() && tower->options.dropout() > 0.0;
-      branches.push_back(module_branch(std::move(tower), per_task[t], draws));
+      branches.push_back(detail::module_branch(std::move(tower), per_task[t], draws));
     }
-    return {options.tasks(), run_branches_stacked(branches).unbind(1)};
+    return {options.tasks(), detail::run_branches_stacked(branches).unbind(1)};
   }
 
   void pretty_print(std::ostream& stream) const override {
-    stream << "mtl::MultiTaskModel(tasks=[";
-    for (size_t t = 0; t < options.tasks().size(); ++t) stream << (t ? ", " : "") << options.tasks()[t];
-    stream << "])";
+    stream << "mtl::MultiTaskModel(tasks=[" << detail::join(options.tasks()) << "])";
   }
 
   Options options;
@@ -135,10 +134,10 @@ class MultiTaskModel : public torch::nn::ModuleHolder<MultiTaskModelImpl<Backbon
   using torch::nn::ModuleHolder<MultiTaskModelImpl<Backbone, Mixer>>::ModuleHolder;
 };
 
-// Convenience aliases: the shapes of the seven experiments.
-using SharedBottomModel = MultiTaskModel<DeepFM, SharedBottom>;  ///< E0a, E0b (one task), E1, E2
-using MMoEModel = MultiTaskModel<DeepFM, MMoE>;                  ///< E3
-using PLEModel = MultiTaskModel<DeepFM, PLE>;                    ///< E4, E5
+// Convenience aliases: DeepFM under each mixer.
+using SharedBottomModel = MultiTaskModel<DeepFM, SharedBottom>;  ///< shared-bottom (or, with one task, single-task) model
+using MMoEModel = MultiTaskModel<DeepFM, MMoE>;                  ///< MMoE model
+using PLEModel = MultiTaskModel<DeepFM, PLE>;                    ///< PLE model, homogeneous or heterogeneous experts
 using SharedBottomModelOptions = MultiTaskModelOptions<DeepFM, SharedBottom>;
 using MMoEModelOptions = MultiTaskModelOptions<DeepFM, MMoE>;
 using PLEModelOptions = MultiTaskModelOptions<DeepFM, PLE>;

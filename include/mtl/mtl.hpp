@@ -1,4 +1,5 @@
-// Umbrella header: every module and loss of the library.
+// Umbrella header: every module, mixer and function of the library
+// (training support lives in optim/, metrics/, data/ and train/).
 #pragma once
 
 #include <mtl/aligner.hpp>
@@ -8,8 +9,11 @@
 #include <mtl/esmm.hpp>
 #include <mtl/expert.hpp>
 #include <mtl/features.hpp>
+#include <mtl/functional/expert_mixing.hpp>
+#include <mtl/functional/fm.hpp>
+#include <mtl/functional/losses.hpp>
 #include <mtl/gate.hpp>
-#include <mtl/losses.hpp>
+#include <mtl/mixer.hpp>
 #include <mtl/mlp.hpp>
 #include <mtl/mmoe.hpp>
 #include <mtl/model.hpp>

@@ -6,9 +6,11 @@
 #pragma once
 
 #include <mtl/aligner.hpp>
+#include <mtl/detail/join.hpp>
 #include <mtl/expert.hpp>
-#include <mtl/expert_mixing.hpp>
+#include <mtl/functional/expert_mixing.hpp>
 #include <mtl/gate.hpp>
+#include <mtl/mixer.hpp>
 
 #include <torch/nn/cloneable.h>
 #include <torch/nn/module.h>
@@ -110,10 +112,7 @@ class PLELevelImpl : public torch::nn::Cloneable<PLELevelImpl> {
       experts.insert(experts.end(), own.begin(), own.end());
       inputs.insert(inputs.end(), own.size(), task_inputs[t]);
     }
-    auto all = run_experts(experts, inputs);
-    if (record_outputs) recorded.raw = all.detach();
-    if (aligner) all = aligner->forward(all);
-    if (record_outputs && aligner) recorded.aligned = all.detach();
+    const auto all = recorder.align(run_experts(experts, inputs), aligner);
 
     std::vector<torch::Tensor> weights;
     for (size_t t = 0; t < num_tasks; ++t) weights.push_back(task_gates[t]->as<Gate>()->forward(task_inputs[t]));
@@ -136,9 +135,8 @@ class PLELevelImpl : public torch::nn::Cloneable<PLELevelImpl> {
   torch::nn::ModuleList task_gates{nullptr};
   Gate shared_gate{nullptr};
   ExpertOutputAligner aligner{nullptr};
-  /// When on, each forward keeps its expert outputs in `recorded`.
-  bool record_outputs = false;
-  ExpertOutputs recorded;
+  /// Keeps each forward's expert outputs while recording is on.
+  detail::ExpertOutputRecorder recorder;
 
  private:
   int64_t input_dim_;
@@ -216,21 +214,17 @@ class PLEImpl : public torch::nn::Cloneable<PLEImpl> {
   }
 
   /// Keep each forward's expert outputs of the last level (for expert-health diagnostics).
-  void record_expert_outputs(bool on) {
-    auto* last = levels->ptr(options.num_levels() - 1)->as<PLELevel>();
-    last->record_outputs = on;
-    last->recorded = {};
-  }
+  void record_expert_outputs(bool on) { levels->ptr(options.num_levels() - 1)->as<PLELevel>()->recorder.record(on); }
   const ExpertOutputs& recorded_expert_outputs() const {
-    return levels->ptr(options.num_levels() - 1)->as<PLELevel>()->recorded;
+    return levels->ptr(options.num_levels() - 1)->as<PLELevel>()->recorder.outputs();
   }
 
   void pretty_print(std::ostream& stream) const override {
+    std::vector<size_t> private_counts;
+    for (const auto& own : options.task_experts()) private_counts.push_back(own.size());
     stream << "mtl::PLE(num_tasks=" << options.num_tasks() << ", levels=" << options.num_levels()
-           << ", shared_experts=" << options.shared_experts().size() << ", task_experts=[";
-    for (size_t t = 0; t < options.task_experts().size(); ++t)
-      stream << (t ? ", " : "") << options.task_experts()[t].size();
-    stream << "], expert_dim=" << options.expert_dim() << ", aligned=" << std::boolalpha
+           << ", shared_experts=" << options.shared_experts().size() << ", task_experts=["
+           << detail::join(private_counts) << "], expert_dim=" << options.expert_dim() << ", aligned=" << std::boolalpha
            << options.align_outputs() << ")";
   }
 
@@ -238,5 +232,7 @@ class PLEImpl : public torch::nn::Cloneable<PLEImpl> {
   torch::nn::ModuleList levels{nullptr};
 };
 TORCH_MODULE(PLE);
+
+static_assert(is_gated_mixer_v<PLEImpl>, "PLE is a gated mixer (mixer.hpp)");
 
 }  // namespace mtl

@@ -3,7 +3,7 @@
 // model the same composition as a multi-task one.
 #pragma once
 
-#include <mtl/expert.hpp>
+#include <mtl/mixer.hpp>
 #include <mtl/mlp.hpp>
 
 #include <torch/nn/cloneable.h>
@@ -11,7 +11,7 @@
 #include <torch/nn/pimpl.h>
 
 #include <ostream>
-#include <string>
+#include <utility>
 #include <vector>
 
 namespace mtl {
@@ -49,12 +49,6 @@ class SharedBottomImpl : public torch::nn::Cloneable<SharedBottomImpl> {
 
   int64_t output_dim() const { return bottom->output_dim(); }
   int64_t num_tasks() const noexcept { return options.num_tasks(); }
-  /// No gates: an empty list, so that diagnostics treat every mixer alike.
-  std::vector<torch::Tensor> gate_weights() const { return {}; }
-  std::vector<std::vector<std::string>> gate_expert_names() const { return {}; }
-  std::vector<std::string> expert_names() const { return {}; }
-  void record_expert_outputs(bool) {}
-  const ExpertOutputs& recorded_expert_outputs() const noexcept { return none_; }
 
   void pretty_print(std::ostream& stream) const override {
     stream << "mtl::SharedBottom(num_tasks=" << options.num_tasks()
@@ -63,10 +57,10 @@ class SharedBottomImpl : public torch::nn::Cloneable<SharedBottomImpl> {
 
   SharedBottomOptions options;
   MLP bottom{nullptr};
-
- private:
-  ExpertOutputs none_;
 };
 TORCH_MODULE(SharedBottom);
+
+static_assert(is_mixer_v<SharedBottomImpl> && !is_gated_mixer_v<SharedBottomImpl>,
+              "SharedBottom is a mixer without gates (mixer.hpp)");
 
 }  // namespace mtl

@@ -2,7 +2,7 @@
 #pragma once
 
 #define MTL_VERSION_MAJOR 0
-#define MTL_VERSION_MINOR 1
+#define MTL_VERSION_MINOR 2
 #define MTL_VERSION_PATCH 0
 
 #define MTL_STRINGIFY_DETAIL(x) #x

@@ -12,6 +12,7 @@
 #include <mtl/features.hpp>
 
 #include <torch/arg.h>
+
 #include <algorithm>
 #include <array>
 #include <cmath>
@@ -39,18 +40,18 @@ struct SyntheticOptions {
   TORCH_ARG(double, ctr_bias) = -4.8;
   TORCH_ARG(double, cvr_bias) = -2.8;
   /// 0..1: how much the purchase factor of an item shares with its click
-  /// factor. High relatedness favours sharing (E1 over E0a/E0b); low
-  /// relatedness punishes hard sharing and favours MMoE / PLE (E3, E4 over E2).
+  /// factor. High relatedness favours sharing (a shared bottom over single-task
+  /// models); low relatedness punishes hard sharing and favours MMoE / PLE.
   TORCH_ARG(double, task_relatedness) = 0.5;
   /// Weight of item "attractiveness", which raises the click logit and lowers
   /// the purchase logit by this much per unit: the clicked population then
   /// converts less than the whole (at 1.5, clicked rows' mean true CVR is
   /// about a third of the entire space's). A CVR model trained on clicked
-  /// rows learns on a population unlike the one it ranks: the gap ESMM (E2)
-  /// should narrow relative to E1 / E0b, read off the entire-space CVR AUC.
+  /// rows learns on a population unlike the one it ranks: the gap ESMM should
+  /// narrow relative to a clicked-rows CVR model, read off the entire-space CVR AUC.
   TORCH_ARG(double, selection_bias) = 1.0;
   /// Weight of an explicit pairwise cross (user profile 122 x item category
-  /// 206) in the click logit: signal that cross experts (E5) capture cheaply.
+  /// 206) in the click logit: signal that cross experts capture cheaply.
   TORCH_ARG(double, cross_signal) = 1.0;
   /// Weight of a non-linear (sinusoidal) user-item term: signal that deep
   /// experts need depth for; 0 makes the logits nearly bilinear.

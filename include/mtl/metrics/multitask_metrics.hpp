@@ -1,4 +1,4 @@
-// The chain's evaluation metrics from one pass of predictions: CTR, CVR on
+// A multi-task model's evaluation metrics from one pass of predictions: CTR, CVR on
 // clicked rows, CTCVR over all rows, and on synthetic data the entire-space
 // CVR AUC against counterfactual labels, which real logs can never give.
 #pragma once

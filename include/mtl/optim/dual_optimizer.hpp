@@ -7,7 +7,7 @@
 #include <mtl/optim/cosine_schedule.hpp>
 #include <mtl/optim/dense_adam.hpp>
 #include <mtl/optim/sparse_adam.hpp>
-#include <mtl/side_by_side.hpp>
+#include <mtl/detail/side_by_side.hpp>
 
 #include <ATen/Parallel.h>
 
@@ -76,13 +76,12 @@ class DualSparseDenseOptimizer {
   /// One update of every parameter at the current step's learning rates,
   /// then the schedule moves to the next step.
   ///
-  /// Each table's rows are grouped on one thread (in parallel parts that was
-  /// slower); the dense update, a stream through memory in chunks, runs
+  /// Each table's rows are grouped on one thread (in parallel both threads
+  /// would read every id); the dense update, a stream through memory in chunks, runs
   /// beside it on the other threads, and a thread done grouping takes chunks
-  /// too. Then every thread updates the tables' rows. One after another, an
-  /// E5 step's grouping left the second thread idle 0.2 ms: both optimizers
-  /// took 1.45-1.50 ms a step, side by side 1.33. Each value's update is
-  /// independent, so the order changes nothing.
+  /// too, so no thread waits through the grouping. Then every thread updates
+  /// the tables' rows. Each value's update is independent, so the order
+  /// changes nothing.
   void step() {
     dense_->prepare_step();
     const auto tables = static_cast<int64_t>(sparse_.size());

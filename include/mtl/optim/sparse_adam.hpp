@@ -3,10 +3,11 @@
 // costs O(rows touched), not O(table).
 #pragma once
 
-#include <mtl/fixed_width.hpp>
-#include <mtl/huge_pages.hpp>
-#include <mtl/optim/adam_update.hpp>
-#include <mtl/optim/row_groups.hpp>
+#include <mtl/detail/fixed_width.hpp>
+#include <mtl/detail/huge_pages.hpp>
+#include <mtl/detail/adam_update.hpp>
+#include <mtl/detail/cpu_loops.hpp>
+#include <mtl/detail/row_groups.hpp>
 
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
@@ -139,6 +140,9 @@ class SparseAdam {
   }
 
  private:
+  // Rows read and written at random, with Adam's arithmetic: a second thread pays from a few hundred rows.
+  static constexpr int64_t kUpdateValuesPerThread = int64_t{1} << 13;
+
   // Views of the state: a row's first moments, second moments and step count sit side by side.
   torch::Tensor exp_avg() const { return row_state_.narrow(1, 0, table_.size(1)); }
   torch::Tensor exp_avg_sq() const { return row_state_.narrow(1, table_.size(1), table_.size(1)); }
@@ -160,14 +164,13 @@ class SparseAdam {
   }
 
   // The CPU path. The ids are grouped by row and each row's gradients summed
-  // in batch order (detail::RowGroups, one thread: in parallel it was slower),
+  // in batch order (detail::RowGroups, on one thread: both threads would read every id),
   // then the rows are updated in parallel, in blocks: a block's weights and
   // state records (two random places per row) are copied into a small buffer,
   // updated there and copied back while still in cache. The copy loop is
   // loads only, so the core keeps many rows' cache misses in flight; updating
   // each row in place, the Adam arithmetic between one row's loads and the
-  // next held them back (13.7k random rows, caches cold: 0.81 ms in place,
-  // 0.57 ms in blocks). A run repeats bit for bit whatever the number of threads.
+  // next would hold them back. A run repeats bit for bit whatever the number of threads.
   bool takes_cpu_path() const { return table_.device().is_cpu() && table_.is_contiguous() && table_.is_floating_point(); }
 
   /// The CPU path's first part, on the calling thread: checks the ids and
@@ -224,7 +227,7 @@ class SparseAdam {
                                                                 static_cast<scalar_t>(inverse_root_bias2), epsilon};
           detail::adam_update(weights, mr, vr, grad_sum, columns, coefficients);
         };
-        at::parallel_for(0, row_groups_.size(), /*grain_size=*/256, [&](int64_t begin, int64_t end) {
+        at::parallel_for(0, row_groups_.size(), detail::row_grain(width, kUpdateValuesPerThread), [&](int64_t begin, int64_t end) {
           constexpr int64_t kBlock = 32;  // rows: 3.5 KB of buffer at 9 values a row
           std::vector<scalar_t> buffer(static_cast<size_t>(kBlock * width));
           for (int64_t first = begin; first < end; first += kBlock) {

@@ -4,7 +4,7 @@
 // renamed this API in 2.4; the guard hides the difference.
 #pragma once
 
-#include <mtl/autocast_state.hpp>
+#include <mtl/detail/autocast_state.hpp>
 
 #include <ATen/autocast_mode.h>
 #include <torch/types.h>

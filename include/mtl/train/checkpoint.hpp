@@ -104,7 +104,7 @@ inline TensorDict load_tensor_dict(const std::string& path) {
 inline void save_keeping_previous(const std::string& path, const std::string& previous, const TensorDict& tensors) {
   if (std::filesystem::exists(path) && ::rename(path.c_str(), previous.c_str()) != 0)
     throw StorageError("cannot move '" + path + "' to '" + previous + "'", errno);
-  crash_point("checkpoint_rotate");
+  mtl::detail::crash_point("checkpoint_rotate");
   save_tensor_dict(path, tensors);
 }
 

@@ -4,7 +4,7 @@
 // throws StorageError naming the file and the system's reason.
 #pragma once
 
-#include <mtl/train/crash_points.hpp>
+#include <mtl/detail/crash_points.hpp>
 
 #include <fcntl.h>
 #include <unistd.h>
@@ -60,7 +60,7 @@ inline void atomic_write(const std::string& path, const std::vector<char>& bytes
   };
   const size_t half = bytes.size() / 2;
   if (!detail::write_all(fd, bytes.data(), half)) fail("writing '" + temporary + "' failed");
-  crash_point(crash_point_name);  // a kill here leaves half a temporary file and `path` untouched
+  mtl::detail::crash_point(crash_point_name);  // a kill here leaves half a temporary file and `path` untouched
   if (!detail::write_all(fd, bytes.data() + half, bytes.size() - half)) fail("writing '" + temporary + "' failed");
   if (::fsync(fd) != 0) fail("flushing '" + temporary + "' to disk failed");
   ::close(fd);

@@ -1,8 +1,8 @@
 // A training step frees and reallocates the same few megabytes of
 // activations every step. glibc returns freed memory at the top of the heap
 // to the kernel (and serves large blocks with fresh mmaps), so each step
-// page-faults and the kernel zeroes the pages again: profiled at 7 % of an
-// E1 step (clear_page in the kernel). Keeping freed memory in the process
+// page-faults and the kernel zeroes the pages again (clear_page in a
+// profile of a training step). Keeping freed memory in the process
 // removes that; peak memory is unchanged, it is just not handed back.
 #pragma once
 

@@ -6,7 +6,7 @@
 
 #include <mtl/data/dataset.hpp>
 #include <mtl/esmm.hpp>
-#include <mtl/losses.hpp>
+#include <mtl/functional/losses.hpp>
 #include <mtl/model.hpp>
 
 #include <algorithm>

@@ -8,6 +8,7 @@
 #pragma once
 
 #include <mtl/data/batch_loader.hpp>
+#include <mtl/detail/crash_points.hpp>
 #include <mtl/data/dataset.hpp>
 #include <mtl/metrics/multitask_metrics.hpp>
 #include <mtl/model.hpp>
@@ -66,8 +67,6 @@ struct TrainerOptions {
   TORCH_ARG(int64_t, prefetch) = 2;
   /// Print nothing to stdout (the files are written all the same).
   TORCH_ARG(bool, quiet) = false;
-  /// Stop this invocation after so many steps as if killed (0 = never); for resume tests.
-  TORCH_ARG(int64_t, stop_after_steps) = 0;
   /// Keep freed memory in the process (`retain_freed_memory`, process-wide):
   /// saves the kernel re-zeroing pages every step.
   TORCH_ARG(bool, retain_freed_memory) = true;
@@ -157,7 +156,7 @@ class Trainer {
     int64_t window_steps = 0, steps_this_run = 0, window_first = first_step + 1;
     auto window_start = start;
     while (optimizer.step_count() < options_.max_train_steps()) {
-      if (options_.stop_after_steps() > 0 && steps_this_run == options_.stop_after_steps()) {
+      if (mtl::detail::stop_after_steps() > 0 && steps_this_run == mtl::detail::stop_after_steps()) {
         result.stopped_because = "stopped after " + std::to_string(steps_this_run) + " steps as asked";
         result.steps = optimizer.step_count();
         return result;
@@ -208,7 +207,7 @@ class Trainer {
       }
       if (step % options_.eval_every() == 0 || step == options_.max_train_steps()) {
         validate(step, result);
-        crash_point("after_validation");
+        mtl::detail::crash_point("after_validation");
         save_last(optimizer, loader, result);
       }
     }
@@ -224,7 +223,7 @@ class Trainer {
                                                        metrics::PredictionColumns* keep = nullptr) {
     torch::NoGradGuard no_grad;
     model_->eval();
-    model_->mixer->record_expert_outputs(health != nullptr);
+    record_expert_outputs(health != nullptr);
     metrics::PredictionColumns columns;
     double loss_sum = 0;
     data::for_each_batch(dataset, options_.eval_batch_size(), [&](const data::TrainingBatch& cpu_batch, int64_t) {
@@ -239,9 +238,9 @@ class Trainer {
       loss_sum += scalar(loss.total) * static_cast<double>(batch.size());
       if (objective_.has_ctr()) append(columns.p_ctr, torch::sigmoid(logits.at("ctr").to(torch::kFloat)));
       if (objective_.has_cvr()) append(columns.p_cvr, torch::sigmoid(logits.at("cvr").to(torch::kFloat)));
-      if (health) health->add(model_->mixer->gate_weights(), model_->mixer->recorded_expert_outputs());
+      if (health) add_gates(*health);
     });
-    model_->mixer->record_expert_outputs(false);
+    record_expert_outputs(false);
     model_->train();
     columns.click = dataset.click;
     columns.conversion = dataset.conversion;
@@ -272,8 +271,23 @@ class Trainer {
     return "lower optim.dense.lr, or for heterogeneous experts turn on model.ple.expert_output_align";
   }
 
+  using MixerImpl = typename decltype(std::declval<Model&>()->mixer)::ContainedType;
+
   ExpertHealth make_health() const {
-    return ExpertHealth(model_->options.tasks(), model_->mixer->gate_expert_names(), model_->mixer->expert_names());
+    if constexpr (is_gated_mixer_v<MixerImpl>)
+      return ExpertHealth(model_->options.tasks(), model_->mixer->gate_expert_names(), model_->mixer->expert_names());
+    else
+      return ExpertHealth(model_->options.tasks(), {}, {});
+  }
+
+  void record_expert_outputs(bool on) {
+    if constexpr (is_gated_mixer_v<MixerImpl>) model_->mixer->record_expert_outputs(on);
+  }
+
+  // The last forward's gate weights and expert outputs into `health`; a mixer without gates has none.
+  void add_gates(ExpertHealth& health) {
+    if constexpr (is_gated_mixer_v<MixerImpl>)
+      health.add(model_->mixer->gate_weights(), model_->mixer->recorded_expert_outputs());
   }
 
   void validate(int64_t step, TrainResult& result) {

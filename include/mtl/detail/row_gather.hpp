@@ -3,11 +3,12 @@
 // first-order column) in one pass, prefetching rows ahead; backward packs
 // both incoming gradients into one [n, dim + 1] block of row gradients and
 // hands it to the table as a sparse COO tensor made directly from the ids,
-// with no zero-filled intermediates. Profiled on 23,552 uniform ids over
-// 1.6M rows, this replaced embedding() + narrow/select and their backward.
+// with no zero-filled intermediates (in place of embedding() + narrow/select
+// and their backward).
 #pragma once
 
-#include <mtl/fixed_width.hpp>
+#include <mtl/detail/cpu_loops.hpp>
+#include <mtl/detail/fixed_width.hpp>
 
 #include <ATen/Parallel.h>
 #include <torch/autograd.h>
@@ -32,7 +33,7 @@ class RowGather : public torch::autograd::Function<RowGather> {
     const int64_t dim = weight.size(1) - 1;
     ctx->saved_data["table_rows"] = weight.size(0);
     ctx->saved_data["dim"] = dim;
-    if (!fused_cpu(weight)) {
+    if (!applies_to(weight)) {
       auto gathered = weight.index_select(0, rows);
       return {gathered.narrow(1, 0, dim).contiguous(), gathered.select(1, dim).contiguous()};
     }
@@ -45,12 +46,10 @@ class RowGather : public torch::autograd::Function<RowGather> {
       scalar_t* out = embeddings.data_ptr<scalar_t>();
       scalar_t* linear = first_order.data_ptr<scalar_t>();
       // `columns` is dim, or for short rows dim as a compile-time constant: then
-      // the row copy is a vector move or two instead of a memmove call (lookup
-      // and backward of 23.5k random rows of 8, caches cold: 0.46-0.50 ->
-      // 0.43 ms; at 16 no difference was measurable).
+      // the row copy is a vector move or two instead of a memmove call.
       const auto copy_rows = [&](auto columns) {
         const int64_t width = columns + 1;
-        at::parallel_for(0, ids.size(0), /*grain_size=*/2048, [&](int64_t begin, int64_t end) {
+        at::parallel_for(0, ids.size(0), row_grain(width, kValuesPerThread), [&](int64_t begin, int64_t end) {
           constexpr int64_t kAhead = 16;  // random rows: ask for them before they are needed
           for (int64_t i = begin; i < end; ++i) {
             if (i + kAhead < end) {  // both ends: a row of dim + 1 values often spans two cache lines
@@ -78,9 +77,9 @@ class RowGather : public torch::autograd::Function<RowGather> {
     const int64_t table_rows = ctx->saved_data["table_rows"].toInt();
     // Row gradients [n, dim + 1]: the embedding columns, then the first-order column.
     auto values = torch::empty({n, dim + 1}, (grad_embeddings.defined() ? grad_embeddings : grad_first_order).options());
-    if (grad_embeddings.defined() && grad_first_order.defined() && fused_cpu(values) &&
-        grad_embeddings.is_contiguous() && grad_first_order.is_contiguous() &&
-        grad_embeddings.scalar_type() == values.scalar_type() && grad_first_order.scalar_type() == values.scalar_type()) {
+    if (grad_embeddings.defined() && grad_first_order.defined() &&
+        cpu_loops_take({values, grad_embeddings, grad_first_order}) && grad_embeddings.is_contiguous() &&
+        grad_first_order.is_contiguous()) {
       pack_row_gradients(grad_embeddings, grad_first_order, values);  // one pass, in place of two strided copies
     } else {
       auto columns = values.narrow(1, 0, dim);
@@ -104,7 +103,7 @@ class RowGather : public torch::autograd::Function<RowGather> {
       const scalar_t* columns = grad_embeddings.data_ptr<scalar_t>();
       const scalar_t* linear = grad_first_order.data_ptr<scalar_t>();
       scalar_t* out = values.data_ptr<scalar_t>();
-      at::parallel_for(0, n, /*grain_size=*/8192, [&](int64_t begin, int64_t end) {
+      at::parallel_for(0, n, row_grain(dim + 1, kValuesPerThread), [&](int64_t begin, int64_t end) {
         for (int64_t i = begin; i < end; ++i) {
           std::copy(columns + i * dim, columns + (i + 1) * dim, out + i * (dim + 1));
           out[i * (dim + 1) + dim] = linear[i];
@@ -113,10 +112,11 @@ class RowGather : public torch::autograd::Function<RowGather> {
     });
   }
 
-  static bool fused_cpu(const torch::Tensor& weight) {
-    return weight.device().is_cpu() && weight.is_contiguous() && weight.is_floating_point() &&
-           weight.scalar_type() != torch::kBFloat16 && weight.scalar_type() != torch::kHalf;
-  }
+  // Whether the CPU loops take the table.
+  static bool applies_to(const torch::Tensor& weight) { return cpu_loops_take({weight}) && weight.is_contiguous(); }
+
+  // Rows read at random: a second thread pays from a few thousand rows.
+  static constexpr int64_t kValuesPerThread = int64_t{1} << 14;
 };
 
 /// Rows of `weight` for `rows`, split into embedding columns and the first-order column.

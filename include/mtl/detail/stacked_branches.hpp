@@ -1,11 +1,8 @@
-// Independent branches of a model (a mixer's experts) with outputs of one
-// shape, run at once on the CPU, each branch on one intra-op thread, in place
-// of one after another with every op split across the threads. At batch 1024
-// most of a branch's ops gain nothing from a second thread on the 2-vCPU
-// machines (mul on [1024, 144]: 21 us on one thread, 20-21 on two; sum(0):
-// 9 us against 13), so one branch at a time leaves a core idle; side by side
-// both work. E5's six experts at batch 1024, forward + backward: 3.6 + 7.9 ms
-// one after another, 2.9 + 5.3 ms side by side (one thread alone: 5.1 + 9.6).
+// Independent branches of a model (a mixer's experts, the task towers) with
+// outputs of one shape, run at once on the CPU, each branch on one intra-op
+// thread, in place of one after another with every op split across the
+// threads: at batch sizes of about a thousand most of a branch's ops gain
+// nothing from a second thread, so side by side every core works.
 //
 // Forward builds each branch's own graph from a detached copy of its input;
 // one autograd node stands for them all, and its backward runs the branches'
@@ -13,8 +10,8 @@
 // gradients. Not supported: gradients of gradients (create_graph).
 #pragma once
 
-#include <mtl/autocast_state.hpp>
-#include <mtl/side_by_side.hpp>
+#include <mtl/detail/autocast_state.hpp>
+#include <mtl/detail/side_by_side.hpp>
 
 #include <ATen/Parallel.h>
 #include <ATen/core/grad_mode.h>
@@ -29,7 +26,7 @@
 #include <numeric>
 #include <vector>
 
-namespace mtl {
+namespace mtl::detail {
 
 /// One branch: `run(input)`, with the parameters its gradients go to and its
 /// cost relative to the other branches (its parameter count will do: a dense
@@ -57,8 +54,7 @@ Branch module_branch(std::shared_ptr<ModuleImpl> module, torch::Tensor input, bo
   return branch;
 }
 
-namespace detail {
-
+/// Set by mtl::BranchesOneAfterAnotherGuard (expert.hpp).
 inline bool& branches_one_after_another() {
   thread_local bool on = false;
   return on;
@@ -84,8 +80,7 @@ void for_each_branch_side_by_side(const std::vector<int64_t>& order, int64_t thr
 
 /// The branches' outputs stacked on dim 1, each copied in by the thread that
 /// ran its branch as soon as it is done (while it is still in that core's
-/// cache), in place of one torch::stack after all: E5's [1024, 6, 64] took
-/// 0.12-0.16 ms on one thread after the experts' region.
+/// cache), in place of one torch::stack on one thread after all.
 class OutputStack {
  public:
   explicit OutputStack(size_t branches) : branches_(static_cast<int64_t>(branches)) {}
@@ -181,23 +176,6 @@ class StackedBranches : public torch::autograd::Function<StackedBranches> {
   }
 };
 
-}  // namespace detail
-
-/// While alive, `run_branches_stacked` on this thread runs branches one after
-/// another (needed for gradients of gradients; also a baseline to measure against).
-class BranchesOneAfterAnotherGuard {
- public:
-  BranchesOneAfterAnotherGuard() : previous_(detail::branches_one_after_another()) {
-    detail::branches_one_after_another() = true;
-  }
-  ~BranchesOneAfterAnotherGuard() { detail::branches_one_after_another() = previous_; }
-  BranchesOneAfterAnotherGuard(const BranchesOneAfterAnotherGuard&) = delete;
-  BranchesOneAfterAnotherGuard& operator=(const BranchesOneAfterAnotherGuard&) = delete;
-
- private:
-  bool previous_;
-};
-
 /// Runs every branch and stacks the outputs: [batch, branches, ...]. Side by
 /// side on the CPU where there are two branches or more, two intra-op threads
 /// or more, no autocast and no random draws; one after another otherwise.
@@ -205,8 +183,8 @@ inline torch::Tensor run_branches_stacked(const std::vector<Branch>& branches) {
   TORCH_CHECK(!branches.empty(), "run_branches_stacked expects at least one branch");
   const int64_t threads = std::min<int64_t>(at::get_num_threads(), static_cast<int64_t>(branches.size()));
   const bool side_by_side =
-      threads > 1 && !at::in_parallel_region() && !detail::branches_one_after_another() &&
-      !detail::autocast_enabled() && std::all_of(branches.begin(), branches.end(), [](const Branch& b) {
+      threads > 1 && !at::in_parallel_region() && !branches_one_after_another() &&
+      !autocast_enabled() && std::all_of(branches.begin(), branches.end(), [](const Branch& b) {
         return b.input.device().is_cpu() && !b.draws_random_numbers;
       });
   if (!side_by_side) {
@@ -216,7 +194,7 @@ inline torch::Tensor run_branches_stacked(const std::vector<Branch>& branches) {
   }
   std::vector<double> costs;
   for (const auto& branch : branches) costs.push_back(branch.cost);
-  const auto order = detail::branches_by_cost(costs);
+  const auto order = branches_by_cost(costs);
   std::vector<torch::Tensor> inputs, parameters;
   for (const auto& branch : branches) {
     inputs.push_back(branch.input);
@@ -227,13 +205,13 @@ inline torch::Tensor run_branches_stacked(const std::vector<Branch>& branches) {
       (std::any_of(inputs.begin(), inputs.end(), [](const torch::Tensor& t) { return t.requires_grad(); }) ||
        std::any_of(parameters.begin(), parameters.end(), [](const torch::Tensor& t) { return t.requires_grad(); }));
   if (!builds_graph) {
-    detail::OutputStack stack(branches.size());
-    detail::for_each_branch_side_by_side(order, threads,
+    OutputStack stack(branches.size());
+    for_each_branch_side_by_side(order, threads,
                                          [&](size_t i) { stack.put(i, branches[i].run(branches[i].input)); });
     return stack.stacked();
   }
-  return detail::StackedBranches::apply(torch::TensorList(inputs), torch::TensorList(parameters), branches,
+  return StackedBranches::apply(torch::TensorList(inputs), torch::TensorList(parameters), branches,
                                         order, threads)[0];
 }
 
-}  // namespace mtl
+}  // namespace mtl::detail

@@ -1,23 +1,18 @@
-// FM's second-order vector, 0.5 * ((sum_f v_f)^2 - sum_f v_f^2): the sum over
-// field pairs f < g of v_f * v_g, in O(F * D). On the CPU it is one autograd
-// function: forward reads the embeddings once and keeps each sample's field
-// sum, backward writes v_f's gradient as g * (sum - v_f) in one pass. Forward
-// and backward on [1024, 23, 8]: 0.31-0.44 ms as six tensor ops and their
-// backward, 0.10-0.13 ms as one function. DeepFM has the same pass write its
-// deep part's input too.
+// FM's second-order vector as one autograd function on the CPU in float or
+// double: forward reads the embeddings once and keeps each sample's field sum,
+// backward writes v_f's gradient as g * (sum - v_f) in one pass. DeepFM has
+// the same pass write its deep part's input too.
 #pragma once
 
-#include <mtl/cpu_loops.hpp>
+#include <mtl/detail/cpu_loops.hpp>
 
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <torch/autograd.h>
-#include <torch/types.h>
 
 #include <algorithm>
 
-namespace mtl {
-namespace detail {
+namespace mtl::detail {
 
 /// embeddings [batch, fields, dim] -> [batch, dim], contiguous float or double
 /// on the CPU. With `join`, a second output: DeepFM's deep input [batch,
@@ -42,7 +37,7 @@ class FmSecondOrder : public torch::autograd::Function<FmSecondOrder> {
       scalar_t* sums = field_sums.data_ptr<scalar_t>();
       scalar_t* result = out.data_ptr<scalar_t>();
       scalar_t* deep = join ? joined.data_ptr<scalar_t>() : nullptr;
-      at::parallel_for(0, batch, /*grain_size=*/256, [&](int64_t begin, int64_t end) {
+      at::parallel_for(0, batch, row_grain(fields * dim, kValuesPerThread), [&](int64_t begin, int64_t end) {
         for (int64_t b = begin; b < end; ++b) {
           scalar_t* sum = sums + b * dim;
           scalar_t* squares = result + b * dim;  // the sum of squares, until the last line
@@ -85,7 +80,7 @@ class FmSecondOrder : public torch::autograd::Function<FmSecondOrder> {
       const scalar_t* g = grad_out.defined() ? grad_out.data_ptr<scalar_t>() : nullptr;
       const scalar_t* deep = grad_joined.defined() ? grad_joined.data_ptr<scalar_t>() : nullptr;
       scalar_t* out = grad_v.data_ptr<scalar_t>();
-      at::parallel_for(0, batch, /*grain_size=*/256, [&](int64_t begin, int64_t end) {
+      at::parallel_for(0, batch, row_grain(fields * dim, kValuesPerThread), [&](int64_t begin, int64_t end) {
         for (int64_t b = begin; b < end; ++b)
           for (int64_t f = 0; f < fields; ++f) {
             const int64_t row = (b * fields + f) * dim;
@@ -101,46 +96,14 @@ class FmSecondOrder : public torch::autograd::Function<FmSecondOrder> {
                                                                    : torch::Tensor();
     return {grad_v, grad_dense, torch::Tensor()};
   }
-};
 
-}  // namespace detail
-
-/// FM's second-order vector of `embeddings` [batch, fields, dim]: [batch, dim].
-inline torch::Tensor fm_second_order(const torch::Tensor& embeddings) {
-  TORCH_CHECK(embeddings.dim() == 3, "fm_second_order expects embeddings [batch, fields, dim], but got shape ",
-              embeddings.sizes());
-  if (detail::cpu_float_or_double(embeddings))
-    return detail::FmSecondOrder::apply(embeddings, torch::empty({0, 0}, embeddings.options()), /*join=*/false)[0];
-  auto sum = embeddings.sum(1);  // other devices and dtypes: as tensor ops
-  return 0.5 * (sum * sum - (embeddings * embeddings).sum(1));
-}
-
-/// FM's second-order vector and DeepFM's deep input.
-struct FmAndDeepInput {
-  torch::Tensor second_order;  ///< [batch, dim]
-  torch::Tensor deep_input;    ///< [batch, fields * dim + dense columns]: each row's embeddings, then its dense values
-};
-
-/// Both readers of `embeddings` [batch, fields, dim] in DeepFM: FM's
-/// second-order vector and the deep part's input, the embeddings flattened
-/// and joined with `dense` [batch, columns] (undefined: none). On the CPU in
-/// float or double one pass each way.
-inline FmAndDeepInput fm_second_order_and_deep_input(const torch::Tensor& embeddings, const torch::Tensor& dense) {
-  TORCH_CHECK(embeddings.dim() == 3,
-              "fm_second_order_and_deep_input expects embeddings [batch, fields, dim], but got shape ",
-              embeddings.sizes());
-  const int64_t batch = embeddings.size(0);
-  const auto columns = dense.defined() ? dense.to(embeddings.scalar_type()) : torch::Tensor();
-  TORCH_CHECK(!columns.defined() || (columns.dim() == 2 && columns.size(0) == batch),
-              "fm_second_order_and_deep_input expects dense values [", batch, ", columns], but got shape ",
-              columns.sizes());
-  if (detail::cpu_float_or_double(embeddings) && (!columns.defined() || columns.device().is_cpu())) {
-    const auto out = detail::FmSecondOrder::apply(
-        embeddings, columns.defined() ? columns : torch::empty({batch, 0}, embeddings.options()), /*join=*/true);
-    return {out[0], out[1]};
+  /// Whether FmSecondOrder takes `embeddings` and `dense` (undefined: no dense values).
+  static bool applies_to(const torch::Tensor& embeddings, const torch::Tensor& dense) {
+    return dense.defined() ? cpu_loops_take({embeddings, dense}) : cpu_loops_take({embeddings});
   }
-  auto flat = embeddings.reshape({batch, -1});
-  return {fm_second_order(embeddings), columns.defined() ? torch::cat({flat, columns}, 1) : flat};
-}
 
-}  // namespace mtl
+ private:
+  static constexpr int64_t kValuesPerThread = int64_t{1} << 16;
+};
+
+}  // namespace mtl::detail

@@ -1,27 +1,23 @@
-// Every gate of a mixer mixing its chosen experts, as one autograd function.
-// Written with tensor ops, each gate costs a cat of its experts' slices, a
-// broadcast multiply and a sum, and backward zero-fills a full-size gradient
-// per slice (PLE's gating forward + backward measured 1.4-1.7 ms at batch
-// 1024 with six experts of width 64). Here forward reads each expert row once
-// per gate that uses it, and backward writes the experts' gradient once, in
-// one pass over the batch. Other devices and dtypes take the tensor-op path.
+// Every gate of a mixer mixing its chosen experts, as one autograd function:
+// forward reads each expert row once per gate that uses it, and backward
+// writes the experts' gradient once, in one pass over the batch (as tensor
+// ops, each gate costs a cat of its experts' slices, a broadcast multiply and
+// a sum, and backward zero-fills a full-size gradient per slice). Other
+// devices and dtypes take the tensor-op path inside the same function.
 #pragma once
 
-#include <mtl/cpu_loops.hpp>
+#include <mtl/detail/cpu_loops.hpp>
+#include <mtl/detail/lane_sum.hpp>
 
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <torch/autograd.h>
-#include <torch/types.h>
 
 #include <algorithm>
 #include <cstdint>
-#include <numeric>
 #include <vector>
 
-namespace mtl {
-
-namespace detail {
+namespace mtl::detail {
 
 /// Gate g's weights [batch, K_g] mix experts `flat[begin[g] .. begin[g + 1])`
 /// of `experts` [batch, num_experts, dim] into [batch, dim].
@@ -39,7 +35,7 @@ class GatedMixtures : public torch::autograd::Function<GatedMixtures> {
     const auto gates = static_cast<int64_t>(weights.size());
     const int64_t batch = experts.size(0), n = experts.size(1), dim = experts.size(2);
     torch::autograd::variable_list mixed;
-    if (!fused_cpu(experts, weights)) {
+    if (!applies_to(experts, weights)) {
       for (int64_t g = 0; g < gates; ++g) {
         auto chosen = experts.index_select(1, index_tensor(flat, begin, g, experts.device()));
         mixed.push_back((chosen * weights[g].unsqueeze(2)).sum(1));
@@ -49,7 +45,7 @@ class GatedMixtures : public torch::autograd::Function<GatedMixtures> {
     for (int64_t g = 0; g < gates; ++g) mixed.push_back(torch::empty({batch, dim}, experts.options()));
     AT_DISPATCH_FLOATING_TYPES(experts.scalar_type(), "mtl::GatedMixtures", [&] {
       const scalar_t* e = experts.data_ptr<scalar_t>();
-      at::parallel_for(0, batch, /*grain_size=*/64, [&](int64_t b0, int64_t b1) {
+      at::parallel_for(0, batch, row_grain(gates * dim, kValuesPerThread), [&](int64_t b0, int64_t b1) {
         for (int64_t g = 0; g < gates; ++g) {
           const scalar_t* w = weights[g].data_ptr<scalar_t>();
           scalar_t* out = mixed[g].data_ptr<scalar_t>();
@@ -80,7 +76,7 @@ class GatedMixtures : public torch::autograd::Function<GatedMixtures> {
     const int64_t batch = experts.size(0), n = experts.size(1), dim = experts.size(2);
     // Returned per forward input: experts, then one gradient for the whole weight list, then the two index lists.
     torch::autograd::variable_list result(1 + gates + 2);
-    if (!fused_cpu(experts, weights)) {
+    if (!applies_to(experts, weights)) {
       auto grad_experts = torch::zeros_like(experts);
       for (int64_t g = 0; g < gates; ++g) {
         if (!grads[g].defined()) continue;
@@ -101,7 +97,7 @@ class GatedMixtures : public torch::autograd::Function<GatedMixtures> {
     AT_DISPATCH_FLOATING_TYPES(experts.scalar_type(), "mtl::GatedMixtures::backward", [&] {
       const scalar_t* e = experts.data_ptr<scalar_t>();
       scalar_t* ge = grad_experts.data_ptr<scalar_t>();
-      at::parallel_for(0, batch, /*grain_size=*/64, [&](int64_t b0, int64_t b1) {
+      at::parallel_for(0, batch, row_grain(gates * dim, kValuesPerThread), [&](int64_t b0, int64_t b1) {
         for (int64_t g = 0; g < gates; ++g) {
           if (!grads[g].defined()) continue;
           const scalar_t* w = weights[g].data_ptr<scalar_t>();
@@ -114,7 +110,8 @@ class GatedMixtures : public torch::autograd::Function<GatedMixtures> {
               const int64_t offset = (b * n + flat[begin[g] + k]) * dim;
               const scalar_t wk = w[b * k_end + k];
               for (int64_t d = 0; d < dim; ++d) ge[offset + d] += wk * grad_out[d];
-              gw[b * k_end + k] = dot_product(grad_out, e + offset, dim);
+              const scalar_t* expert_row = e + offset;
+              gw[b * k_end + k] = lane_sum(dim, [&](int64_t d) { return grad_out[d] * expert_row[d]; });
             }
           }
         }
@@ -125,73 +122,21 @@ class GatedMixtures : public torch::autograd::Function<GatedMixtures> {
   }
 
  private:
-  /// Eight running sums, so that the compiler can vectorise the reduction
-  /// without reordering one sum (which it may not do for floating point).
-  template <class scalar_t>
-  static scalar_t dot_product(const scalar_t* a, const scalar_t* b, int64_t n) {
-    scalar_t partial[8] = {};
-    int64_t i = 0;
-    for (; i + 8 <= n; i += 8)
-      for (int j = 0; j < 8; ++j) partial[j] += a[i + j] * b[i + j];
-    scalar_t sum = 0;
-    for (; i < n; ++i) sum += a[i] * b[i];
-    for (int j = 0; j < 8; ++j) sum += partial[j];
-    return sum;
-  }
+  // A batch of a few thousand rows is not worth a second thread.
+  static constexpr int64_t kValuesPerThread = int64_t{1} << 15;
+
   static torch::Tensor index_tensor(const std::vector<int64_t>& flat, const std::vector<int64_t>& begin, int64_t g,
                                     const torch::Device& device) {
     std::vector<int64_t> chosen(flat.begin() + begin[g], flat.begin() + begin[g + 1]);
     return torch::tensor(chosen, torch::kLong).to(device);
   }
-  static bool fused_cpu(const torch::Tensor& experts, torch::TensorList weights) {
-    const auto type = experts.scalar_type();
-    if (!cpu_float_or_double(experts) || !experts.is_contiguous()) return false;
+  // Whether the CPU loops take the experts and every gate's weights.
+  static bool applies_to(const torch::Tensor& experts, torch::TensorList weights) {
+    if (!cpu_loops_take({experts}) || !experts.is_contiguous()) return false;
     return std::all_of(weights.begin(), weights.end(), [&](const torch::Tensor& w) {
-      return w.device().is_cpu() && w.is_contiguous() && w.scalar_type() == type;
+      return cpu_loops_take({experts, w}) && w.is_contiguous();
     });
   }
 };
 
-}  // namespace detail
-
-/// Expert indices 0 .. n - 1: a gate that mixes the first n experts.
-inline std::vector<int64_t> first_experts(int64_t n) {
-  std::vector<int64_t> chosen(static_cast<size_t>(n));
-  std::iota(chosen.begin(), chosen.end(), 0);
-  return chosen;
-}
-
-/// Mixes `experts` [batch, num_experts, dim] for several gates at once: gate g's
-/// weights `weights[g]` [batch, K_g] apply to experts `chosen[g]` (K_g expert
-/// indices, in the weights' column order). Returns one [batch, dim] per gate.
-///
-/// Example (PLE, two tasks, experts = 2 shared, then one private per task):
-///   auto mixed = mix_chosen_experts(experts, {w_task0, w_task1}, {{0, 1, 2}, {0, 1, 3}});
-inline std::vector<torch::Tensor> mix_chosen_experts(const torch::Tensor& experts,
-                                                     const std::vector<torch::Tensor>& weights,
-                                                     const std::vector<std::vector<int64_t>>& chosen) {
-  TORCH_CHECK(experts.dim() == 3, "mix_chosen_experts expects experts [batch, num_experts, dim], but got shape ",
-              experts.sizes());
-  TORCH_CHECK(weights.size() == chosen.size(), "mix_chosen_experts expects one expert list per gate (",
-              weights.size(), " gates), but got ", chosen.size(), " lists");
-  std::vector<int64_t> flat, begin{0};
-  for (size_t g = 0; g < chosen.size(); ++g) {
-    const auto k = static_cast<int64_t>(chosen[g].size());
-    TORCH_CHECK(weights[g].dim() == 2 && weights[g].size(0) == experts.size(0) && weights[g].size(1) == k,
-                "mix_chosen_experts: gate ", g, " expects weights [", experts.size(0), ", ", k,
-                "], but got shape ", weights[g].sizes());
-    for (const int64_t e : chosen[g]) {
-      TORCH_CHECK(e >= 0 && e < experts.size(1), "mix_chosen_experts: gate ", g, " chooses expert ", e,
-                  ", but there are ", experts.size(1), " experts");
-      flat.push_back(e);
-    }
-    begin.push_back(static_cast<int64_t>(flat.size()));
-  }
-  // Weights in the experts' dtype (a gate's softmax may run in fp32 under autocast).
-  std::vector<torch::Tensor> cast;
-  for (const auto& w : weights) cast.push_back(w.to(experts.scalar_type()).contiguous());
-  // As a TensorList, so that autograd sees each weight tensor as an input.
-  return detail::GatedMixtures::apply(experts.contiguous(), torch::TensorList(cast), flat, begin);
-}
-
-}  // namespace mtl
+}  // namespace mtl::detail

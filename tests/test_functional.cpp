@@ -1,9 +1,12 @@
-// Tests of the losses: single-task BCE, clicked-row CVR loss, and ESMM v1/v2
-// against hand computation and at extreme logits.
+// Tests of the functions (functional/) and the ESMM loss: single-task BCE,
+// clicked-row CVR loss, ESMM v1/v2 against hand computation and at extreme
+// logits; FM's second-order term; expert mixing.
 #include "test_helpers.hpp"
 
 #include <mtl/esmm.hpp>
-#include <mtl/losses.hpp>
+#include <mtl/functional/expert_mixing.hpp>
+#include <mtl/functional/fm.hpp>
+#include <mtl/functional/losses.hpp>
 
 #include <cmath>
 #include <sstream>
@@ -167,4 +170,154 @@ TEST_CASE("losses refuse bad input") {
   std::ostringstream s;
   ESMMLoss()->pretty_print(s);
   REQUIRE(s.str() == "mtl::ESMMLoss(version=v2, lambda_cvr_aux=0.1)");
+}
+
+// FM's second-order vector equals the brute-force sum over field pairs.
+TEST_CASE("DeepFM second-order term equals the pairwise sum") {
+  auto v = torch::randn({5, 4, 3}, torch::kDouble);
+  auto brute = torch::zeros({5, 3}, torch::kDouble);
+  for (int64_t f = 0; f < 4; ++f)
+    for (int64_t g = f + 1; g < 4; ++g) brute += v.select(1, f) * v.select(1, g);
+  REQUIRE(torch::allclose(fm_second_order(v), brute, 1e-12, 1e-12));
+}
+
+// FM's second-order term as one function gives the values and the gradient of
+// the tensor-op formula through autograd, in double and float, for a
+// non-contiguous input, one field and an empty batch.
+TEST_CASE("FM second-order term as one function equals tensor ops through autograd") {
+  const auto reference = [](const torch::Tensor& v) {
+    auto sum = v.sum(1);
+    return 0.5 * (sum * sum - (v * v).sum(1));
+  };
+  for (auto shape : {std::vector<int64_t>{7, 5, 3}, {4, 1, 8}, {0, 3, 2}}) {
+    INFO("shape " << torch::IntArrayRef(shape));
+    auto v = torch::randn(shape, torch::kDouble).requires_grad_();
+    const auto projection = torch::randn({shape[0], shape[2]}, torch::kDouble);
+    const auto out = fm_second_order(v);
+    REQUIRE(out.sizes() == torch::IntArrayRef{shape[0], shape[2]});
+    REQUIRE(torch::allclose(out, reference(v), 1e-12, 1e-12));
+    const auto grad = torch::autograd::grad({(out * projection).sum()}, {v})[0];
+    const auto reference_grad = torch::autograd::grad({(reference(v) * projection).sum()}, {v})[0];
+    REQUIRE(torch::allclose(grad, reference_grad, 1e-12, 1e-12));
+  }
+  auto transposed = torch::randn({6, 4, 5}).transpose(1, 2).requires_grad_();  // [6, 5, 4], not contiguous
+  const auto projection = torch::randn({6, 4});
+  const auto out = fm_second_order(transposed);
+  REQUIRE(torch::allclose(out, reference(transposed), 1e-5, 1e-6));
+  const auto grad = torch::autograd::grad({(out * projection).sum()}, {transposed})[0];
+  const auto reference_grad = torch::autograd::grad({(reference(transposed) * projection).sum()}, {transposed})[0];
+  REQUIRE(torch::allclose(grad, reference_grad, 1e-5, 1e-6));
+  REQUIRE_TORCH_ERROR(fm_second_order(torch::randn({4, 3})), "fm_second_order expects embeddings [batch, fields, dim], but got shape [4, 3]");
+}
+
+// FM's second-order term with DeepFM's deep input written in the same pass:
+// values and gradients of the tensor ops (cat, reshape, the formula) through
+// autograd, with and without dense columns, and with either output unused.
+TEST_CASE("FM second-order term and the deep input in one function equal tensor ops") {
+  const auto reference = [](const torch::Tensor& v, const torch::Tensor& dense) {
+    auto sum = v.sum(1);
+    auto flat = v.reshape({v.size(0), -1});
+    return FmAndDeepInput{0.5 * (sum * sum - (v * v).sum(1)), dense.defined() ? torch::cat({flat, dense}, 1) : flat};
+  };
+  for (bool with_dense : {true, false})
+    for (int used : {0, 1, 2}) {  // both outputs, only FM's, only the deep input
+      INFO("dense " << with_dense << ", used " << used);
+      auto v = torch::randn({7, 5, 3}, torch::kDouble).requires_grad_();
+      auto dense = with_dense ? torch::randn({7, 4}, torch::kDouble).requires_grad_() : torch::Tensor();
+      const auto ours = fm_second_order_and_deep_input(v, dense);
+      const auto expected = reference(v, dense);
+      REQUIRE(ours.deep_input.sizes() == torch::IntArrayRef{7, with_dense ? 19 : 15});
+      REQUIRE(torch::allclose(ours.second_order, expected.second_order, 1e-12, 1e-12));
+      REQUIRE(torch::equal(ours.deep_input, expected.deep_input));
+      const auto fm_weights = torch::randn({7, 3}, torch::kDouble);
+      const auto deep_weights = torch::randn(ours.deep_input.sizes(), torch::kDouble);
+      const auto loss = [&](const FmAndDeepInput& out) {
+        auto fm_part = (out.second_order * fm_weights).sum(), deep_part = (out.deep_input * deep_weights).sum();
+        return used == 0 ? fm_part + deep_part : used == 1 ? fm_part : deep_part;
+      };
+      std::vector<torch::Tensor> leaves{v};
+      if (with_dense) leaves.push_back(dense);
+      const auto grads = torch::autograd::grad({loss(ours)}, leaves, {}, false, false, /*allow_unused=*/true);
+      const auto expected_grads = torch::autograd::grad({loss(expected)}, leaves, {}, false, false, true);
+      for (size_t k = 0; k < leaves.size(); ++k) {
+        INFO("leaf " << k);
+        const auto want = expected_grads[k].defined() ? expected_grads[k] : torch::zeros_like(leaves[k]);
+        const auto got = grads[k].defined() ? grads[k] : torch::zeros_like(leaves[k]);
+        REQUIRE(torch::allclose(got, want, 1e-12, 1e-12));
+      }
+    }
+  // bf16 takes the tensor ops.
+  const auto v = torch::randn({3, 2, 4}).to(torch::kBFloat16), dense = torch::randn({3, 5});
+  const auto ours = fm_second_order_and_deep_input(v, dense);
+  REQUIRE(torch::equal(ours.deep_input, torch::cat({v.reshape({3, 8}), dense.to(torch::kBFloat16)}, 1)));
+  REQUIRE(torch::equal(ours.second_order, fm_second_order(v)));
+  REQUIRE_TORCH_ERROR(fm_second_order_and_deep_input(torch::randn({3, 2, 4}), torch::randn({4, 5})),
+                      "expects dense values [3, columns], but got shape [4, 5]");
+}
+
+// The fused mixing of several gates equals each gate's mixture written with
+// tensor ops (mix_experts over the chosen experts), in value and in the
+// gradients to the experts and to every gate's weights; in fp32 and fp64 (the
+// fused CPU path) and in bf16 (the tensor-op path).
+TEST_CASE("mix_chosen_experts equals mix_experts over the chosen experts") {
+  const std::vector<std::vector<int64_t>> chosen{{0, 1, 2, 3, 4}, {0, 1, 2, 3, 5}, {0, 1, 2, 3, 4, 5}, {5}};
+  for (auto dtype : {torch::kFloat, torch::kDouble, torch::kBFloat16}) {
+    INFO("dtype " << dtype);
+    torch::manual_seed(3);
+    const auto experts = torch::randn({37, 6, 16}, torch::kDouble);
+    std::vector<torch::Tensor> weights;
+    for (const auto& c : chosen) weights.push_back(torch::softmax(torch::randn({37, static_cast<int64_t>(c.size())}, torch::kDouble), 1));
+    const auto projections = torch::randn({4, 16}, torch::kDouble);
+
+    // Reference in fp64 with tensor ops.
+    auto ref_experts = experts.clone().requires_grad_();
+    std::vector<torch::Tensor> ref_weights;
+    auto ref_loss = torch::zeros({}, torch::kDouble);
+    std::vector<torch::Tensor> ref_mixed;
+    for (size_t g = 0; g < chosen.size(); ++g) {
+      ref_weights.push_back(weights[g].clone().requires_grad_());
+      ref_mixed.push_back(mix_experts(ref_experts.index_select(1, torch::tensor(chosen[g])), ref_weights[g]));
+      ref_loss = ref_loss + (ref_mixed[g] * projections[static_cast<int64_t>(g)]).sum();
+    }
+    ref_loss.backward();
+
+    auto our_experts = experts.to(dtype).requires_grad_();
+    std::vector<torch::Tensor> our_weights;
+    for (const auto& w : weights) our_weights.push_back(w.to(dtype).requires_grad_());
+    const auto mixed = mix_chosen_experts(our_experts, our_weights, chosen);
+    REQUIRE(mixed.size() == chosen.size());
+    auto loss = torch::zeros({}, dtype);
+    for (size_t g = 0; g < chosen.size(); ++g) loss = loss + (mixed[g] * projections[static_cast<int64_t>(g)].to(dtype)).sum();
+    loss.backward();
+
+    const double tol = dtype == torch::kBFloat16 ? 5e-2 : dtype == torch::kFloat ? 1e-5 : 1e-12;
+    for (size_t g = 0; g < chosen.size(); ++g) {
+      INFO("gate " << g);
+      REQUIRE(mixed[g].scalar_type() == dtype);
+      REQUIRE(torch::allclose(mixed[g].to(torch::kDouble), ref_mixed[g], tol, tol));
+      REQUIRE(torch::allclose(our_weights[g].grad().to(torch::kDouble), ref_weights[g].grad(), tol, tol));
+    }
+    REQUIRE(torch::allclose(our_experts.grad().to(torch::kDouble), ref_experts.grad(), tol, tol));
+  }
+}
+
+// A gate whose output is not used gets no gradient, and the others are unchanged by that.
+TEST_CASE("mix_chosen_experts with an unused gate") {
+  auto experts = torch::randn({5, 3, 4}, torch::requires_grad());
+  auto w0 = torch::softmax(torch::randn({5, 3}), 1).requires_grad_();
+  auto w1 = torch::softmax(torch::randn({5, 2}), 1).requires_grad_();
+  mix_chosen_experts(experts, {w0, w1}, {{0, 1, 2}, {1, 2}})[0].sum().backward();
+  REQUIRE_FALSE(w1.grad().defined());
+  REQUIRE(torch::allclose(experts.grad(), w0.unsqueeze(2).expand({5, 3, 4})));
+}
+
+// Bad shapes and lists are refused, naming what was expected.
+TEST_CASE("mix_chosen_experts refuses bad shapes") {
+  const auto experts = torch::randn({5, 3, 4});
+  const auto w = torch::softmax(torch::randn({5, 3}), 1);
+  REQUIRE_TORCH_ERROR(mix_chosen_experts(torch::randn({5, 3}), {w}, {{0, 1, 2}}),
+                      "expects experts [batch, num_experts, dim], but got shape [5, 3]");
+  REQUIRE_TORCH_ERROR(mix_chosen_experts(experts, {w}, {}), "one expert list per gate (1 gates), but got 0 lists");
+  REQUIRE_TORCH_ERROR(mix_chosen_experts(experts, {w}, {{0, 1}}), "gate 0 expects weights [5, 2], but got shape [5, 3]");
+  REQUIRE_TORCH_ERROR(mix_chosen_experts(experts, {w}, {{0, 1, 3}}), "gate 0 chooses expert 3, but there are 3 experts");
 }

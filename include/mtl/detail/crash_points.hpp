@@ -1,4 +1,5 @@
-// Deterministic fault injection for the resume tests. With
+// Deterministic interruptions for the resume tests: a run stopped after a
+// number of steps as if killed (StopAfterStepsGuard), and fault injection. With
 // MTL_CRASH_AT=NAME:N in the environment, the N-th time the program passes
 // crash point NAME it sends itself SIGKILL, as `kill -9` would at that
 // instant. Without the variable a crash point is one comparison.
@@ -13,12 +14,12 @@
 #include <c10/util/Exception.h>
 
 #include <csignal>
+#include <cstdint>
 #include <cstdlib>
 #include <string>
 
-namespace mtl::train {
+namespace mtl::detail {
 
-namespace detail {
 struct CrashTarget {
   std::string name;
   long count = 0;
@@ -42,13 +43,31 @@ inline CrashTarget& crash_target() {
   }();
   return target;
 }
-}  // namespace detail
 
 /// Kills the process here when MTL_CRASH_AT names this point and its count is reached.
 inline void crash_point(const char* name) {
-  auto& target = detail::crash_target();
+  auto& target = crash_target();
   if (target.count == 0 || target.name != name) return;
   if (++target.passed == target.count) std::raise(SIGKILL);
 }
 
-}  // namespace mtl::train
+/// The steps after which Trainer::run on this thread returns as if killed (0: never).
+inline int64_t& stop_after_steps() {
+  thread_local int64_t steps = 0;
+  return steps;
+}
+
+/// While alive, Trainer::run on this thread stops after `steps` steps of its
+/// invocation, as if killed there, leaving its files as a kill would.
+class StopAfterStepsGuard {
+ public:
+  explicit StopAfterStepsGuard(int64_t steps) : previous_(stop_after_steps()) { stop_after_steps() = steps; }
+  ~StopAfterStepsGuard() { stop_after_steps() = previous_; }
+  StopAfterStepsGuard(const StopAfterStepsGuard&) = delete;
+  StopAfterStepsGuard& operator=(const StopAfterStepsGuard&) = delete;
+
+ private:
+  int64_t previous_;
+};
+
+}  // namespace mtl::detail

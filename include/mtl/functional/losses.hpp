@@ -1,5 +1,7 @@
-// Single-task losses from logits: binary cross-entropy over all rows, and the
-// CVR loss taken on clicked rows only (the classic, selection-biased CVR setup).
+// Losses from logits, as functions: binary cross-entropy over all rows, the
+// CVR loss taken on clicked rows only (the classic, selection-biased CVR
+// setup), and ESMM's CTCVR loss in log space (the ESMMLoss module, esmm.hpp,
+// combines them).
 #pragma once
 
 #include <torch/nn/functional/loss.h>
@@ -36,6 +38,26 @@ inline torch::Tensor clicked_cvr_loss(const torch::Tensor& cvr_logits, const tor
       cvr_logits, conversion.to(cvr_logits.scalar_type()), /*weight=*/{}, /*pos_weight=*/{},
       at::Reduction::None);
   return (per_row * mask).sum() / mask.sum().clamp_min(1.0);
+}
+
+/// p_ctcvr = sigmoid(ctr_logit) * sigmoid(cvr_logit).
+inline torch::Tensor esmm_ctcvr_probability(const torch::Tensor& ctr_logits, const torch::Tensor& cvr_logits) {
+  return torch::sigmoid(ctr_logits) * torch::sigmoid(cvr_logits);
+}
+
+/// Mean BCE of p_ctcvr against `ctcvr_labels` (click * conversion), in log
+/// space: log p = logsig(a) + logsig(b), and
+/// log(1 - p) = log(sigmoid(-a) + sigmoid(a) * sigmoid(-b)), a log-sum-exp of two finite terms.
+inline torch::Tensor ctcvr_loss(const torch::Tensor& ctr_logits, const torch::Tensor& cvr_logits,
+                                const torch::Tensor& ctcvr_labels) {
+  detail::check_logits_and_labels(ctr_logits, ctcvr_labels, "ctcvr_loss", "ctcvr");
+  TORCH_CHECK(cvr_logits.sizes() == ctr_logits.sizes(), "ctcvr_loss expects CVR logits of shape ",
+              ctr_logits.sizes(), " like the CTR logits, but got ", cvr_logits.sizes());
+  auto y = ctcvr_labels.to(ctr_logits.scalar_type());
+  auto log_sig_a = torch::log_sigmoid(ctr_logits), log_sig_b = torch::log_sigmoid(cvr_logits);
+  auto log_p = log_sig_a + log_sig_b;
+  auto log_1mp = torch::logaddexp(torch::log_sigmoid(-ctr_logits), log_sig_a + torch::log_sigmoid(-cvr_logits));
+  return -(y * log_p + (1 - y) * log_1mp).mean();
 }
 
 }  // namespace mtl

@@ -1,12 +1,9 @@
 // Matrix products of the layers' own autograd functions (DenseLayers,
-// CrossNet-v2) through oneDNN's sgemm on the CPU in float. LibTorch 1.13 sends
-// a float `mm` to the system BLAS; oneDNN (the library LibTorch itself links)
-// generates its kernels for the processor it runs on. On the 2-vCPU AMD EPYC
-// machines, whose environment holds OpenBLAS to its AVX2 kernels, two threads:
-// [1024, 192] x [192, 256] 151 -> 406 GFLOP/s, [1024, 256] x [256, 128]
-// 144 -> 393, [256, 1024] x [1024, 192] (a weight gradient's layout) 150-162
-// -> 391-415. Other devices and dtypes, empty operands, and operands that
-// autograd must track keep ATen's ops.
+// CrossLayers) through oneDNN's sgemm on the CPU in float: LibTorch 1.13 sends
+// a float `mm` to the system BLAS, while oneDNN (the library LibTorch itself
+// links) generates its kernels for the processor it runs on, about twice as
+// fast at the layers' thin shapes (benchmarks/README.md). Other devices and
+// dtypes, empty operands, and operands that autograd must track keep ATen's ops.
 #pragma once
 
 #include <ATen/core/grad_mode.h>

@@ -1,9 +1,8 @@
 // Independent tasks of unequal size on the intra-op threads at once, each
 // thread taking the next task when it is free: a mixer's experts
 // (stacked_branches.hpp), the optimizers' parts (optim/dual_optimizer.hpp).
-// The two vCPUs of the machines we measure on do not run alike while both are
-// busy, so a split fixed in advance leaves the faster one waiting (E5's
-// experts split by cost: one thread waited 1.2-1.4 ms a step in spells).
+// Cores do not run alike while all are busy (shared caches, virtual CPUs), so
+// a split fixed in advance leaves the faster ones waiting.
 #pragma once
 
 #include <ATen/Parallel.h>
