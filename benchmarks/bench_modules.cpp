@@ -10,8 +10,8 @@ namespace {
 
 mtl::FeatureSchema aliccp_sized_schema() {
   mtl::FeatureSchema schema(/*default_embedding_dim=*/8);
-  const int64_t vocab[] = {200000, 100, 10, 10, 10, 10, 10, 10, 10, 300000, 10000, 100000, 50000,
-                           80000, 1000, 100, 1000, 5000, 10, 500, 500, 500, 500};
+  const int64_t vocab[] = {200000, 100,   10,   10,  10,   10,   10, 10,  10,  300000, 10000, 100000,
+                           50000,  80000, 1000, 100, 1000, 5000, 10, 500, 500, 500,    500};
   for (int i = 0; i < 23; ++i) schema.add_sparse("f" + std::to_string(i), vocab[i]);
   for (int i = 0; i < 8; ++i) schema.add_dense("d" + std::to_string(i));
   return schema;
@@ -48,8 +48,10 @@ void BM_SharedBottom_E1(benchmark::State& state) {
                        backbone(), mtl::SharedBottomOptions(0, 0).hidden_dims({128}), kCtrCvr)));
 }
 void BM_MMoE_E3(benchmark::State& state) {
-  run_steps(state, mtl::MMoEModel(mtl::MMoEModelOptions(
-                       backbone(), mtl::MMoEOptions(0, 0).experts(std::vector<mtl::ExpertOptions>(4, mtl::ExpertOptions::mlp({128}))), kCtrCvr)));
+  run_steps(state, mtl::MMoEModel(mtl::MMoEModelOptions(backbone(),
+                                                        mtl::MMoEOptions(0, 0).experts(std::vector<mtl::ExpertOptions>(
+                                                            4, mtl::ExpertOptions::mlp({128}))),
+                                                        kCtrCvr)));
 }
 void BM_PLE_hetero_E5(benchmark::State& state) {
   using mtl::ExpertOptions;

@@ -37,9 +37,11 @@ struct Workload {
     torch::manual_seed(0);
     for (int64_t b = 0; b < 16; ++b) {
       std::vector<torch::Tensor> columns;
-      for (const auto& f : gen.schema().sparse_fields()) columns.push_back(torch::randint(f.vocab_size, {kBatch}, torch::kLong));
+      for (const auto& f : gen.schema().sparse_fields())
+        columns.push_back(torch::randint(f.vocab_size, {kBatch}, torch::kLong));
       auto click = (torch::rand({kBatch}) < 0.05).to(torch::kFloat);
-      batches.push_back({{torch::stack(columns, 1), torch::rand({kBatch, gen.schema().num_dense()})}, click,
+      batches.push_back({{torch::stack(columns, 1), torch::rand({kBatch, gen.schema().num_dense()})},
+                         click,
                          click * (torch::rand({kBatch}) < 0.1).to(torch::kFloat)});
     }
   }
@@ -49,7 +51,9 @@ struct Workload {
   }
 };
 
-DeepFMOptions backbone() { return DeepFMOptions(Workload::get().gen.schema()).deep_hidden_dims({256, 128}).fm_projection_dim(16); }
+DeepFMOptions backbone() {
+  return DeepFMOptions(Workload::get().gen.schema()).deep_hidden_dims({256, 128}).fm_projection_dim(16);
+}
 const std::vector<std::vector<int64_t>> kTowers{{64}, {64}};
 
 /// Multiply-adds of every Linear layer per sample, times 6 (forward 2, backward 4).
@@ -93,31 +97,61 @@ void train_steps(benchmark::State& state, Model model, std::vector<std::string> 
 }
 
 void BM_Step_E0a(benchmark::State& s) {
-  train_steps(s, SharedBottomModel(SharedBottomModelOptions(backbone(), SharedBottomOptions(0, 0), {"ctr"}).task_tower_hidden_dims({{64}})), {"ctr"}, false);
+  train_steps(
+      s,
+      SharedBottomModel(
+          SharedBottomModelOptions(backbone(), SharedBottomOptions(0, 0), {"ctr"}).task_tower_hidden_dims({{64}})),
+      {"ctr"}, false);
 }
 void BM_Step_E0b(benchmark::State& s) {
-  train_steps(s, SharedBottomModel(SharedBottomModelOptions(backbone(), SharedBottomOptions(0, 0), {"cvr"}).task_tower_hidden_dims({{64}})), {"cvr"}, false);
+  train_steps(
+      s,
+      SharedBottomModel(
+          SharedBottomModelOptions(backbone(), SharedBottomOptions(0, 0), {"cvr"}).task_tower_hidden_dims({{64}})),
+      {"cvr"}, false);
 }
 void BM_Step_E1(benchmark::State& s) {
-  train_steps(s, SharedBottomModel(SharedBottomModelOptions(backbone(), SharedBottomOptions(0, 0).hidden_dims({128}), {"ctr", "cvr"}).task_tower_hidden_dims(kTowers)), {"ctr", "cvr"}, false);
+  train_steps(s,
+              SharedBottomModel(
+                  SharedBottomModelOptions(backbone(), SharedBottomOptions(0, 0).hidden_dims({128}), {"ctr", "cvr"})
+                      .task_tower_hidden_dims(kTowers)),
+              {"ctr", "cvr"}, false);
 }
 void BM_Step_E2(benchmark::State& s) {
-  train_steps(s, SharedBottomModel(SharedBottomModelOptions(backbone(), SharedBottomOptions(0, 0).hidden_dims({128}), {"ctr", "cvr"}).task_tower_hidden_dims(kTowers)), {"ctr", "cvr"}, true);
+  train_steps(s,
+              SharedBottomModel(
+                  SharedBottomModelOptions(backbone(), SharedBottomOptions(0, 0).hidden_dims({128}), {"ctr", "cvr"})
+                      .task_tower_hidden_dims(kTowers)),
+              {"ctr", "cvr"}, true);
 }
 void BM_Step_E3(benchmark::State& s) {
-  train_steps(s, MMoEModel(MMoEModelOptions(backbone(), MMoEOptions(0, 0).experts(std::vector<ExpertOptions>(4, ExpertOptions::mlp({128}))).expert_dim(64), {"ctr", "cvr"}).task_tower_hidden_dims(kTowers)), {"ctr", "cvr"}, true);
+  train_steps(
+      s,
+      MMoEModel(MMoEModelOptions(
+                    backbone(),
+                    MMoEOptions(0, 0).experts(std::vector<ExpertOptions>(4, ExpertOptions::mlp({128}))).expert_dim(64),
+                    {"ctr", "cvr"})
+                    .task_tower_hidden_dims(kTowers)),
+      {"ctr", "cvr"}, true);
 }
 void BM_Step_E4(benchmark::State& s) {
-  train_steps(s, PLEModel(PLEModelOptions(backbone(), PLEOptions::homogeneous(0, 2, 4, 1, ExpertOptions::mlp({128})).expert_dim(64), {"ctr", "cvr"}).task_tower_hidden_dims(kTowers)), {"ctr", "cvr"}, true);
+  train_steps(s,
+              PLEModel(PLEModelOptions(backbone(),
+                                       PLEOptions::homogeneous(0, 2, 4, 1, ExpertOptions::mlp({128})).expert_dim(64),
+                                       {"ctr", "cvr"})
+                           .task_tower_hidden_dims(kTowers)),
+              {"ctr", "cvr"}, true);
 }
 PLEModel e5_model() {
   return PLEModel(PLEModelOptions(backbone(),
                                   PLEOptions(0, 0)
-                                      .shared_experts({ExpertOptions::mlp({128}), ExpertOptions::mlp({256, 128}), ExpertOptions::cross(2), ExpertOptions::cross(3)})
+                                      .shared_experts({ExpertOptions::mlp({128}), ExpertOptions::mlp({256, 128}),
+                                                       ExpertOptions::cross(2), ExpertOptions::cross(3)})
                                       .task_experts({{ExpertOptions::cross(2)}, {ExpertOptions::mlp({64})}})
                                       .expert_dim(64)
                                       .align_outputs(true),
-                                  {"ctr", "cvr"}).task_tower_hidden_dims(kTowers));
+                                  {"ctr", "cvr"})
+                      .task_tower_hidden_dims(kTowers));
 }
 void BM_Step_E5(benchmark::State& s) { train_steps(s, e5_model(), {"ctr", "cvr"}, true); }
 
@@ -132,7 +166,8 @@ class LayerProducts {
     for (const auto& m : model.modules())
       if (auto linear = std::dynamic_pointer_cast<torch::nn::LinearImpl>(m)) {
         const int64_t in = linear->weight.size(1), out = linear->weight.size(0);
-        layers_.push_back({torch::randn({kBatch, in}), torch::randn({out, in}), torch::randn({out}), torch::randn({kBatch, out})});
+        layers_.push_back(
+            {torch::randn({kBatch, in}), torch::randn({out, in}), torch::randn({out}), torch::randn({kBatch, out})});
       }
   }
   void run(bool onednn) const {
@@ -164,8 +199,8 @@ void BM_Products_E5(benchmark::State& state) {
   auto model = e5_model();
   const LayerProducts products(*model);
   for (auto _ : state) products.run(state.range(0) == 1);
-  state.counters["GFLOP_per_s"] = benchmark::Counter(flops_per_sample(*model) * kBatch, benchmark::Counter::kIsIterationInvariantRate,
-                                                     benchmark::Counter::kIs1000);
+  state.counters["GFLOP_per_s"] = benchmark::Counter(
+      flops_per_sample(*model) * kBatch, benchmark::Counter::kIsIterationInvariantRate, benchmark::Counter::kIs1000);
 }
 
 /// The E5 step against the GEMM roofline with all measured in one loop, so
@@ -227,8 +262,8 @@ void BM_Sgemm(benchmark::State& state) {
   const bool onednn = state.range(3) == 1;
   auto a = torch::randn({m, k}), b = torch::randn({k, n});
   for (auto _ : state) benchmark::DoNotOptimize((onednn ? mtl::detail::mm(a, b) : torch::mm(a, b)).data_ptr<float>());
-  state.counters["GFLOP_per_s"] = benchmark::Counter(2.0 * m * k * n, benchmark::Counter::kIsIterationInvariantRate,
-                                                     benchmark::Counter::kIs1000);
+  state.counters["GFLOP_per_s"] =
+      benchmark::Counter(2.0 * m * k * n, benchmark::Counter::kIsIterationInvariantRate, benchmark::Counter::kIs1000);
 }
 
 /// The embedding path of one step: lookup, backward, update. Ours: one table with
@@ -332,7 +367,8 @@ void BM_Embedding_MemoryFloor(benchmark::State& state) {
   auto records = mtl::detail::zeros_on_huge_pages({schema.total_vocab_size(), kRecord}, {});
   std::vector<torch::Tensor> ids, distinct;
   for (const auto& b : w.batches) {
-    ids.push_back((b.features.sparse_ids + torch::tensor(schema.row_offsets(), torch::kLong)).reshape({-1}).contiguous());
+    ids.push_back(
+        (b.features.sparse_ids + torch::tensor(schema.row_offsets(), torch::kLong)).reshape({-1}).contiguous());
     distinct.push_back(std::get<0>(torch::_unique(ids.back(), /*sorted=*/false)).contiguous());
   }
   float* t = table.data_ptr<float>();
@@ -346,7 +382,9 @@ void BM_Embedding_MemoryFloor(benchmark::State& state) {
     at::parallel_for(0, n, 2048, [&](int64_t begin, int64_t end) {
       float sum = 0;
       for (int64_t j = begin; j < end; ++j) {
-        if (j + kAhead < end) __builtin_prefetch(t + lookup[j + kAhead] * kWidth), __builtin_prefetch(t + lookup[j + kAhead] * kWidth + kWidth - 1);
+        if (j + kAhead < end)
+          __builtin_prefetch(t + lookup[j + kAhead] * kWidth),
+              __builtin_prefetch(t + lookup[j + kAhead] * kWidth + kWidth - 1);
         const float* row = t + lookup[j] * kWidth;
         for (int64_t c = 0; c < kWidth; ++c) sum += row[c];
       }

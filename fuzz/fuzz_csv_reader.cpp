@@ -31,7 +31,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (rows != lines - 1) std::abort();
 
   try {
-    auto splits = mtl::data::load_csv_splits({path, "", ""}, layout, {/*min_count=*/1, /*embedding_dim=*/4, /*valid_fraction=*/0.5});
+    auto splits = mtl::data::load_csv_splits({path, "", ""}, layout,
+                                             {/*min_count=*/1, /*embedding_dim=*/4, /*valid_fraction=*/0.5});
     if (splits.train.num_rows() + splits.valid.num_rows() != rows) std::abort();
   } catch (const c10::Error&) {
     // too few rows to hold out a validation split

@@ -34,7 +34,8 @@ struct Counts {
 };
 Counts count_rows(const std::string& path, const CsvLayout& layout) {
   Counts c;
-  read_csv(path, layout, [&](const ParsedRow& row) { ++c.rows, c.clicks += row.click, c.conversions += row.conversion; });
+  read_csv(path, layout,
+           [&](const ParsedRow& row) { ++c.rows, c.clicks += row.click, c.conversions += row.conversion; });
   return c;
 }
 
@@ -91,7 +92,9 @@ TEST_CASE("readers accept the real Ali-CCP and AliExpress samples") {
 // A byte-order mark, CRLF line ends, unused columns and a missing final newline are accepted.
 TEST_CASE("CSV reader accepts BOM, CRLF and extra columns") {
   ScratchDir tmp("csv_ok");
-  const auto path = tmp.write("a.csv", "\xEF\xBB\xBF" "click,buy,user,item,price,unused\r\n1,1,5,7,0.5,x\r\n0,0,6,7,1e-3,y");
+  const auto path = tmp.write("a.csv",
+                              "\xEF\xBB\xBF"
+                              "click,buy,user,item,price,unused\r\n1,1,5,7,0.5,x\r\n0,0,6,7,1e-3,y");
   std::vector<ParsedRow> rows;
   read_csv(path, tiny_layout(), [&](const ParsedRow& r) { rows.push_back(r); });
   REQUIRE(rows.size() == 2);
@@ -134,7 +137,8 @@ TEST_CASE("CSV reader refuses bad input with its place") {
   // 10 MB lines: one huge field (beyond int64) and a line of commas; the message shows 40 characters.
   refused(h + "1,0," + std::string(10'000'000, '9') + ",7,0.5,u\n",
           "bad.csv:2, column 'user': expected an integer id, got '9999999999999999999999999999999999999999...'");
-  refused(h + std::string(10'000'000, ',') + "\n", "bad.csv:2: expected 6 comma-separated fields (as the header), got 10000001");
+  refused(h + std::string(10'000'000, ',') + "\n",
+          "bad.csv:2: expected 6 comma-separated fields (as the header), got 10000001");
   REQUIRE_TORCH_ERROR(count_rows((tmp.path / "missing.csv").string(), tiny_layout()), "cannot open");
   // A header alone reads as zero rows; encoding refuses an empty training split.
   const auto header_only = tmp.write("h.csv", h);
@@ -146,7 +150,8 @@ TEST_CASE("CSV reader refuses bad input with its place") {
 TEST_CASE("vocabularies from the training split") {
   ScratchDir tmp("vocab");
   const std::string h = kTinyHeader;
-  const auto train = tmp.write("train.csv", h + "0,0,50,7,1,u\n0,0,50,8,1,u\n1,0,30,7,1,u\n0,0,30,9,1,u\n0,0,10,7,1,u\n");
+  const auto train =
+      tmp.write("train.csv", h + "0,0,50,7,1,u\n0,0,50,8,1,u\n1,0,30,7,1,u\n0,0,30,9,1,u\n0,0,10,7,1,u\n");
   const auto test = tmp.write("test.csv", h + "0,0,30,7,1,u\n0,0,99,9,1,u\n");
   auto splits = load_csv_splits({train, "", test}, tiny_layout(), {/*min_count=*/2, 8, 0.2});
   // user: 30 and 50 kept (rows 1, 2 in id order), 10 rare; item: 7 kept, 8 and 9 rare.
@@ -168,13 +173,11 @@ std::string feature(const std::string& field, int64_t id, double value) {
 // The raw release's skeleton joins its common features by md5; fields and values land in the Ali-CCP layout.
 TEST_CASE("raw Ali-CCP reader joins skeleton and common features") {
   ScratchDir tmp("raw");
-  const std::string common =
-      std::string("aaa,3,") + feature("101", 11, 1.0) + kF + feature("109_14", 500, 0.25) + kF + feature("109_14", 501, 0.9) + "\n" +
-      "bbb,1," + feature("101", 12, 1.0) + "\n";
-  const std::string skeleton =
-      std::string("1,1,0,aaa,2,") + feature("205", 77, 1.0) + kF + feature("508", 9, 0.75) + "\n" +
-      "2,1,1,bbb,2," + feature("205", 78, 1.0) + kF + feature("999", 1, 1.0) + "\n" +
-      "3,0,0,aaa,1," + feature("205", 77, 1.0) + "\n";
+  const std::string common = std::string("aaa,3,") + feature("101", 11, 1.0) + kF + feature("109_14", 500, 0.25) + kF +
+                             feature("109_14", 501, 0.9) + "\n" + "bbb,1," + feature("101", 12, 1.0) + "\n";
+  const std::string skeleton = std::string("1,1,0,aaa,2,") + feature("205", 77, 1.0) + kF + feature("508", 9, 0.75) +
+                               "\n" + "2,1,1,bbb,2," + feature("205", 78, 1.0) + kF + feature("999", 1, 1.0) + "\n" +
+                               "3,0,0,aaa,1," + feature("205", 77, 1.0) + "\n";
   const auto common_path = tmp.write("common_features_train.csv", common);
   const auto skeleton_path = tmp.write("sample_skeleton_train.csv", skeleton);
   std::vector<ParsedRow> rows;
@@ -187,9 +190,9 @@ TEST_CASE("raw Ali-CCP reader joins skeleton and common features") {
   REQUIRE(rows[0].sparse[col("101")] == 11);
   REQUIRE(rows[0].sparse[col("205")] == 77);
   REQUIRE(rows[0].sparse[col("109_14")] == 500);  // the first feature of a multi-valued field
-  REQUIRE(rows[0].dense[0] == 0.25f);               // D109_14
-  REQUIRE(rows[0].dense[4] == 0.75f);               // D508
-  REQUIRE(rows[0].sparse[col("206")] == 0);         // absent field
+  REQUIRE(rows[0].dense[0] == 0.25f);             // D109_14
+  REQUIRE(rows[0].dense[4] == 0.75f);             // D508
+  REQUIRE(rows[0].sparse[col("206")] == 0);       // absent field
   REQUIRE(rows[1].sparse[col("101")] == 12);
   REQUIRE(rows[1].conversion == 1.f);
   REQUIRE(rows[2].click == 0.f);
@@ -211,7 +214,10 @@ TEST_CASE("raw Ali-CCP reader joins skeleton and common features") {
 // Each malformed raw line is refused with the file, line and field; a BOM and CRLF are accepted.
 TEST_CASE("raw Ali-CCP reader refuses bad input with its place") {
   ScratchDir tmp("raw_bad");
-  const auto common_path = tmp.write("common.csv", "\xEF\xBB\xBF" "aaa,1," + feature("101", 11, 1.0) + "\r\n");
+  const auto common_path = tmp.write("common.csv",
+                                     "\xEF\xBB\xBF"
+                                     "aaa,1," +
+                                         feature("101", 11, 1.0) + "\r\n");
   auto rows_of = [&](const std::string& skeleton) {
     int64_t rows = 0;
     aliccp_raw_source(tmp.write("s.csv", skeleton), common_path)([&](const ParsedRow&) { ++rows; });
@@ -226,15 +232,19 @@ TEST_CASE("raw Ali-CCP reader refuses bad input with its place") {
   refused("1,1,0\n", "s.csv:1: expected sample_id,click,buy,md5,feature_count,features, got '1,1,0'");
   refused("1,2,0,aaa,1," + f205 + "\n", "s.csv:1, column 'click': expected a 0/1 label, got '2'");
   refused("1,1,0,aaa,x," + f205 + "\n", "s.csv:1, column 'feature_count': expected a feature count, got 'x'");
-  refused("1,1,0,aaa,1," + feature("205", -3, 1.0) + "\n", "s.csv:1, column 'features': expected an integer id >= 0, got -3");
-  refused("1,1,0,aaa,1,205" + std::string(1, kId) + "7" + kVal + "nan\n", "column 'features': expected a finite number, got 'nan'");
+  refused("1,1,0,aaa,1," + feature("205", -3, 1.0) + "\n",
+          "s.csv:1, column 'features': expected an integer id >= 0, got -3");
+  refused("1,1,0,aaa,1,205" + std::string(1, kId) + "7" + kVal + "nan\n",
+          "column 'features': expected a finite number, got 'nan'");
   refused("1,1,0,aaa,1,205" + std::string(1, kId) + "7\n", "expected features as field 0x02 id 0x03 value");
   // The last line cut short: inside a feature, and between features.
   refused("1,1,0,aaa,1," + f205 + "\n2,1,0,aaa,2," + f205 + kF + "508" + kId + "9",
           "s.csv:2, column 'features': expected features as field 0x02 id 0x03 value, got '508");
-  refused("1,1,0,aaa,1," + f205 + "\n2,1,0,aaa,2," + f205 + kF, "s.csv:2, column 'features': the line announces 2 features but holds 1");
+  refused("1,1,0,aaa,1," + f205 + "\n2,1,0,aaa,2," + f205 + kF,
+          "s.csv:2, column 'features': the line announces 2 features but holds 1");
   refused("1,1,0,aaa,3," + f205 + "\n", "the line announces 3 features but holds 1 (a line cut short?)");
-  refused(std::string(10'000'000, 'x') + "\n", "s.csv:1: expected sample_id,click,buy,md5,feature_count,features, got 'xxxx");
+  refused(std::string(10'000'000, 'x') + "\n",
+          "s.csv:1: expected sample_id,click,buy,md5,feature_count,features, got 'xxxx");
   refused("1,1,0,bbb,1," + f205 + "\n", "s.csv:1: common-feature key 'bbb' is not in");
   const auto bad_common = tmp.write("c2.csv", "aaa\n");
   REQUIRE_TORCH_ERROR(aliccp_raw_source(tmp.write("s.csv", "1,1,0,aaa,0,\n"), bad_common)([](const ParsedRow&) {}),
@@ -248,11 +258,15 @@ TEST_CASE("raw Ali-CCP reader refuses bad input with its place") {
 TEST_CASE("binary cache round trip, hit and miss") {
   ScratchDir tmp("cache");
   const std::string h = kTinyHeader;
-  const auto train = tmp.write("train.csv", h + "0,0,50,7,0.5,u\n1,1,30,8,0.25,u\n0,0,30,9,1,u\n1,0,10,7,2,u\n0,0,10,7,3,u\n");
+  const auto train =
+      tmp.write("train.csv", h + "0,0,50,7,0.5,u\n1,1,30,8,0.25,u\n0,0,30,9,1,u\n1,0,10,7,2,u\n0,0,10,7,3,u\n");
   const auto cache_dir = (tmp.path / "cache").string();
   auto fresh = load_csv_splits({train, "", ""}, tiny_layout(), {1, 8, 0.2});
   int encodes = 0;
-  auto encode = [&] { ++encodes; return load_csv_splits({train, "", ""}, tiny_layout(), {1, 8, 0.2}); };
+  auto encode = [&] {
+    ++encodes;
+    return load_csv_splits({train, "", ""}, tiny_layout(), {1, 8, 0.2});
+  };
   auto first = mtl::data::detail::cached({train}, "opts", cache_dir, "tiny", encode);
   auto second = mtl::data::detail::cached({train}, "opts", cache_dir, "tiny", encode);
   REQUIRE(encodes == 1);
@@ -268,7 +282,8 @@ TEST_CASE("binary cache round trip, hit and miss") {
   mtl::data::detail::cached({train}, "other opts", cache_dir, "tiny", encode);
   REQUIRE(encodes == 2);
   // A truncated cache file is a miss, not a crash.
-  for (const auto& entry : fs::directory_iterator(cache_dir)) fs::resize_file(entry.path(), fs::file_size(entry.path()) / 2);
+  for (const auto& entry : fs::directory_iterator(cache_dir))
+    fs::resize_file(entry.path(), fs::file_size(entry.path()) / 2);
   mtl::data::detail::cached({train}, "opts", cache_dir, "tiny", encode);
   REQUIRE(encodes == 3);
   // A cache that cannot be stored (here its folder lies below a file) only costs the parse.
@@ -283,7 +298,8 @@ TEST_CASE("BatchLoader order, epochs, seek and prefetch") {
   auto ds = SyntheticGenerator(SyntheticOptions().num_users(500).num_items(500)).generate(Split::train, 40);
   auto first_ids = [](const TrainingBatch& b) {
     std::vector<int64_t> v;
-    for (int64_t i = 0; i < b.size(); ++i) v.push_back(b.features.sparse_ids[i][0].item<int64_t>() * 1000 + b.features.sparse_ids[i][9].item<int64_t>());
+    for (int64_t i = 0; i < b.size(); ++i)
+      v.push_back(b.features.sparse_ids[i][0].item<int64_t>() * 1000 + b.features.sparse_ids[i][9].item<int64_t>());
     return v;
   };
   BatchLoader a(ds, LoaderOptions().batch_size(8).seed(3)), b(ds, LoaderOptions().batch_size(8).seed(3).prefetch(0));

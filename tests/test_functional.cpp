@@ -61,7 +61,8 @@ TEST_CASE("ESMM v1 equals hand computation") {
 // v2 adds exactly lambda times the clicked-row CVR BCE to v1.
 TEST_CASE("ESMM v2 adds lambda times the clicked-row CVR loss") {
   auto args = std::make_tuple(as_tensor(kCtr), as_tensor(kCvr), as_tensor(kClick), as_tensor(kConv));
-  auto v1 = std::apply([](auto... a) { return ESMMLoss(ESMMLossOptions().version(ESMMVersion::v1))->forward(a...); }, args);
+  auto v1 =
+      std::apply([](auto... a) { return ESMMLoss(ESMMLossOptions().version(ESMMVersion::v1))->forward(a...); }, args);
   for (double lambda : {0.1, 0.7}) {
     ESMMLoss v2(ESMMLossOptions().version(ESMMVersion::v2).lambda_cvr_aux(lambda));
     auto terms = std::apply([&](auto... a) { return v2->forward(a...); }, args);
@@ -128,9 +129,10 @@ TEST_CASE("ESMM in one pass equals the loss as tensor ops") {
             {clicked_cvr_loss(rb, conversion, click), aux_weight}};
         auto reference_total = reference[0].first * 0.8 + reference[1].first * 1.7 + reference[2].first * aux_weight;
         const double tolerance = dtype == torch::kFloat ? 2e-6 : 1e-12;
-        const std::vector<std::pair<torch::Tensor, torch::Tensor>> pairs{
-            {ours.total, reference_total}, {ours.ctr, reference[0].first}, {ours.ctcvr, reference[1].first},
-            {ours.cvr_aux, reference[2].first}};
+        const std::vector<std::pair<torch::Tensor, torch::Tensor>> pairs{{ours.total, reference_total},
+                                                                         {ours.ctr, reference[0].first},
+                                                                         {ours.ctcvr, reference[1].first},
+                                                                         {ours.cvr_aux, reference[2].first}};
         for (size_t k = 0; k < pairs.size(); ++k) {
           CAPTURE(dtype, n, static_cast<int>(version), k);
           if (k == 3 && version == ESMMVersion::v1) {
@@ -138,9 +140,12 @@ TEST_CASE("ESMM in one pass equals the loss as tensor ops") {
             continue;
           }
           REQUIRE(pairs[k].first.scalar_type() == dtype);
-          REQUIRE(pairs[k].first.item<double>() == Approx(pairs[k].second.item<double>()).epsilon(tolerance).margin(tolerance));
-          const auto grads = torch::autograd::grad({pairs[k].first}, {a, b}, {}, /*retain_graph=*/true, false, /*allow_unused=*/true);
-          const auto expected = torch::autograd::grad({pairs[k].second}, {ra, rb}, {}, /*retain_graph=*/true, false, /*allow_unused=*/true);
+          REQUIRE(pairs[k].first.item<double>() ==
+                  Approx(pairs[k].second.item<double>()).epsilon(tolerance).margin(tolerance));
+          const auto grads =
+              torch::autograd::grad({pairs[k].first}, {a, b}, {}, /*retain_graph=*/true, false, /*allow_unused=*/true);
+          const auto expected = torch::autograd::grad({pairs[k].second}, {ra, rb}, {}, /*retain_graph=*/true, false,
+                                                      /*allow_unused=*/true);
           for (size_t g = 0; g < 2; ++g) {
             const auto want = expected[g].defined() ? expected[g] : torch::zeros_like(a);
             REQUIRE(torch::allclose(grads[g], want, tolerance, tolerance));
@@ -162,10 +167,13 @@ TEST_CASE("ESMM in one pass equals the loss as tensor ops") {
 // Mismatched shapes and non-float logits are refused with what was expected.
 TEST_CASE("losses refuse bad input") {
   auto logits = torch::zeros({4});
-  REQUIRE_TORCH_ERROR(binary_cross_entropy_loss(logits, torch::zeros({5})), "target labels of shape [4] (one per logit), but got [5]");
-  REQUIRE_TORCH_ERROR(binary_cross_entropy_loss(torch::zeros({4, 1}), torch::zeros({4, 1})), "logits of shape [batch], but got a 2-D tensor");
+  REQUIRE_TORCH_ERROR(binary_cross_entropy_loss(logits, torch::zeros({5})),
+                      "target labels of shape [4] (one per logit), but got [5]");
+  REQUIRE_TORCH_ERROR(binary_cross_entropy_loss(torch::zeros({4, 1}), torch::zeros({4, 1})),
+                      "logits of shape [batch], but got a 2-D tensor");
   REQUIRE_TORCH_ERROR(binary_cross_entropy_loss(torch::zeros({4}, torch::kLong), torch::zeros({4})), "floating logits");
-  REQUIRE_TORCH_ERROR(ESMMLoss()->forward(logits, torch::zeros({3}), logits, logits), "CVR logits of shape [4] like the CTR logits, but got [3]");
+  REQUIRE_TORCH_ERROR(ESMMLoss()->forward(logits, torch::zeros({3}), logits, logits),
+                      "CVR logits of shape [4] like the CTR logits, but got [3]");
   REQUIRE_TORCH_ERROR(ESMMLoss(ESMMLossOptions().lambda_cvr_aux(-1.0)), "lambda_cvr_aux >= 0");
   std::ostringstream s;
   ESMMLoss()->pretty_print(s);
@@ -207,7 +215,8 @@ TEST_CASE("FM second-order term as one function equals tensor ops through autogr
   const auto grad = torch::autograd::grad({(out * projection).sum()}, {transposed})[0];
   const auto reference_grad = torch::autograd::grad({(reference(transposed) * projection).sum()}, {transposed})[0];
   REQUIRE(torch::allclose(grad, reference_grad, 1e-5, 1e-6));
-  REQUIRE_TORCH_ERROR(fm_second_order(torch::randn({4, 3})), "fm_second_order expects embeddings [batch, fields, dim], but got shape [4, 3]");
+  REQUIRE_TORCH_ERROR(fm_second_order(torch::randn({4, 3})),
+                      "fm_second_order expects embeddings [batch, fields, dim], but got shape [4, 3]");
 }
 
 // FM's second-order term with DeepFM's deep input written in the same pass:
@@ -266,7 +275,8 @@ TEST_CASE("mix_chosen_experts equals mix_experts over the chosen experts") {
     torch::manual_seed(3);
     const auto experts = torch::randn({37, 6, 16}, torch::kDouble);
     std::vector<torch::Tensor> weights;
-    for (const auto& c : chosen) weights.push_back(torch::softmax(torch::randn({37, static_cast<int64_t>(c.size())}, torch::kDouble), 1));
+    for (const auto& c : chosen)
+      weights.push_back(torch::softmax(torch::randn({37, static_cast<int64_t>(c.size())}, torch::kDouble), 1));
     const auto projections = torch::randn({4, 16}, torch::kDouble);
 
     // Reference in fp64 with tensor ops.
@@ -287,7 +297,8 @@ TEST_CASE("mix_chosen_experts equals mix_experts over the chosen experts") {
     const auto mixed = mix_chosen_experts(our_experts, our_weights, chosen);
     REQUIRE(mixed.size() == chosen.size());
     auto loss = torch::zeros({}, dtype);
-    for (size_t g = 0; g < chosen.size(); ++g) loss = loss + (mixed[g] * projections[static_cast<int64_t>(g)].to(dtype)).sum();
+    for (size_t g = 0; g < chosen.size(); ++g)
+      loss = loss + (mixed[g] * projections[static_cast<int64_t>(g)].to(dtype)).sum();
     loss.backward();
 
     const double tol = dtype == torch::kBFloat16 ? 5e-2 : dtype == torch::kFloat ? 1e-5 : 1e-12;
@@ -318,6 +329,8 @@ TEST_CASE("mix_chosen_experts refuses bad shapes") {
   REQUIRE_TORCH_ERROR(mix_chosen_experts(torch::randn({5, 3}), {w}, {{0, 1, 2}}),
                       "expects experts [batch, num_experts, dim], but got shape [5, 3]");
   REQUIRE_TORCH_ERROR(mix_chosen_experts(experts, {w}, {}), "one expert list per gate (1 gates), but got 0 lists");
-  REQUIRE_TORCH_ERROR(mix_chosen_experts(experts, {w}, {{0, 1}}), "gate 0 expects weights [5, 2], but got shape [5, 3]");
-  REQUIRE_TORCH_ERROR(mix_chosen_experts(experts, {w}, {{0, 1, 3}}), "gate 0 chooses expert 3, but there are 3 experts");
+  REQUIRE_TORCH_ERROR(mix_chosen_experts(experts, {w}, {{0, 1}}),
+                      "gate 0 expects weights [5, 2], but got shape [5, 3]");
+  REQUIRE_TORCH_ERROR(mix_chosen_experts(experts, {w}, {{0, 1, 3}}),
+                      "gate 0 chooses expert 3, but there are 3 experts");
 }

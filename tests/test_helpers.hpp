@@ -5,8 +5,8 @@
 
 #include <mtl/features.hpp>
 
-#include <catch2/catch.hpp>
 #include <torch/torch.h>
+#include <catch2/catch.hpp>
 
 #include <unistd.h>
 
@@ -31,7 +31,6 @@ class ErrorMessageContains : public Catch::MatcherBase<c10::Error> {
  private:
   std::string text_;
 };
-
 
 /// LibTorch's intra-op threads set to `threads` for a scope.
 class IntraOpThreads {
@@ -115,8 +114,9 @@ inline void require_gradient_everywhere(torch::nn::Module& module, const torch::
 /// the gradients of `loss` and of `reference` (both scalars) to `input` and to
 /// each of `params` are equal within `tolerance` (relative and absolute; the
 /// default for double precision).
-inline void require_same_gradients(const torch::Tensor& loss, const torch::Tensor& reference, const torch::Tensor& input,
-                                   const std::vector<torch::Tensor>& params, double tolerance = 1e-12) {
+inline void require_same_gradients(const torch::Tensor& loss, const torch::Tensor& reference,
+                                   const torch::Tensor& input, const std::vector<torch::Tensor>& params,
+                                   double tolerance = 1e-12) {
   const auto grads = torch::autograd::grad({loss}, {input}, {}, /*retain_graph=*/true);
   const auto param_grads = torch::autograd::grad({loss}, params);
   const auto ref_grads = torch::autograd::grad({reference}, {input}, {}, /*retain_graph=*/true);
@@ -149,5 +149,4 @@ void require_independent_clone(Holder& module, Run run) {
 }  // namespace mtl_test
 
 /// `expr` throws a c10::Error whose message contains `text`.
-#define REQUIRE_TORCH_ERROR(expr, text) \
-  REQUIRE_THROWS_MATCHES(expr, c10::Error, mtl_test::ErrorMessageContains(text))
+#define REQUIRE_TORCH_ERROR(expr, text) REQUIRE_THROWS_MATCHES(expr, c10::Error, mtl_test::ErrorMessageContains(text))

@@ -93,7 +93,9 @@ TEST_CASE("roc_auc and log_loss equal scikit-learn") {
   }
   const std::string script =
       "import numpy as np, sys; from sklearn.metrics import roc_auc_score, log_loss; "
-      "d = np.loadtxt('" + path + "', delimiter=',', dtype=np.float64); "
+      "d = np.loadtxt('" +
+      path +
+      "', delimiter=',', dtype=np.float64); "
       "print(repr(roc_auc_score(d[:,1], d[:,0])), repr(log_loss(d[:,1], d[:,0])))";
   std::string command = std::string(MTL_TEST_SKLEARN_PYTHON) + " -c \"" + script + "\"";
   FILE* pipe = popen(command.c_str(), "r");

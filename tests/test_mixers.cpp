@@ -17,17 +17,16 @@
 using namespace mtl;
 using mtl::detail::Branch;
 using mtl::detail::run_branches_stacked;
+using mtl_test::IntraOpThreads;
+using mtl_test::printed;
 using mtl_test::random_inputs;
 using mtl_test::random_projection_loss;
 using mtl_test::require_gradient_everywhere;
-using mtl_test::IntraOpThreads;
-using mtl_test::printed;
-using mtl_test::require_same_gradients;
 using mtl_test::require_independent_clone;
+using mtl_test::require_same_gradients;
 using mtl_test::small_schema;
 
 namespace {
-
 
 /// Every task output joined, so that one tensor stands for a mixer's output.
 torch::Tensor joined(const std::vector<torch::Tensor>& per_task) { return torch::cat(per_task, 1); }
@@ -46,8 +45,7 @@ void require_distributions(const std::vector<torch::Tensor>& weights, const std:
 
 // The heterogeneous expert lists of E5.
 std::vector<ExpertOptions> hetero_shared() {
-  return {ExpertOptions::mlp({32}), ExpertOptions::mlp({48, 24}), ExpertOptions::cross(2),
-          ExpertOptions::cross(3)};
+  return {ExpertOptions::mlp({32}), ExpertOptions::mlp({48, 24}), ExpertOptions::cross(2), ExpertOptions::cross(3)};
 }
 std::vector<std::vector<ExpertOptions>> hetero_private() {
   return {{ExpertOptions::cross(2)}, {ExpertOptions::mlp({16})}};
@@ -98,7 +96,9 @@ class DoublingMixerImpl : public torch::nn::Cloneable<DoublingMixerImpl> {
  public:
   explicit DoublingMixerImpl(DoublingMixerOptions options) : options(std::move(options)) {}
   void reset() override {}
-  std::vector<torch::Tensor> forward(const torch::Tensor& x) { return std::vector<torch::Tensor>(options.num_tasks(), 2 * x); }
+  std::vector<torch::Tensor> forward(const torch::Tensor& x) {
+    return std::vector<torch::Tensor>(options.num_tasks(), 2 * x);
+  }
   int64_t output_dim() const { return options.input_dim(); }
   int64_t num_tasks() const { return options.num_tasks(); }
   DoublingMixerOptions options;
@@ -187,15 +187,18 @@ TEST_CASE("PLE homogeneous") {
   require_independent_clone(ple, [&](PLEImpl& m) { return joined(m.forward(x)); });
   REQUIRE(printed(ple) ==
           "mtl::PLE(num_tasks=2, levels=1, shared_experts=4, task_experts=[1, 1], expert_dim=8, aligned=false)");
-  REQUIRE(ple->gate_expert_names()[1] ==
-          std::vector<std::string>{"shared_0:mlp[16]", "shared_1:mlp[16]", "shared_2:mlp[16]",
-                                   "shared_3:mlp[16]", "task1_0:mlp[16]"});
+  REQUIRE(ple->gate_expert_names()[1] == std::vector<std::string>{"shared_0:mlp[16]", "shared_1:mlp[16]",
+                                                                  "shared_2:mlp[16]", "shared_3:mlp[16]",
+                                                                  "task1_0:mlp[16]"});
 }
 
 // Heterogeneous PLE (E5): experts of different kinds and natural widths, aligned.
 TEST_CASE("PLE heterogeneous with the aligner") {
-  PLE ple(PLEOptions(12, 2).shared_experts(hetero_shared()).task_experts(hetero_private())
-              .expert_dim(8).align_outputs(true));
+  PLE ple(PLEOptions(12, 2)
+              .shared_experts(hetero_shared())
+              .task_experts(hetero_private())
+              .expert_dim(8)
+              .align_outputs(true));
   REQUIRE(ple->levels[0]->as<PLELevel>()->aligner->options.num_experts() == 6);
   for (int64_t batch : {1, 1024}) {
     auto out = ple->forward(torch::randn({batch, 12}));
@@ -211,9 +214,12 @@ TEST_CASE("PLE heterogeneous with the aligner") {
 
 // Two levels: the first level's shared gate feeds the second level's shared experts.
 TEST_CASE("PLE with two levels") {
-  PLE ple(PLEOptions(12, 3).shared_experts(hetero_shared())
+  PLE ple(PLEOptions(12, 3)
+              .shared_experts(hetero_shared())
               .task_experts({{ExpertOptions::mlp({8})}, {}, {ExpertOptions::cross(1), ExpertOptions::mlp({8})}})
-              .expert_dim(6).num_levels(2).align_outputs(true));
+              .expert_dim(6)
+              .num_levels(2)
+              .align_outputs(true));
   auto x = torch::randn({32, 12});
   auto out = ple->forward(x);
   REQUIRE(out.size() == 3);
@@ -354,9 +360,9 @@ TEST_CASE("Experts side by side without gradients, and with dropout") {
   REQUIRE_FALSE(without.requires_grad());
   REQUIRE(torch::allclose(with_graph, without, 1e-5, 1e-5));
 
-  auto dropping = make_experts({ExpertOptions::mlp({32}).dropout(0.5), ExpertOptions::mlp({48, 24}).dropout(0.5),
-                                ExpertOptions::cross(2)},
-                               12, 8);
+  auto dropping = make_experts(
+      {ExpertOptions::mlp({32}).dropout(0.5), ExpertOptions::mlp({48, 24}).dropout(0.5), ExpertOptions::cross(2)}, 12,
+      8);
   torch::manual_seed(9);
   const auto first = run_experts(*dropping, x);
   torch::manual_seed(9);
@@ -371,8 +377,12 @@ TEST_CASE("Experts side by side without gradients, and with dropout") {
 TEST_CASE("PLE side by side equals PLE one after another") {
   const IntraOpThreads two(2);
   torch::manual_seed(13);
-  PLE ple(PLEOptions(12, 2).shared_experts(hetero_shared()).task_experts(hetero_private())
-              .expert_dim(8).num_levels(2).align_outputs(true));
+  PLE ple(PLEOptions(12, 2)
+              .shared_experts(hetero_shared())
+              .task_experts(hetero_private())
+              .expert_dim(8)
+              .num_levels(2)
+              .align_outputs(true));
   const auto x = torch::randn({64, 12}).requires_grad_();
   const auto weights = torch::randn({64, 16});
   const auto side_by_side = joined(ple->forward(x));
@@ -388,8 +398,10 @@ TEST_CASE("PLE side by side equals PLE one after another") {
 
 // Bad PLE settings are refused with messages saying what was expected.
 TEST_CASE("PLE refuses bad settings") {
-  REQUIRE_TORCH_ERROR(PLE(PLEOptions(12, 2).task_experts(hetero_private())), "at least one shared expert, but the shared expert list is empty");
-  REQUIRE_TORCH_ERROR(PLE(PLEOptions(12, 3).shared_experts(hetero_shared()).task_experts(hetero_private())), "one private expert list per task (3), but got 2 lists");
+  REQUIRE_TORCH_ERROR(PLE(PLEOptions(12, 2).task_experts(hetero_private())),
+                      "at least one shared expert, but the shared expert list is empty");
+  REQUIRE_TORCH_ERROR(PLE(PLEOptions(12, 3).shared_experts(hetero_shared()).task_experts(hetero_private())),
+                      "one private expert list per task (3), but got 2 lists");
   PLE ple(PLEOptions(12, 2).shared_experts(hetero_shared()).task_experts(hetero_private()));
   REQUIRE_TORCH_ERROR(ple->forward(torch::randn({4, 11})), "PLE expects [batch, 12], but got shape [4, 11]");
 }
@@ -397,7 +409,9 @@ TEST_CASE("PLE refuses bad settings") {
 namespace {
 const std::vector<std::string> kCtrCvr{"ctr", "cvr"};
 
-DeepFMOptions backbone_options() { return DeepFMOptions(small_schema()).deep_hidden_dims({16, 8}).fm_projection_dim(4); }
+DeepFMOptions backbone_options() {
+  return DeepFMOptions(small_schema()).deep_hidden_dims({16, 8}).fm_projection_dim(4);
+}
 
 /// Runs a composed model: logits per task of shape [batch], gradients everywhere, independent clone.
 template <class Model>
@@ -438,18 +452,20 @@ TEST_CASE("MultiTaskModel in the seven experiment shapes") {
     REQUIRE(printed(model) == "mtl::MultiTaskModel(tasks=[ctr, cvr])");
   }
   SECTION("E3: MMoE") {
-    MMoEModel model(MMoEModelOptions(
-        backbone_options(), MMoEOptions(0, 0).experts(std::vector<ExpertOptions>(4, ExpertOptions::mlp({16}))), kCtrCvr));
+    MMoEModel model(MMoEModelOptions(backbone_options(),
+                                     MMoEOptions(0, 0).experts(std::vector<ExpertOptions>(4, ExpertOptions::mlp({16}))),
+                                     kCtrCvr));
     require_working_model(model, kCtrCvr);
   }
   SECTION("E4: homogeneous PLE-Lite") {
-    PLEModel model(PLEModelOptions(backbone_options(), PLEOptions::homogeneous(0, 2, 4, 1, ExpertOptions::mlp({16})), kCtrCvr));
+    PLEModel model(
+        PLEModelOptions(backbone_options(), PLEOptions::homogeneous(0, 2, 4, 1, ExpertOptions::mlp({16})), kCtrCvr));
     require_working_model(model, kCtrCvr);
   }
   SECTION("E5: heterogeneous PLE-Lite with the aligner") {
-    PLEModel model(PLEModelOptions(backbone_options(),
-                                   PLEOptions(0, 0).shared_experts(hetero_shared()).task_experts(hetero_private()).align_outputs(true),
-                                   kCtrCvr));
+    PLEModel model(PLEModelOptions(
+        backbone_options(),
+        PLEOptions(0, 0).shared_experts(hetero_shared()).task_experts(hetero_private()).align_outputs(true), kCtrCvr));
     require_working_model(model, kCtrCvr);
     auto out = model->forward(random_inputs(small_schema(), 8));
     REQUIRE(torch::equal(out.at("cvr"), out.logits[1]));
@@ -463,8 +479,9 @@ TEST_CASE("MultiTaskModel in the seven experiment shapes") {
 TEST_CASE("MultiTaskModel towers side by side equal towers one after another") {
   const IntraOpThreads two(2);
   torch::manual_seed(14);
-  SharedBottomModel model(SharedBottomModelOptions(backbone_options(), SharedBottomOptions(0, 0).hidden_dims({10}), kCtrCvr)
-                              .task_tower_hidden_dims({{6}, {5, 4}}));
+  SharedBottomModel model(
+      SharedBottomModelOptions(backbone_options(), SharedBottomOptions(0, 0).hidden_dims({10}), kCtrCvr)
+          .task_tower_hidden_dims({{6}, {5, 4}}));
   auto x = random_inputs(small_schema(), 32);
   x.dense.requires_grad_();
   const auto weights = torch::randn({32, 2});
@@ -487,17 +504,23 @@ TEST_CASE("MultiTaskModel towers side by side equal towers one after another") {
 // A mixer set for another task count or input width than the model's is refused.
 TEST_CASE("MultiTaskModel refuses mismatched settings") {
   auto mmoe = MMoEOptions(0, 3).experts({ExpertOptions::mlp({8})});
-  REQUIRE_TORCH_ERROR(MMoEModel(MMoEModelOptions(backbone_options(), mmoe, kCtrCvr)), "the mixer is set for 3 tasks, but the model has 2 tasks");
-  REQUIRE_TORCH_ERROR(MMoEModel(MMoEModelOptions(backbone_options(), MMoEOptions(99, 0).experts({ExpertOptions::mlp({8})}), kCtrCvr)), "the mixer expects input dim 99, but the backbone emits 12");
-  REQUIRE_TORCH_ERROR(SharedBottomModel(SharedBottomModelOptions(backbone_options(), SharedBottomOptions(0, 0), {})), "at least one task, but the task list is empty");
-  REQUIRE_TORCH_ERROR(SharedBottomModel(SharedBottomModelOptions(backbone_options(), SharedBottomOptions(0, 0), {"ctr", "ctr"})), "'ctr' appears twice");
+  REQUIRE_TORCH_ERROR(MMoEModel(MMoEModelOptions(backbone_options(), mmoe, kCtrCvr)),
+                      "the mixer is set for 3 tasks, but the model has 2 tasks");
+  REQUIRE_TORCH_ERROR(
+      MMoEModel(MMoEModelOptions(backbone_options(), MMoEOptions(99, 0).experts({ExpertOptions::mlp({8})}), kCtrCvr)),
+      "the mixer expects input dim 99, but the backbone emits 12");
+  REQUIRE_TORCH_ERROR(SharedBottomModel(SharedBottomModelOptions(backbone_options(), SharedBottomOptions(0, 0), {})),
+                      "at least one task, but the task list is empty");
+  REQUIRE_TORCH_ERROR(
+      SharedBottomModel(SharedBottomModelOptions(backbone_options(), SharedBottomOptions(0, 0), {"ctr", "ctr"})),
+      "'ctr' appears twice");
 }
 
 // Models move with .to(dtype) (ids stay int64) and .to(device).
 TEST_CASE("MultiTaskModel moves with .to(dtype) and .to(device)") {
-  PLEModel model(PLEModelOptions(backbone_options(),
-                                 PLEOptions(0, 0).shared_experts(hetero_shared()).task_experts(hetero_private()).align_outputs(true),
-                                 kCtrCvr));
+  PLEModel model(PLEModelOptions(
+      backbone_options(),
+      PLEOptions(0, 0).shared_experts(hetero_shared()).task_experts(hetero_private()).align_outputs(true), kCtrCvr));
   auto input = random_inputs(small_schema(), 16);
   auto float_out = torch::stack(model->forward(input).logits);
   model->to(torch::kDouble);

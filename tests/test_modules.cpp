@@ -5,11 +5,11 @@
 #include <mtl/aligner.hpp>
 #include <mtl/cross_net_v2.hpp>
 #include <mtl/deepfm.hpp>
+#include <mtl/detail/matrix_product.hpp>
 #include <mtl/embedding.hpp>
 #include <mtl/expert.hpp>
 #include <mtl/functional/fm.hpp>
 #include <mtl/gate.hpp>
-#include <mtl/detail/matrix_product.hpp>
 #include <mtl/mlp.hpp>
 #include <mtl/tower.hpp>
 #include <mtl/version.hpp>
@@ -18,20 +18,18 @@
 #include <sstream>
 
 using namespace mtl;
+using mtl_test::printed;
 using mtl_test::random_inputs;
 using mtl_test::random_projection_loss;
-using mtl_test::require_same_gradients;
 using mtl_test::require_gradient_everywhere;
-using mtl_test::printed;
 using mtl_test::require_independent_clone;
+using mtl_test::require_same_gradients;
 using mtl_test::small_schema;
-
 
 // The version string agrees with the version macros.
 TEST_CASE("version string") {
-  REQUIRE(std::string(mtl::version()) ==
-          std::to_string(MTL_VERSION_MAJOR) + "." + std::to_string(MTL_VERSION_MINOR) + "." +
-              std::to_string(MTL_VERSION_PATCH));
+  REQUIRE(std::string(mtl::version()) == std::to_string(MTL_VERSION_MAJOR) + "." + std::to_string(MTL_VERSION_MINOR) +
+                                             "." + std::to_string(MTL_VERSION_PATCH));
 }
 
 // The schema lays fields out back to back and refuses duplicates and empty vocabularies.
@@ -126,11 +124,14 @@ TEST_CASE("SparseEmbedding lookup and gradient equal torch::embedding's") {
 // Bad ids and shapes are refused with messages naming the field and what was expected.
 TEST_CASE("SparseEmbedding refuses bad ids") {
   SparseEmbedding emb(small_schema());
-  REQUIRE_TORCH_ERROR(emb->forward(torch::tensor({{1, 20, 0}}, torch::kLong)), "ids of field 'item' in [0, 20), but got 20 at batch row 0");
-  REQUIRE_TORCH_ERROR(emb->forward(torch::tensor({{0, 0, 0}, {0, 0, -1}}, torch::kLong)), "field 'ctx' in [0, 5), but got -1 at batch row 1");
+  REQUIRE_TORCH_ERROR(emb->forward(torch::tensor({{1, 20, 0}}, torch::kLong)),
+                      "ids of field 'item' in [0, 20), but got 20 at batch row 0");
+  REQUIRE_TORCH_ERROR(emb->forward(torch::tensor({{0, 0, 0}, {0, 0, -1}}, torch::kLong)),
+                      "field 'ctx' in [0, 5), but got -1 at batch row 1");
   REQUIRE_TORCH_ERROR(emb->forward(torch::zeros({2, 3}, torch::kFloat)), "expects int64 ids");
   REQUIRE_TORCH_ERROR(emb->forward(torch::zeros({3}, torch::kLong)), "but got a 1-D tensor");
-  REQUIRE_TORCH_ERROR(emb->forward(torch::zeros({2, 4}, torch::kLong)), "expects 3 id columns (one per sparse field), but got 4");
+  REQUIRE_TORCH_ERROR(emb->forward(torch::zeros({2, 4}, torch::kLong)),
+                      "expects 3 id columns (one per sparse field), but got 4");
   auto mixed = small_schema().add_sparse("wide", 3, /*embedding_dim=*/8);
   REQUIRE_TORCH_ERROR(SparseEmbedding(mixed), "field 'wide' has embedding dim 8");
 }
@@ -138,7 +139,8 @@ TEST_CASE("SparseEmbedding refuses bad ids") {
 // The MLP's shapes, gradients, clone, identity with no layers, and input checks.
 TEST_CASE("MLP") {
   MLP mlp(MLPOptions(6, {8, 3}));
-  for (int64_t batch : {1, 1024}) REQUIRE(mlp->forward(torch::randn({batch, 6})).sizes() == torch::IntArrayRef{batch, 3});
+  for (int64_t batch : {1, 1024})
+    REQUIRE(mlp->forward(torch::randn({batch, 6})).sizes() == torch::IntArrayRef{batch, 3});
   require_gradient_everywhere(*mlp, random_projection_loss(mlp->forward(torch::randn({16, 6}))));
   auto x = torch::randn({4, 6});
   require_independent_clone(mlp, [&](MLPImpl& m) { return m.forward(x); });
@@ -158,7 +160,8 @@ TEST_CASE("MLP") {
 TEST_CASE("MLP layers as one function equal Linear + ReLU through autograd") {
   for (auto dtype : {torch::kDouble, torch::kFloat})
     for (auto [activate_last, batch] : {std::pair{true, 9}, {false, 9}, {true, 600}, {false, 600}}) {
-      INFO("dtype " << dtype << ", activate_last " << activate_last << ", batch " << batch);  // 600 rows: more than one block of bias sums
+      INFO("dtype " << dtype << ", activate_last " << activate_last << ", batch "
+                    << batch);  // 600 rows: more than one block of bias sums
       const double tolerance = dtype == torch::kDouble ? 1e-12 : 1e-4;
       MLP mlp(MLPOptions(6, {40, 5, 3}).activate_last(activate_last));
       mlp->to(dtype);
@@ -210,7 +213,8 @@ TEST_CASE("Matrix products through oneDNN equal ATen's") {
       {"row-major", {torch::randn({300, 64}), torch::randn({64, 33})}},
       {"both transposed", {torch::randn({64, 300}).t(), torch::randn({33, 64}).t()}},
       {"column slices", {wide.narrow(1, 3, 64), torch::randn({64, 90}).narrow(1, 50, 33)}},
-      {"every other row and column", {torch::randn({600, 128}).slice(0, 0, 600, 2).slice(1, 0, 128, 2), torch::randn({64, 33})}},
+      {"every other row and column",
+       {torch::randn({600, 128}).slice(0, 0, 600, 2).slice(1, 0, 128, 2), torch::randn({64, 33})}},
       {"one row, one column", {torch::randn({1, 64}), torch::randn({64, 1})}}};
   for (const auto& [name, operands] : cases) {
     INFO(name);
@@ -268,7 +272,8 @@ TEST_CASE("DeepFM shapes, gradients and clone") {
   REQUIRE(parts.second_order.sizes() == torch::IntArrayRef{64, 4});
   require_gradient_everywhere(*fm, random_projection_loss(fm->forward(input)));
   require_independent_clone(fm, [&](DeepFMImpl& m) { return m.forward(input); });
-  REQUIRE_TORCH_ERROR(fm->forward({input.sparse_ids, torch::randn({64, 3})}), "DeepFM expects dense values [batch, 2], but got shape [64, 3]");
+  REQUIRE_TORCH_ERROR(fm->forward({input.sparse_ids, torch::randn({64, 3})}),
+                      "DeepFM expects dense values [batch, 2], but got shape [64, 3]");
   REQUIRE_TORCH_ERROR(fm->forward({input.sparse_ids, torch::Tensor()}), "but got none");
   REQUIRE(printed(fm) ==
           "mtl::DeepFM(sparse_fields=3, dense_fields=2, embedding_dim=4, deep_hidden_dims=[16, 8], "
@@ -318,7 +323,8 @@ TEST_CASE("CrossNetV2 low rank equals its formula") {
     x = x0 * linear(u, linear(v, x)) + x;
   }
   REQUIRE(torch::allclose(cross->forward(x0), x, 1e-12, 1e-12));
-  for (int64_t batch : {1, 1024}) REQUIRE(cross->forward(torch::randn({batch, 6}, torch::kDouble)).sizes() == torch::IntArrayRef{batch, 6});
+  for (int64_t batch : {1, 1024})
+    REQUIRE(cross->forward(torch::randn({batch, 6}, torch::kDouble)).sizes() == torch::IntArrayRef{batch, 6});
   require_gradient_everywhere(*cross, random_projection_loss(cross->forward(x0)));
   require_independent_clone(cross, [&](CrossNetV2Impl& m) { return m.forward(x0); });
   REQUIRE_TORCH_ERROR(CrossNetV2(4, 0), "at least one layer, but got 0");
@@ -342,7 +348,8 @@ TEST_CASE("CrossNetV2 gradients equal autograd through its formula") {
         for (size_t l = 0; l < 3; ++l) {
           torch::nn::Linear u(std::dynamic_pointer_cast<torch::nn::LinearImpl>(cross->up[l]));
           torch::Tensor h = x;
-          if (rank > 0) h = linear(torch::nn::Linear(std::dynamic_pointer_cast<torch::nn::LinearImpl>(cross->down[l])), x);
+          if (rank > 0)
+            h = linear(torch::nn::Linear(std::dynamic_pointer_cast<torch::nn::LinearImpl>(cross->down[l])), x);
           x = x0 * linear(u, h) + x;
         }
         const double tolerance = dtype == torch::kDouble ? 1e-12 : 1e-4;
@@ -465,7 +472,8 @@ TEST_CASE("Gate weights form a distribution") {
 // A tower maps a representation to one logit per row.
 TEST_CASE("Tower") {
   Tower tower(TowerOptions(8).hidden_dims({4}));
-  for (int64_t batch : {1, 1024}) REQUIRE(tower->forward(torch::randn({batch, 8})).sizes() == torch::IntArrayRef{batch});
+  for (int64_t batch : {1, 1024})
+    REQUIRE(tower->forward(torch::randn({batch, 8})).sizes() == torch::IntArrayRef{batch});
   auto x = torch::randn({8, 8});
   require_gradient_everywhere(*tower, random_projection_loss(tower->forward(x)));
   require_independent_clone(tower, [&](TowerImpl& m) { return m.forward(x); });

@@ -3,8 +3,8 @@
 // its state saved and restored.
 #include "test_helpers.hpp"
 
-#include <mtl/model.hpp>
 #include <mtl/esmm.hpp>
+#include <mtl/model.hpp>
 #include <mtl/optim/cosine_schedule.hpp>
 #include <mtl/optim/dense_adam.hpp>
 #include <mtl/optim/dual_optimizer.hpp>
@@ -23,7 +23,8 @@ using namespace mtl::optim;
 // in double and 1e-5 in float (whose rows of 9 take the vector path and its tail).
 // A step touches more rows than one block of the update (32).
 TEST_CASE("SparseAdam equals plain Adam on the touched rows") {
-  for (auto [dtype, dim, tolerance] : {std::tuple{torch::kDouble, int64_t{4}, 1e-6}, std::tuple{torch::kFloat, int64_t{9}, 1e-5}}) {
+  for (auto [dtype, dim, tolerance] :
+       {std::tuple{torch::kDouble, int64_t{4}, 1e-6}, std::tuple{torch::kFloat, int64_t{9}, 1e-5}}) {
     torch::manual_seed(3);
     const int64_t rows = 100;
     auto table = torch::randn({rows, dim}, dtype).requires_grad_();
@@ -32,8 +33,8 @@ TEST_CASE("SparseAdam equals plain Adam on the touched rows") {
     std::vector<std::unique_ptr<torch::optim::Adam>> reference;
     for (int64_t r = 0; r < rows; ++r) {
       reference_rows.push_back(table.detach()[r].clone().requires_grad_());
-      reference.push_back(std::make_unique<torch::optim::Adam>(
-          std::vector<torch::Tensor>{reference_rows.back()}, torch::optim::AdamOptions(0.01)));
+      reference.push_back(std::make_unique<torch::optim::Adam>(std::vector<torch::Tensor>{reference_rows.back()},
+                                                               torch::optim::AdamOptions(0.01)));
     }
     for (int step = 0; step < 6; ++step) {
       // Ids from a small range, so rows repeat within a batch and skip steps.
@@ -180,8 +181,8 @@ PLEModel small_model() {
 }
 
 /// One ESMM v2 training step on a fixed batch; returns the loss.
-double train_step(PLEModel& model, DualSparseDenseOptimizer& opt, const FeatureInputs& x,
-                  const torch::Tensor& click, const torch::Tensor& conversion) {
+double train_step(PLEModel& model, DualSparseDenseOptimizer& opt, const FeatureInputs& x, const torch::Tensor& click,
+                  const torch::Tensor& conversion) {
   opt.zero_grad();
   auto logits = model->forward(x);
   auto loss = ESMMLoss()->forward(logits.at("ctr"), logits.at("cvr"), click, conversion).total;
@@ -195,7 +196,8 @@ double train_step(PLEModel& model, DualSparseDenseOptimizer& opt, const FeatureI
 TEST_CASE("DualSparseDenseOptimizer splits parameters and follows the schedule") {
   torch::manual_seed(5);
   auto model = small_model();
-  DualSparseDenseOptimizer opt(*model, DualSparseDenseOptions().sparse_lr(0.01).dense_lr(0.005).total_steps(60).warmup_steps(5));
+  DualSparseDenseOptimizer opt(
+      *model, DualSparseDenseOptions().sparse_lr(0.01).dense_lr(0.005).total_steps(60).warmup_steps(5));
   REQUIRE(opt.num_sparse_tables() == 1);
   REQUIRE(opt.num_dense_parameters() == model->parameters().size() - 1);
   REQUIRE(opt.sparse_lr() == Approx(0.01 / 5));

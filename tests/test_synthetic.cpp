@@ -138,7 +138,8 @@ TEST_CASE("synthetic knobs: task relatedness") {
     auto ds = SyntheticGenerator(small().task_relatedness(rho).selection_bias(0).deep_signal(0).cross_signal(0))
                   .generate(Split::train, 40000);
     std::vector<double> c, v;
-    for (int64_t r = 0; r < ds.num_rows(); ++r) c.push_back(logit(ds.truth.p_click[r])), v.push_back(logit(ds.truth.p_cvr[r]));
+    for (int64_t r = 0; r < ds.num_rows(); ++r)
+      c.push_back(logit(ds.truth.p_click[r])), v.push_back(logit(ds.truth.p_cvr[r]));
     return correlation(c, v);
   };
   const double unrelated = corr_at(0.0), related = corr_at(1.0);
@@ -175,8 +176,8 @@ TEST_CASE("synthetic data: a clicked-rows CVR model ranks the entire space worse
     if (train.click[r] > 0) clicked.push_back(r);
   SharedBottomModel model(SharedBottomModelOptions(DeepFMOptions(gen.schema()).deep_hidden_dims({64, 32}),
                                                    SharedBottomOptions(0, 0), {"cvr"}));
-  optim::DualSparseDenseOptimizer opt(*model, optim::DualSparseDenseOptions().sparse_lr(0.01).dense_lr(0.003)
-                                                  .total_steps(300).warmup_steps(10));
+  optim::DualSparseDenseOptimizer opt(
+      *model, optim::DualSparseDenseOptions().sparse_lr(0.01).dense_lr(0.003).total_steps(300).warmup_steps(10));
   for (int step = 0; step < 300; ++step) {
     std::vector<int64_t> rows;
     for (int j = 0; j < 512; ++j) rows.push_back(clicked[(step * 512 + j) % clicked.size()]);
@@ -191,13 +192,14 @@ TEST_CASE("synthetic data: a clicked-rows CVR model ranks the entire space worse
   std::vector<float> p_all(p.data_ptr<float>(), p.data_ptr<float>() + p.numel()), p_clicked, y_clicked, oracle_clicked;
   for (int64_t r = 0; r < test.num_rows(); ++r)
     if (test.click[r] > 0)
-      p_clicked.push_back(p_all[r]), y_clicked.push_back(test.conversion[r]), oracle_clicked.push_back(test.truth.p_cvr[r]);
+      p_clicked.push_back(p_all[r]), y_clicked.push_back(test.conversion[r]),
+          oracle_clicked.push_back(test.truth.p_cvr[r]);
   const double model_clicked = metrics::roc_auc(p_clicked, y_clicked).value;
   const double model_entire = metrics::roc_auc(p_all, test.truth.counterfactual_conversion).value;
   const double oracle_clicked_auc = metrics::roc_auc(oracle_clicked, y_clicked).value;
   const double oracle_entire = metrics::roc_auc(test.truth.p_cvr, test.truth.counterfactual_conversion).value;
-  INFO("model AUC clicked " << model_clicked << ", entire " << model_entire << "; oracle clicked "
-                            << oracle_clicked_auc << ", entire " << oracle_entire);
+  INFO("model AUC clicked " << model_clicked << ", entire " << model_entire << "; oracle clicked " << oracle_clicked_auc
+                            << ", entire " << oracle_entire);
   REQUIRE(model_clicked > 0.55);
   REQUIRE(model_entire < model_clicked);
   REQUIRE(oracle_entire - model_entire > oracle_clicked_auc - model_clicked);

@@ -58,15 +58,16 @@ TEST_CASE("Objective terms per experiment shape") {
   };
   REQUIRE(names(Objective({"ctr", "cvr"}, ObjectiveOptions().use_esmm(true))(logits, batch)) ==
           std::vector<std::string>{"ctr", "ctcvr", "cvr_aux"});
-  REQUIRE(names(Objective({"ctr", "cvr"}, ObjectiveOptions().use_esmm(true).esmm_version(ESMMVersion::v1))(logits, batch)) ==
-          std::vector<std::string>{"ctr", "ctcvr"});
+  REQUIRE(names(Objective({"ctr", "cvr"}, ObjectiveOptions().use_esmm(true).esmm_version(ESMMVersion::v1))(
+              logits, batch)) == std::vector<std::string>{"ctr", "ctcvr"});
   auto naive = Objective({"ctr", "cvr"})(logits, batch);
   REQUIRE(names(naive) == std::vector<std::string>{"ctr", "cvr"});
   REQUIRE(naive.total.item<float>() == Approx((naive.terms[0].second + naive.terms[1].second).item<float>()));
   TaskLogits cvr_only{{"cvr"}, {logits.logits[1]}};
   REQUIRE(Objective({"cvr"})(cvr_only, batch).total.item<float>() ==
           Approx(clicked_cvr_loss(logits.logits[1], batch.conversion, batch.click).item<float>()));
-  REQUIRE_TORCH_ERROR(Objective({"ctr"}, ObjectiveOptions().use_esmm(true)), "ESMM needs both a 'ctr' and a 'cvr' head");
+  REQUIRE_TORCH_ERROR(Objective({"ctr"}, ObjectiveOptions().use_esmm(true)),
+                      "ESMM needs both a 'ctr' and a 'cvr' head");
 }
 
 // Gini is 0 for equal shares and (n-1)/n when one expert takes all; dead and monopolising experts are named.
@@ -93,8 +94,11 @@ TEST_CASE("expert health statistics") {
 
 // A PLE records its expert outputs on request; the aligner brings each expert's RMS to about its scale.
 TEST_CASE("PLE records expert outputs for health") {
-  PLE ple(PLEOptions(12, 2).shared_experts({ExpertOptions::mlp({16}), ExpertOptions::cross(2)})
-              .task_experts({{ExpertOptions::cross(1)}, {ExpertOptions::mlp({8})}}).expert_dim(8).align_outputs(true));
+  PLE ple(PLEOptions(12, 2)
+              .shared_experts({ExpertOptions::mlp({16}), ExpertOptions::cross(2)})
+              .task_experts({{ExpertOptions::cross(1)}, {ExpertOptions::mlp({8})}})
+              .expert_dim(8)
+              .align_outputs(true));
   ple->forward(torch::randn({4, 12}));
   REQUIRE_FALSE(ple->recorded_expert_outputs().raw.defined());
   ple->record_expert_outputs(true);
@@ -229,18 +233,27 @@ struct SmallRun {
 
   PLEModel model() const {
     torch::manual_seed(11);
-    return PLEModel(PLEModelOptions(
-        DeepFMOptions(gen.schema()).deep_hidden_dims({32, 16}).fm_projection_dim(8),
-        PLEOptions(0, 0).shared_experts({ExpertOptions::mlp({16}), ExpertOptions::cross(2)})
-            .task_experts({{ExpertOptions::cross(1)}, {ExpertOptions::mlp({8})}}).expert_dim(16).align_outputs(true),
-        {"ctr", "cvr"}));
+    return PLEModel(PLEModelOptions(DeepFMOptions(gen.schema()).deep_hidden_dims({32, 16}).fm_projection_dim(8),
+                                    PLEOptions(0, 0)
+                                        .shared_experts({ExpertOptions::mlp({16}), ExpertOptions::cross(2)})
+                                        .task_experts({{ExpertOptions::cross(1)}, {ExpertOptions::mlp({8})}})
+                                        .expert_dim(16)
+                                        .align_outputs(true),
+                                    {"ctr", "cvr"}));
   }
   TrainResult run(const std::string& dir, int64_t stop_after = 0, PLEModel m = nullptr) {
     if (m.is_empty()) m = model();
-    Trainer<PLEModel> trainer(m, optim::DualSparseDenseOptions().sparse_lr(0.01).dense_lr(0.003).total_steps(60).warmup_steps(5),
-                              Objective({"ctr", "cvr"}, ObjectiveOptions().use_esmm(true)), train, valid, &test,
-                              TrainerOptions(dir).max_train_steps(60).eval_every(20).log_every(10).batch_size(256)
-                                  .eval_batch_size(2048).quiet(true).threads(2));
+    Trainer<PLEModel> trainer(
+        m, optim::DualSparseDenseOptions().sparse_lr(0.01).dense_lr(0.003).total_steps(60).warmup_steps(5),
+        Objective({"ctr", "cvr"}, ObjectiveOptions().use_esmm(true)), train, valid, &test,
+        TrainerOptions(dir)
+            .max_train_steps(60)
+            .eval_every(20)
+            .log_every(10)
+            .batch_size(256)
+            .eval_batch_size(2048)
+            .quiet(true)
+            .threads(2));
     const mtl::detail::StopAfterStepsGuard stop(stop_after);
     return trainer.run();
   }
@@ -295,7 +308,8 @@ TEST_CASE("Trainer resume equals an uninterrupted run") {
     for (auto& r : records) r.erase("samples_per_s");
     return records;
   };
-  REQUIRE(strip_timing(read_jsonl(tmp / "split/metrics.jsonl")) == strip_timing(read_jsonl(tmp / "whole/metrics.jsonl")));
+  REQUIRE(strip_timing(read_jsonl(tmp / "split/metrics.jsonl")) ==
+          strip_timing(read_jsonl(tmp / "whole/metrics.jsonl")));
   REQUIRE(read_jsonl(tmp / "split/expert_health_diag.jsonl") == read_jsonl(tmp / "whole/expert_health_diag.jsonl"));
 }
 
@@ -347,8 +361,8 @@ TEST_CASE("checkpoints load in Python's torch.load") {
   ScratchDir tmp("python");
   Tower tower(TowerOptions(4).hidden_dims({3}));
   save_tensor_dict(tmp / "t.pt", module_state(*tower));
-  const std::string command = std::string(MTL_TEST_TORCH_PYTHON) + " -c \"import torch; d = torch.load('" + (tmp / "t.pt") +
-                              "'); print(sorted(d.keys())); print(float(d['logit.bias'][0]))\"";
+  const std::string command = std::string(MTL_TEST_TORCH_PYTHON) + " -c \"import torch; d = torch.load('" +
+                              (tmp / "t.pt") + "'); print(sorted(d.keys())); print(float(d['logit.bias'][0]))\"";
   FILE* pipe = popen(command.c_str(), "r");
   REQUIRE(pipe != nullptr);
   char buffer[4096];
@@ -356,7 +370,9 @@ TEST_CASE("checkpoints load in Python's torch.load") {
   while (std::fgets(buffer, sizeof buffer, pipe)) output += buffer;
   REQUIRE(pclose(pipe) == 0);
   INFO(output);
-  REQUIRE(output.find("['__checksum__', 'hidden.layers.0.bias', 'hidden.layers.0.weight', 'logit.bias', 'logit.weight']") != std::string::npos);
+  REQUIRE(
+      output.find("['__checksum__', 'hidden.layers.0.bias', 'hidden.layers.0.weight', 'logit.bias', 'logit.weight']") !=
+      std::string::npos);
   REQUIRE(std::abs(std::stod(output.substr(output.find('\n') + 1)) - tower->logit->bias[0].item<double>()) < 1e-6);
 #endif
 }

@@ -24,11 +24,13 @@ namespace fs = std::filesystem;
 
 /// The seven experiments in chain order, with their config files.
 inline const std::vector<std::pair<std::string, std::string>>& experiments() {
-  static const std::vector<std::pair<std::string, std::string>> list{
-      {"E0a", "E0a_deepfm_st_ctr.yaml"},          {"E0b", "E0b_deepfm_st_cvr.yaml"},
-      {"E1", "E1_deepfm_shared_dualhead.yaml"},   {"E2", "E2_deepfm_shared_esmm.yaml"},
-      {"E3", "E3_deepfm_mmoe_esmm.yaml"},         {"E4", "E4_deepfm_ple_lite_homo_esmm.yaml"},
-      {"E5", "E5_deepfm_ple_lite_hetero_esmm.yaml"}};
+  static const std::vector<std::pair<std::string, std::string>> list{{"E0a", "E0a_deepfm_st_ctr.yaml"},
+                                                                     {"E0b", "E0b_deepfm_st_cvr.yaml"},
+                                                                     {"E1", "E1_deepfm_shared_dualhead.yaml"},
+                                                                     {"E2", "E2_deepfm_shared_esmm.yaml"},
+                                                                     {"E3", "E3_deepfm_mmoe_esmm.yaml"},
+                                                                     {"E4", "E4_deepfm_ple_lite_homo_esmm.yaml"},
+                                                                     {"E5", "E5_deepfm_ple_lite_hetero_esmm.yaml"}};
   return list;
 }
 
@@ -94,7 +96,8 @@ inline std::vector<ExperimentConfig> load_chain(const std::string& config_dir, c
   std::vector<ExperimentConfig> out;
   for (const auto& [id, file] : experiments()) {
     auto c = load_experiment((fs::path(config_dir) / file).string(), o);
-    TORCH_CHECK(c.id == id, (fs::path(config_dir) / file).string(), ": experiment.id is '", c.id, "', expected '", id, "'");
+    TORCH_CHECK(c.id == id, (fs::path(config_dir) / file).string(), ": experiment.id is '", c.id, "', expected '", id,
+                "'");
     out.push_back(std::move(c));
   }
   return out;
@@ -230,8 +233,7 @@ inline int run_chain(const RunOptions& o) {
     dirs.resize(o.seeds);
     for (int k = 0; k < o.seeds; ++k) {
       const auto seed_tag = o.seeds > 1 ? "_s" + std::to_string(k) : std::string();
-      if (!o.resume || dirs[k].empty())
-        dirs[k] = (runs_root / ("interview_" + c.id + seed_tag + "_" + stamp)).string();
+      if (!o.resume || dirs[k].empty()) dirs[k] = (runs_root / ("interview_" + c.id + seed_tag + "_" + stamp)).string();
       if (run_status(dirs[k]).finished) {
         std::printf("%s%s: finished earlier in %s; skipped\n", c.id.c_str(), seed_tag.c_str(), dirs[k].c_str());
         continue;

@@ -13,8 +13,8 @@
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
-#include <functional>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <optional>
 #include <set>
@@ -36,13 +36,20 @@ struct FieldSpec {
 
 inline const char* describe(FieldType t) {
   switch (t) {
-    case FieldType::integer: return "an integer";
-    case FieldType::number: return "a number";
-    case FieldType::boolean: return "true or false";
-    case FieldType::text: return "a string";
-    case FieldType::integer_list: return "a list of integers, like [256, 128]";
-    case FieldType::text_list: return "a list of strings, like [ctr, cvr]";
-    case FieldType::expert_list: return "a list of experts, like [{type: mlp, hidden_dims: [128]}, {type: cross, layers: 2}]";
+    case FieldType::integer:
+      return "an integer";
+    case FieldType::number:
+      return "a number";
+    case FieldType::boolean:
+      return "true or false";
+    case FieldType::text:
+      return "a string";
+    case FieldType::integer_list:
+      return "a list of integers, like [256, 128]";
+    case FieldType::text_list:
+      return "a list of strings, like [ctr, cvr]";
+    case FieldType::expert_list:
+      return "a list of experts, like [{type: mlp, hidden_dims: [128]}, {type: cross, layers: 2}]";
   }
   return "";
 }
@@ -125,16 +132,39 @@ inline const std::map<std::string, FieldSpec>& known_fields() {
 
 /// The fields that must agree across the seven experiments.
 inline const std::vector<std::string>& controlled_fields() {
-  static const std::vector<std::string> fields{
-      "data.source", "data.path", "data.batch_size", "data.seed", "data.neg_keep_prob_train", "data.min_count",
-      "data.synthetic.train_rows", "data.synthetic.valid_rows", "data.synthetic.test_rows",
-      "data.synthetic.num_users", "data.synthetic.num_items", "data.synthetic.task_relatedness",
-      "data.synthetic.selection_bias", "data.synthetic.cross_signal", "data.synthetic.deep_signal",
-      "data.synthetic.ctr_bias", "data.synthetic.cvr_bias", "data.synthetic.label_noise",
-      "sampling.negative_sampling", "embedding.default_embedding_dim", "embedding.sparse_grad", "model.backbone",
-      "model.deep_hidden_dims", "model.fm_projection_dim", "optim.type", "optim.sparse.lr", "optim.dense.lr",
-      "lr_scheduler.type", "lr_scheduler.warmup_steps", "lr_scheduler.total_steps", "runtime.seed",
-      "runtime.max_train_steps", "runtime.amp"};
+  static const std::vector<std::string> fields{"data.source",
+                                               "data.path",
+                                               "data.batch_size",
+                                               "data.seed",
+                                               "data.neg_keep_prob_train",
+                                               "data.min_count",
+                                               "data.synthetic.train_rows",
+                                               "data.synthetic.valid_rows",
+                                               "data.synthetic.test_rows",
+                                               "data.synthetic.num_users",
+                                               "data.synthetic.num_items",
+                                               "data.synthetic.task_relatedness",
+                                               "data.synthetic.selection_bias",
+                                               "data.synthetic.cross_signal",
+                                               "data.synthetic.deep_signal",
+                                               "data.synthetic.ctr_bias",
+                                               "data.synthetic.cvr_bias",
+                                               "data.synthetic.label_noise",
+                                               "sampling.negative_sampling",
+                                               "embedding.default_embedding_dim",
+                                               "embedding.sparse_grad",
+                                               "model.backbone",
+                                               "model.deep_hidden_dims",
+                                               "model.fm_projection_dim",
+                                               "optim.type",
+                                               "optim.sparse.lr",
+                                               "optim.dense.lr",
+                                               "lr_scheduler.type",
+                                               "lr_scheduler.warmup_steps",
+                                               "lr_scheduler.total_steps",
+                                               "runtime.seed",
+                                               "runtime.max_train_steps",
+                                               "runtime.amp"};
   return fields;
 }
 
@@ -215,14 +245,12 @@ class FieldTable {
     try {
       return f.node.as<T>();
     } catch (const YAML::Exception&) {
-      TORCH_CHECK(false, place(f), ": field '", path, "' expects ", describe(known_fields().at(path).type),
-                  ", got '", text(path), "'");
+      TORCH_CHECK(false, place(f), ": field '", path, "' expects ", describe(known_fields().at(path).type), ", got '",
+                  text(path), "'");
     }
   }
 
-  static std::string place(const FieldValue& f) {
-    return f.line > 0 ? f.file + ":" + std::to_string(f.line) : f.file;
-  }
+  static std::string place(const FieldValue& f) { return f.line > 0 ? f.file + ":" + std::to_string(f.line) : f.file; }
 
   /// The resolved config as YAML (what a run directory keeps).
   std::string to_yaml() const {
@@ -308,8 +336,8 @@ class FieldTable {
     return false;
   }
   static void check_known_prefix(const std::string& path, const std::string& file, int line) {
-    TORCH_CHECK(is_section(path), file, ":", line, ": unknown section '", path, "'; did you mean '", closest_known_field(path),
-                "'?");
+    TORCH_CHECK(is_section(path), file, ":", line, ": unknown section '", path, "'; did you mean '",
+                closest_known_field(path), "'?");
   }
   static void check_known(const std::string& path, const std::string& file, int line) {
     TORCH_CHECK(known_fields().count(path), file, ":", line, ": unknown field '", path, "'; did you mean '",
@@ -318,14 +346,19 @@ class FieldTable {
 
   static void check_type(const std::string& path, const YAML::Node& value, const std::string& file, int line) {
     const auto& spec = known_fields().at(path);
-    const std::string where = file + ":" + std::to_string(line) + ": field '" + path + "' expects " + describe(spec.type);
+    const std::string where =
+        file + ":" + std::to_string(line) + ": field '" + path + "' expects " + describe(spec.type);
     auto scalar_is = [&](const YAML::Node& n, FieldType t) {
       if (!n.IsScalar()) return false;
       try {
-        if (t == FieldType::integer) n.as<int64_t>();
-        else if (t == FieldType::number) n.as<double>();
-        else if (t == FieldType::boolean) n.as<bool>();
-        else n.as<std::string>();
+        if (t == FieldType::integer)
+          n.as<int64_t>();
+        else if (t == FieldType::number)
+          n.as<double>();
+        else if (t == FieldType::boolean)
+          n.as<bool>();
+        else
+          n.as<std::string>();
         return true;
       } catch (const YAML::Exception&) {
         return false;

@@ -128,7 +128,8 @@ inline ExperimentConfig read_experiment(const FieldTable& f) {
   c.path = f.get<std::string>("data.path", "");
   c.cache_dir = f.get<std::string>("data.cache_dir", "");
   c.batch_size = f.get<int64_t>("data.batch_size");
-  refuse_if(c.batch_size <= 0, f, "data.batch_size", "expected a positive batch size, got " + std::to_string(c.batch_size));
+  refuse_if(c.batch_size <= 0, f, "data.batch_size",
+            "expected a positive batch size, got " + std::to_string(c.batch_size));
   c.data_seed = f.get<uint64_t>("data.seed");
   c.min_count = f.get<int64_t>("data.min_count", 1);
   refuse_if(c.min_count < 1, f, "data.min_count", "expected >= 1");

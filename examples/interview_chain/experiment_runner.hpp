@@ -46,14 +46,16 @@ inline DataBundle load_data(const ExperimentConfig& c, const std::string& cache_
     SyntheticGenerator gen(c.synthetic);
     const auto schema = with_embedding_dim(gen.schema(), c.embedding_dim);
     return {schema, rebind(gen.generate(Split::train, c.train_rows), schema),
-            rebind(gen.generate(Split::valid, c.valid_rows), schema), rebind(gen.generate(Split::test, c.test_rows), schema),
+            rebind(gen.generate(Split::valid, c.valid_rows), schema),
+            rebind(gen.generate(Split::test, c.test_rows), schema),
             "synthetic (seed " + std::to_string(c.data_seed) + "): " + std::to_string(c.train_rows) + " train / " +
                 std::to_string(c.valid_rows) + " valid / " + std::to_string(c.test_rows) + " test rows"};
   }
   const auto layout = c.source == "aliccp" ? CsvLayout::aliccp() : CsvLayout::aliexpress();
   auto splits = load_csv_splits(find_split_files(c.path), layout, {c.min_count, c.embedding_dim, 0.1},
                                 c.cache_dir.empty() ? cache_dir : c.cache_dir);
-  TORCH_CHECK(splits.test.num_rows() > 0, "data folder '", c.path, "' has no test split (a CSV whose name holds 'test')");
+  TORCH_CHECK(splits.test.num_rows() > 0, "data folder '", c.path,
+              "' has no test split (a CSV whose name holds 'test')");
   const auto desc = c.source + " from " + c.path + ": " + std::to_string(splits.train.num_rows()) + " train / " +
                     std::to_string(splits.valid.num_rows()) + " valid / " + std::to_string(splits.test.num_rows()) +
                     " test rows";
@@ -74,8 +76,9 @@ void with_model(const ExperimentConfig& c, const mtl::FeatureSchema& schema, Fn&
     fn(SharedBottomModel(SharedBottomModelOptions(backbone, SharedBottomOptions(0, 0).hidden_dims(dims), c.heads)
                              .task_tower_hidden_dims(c.tower_hidden_dims)));
   } else if (c.mtl == "mmoe") {
-    fn(MMoEModel(MMoEModelOptions(backbone, MMoEOptions(0, 0).experts(c.shared_experts).expert_dim(c.expert_dim), c.heads)
-                     .task_tower_hidden_dims(c.tower_hidden_dims)));
+    fn(MMoEModel(
+        MMoEModelOptions(backbone, MMoEOptions(0, 0).experts(c.shared_experts).expert_dim(c.expert_dim), c.heads)
+            .task_tower_hidden_dims(c.tower_hidden_dims)));
   } else {
     fn(PLEModel(PLEModelOptions(backbone,
                                 PLEOptions(0, 0)
@@ -106,8 +109,8 @@ inline mtl::train::TrainerOptions trainer_options(const ExperimentConfig& c, con
 }
 
 /// Trains one experiment into `run_dir` (continuing from its last checkpoint if there is one).
-inline mtl::train::TrainResult run_experiment(const ExperimentConfig& c, const DataBundle& data, const std::string& run_dir,
-                                              bool quiet) {
+inline mtl::train::TrainResult run_experiment(const ExperimentConfig& c, const DataBundle& data,
+                                              const std::string& run_dir, bool quiet) {
   mtl::train::create_output_dir(run_dir);
   mtl::train::atomic_write((std::filesystem::path(run_dir) / "config.yaml").string(), c.fields.to_yaml());
   TORCH_CHECK(c.device != "cuda" || torch::cuda::is_available(),
@@ -115,20 +118,19 @@ inline mtl::train::TrainResult run_experiment(const ExperimentConfig& c, const D
   mtl::train::TrainResult result;
   with_model(c, data.schema, [&](auto model) {
     using Model = decltype(model);
-    mtl::train::Trainer<Model> trainer(
-        model,
-        mtl::optim::DualSparseDenseOptions()
-            .sparse_lr(c.sparse_lr)
-            .dense_lr(c.dense_lr)
-            .dense_weight_decay(c.weight_decay)
-            .total_steps(c.total_steps)
-            .warmup_steps(c.warmup_steps)
-            .min_lr_ratio(c.min_lr_ratio),
-        mtl::train::Objective(c.heads, mtl::train::ObjectiveOptions()
-                                           .use_esmm(c.use_esmm)
-                                           .esmm_version(c.esmm_version)
-                                           .lambda_cvr_aux(c.lambda_cvr_aux)),
-        data.train, data.valid, &data.test, trainer_options(c, run_dir, quiet));
+    mtl::train::Trainer<Model> trainer(model,
+                                       mtl::optim::DualSparseDenseOptions()
+                                           .sparse_lr(c.sparse_lr)
+                                           .dense_lr(c.dense_lr)
+                                           .dense_weight_decay(c.weight_decay)
+                                           .total_steps(c.total_steps)
+                                           .warmup_steps(c.warmup_steps)
+                                           .min_lr_ratio(c.min_lr_ratio),
+                                       mtl::train::Objective(c.heads, mtl::train::ObjectiveOptions()
+                                                                          .use_esmm(c.use_esmm)
+                                                                          .esmm_version(c.esmm_version)
+                                                                          .lambda_cvr_aux(c.lambda_cvr_aux)),
+                                       data.train, data.valid, &data.test, trainer_options(c, run_dir, quiet));
     result = trainer.run();
   });
   return result;

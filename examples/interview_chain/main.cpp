@@ -31,13 +31,15 @@ const char* kUsage =
 
 const char* kRunHelp =
     "usage: interview_chain run [options]\n"
-    "  --configs DIR     the seven config files (default: " MTL_CHAIN_CONFIG_DIR ")\n"
+    "  --configs DIR     the seven config files (default: " MTL_CHAIN_CONFIG_DIR
+    ")\n"
     "  --output DIR      summaries and report go here; run directories beside it (default: runs/interview_chain)\n"
     "  --only E1,E2      run only these experiments\n"
     "  --skip E0a,E0b    skip these experiments\n"
     "  --resume          skip finished experiments, continue an interrupted one from its last checkpoint\n"
     "  --dry-run         print each resolved config and what would run, then exit\n"
-    "  --preset NAME     full (the locked 40000 steps), quick (2500 steps, under 10 min on 2 CPU cores), tiny (a smoke test)\n"
+    "  --preset NAME     full (the locked 40000 steps), quick (2500 steps, under 10 min on 2 CPU cores), tiny (a smoke "
+    "test)\n"
     "  --device cpu|cuda\n"
     "  --data SRC        synthetic (default), aliccp:DIR or aliexpress:DIR (CSV files named *train*, *val*, *test*)\n"
     "  --seeds N         run each experiment with N seeds (runtime.seed, +1, ...); deltas report mean and spread\n"
@@ -46,7 +48,8 @@ const char* kRunHelp =
     "  --quiet           no per-step progress\n";
 
 const char* kTrainHelp =
-    "usage: interview_chain train --config FILE [--run-dir DIR] [--preset P] [--device D] [--data SRC] [--max-steps N]\n"
+    "usage: interview_chain train --config FILE [--run-dir DIR] [--preset P] [--device D] [--data SRC] [--max-steps "
+    "N]\n"
     "  trains one experiment; with an existing --run-dir holding ckpt_last.pt it continues from there\n";
 
 const char* kValidateHelp =
@@ -56,7 +59,8 @@ const char* kValidateHelp =
 
 const char* kPredictHelp =
     "usage: interview_chain predict --run DIR --out FILE.csv [--data SRC] [--split train|valid|test]\n"
-    "  scores a split (default test) with the run's best checkpoint; writes p_ctr, p_cvr, p_ctcvr and the labels per row\n";
+    "  scores a split (default test) with the run's best checkpoint; writes p_ctr, p_cvr, p_ctcvr and the labels per "
+    "row\n";
 
 const char* kReportHelp =
     "usage: interview_chain report DIR\n"
@@ -151,10 +155,11 @@ int cmd_train(int argc, char** argv) {
   auto a = parse(argc, argv, 2, with(kOverrideOptions, {"--config", "--run-dir"}), {"--quiet"}, kTrainHelp);
   TORCH_CHECK(a.values.count("--config"), "train expects --config FILE\n", kTrainHelp);
   auto c = chain::load_experiment(a.values["--config"], overrides(a));
-  const auto dir = a.values.count("--run-dir") ? a.values["--run-dir"]
-                                                : "runs/interview_" + c.id + "_" + chain::timestamp();
+  const auto dir =
+      a.values.count("--run-dir") ? a.values["--run-dir"] : "runs/interview_" + c.id + "_" + chain::timestamp();
   const auto data = chain::load_data(c, (fs::path(dir) / "data_cache").string());
-  std::printf("data: %s\n=== %s: %s -> %s\n", data.description.c_str(), c.id.c_str(), c.description.c_str(), dir.c_str());
+  std::printf("data: %s\n=== %s: %s -> %s\n", data.description.c_str(), c.id.c_str(), c.description.c_str(),
+              dir.c_str());
   auto result = chain::run_experiment(c, data, dir, a.flags.count("--quiet") > 0);
   if (!result.finished) {
     std::printf("failed: %s\n", result.stopped_because.c_str());
@@ -179,21 +184,23 @@ void write_prediction_rows(std::ostream& out, const mtl::data::TrainingBatch& b,
   auto cell = [](float v) { return std::isnan(v) ? std::string() : fmt::format("{:.7g}", v); };
   for (int64_t i = 0; i < b.size(); ++i) {
     const float ctr = value(p_ctr, i), cvr = value(p_cvr, i);
-    out << first + i << "," << cell(ctr) << "," << cell(cvr) << "," << cell(ctr * cvr) << "," << b.click[i].item<float>()
-        << "," << b.conversion[i].item<float>() << "\n";
+    out << first + i << "," << cell(ctr) << "," << cell(cvr) << "," << cell(ctr * cvr) << ","
+        << b.click[i].item<float>() << "," << b.conversion[i].item<float>() << "\n";
   }
 }
 
 int cmd_predict(int argc, char** argv) {
   auto a = parse(argc, argv, 2, {"--run", "--out", "--data", "--split"}, {}, kPredictHelp);
-  TORCH_CHECK(a.values.count("--run") && a.values.count("--out"), "predict expects --run DIR and --out FILE\n", kPredictHelp);
+  TORCH_CHECK(a.values.count("--run") && a.values.count("--out"), "predict expects --run DIR and --out FILE\n",
+              kPredictHelp);
   const auto run = a.values["--run"];
   chain::Overrides o;
   if (a.values.count("--data")) o.data = a.values["--data"];
   auto c = chain::load_experiment((fs::path(run) / "config.yaml").string(), o);
   const auto data = chain::load_data(c, (fs::path(run) / "data_cache").string());
   const auto split = a.values.count("--split") ? a.values["--split"] : "test";
-  TORCH_CHECK(split == "train" || split == "valid" || split == "test", "--split expects train, valid or test, got '", split, "'");
+  TORCH_CHECK(split == "train" || split == "valid" || split == "test", "--split expects train, valid or test, got '",
+              split, "'");
   const auto& rows = split == "train" ? data.train : split == "valid" ? data.valid : data.test;
   std::ofstream out(a.values["--out"]);
   TORCH_CHECK(out.good(), "cannot write '", a.values["--out"], "'");

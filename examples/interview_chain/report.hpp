@@ -11,8 +11,8 @@
 #include <mtl/train/checkpoint.hpp>
 
 #include <fmt/core.h>
-#include <nlohmann/json.hpp>
 #include <yaml-cpp/yaml.h>
+#include <nlohmann/json.hpp>
 
 #include <cmath>
 #include <filesystem>
@@ -30,8 +30,8 @@ struct RunRecord {
   RunStatus status;
   int64_t best_step = -1, max_steps = 0;
   std::string primary_key;
-  std::map<std::string, double> test;                  ///< defined test metrics
-  std::map<std::string, std::string> undefined;        ///< test metrics without a value, and why
+  std::map<std::string, double> test;            ///< defined test metrics
+  std::map<std::string, std::string> undefined;  ///< test metrics without a value, and why
   std::vector<nlohmann::json> valid_records, gate_records;
 };
 
@@ -131,7 +131,8 @@ inline std::vector<ExperimentRecord> read_chain(const std::string& output) {
     if (const auto* first = e.first_finished()) e.predictions = read_predictions(*first);
     for (const auto& r : e.runs)
       if (e.description.empty() && fs::exists(fs::path(r.dir) / "config.yaml"))
-        e.description = YAML::LoadFile((fs::path(r.dir) / "config.yaml").string())["experiment"]["description"].as<std::string>("");
+        e.description =
+            YAML::LoadFile((fs::path(r.dir) / "config.yaml").string())["experiment"]["description"].as<std::string>("");
     out.push_back(std::move(e));
   }
   return out;
@@ -168,12 +169,14 @@ inline void write_summaries(const std::string& output, const std::vector<Experim
     const auto* first = e.first_finished();
     std::string status = first ? "finished" : e.runs.front().status.status;
     if (first && e.finished_count() < static_cast<int>(e.runs.size()))
-      status = "partly finished (" + std::to_string(e.finished_count()) + " of " + std::to_string(e.runs.size()) + " seeds)";
+      status =
+          "partly finished (" + std::to_string(e.finished_count()) + " of " + std::to_string(e.runs.size()) + " seeds)";
     // best_step -1: no validation pass gave a defined primary metric, so the last model was tested.
     const bool has_best = first && first->best_step >= 0;
     csv << e.id << "," << csv_quote(e.description) << "," << csv_quote(status) << ","
         << (has_best ? std::to_string(first->best_step) : "") << ",";
-    std::string missing = first && !has_best ? "best_step: no validation gave a defined primary metric; the last model was tested" : "";
+    std::string missing =
+        first && !has_best ? "best_step: no validation gave a defined primary metric; the last model was tested" : "";
     nlohmann::json row{{"exp_id", e.id}, {"description", e.description}, {"status", status}};
     for (const auto& key : summary_metrics()) {
       auto s = e.spread(key);
@@ -203,7 +206,8 @@ inline void write_summaries(const std::string& output, const std::vector<Experim
 // ---------------------------------------------------------------- deltas
 
 /// The scores and labels a metric ranks, or nothing if the run lacks the head.
-inline std::optional<std::pair<std::vector<float>, std::vector<float>>> ranked(const Predictions& p, const std::string& key) {
+inline std::optional<std::pair<std::vector<float>, std::vector<float>>> ranked(const Predictions& p,
+                                                                               const std::string& key) {
   std::vector<float> s, y;
   if (key == "auc_ctr" && !p.p_ctr.empty()) return std::make_pair(p.p_ctr, p.click);
   if (key == "auc_cvr" && !p.p_cvr.empty()) {
@@ -214,7 +218,8 @@ inline std::optional<std::pair<std::vector<float>, std::vector<float>>> ranked(c
   if (key == "auc_cvr_entire_space" && !p.p_cvr.empty() && !p.counterfactual.empty())
     return std::make_pair(p.p_cvr, p.counterfactual);
   if (key == "auc_ctcvr" && !p.p_ctr.empty() && !p.p_cvr.empty()) {
-    for (size_t i = 0; i < p.click.size(); ++i) s.push_back(p.p_ctr[i] * p.p_cvr[i]), y.push_back(p.click[i] * p.conversion[i]);
+    for (size_t i = 0; i < p.click.size(); ++i)
+      s.push_back(p.p_ctr[i] * p.p_cvr[i]), y.push_back(p.click[i] * p.conversion[i]);
     return std::make_pair(s, y);
   }
   return std::nullopt;
@@ -227,11 +232,19 @@ struct Comparison {
 
 inline std::vector<Comparison> comparisons() {
   return {{"Q1 Does multi-task learning beat single-task learning? (CTR)", "E1", "E0a", {"auc_ctr"}},
-          {"Q1 Does multi-task learning beat single-task learning? (CVR)", "E1", "E0b", {"auc_cvr", "auc_cvr_entire_space"}},
-          {"Q2 Does ESMM relieve the sample-selection bias of CVR? (the entire-space CVR AUC answers it)", "E2", "E1",
+          {"Q1 Does multi-task learning beat single-task learning? (CVR)",
+           "E1",
+           "E0b",
+           {"auc_cvr", "auc_cvr_entire_space"}},
+          {"Q2 Does ESMM relieve the sample-selection bias of CVR? (the entire-space CVR AUC answers it)",
+           "E2",
+           "E1",
            {"auc_cvr_entire_space", "auc_cvr", "auc_ctcvr"}},
           {"Q3 Does soft sharing (MMoE) beat hard sharing?", "E3", "E2", {"auc_ctcvr", "auc_cvr_entire_space"}},
-          {"Q4 Does PLE's split into shared and private experts help further?", "E4", "E3", {"auc_ctcvr", "auc_cvr_entire_space"}},
+          {"Q4 Does PLE's split into shared and private experts help further?",
+           "E4",
+           "E3",
+           {"auc_ctcvr", "auc_cvr_entire_space"}},
           {"Q5 Do heterogeneous experts beat homogeneous ones?", "E5", "E4", {"auc_ctcvr", "auc_cvr_entire_space"}}};
 }
 
@@ -288,7 +301,8 @@ inline DeltaRow compare(const ExperimentRecord& a, const ExperimentRecord& b, co
     row.spread_diff = std::make_pair(mean, std::sqrt(var / (diffs.size() - 1)));
   }
   const double diff = row.value_a - row.value_b;
-  row.verdict = row.p_value < alpha ? (diff > 0 ? "significant gain" : "significant loss") : "no significant difference";
+  row.verdict =
+      row.p_value < alpha ? (diff > 0 ? "significant gain" : "significant loss") : "no significant difference";
   if (row.spread_diff) {
     int same_sign = 0;
     for (double d : diffs) same_sign += (d > 0) == (diff > 0);
@@ -298,7 +312,7 @@ inline DeltaRow compare(const ExperimentRecord& a, const ExperimentRecord& b, co
 }
 
 inline std::vector<std::pair<Comparison, std::vector<DeltaRow>>> delta_rows(const std::vector<ExperimentRecord>& chain,
-                                                                             double alpha) {
+                                                                            double alpha) {
   auto find = [&](const std::string& id) -> const ExperimentRecord& {
     for (const auto& e : chain)
       if (e.id == id) return e;
@@ -334,9 +348,9 @@ inline void write_delta_analysis(const std::string& output, const std::vector<Ex
       out << fmt::format("{}={:.5f}  {}={:.5f}  diff={:+.5f}  rel={:+.2f}%  p{}  -> {}\n", r.a, r.value_a, r.b,
                          r.value_b, diff, 100.0 * diff / r.value_b, format_p(r.p_value), r.verdict);
       if (r.spread_diff)
-        out << fmt::format("      over {} seeds: {} {:.5f} +- {:.5f}, {} {:.5f} +- {:.5f}, diff {:+.5f} +- {:.5f}\n", r.seeds,
-                           r.a, r.spread_a->first, r.spread_a->second, r.b, r.spread_b->first, r.spread_b->second,
-                           r.spread_diff->first, r.spread_diff->second);
+        out << fmt::format("      over {} seeds: {} {:.5f} +- {:.5f}, {} {:.5f} +- {:.5f}, diff {:+.5f} +- {:.5f}\n",
+                           r.seeds, r.a, r.spread_a->first, r.spread_a->second, r.b, r.spread_b->first,
+                           r.spread_b->second, r.spread_diff->first, r.spread_diff->second);
     }
     out << "\n";
   }

@@ -21,11 +21,20 @@ inline std::string escape(const std::string& s) {
   std::string out;
   for (char c : s) {
     switch (c) {
-      case '<': out += "&lt;"; break;
-      case '>': out += "&gt;"; break;
-      case '&': out += "&amp;"; break;
-      case '"': out += "&quot;"; break;
-      default: out += c;
+      case '<':
+        out += "&lt;";
+        break;
+      case '>':
+        out += "&gt;";
+        break;
+      case '&':
+        out += "&amp;";
+        break;
+      case '"':
+        out += "&quot;";
+        break;
+      default:
+        out += c;
     }
   }
   return out;
@@ -51,7 +60,8 @@ struct Scale {
 inline std::string line_chart(const std::string& title, const std::vector<Series>& series) {
   double x0 = INFINITY, x1 = -INFINITY, y0 = INFINITY, y1 = -INFINITY;
   for (const auto& s : series)
-    for (const auto& [x, y] : s.points) x0 = std::min(x0, x), x1 = std::max(x1, x), y0 = std::min(y0, y), y1 = std::max(y1, y);
+    for (const auto& [x, y] : s.points)
+      x0 = std::min(x0, x), x1 = std::max(x1, x), y0 = std::min(y0, y), y1 = std::max(y1, y);
   if (!std::isfinite(x0)) return "<p>" + escape(title) + ": no validation records.</p>";
   const double pad = std::max(1e-3, (y1 - y0) * 0.1);
   y0 -= pad, y1 += pad;
@@ -64,16 +74,19 @@ inline std::string line_chart(const std::string& title, const std::vector<Series
     svg += fmt::format("<line x1='{}' y1='{:.1f}' x2='{}' y2='{:.1f}' stroke='#ddd'/>", left, y, w - right, y);
     svg += fmt::format("<text x='{}' y='{:.1f}' font-size='11' text-anchor='end'>{:.4f}</text>", left - 4, y + 4, v);
   }
-  svg += fmt::format("<text x='{}' y='{}' font-size='11'>step {:.0f}</text><text x='{}' y='{}' font-size='11' text-anchor='end'>{:.0f}</text>",
-                     left, h - 15, x0, w - right, h - 15, x1);
+  svg += fmt::format(
+      "<text x='{}' y='{}' font-size='11'>step {:.0f}</text><text x='{}' y='{}' font-size='11' "
+      "text-anchor='end'>{:.0f}</text>",
+      left, h - 15, x0, w - right, h - 15, x1);
   int legend = 0;
   for (const auto& s : series) {
     if (s.points.empty()) continue;
     std::string pts;
     for (const auto& [x, y] : s.points) pts += fmt::format("{:.1f},{:.1f} ", sx(x), sy(y));
     svg += fmt::format("<polyline fill='none' stroke='{}' stroke-width='2' points='{}'/>", s.color, pts);
-    svg += fmt::format("<rect x='{}' y='{}' width='12' height='12' fill='{}'/><text x='{}' y='{}' font-size='12'>{}</text>",
-                       w - right + 10, top + legend * 18, s.color, w - right + 28, top + legend * 18 + 11, escape(s.name));
+    svg += fmt::format(
+        "<rect x='{}' y='{}' width='12' height='12' fill='{}'/><text x='{}' y='{}' font-size='12'>{}</text>",
+        w - right + 10, top + legend * 18, s.color, w - right + 28, top + legend * 18 + 11, escape(s.name));
     ++legend;
   }
   return svg + "</svg>";
@@ -95,7 +108,8 @@ inline std::string interval_chart(const std::string& title,
   for (size_t i = 0; i < rows.size(); ++i) {
     const auto& [name, v, half, c] = rows[i];
     const double y = top + row_h * (i + 0.5);
-    svg += fmt::format("<text x='{}' y='{:.1f}' font-size='12' text-anchor='end'>{}</text>", left - 6, y + 4, escape(name));
+    svg += fmt::format("<text x='{}' y='{:.1f}' font-size='12' text-anchor='end'>{}</text>", left - 6, y + 4,
+                       escape(name));
     svg += fmt::format("<line x1='{:.1f}' y1='{:.1f}' x2='{:.1f}' y2='{:.1f}' stroke='{}' stroke-width='2'/>",
                        sx(v - half), y, sx(v + half), y, c);
     svg += fmt::format("<circle cx='{:.1f}' cy='{:.1f}' r='4' fill='{}'/>", sx(v), y, c);
@@ -110,7 +124,8 @@ inline std::string heatmap(const std::string& title, const std::vector<nlohmann:
   size_t columns = 0;
   for (const auto& g : gates) columns = std::max(columns, g["experts"].size());
   const int cell = 62, left = 120, top = 30, label = 100;
-  const int w = left + cell * static_cast<int>(columns) + 60, h = top + cell / 2 * static_cast<int>(gates.size()) + label;
+  const int w = left + cell * static_cast<int>(columns) + 60,
+            h = top + cell / 2 * static_cast<int>(gates.size()) + label;
   std::string svg = fmt::format("<svg xmlns='http://www.w3.org/2000/svg' width='{}' height='{}' role='img'>", w, h);
   svg += fmt::format("<text x='{}' y='18' font-size='14' font-weight='bold'>{}</text>", 4, escape(title));
   for (size_t t = 0; t < gates.size(); ++t) {
@@ -137,8 +152,8 @@ inline std::string heatmap(const std::string& title, const std::vector<nlohmann:
       name = name.empty() || name == n ? n : "each task's own #" + std::to_string(e);
     }
     const double x = left + e * cell + cell / 2, y = top + gates.size() * cell / 2 + 8;
-    svg += fmt::format("<text x='{:.1f}' y='{:.1f}' font-size='10' transform='rotate(40 {:.1f} {:.1f})'>{}</text>", x, y, x,
-                       y, escape(name));
+    svg += fmt::format("<text x='{:.1f}' y='{:.1f}' font-size='10' transform='rotate(40 {:.1f} {:.1f})'>{}</text>", x,
+                       y, x, y, escape(name));
   }
   return svg + "</svg>";
 }
@@ -152,7 +167,8 @@ inline void write_report_html(const std::string& output, const std::vector<Exper
       "td,th{border:1px solid #ccc;padding:4px 8px;font-size:13px;text-align:right}th{background:#f4f4f4}"
       "td.l{text-align:left}.gain{color:#176417}.loss{color:#a11}.charts{display:flex;flex-wrap:wrap;gap:12px}"
       "</style></head><body><h1>Interview chain report</h1>";
-  page += "<p>Rebuilt from the run directories named in " + html::escape(output) + "/chain_state.json at " + timestamp() +
+  page += "<p>Rebuilt from the run directories named in " + html::escape(output) + "/chain_state.json at " +
+          timestamp() +
           ". Test metrics use each run's best checkpoint; intervals are AUC &plusmn; 1.96 DeLong standard errors.</p>";
 
   page += "<h2>Status</h2><table><tr><th>experiment</th><th>description</th><th>status</th><th>best step</th></tr>";
@@ -199,25 +215,33 @@ inline void write_report_html(const std::string& output, const std::vector<Exper
   page += "<h2>Gate utilisation (test split, best checkpoint)</h2><div class='charts'>";
   for (const auto& e : chain) {
     const auto* r = e.first_finished();
-    if (r && !r->gate_records.empty()) page += html::heatmap(e.id + ": mean gate weight per task and expert", r->gate_records);
+    if (r && !r->gate_records.empty())
+      page += html::heatmap(e.id + ": mean gate weight per task and expert", r->gate_records);
   }
   page += "</div>";
 
-  page += fmt::format("<h2>Deltas (DeLong test, alpha {})</h2><table><tr><th>question</th><th>comparison</th><th>metric</th>"
-                      "<th>challenger</th><th>reference</th><th>diff</th><th>rel.</th><th>p</th><th>verdict</th></tr>", alpha);
+  page += fmt::format(
+      "<h2>Deltas (DeLong test, alpha {})</h2><table><tr><th>question</th><th>comparison</th><th>metric</th>"
+      "<th>challenger</th><th>reference</th><th>diff</th><th>rel.</th><th>p</th><th>verdict</th></tr>",
+      alpha);
   for (const auto& [c, rows] : delta_rows(chain, alpha))
     for (const auto& d : rows) {
       if (!d.available) {
-        page += fmt::format("<tr><td class='l'>{}</td><td class='l'>{} vs {}</td><td class='l'>{}</td><td colspan='6' class='l'>not available: {}</td></tr>",
-                            html::escape(c.question.substr(0, 2)), d.a, d.b, d.metric, html::escape(d.why_not));
+        page += fmt::format(
+            "<tr><td class='l'>{}</td><td class='l'>{} vs {}</td><td class='l'>{}</td><td colspan='6' class='l'>not "
+            "available: {}</td></tr>",
+            html::escape(c.question.substr(0, 2)), d.a, d.b, d.metric, html::escape(d.why_not));
         continue;
       }
       const double diff = d.value_a - d.value_b;
-      const char* cls = d.verdict.rfind("significant gain", 0) == 0 ? "gain" : d.verdict.rfind("significant loss", 0) == 0 ? "loss" : "";
-      page += fmt::format("<tr><td class='l'>{}</td><td class='l'>{} vs {}</td><td class='l'>{}</td><td>{:.5f}</td><td>{:.5f}</td>"
-                          "<td>{:+.5f}</td><td>{:+.2f}%</td><td>p{}</td><td class='l {}'>{}</td></tr>",
-                          html::escape(c.question.substr(0, 2)), d.a, d.b, d.metric, d.value_a, d.value_b, diff,
-                          100 * diff / d.value_b, html::escape(format_p(d.p_value)), cls, html::escape(d.verdict));
+      const char* cls = d.verdict.rfind("significant gain", 0) == 0   ? "gain"
+                        : d.verdict.rfind("significant loss", 0) == 0 ? "loss"
+                                                                      : "";
+      page += fmt::format(
+          "<tr><td class='l'>{}</td><td class='l'>{} vs {}</td><td class='l'>{}</td><td>{:.5f}</td><td>{:.5f}</td>"
+          "<td>{:+.5f}</td><td>{:+.2f}%</td><td>p{}</td><td class='l {}'>{}</td></tr>",
+          html::escape(c.question.substr(0, 2)), d.a, d.b, d.metric, d.value_a, d.value_b, diff, 100 * diff / d.value_b,
+          html::escape(format_p(d.p_value)), cls, html::escape(d.verdict));
     }
   page += "</table></body></html>\n";
   mtl::train::atomic_write((fs::path(output) / "report.html").string(), page);

@@ -63,8 +63,8 @@ int main() {
       window_loss = 0.0;
     }
   }
-  fmt::print("mean loss over steps 1-{}: {:.4f}; over steps {}-{}: {:.4f}\n", window, first_window,
-             steps - window + 1, steps, last_window);
+  fmt::print("mean loss over steps 1-{}: {:.4f}; over steps {}-{}: {:.4f}\n", window, first_window, steps - window + 1,
+             steps, last_window);
   if (!(last_window < first_window)) {
     fmt::print("the loss did not fall\n");
     return 1;

@@ -25,8 +25,7 @@ namespace mtl {
 /// Example:
 ///   ExpertOutputAligner align(ExpertOutputAlignerOptions(/*num_experts=*/6, /*dim=*/64));
 struct ExpertOutputAlignerOptions {
-  ExpertOutputAlignerOptions(int64_t num_experts, int64_t dim)
-      : num_experts_(num_experts), dim_(dim) {}
+  ExpertOutputAlignerOptions(int64_t num_experts, int64_t dim) : num_experts_(num_experts), dim_(dim) {}
 
   TORCH_ARG(int64_t, num_experts);
   TORCH_ARG(int64_t, dim);
@@ -38,16 +37,12 @@ class ExpertOutputAlignerImpl : public torch::nn::Cloneable<ExpertOutputAlignerI
  public:
   ExpertOutputAlignerImpl(int64_t num_experts, int64_t dim)
       : ExpertOutputAlignerImpl(ExpertOutputAlignerOptions(num_experts, dim)) {}
-  explicit ExpertOutputAlignerImpl(ExpertOutputAlignerOptions options)
-      : options(std::move(options)) {
-    reset();
-  }
+  explicit ExpertOutputAlignerImpl(ExpertOutputAlignerOptions options) : options(std::move(options)) { reset(); }
 
   void reset() override {
     TORCH_CHECK(options.num_experts() > 0, "ExpertOutputAligner expects at least one expert, but got ",
                 options.num_experts());
-    TORCH_CHECK(options.dim() > 0, "ExpertOutputAligner expects a positive dim, but got ",
-                options.dim());
+    TORCH_CHECK(options.dim() > 0, "ExpertOutputAligner expects a positive dim, but got ", options.dim());
     scale = register_parameter("scale", torch::ones({options.num_experts()}));
     dropout = register_module("dropout", torch::nn::Dropout(options.dropout()));
   }
@@ -70,8 +65,8 @@ class ExpertOutputAlignerImpl : public torch::nn::Cloneable<ExpertOutputAlignerI
   }
 
   void pretty_print(std::ostream& stream) const override {
-    stream << "mtl::ExpertOutputAligner(num_experts=" << options.num_experts()
-           << ", dim=" << options.dim() << ", dropout=" << options.dropout() << ")";
+    stream << "mtl::ExpertOutputAligner(num_experts=" << options.num_experts() << ", dim=" << options.dim()
+           << ", dropout=" << options.dropout() << ")";
   }
 
   ExpertOutputAlignerOptions options;
@@ -81,10 +76,9 @@ class ExpertOutputAlignerImpl : public torch::nn::Cloneable<ExpertOutputAlignerI
 
  private:
   void check_shape(const torch::Tensor& outputs) const {
-    TORCH_CHECK(outputs.dim() == 3 && outputs.size(1) == options.num_experts() &&
-                    outputs.size(2) == options.dim(),
-                "ExpertOutputAligner expects [batch, ", options.num_experts(), ", ", options.dim(),
-                "], but got shape ", outputs.sizes());
+    TORCH_CHECK(outputs.dim() == 3 && outputs.size(1) == options.num_experts() && outputs.size(2) == options.dim(),
+                "ExpertOutputAligner expects [batch, ", options.num_experts(), ", ", options.dim(), "], but got shape ",
+                outputs.sizes());
   }
 };
 TORCH_MODULE(ExpertOutputAligner);

@@ -24,8 +24,7 @@ namespace mtl {
 /// Example:
 ///   CrossNetV2 cross(CrossNetV2Options(/*input_dim=*/200, /*num_layers=*/3).low_rank(32));
 struct CrossNetV2Options {
-  CrossNetV2Options(int64_t input_dim, int64_t num_layers)
-      : input_dim_(input_dim), num_layers_(num_layers) {}
+  CrossNetV2Options(int64_t input_dim, int64_t num_layers) : input_dim_(input_dim), num_layers_(num_layers) {}
 
   TORCH_ARG(int64_t, input_dim);
   TORCH_ARG(int64_t, num_layers);
@@ -35,15 +34,13 @@ struct CrossNetV2Options {
 
 class CrossNetV2Impl : public torch::nn::Cloneable<CrossNetV2Impl> {
  public:
-  CrossNetV2Impl(int64_t input_dim, int64_t num_layers)
-      : CrossNetV2Impl(CrossNetV2Options(input_dim, num_layers)) {}
+  CrossNetV2Impl(int64_t input_dim, int64_t num_layers) : CrossNetV2Impl(CrossNetV2Options(input_dim, num_layers)) {}
   explicit CrossNetV2Impl(CrossNetV2Options options) : options(std::move(options)) { reset(); }
 
   void reset() override {
     const int64_t d = options.input_dim(), r = options.low_rank();
     TORCH_CHECK(d > 0, "CrossNetV2 expects a positive input dim, but got ", d);
-    TORCH_CHECK(options.num_layers() > 0, "CrossNetV2 expects at least one layer, but got ",
-                options.num_layers());
+    TORCH_CHECK(options.num_layers() > 0, "CrossNetV2 expects at least one layer, but got ", options.num_layers());
     TORCH_CHECK(r >= 0, "CrossNetV2 expects low_rank >= 0 (0 = full rank), but got ", r);
     down = register_module("down", torch::nn::ModuleList());
     up = register_module("up", torch::nn::ModuleList());
@@ -58,8 +55,8 @@ class CrossNetV2Impl : public torch::nn::Cloneable<CrossNetV2Impl> {
   }
 
   torch::Tensor forward(const torch::Tensor& x0) {
-    TORCH_CHECK(x0.dim() == 2 && x0.size(1) == options.input_dim(), "CrossNetV2 expects [batch, ",
-                options.input_dim(), "], but got shape ", x0.sizes());
+    TORCH_CHECK(x0.dim() == 2 && x0.size(1) == options.input_dim(), "CrossNetV2 expects [batch, ", options.input_dim(),
+                "], but got shape ", x0.sizes());
     // Under autocast the layers go through the Linear modules, so that their products run in the autocast dtype.
     if (detail::autocast_enabled()) {
       torch::Tensor x = x0;
@@ -83,9 +80,8 @@ class CrossNetV2Impl : public torch::nn::Cloneable<CrossNetV2Impl> {
   int64_t output_dim() const noexcept { return options.input_dim(); }
 
   void pretty_print(std::ostream& stream) const override {
-    stream << "mtl::CrossNetV2(input_dim=" << options.input_dim()
-           << ", num_layers=" << options.num_layers() << ", low_rank=" << options.low_rank()
-           << ")";
+    stream << "mtl::CrossNetV2(input_dim=" << options.input_dim() << ", num_layers=" << options.num_layers()
+           << ", low_rank=" << options.low_rank() << ")";
   }
 
   CrossNetV2Options options;

@@ -50,24 +50,20 @@ class DeepFMImpl : public torch::nn::Cloneable<DeepFMImpl> {
 
   void reset() override {
     const auto& schema = options.schema();
-    TORCH_CHECK(options.fm_projection_dim() > 0,
-                "DeepFM expects a positive fm_projection_dim, but got ",
+    TORCH_CHECK(options.fm_projection_dim() > 0, "DeepFM expects a positive fm_projection_dim, but got ",
                 options.fm_projection_dim());
-    TORCH_CHECK(!options.deep_hidden_dims().empty(),
-                "DeepFM expects at least one deep hidden layer, but got none");
+    TORCH_CHECK(!options.deep_hidden_dims().empty(), "DeepFM expects at least one deep hidden layer, but got none");
     embedding = register_module(
-        "embedding", SparseEmbedding(SparseEmbeddingOptions(schema)
-                                         .sparse_grad(options.sparse_grad())
-                                         .check_ids(options.check_ids())));
+        "embedding",
+        SparseEmbedding(
+            SparseEmbeddingOptions(schema).sparse_grad(options.sparse_grad()).check_ids(options.check_ids())));
     const int64_t d = embedding->embedding_dim();
     if (schema.num_dense() > 0)
       dense_linear = register_module("dense_linear", torch::nn::Linear(schema.num_dense(), 1));
-    deep = register_module(
-        "deep", MLP(MLPOptions(schema.num_sparse() * d + schema.num_dense(),
-                               options.deep_hidden_dims())
-                        .dropout(options.dropout())));
-    fm_projection =
-        register_module("fm_projection", torch::nn::Linear(d + 1, options.fm_projection_dim()));
+    deep =
+        register_module("deep", MLP(MLPOptions(schema.num_sparse() * d + schema.num_dense(), options.deep_hidden_dims())
+                                        .dropout(options.dropout())));
+    fm_projection = register_module("fm_projection", torch::nn::Linear(d + 1, options.fm_projection_dim()));
   }
 
   DeepFMParts forward_parts(const FeatureInputs& input) {
@@ -98,9 +94,9 @@ class DeepFMImpl : public torch::nn::Cloneable<DeepFMImpl> {
 
   void pretty_print(std::ostream& stream) const override {
     stream << "mtl::DeepFM(sparse_fields=" << options.schema().num_sparse()
-           << ", dense_fields=" << options.schema().num_dense()
-           << ", embedding_dim=" << embedding->embedding_dim() << ", deep_hidden_dims=["
-           << detail::join(options.deep_hidden_dims()) << "], fm_projection_dim=" << options.fm_projection_dim() << ")";
+           << ", dense_fields=" << options.schema().num_dense() << ", embedding_dim=" << embedding->embedding_dim()
+           << ", deep_hidden_dims=[" << detail::join(options.deep_hidden_dims())
+           << "], fm_projection_dim=" << options.fm_projection_dim() << ")";
   }
 
   DeepFMOptions options;

@@ -4,9 +4,9 @@
 // second lookup.
 #pragma once
 
-#include <mtl/features.hpp>
 #include <mtl/detail/huge_pages.hpp>
 #include <mtl/detail/row_gather.hpp>
+#include <mtl/features.hpp>
 
 #include <torch/nn/cloneable.h>
 #include <torch/nn/init.h>
@@ -36,8 +36,8 @@ struct SparseEmbeddingOptions {
 
 /// What one lookup returns.
 struct SparseLookup {
-  torch::Tensor embeddings;    ///< [batch, num_sparse, embedding_dim]
-  torch::Tensor first_order;   ///< [batch, num_sparse]: each id's linear weight
+  torch::Tensor embeddings;   ///< [batch, num_sparse, embedding_dim]
+  torch::Tensor first_order;  ///< [batch, num_sparse]: each id's linear weight
 };
 
 /// One table of `total_vocab_size` rows and `embedding_dim + 1` columns; the
@@ -45,19 +45,16 @@ struct SparseLookup {
 /// `row_offsets[f] + i`.
 class SparseEmbeddingImpl : public torch::nn::Cloneable<SparseEmbeddingImpl> {
  public:
-  explicit SparseEmbeddingImpl(SparseEmbeddingOptions options) : options(std::move(options)) {
-    reset();
-  }
+  explicit SparseEmbeddingImpl(SparseEmbeddingOptions options) : options(std::move(options)) { reset(); }
 
   void reset() override {
     const auto& schema = options.schema();
-    TORCH_CHECK(schema.num_sparse() > 0,
-                "SparseEmbedding expects at least one sparse field, but the schema has none");
+    TORCH_CHECK(schema.num_sparse() > 0, "SparseEmbedding expects at least one sparse field, but the schema has none");
     dim_ = schema.sparse_fields().front().embedding_dim;
     for (const auto& f : schema.sparse_fields())
-      TORCH_CHECK(f.embedding_dim == dim_, "SparseEmbedding keeps one table of one width: field '",
-                  f.name, "' has embedding dim ", f.embedding_dim, " but field '",
-                  schema.sparse_fields().front().name, "' has ", dim_);
+      TORCH_CHECK(f.embedding_dim == dim_, "SparseEmbedding keeps one table of one width: field '", f.name,
+                  "' has embedding dim ", f.embedding_dim, " but field '", schema.sparse_fields().front().name,
+                  "' has ", dim_);
     weight = register_parameter("weight", detail::zeros_on_huge_pages({schema.total_vocab_size(), dim_ + 1}, {}));
     reset_parameters();
     // Plain members, not buffers: Module::to(dtype) would cast buffers to float.
@@ -76,10 +73,9 @@ class SparseEmbeddingImpl : public torch::nn::Cloneable<SparseEmbeddingImpl> {
   /// `ids` int64 [batch, num_sparse] with field-local ids.
   SparseLookup forward(const torch::Tensor& ids) {
     const auto& schema = options.schema();
-    TORCH_CHECK(ids.dim() == 2, "SparseEmbedding expects ids of shape [batch, ", schema.num_sparse(),
-                "], but got a ", ids.dim(), "-D tensor");
-    TORCH_CHECK(ids.scalar_type() == torch::kLong, "SparseEmbedding expects int64 ids, but got ",
-                ids.scalar_type());
+    TORCH_CHECK(ids.dim() == 2, "SparseEmbedding expects ids of shape [batch, ", schema.num_sparse(), "], but got a ",
+                ids.dim(), "-D tensor");
+    TORCH_CHECK(ids.scalar_type() == torch::kLong, "SparseEmbedding expects int64 ids, but got ", ids.scalar_type());
     TORCH_CHECK(ids.size(1) == schema.num_sparse(), "SparseEmbedding expects ", schema.num_sparse(),
                 " id columns (one per sparse field), but got ", ids.size(1));
     if (offsets_.device() != ids.device()) {
@@ -96,8 +92,8 @@ class SparseEmbeddingImpl : public torch::nn::Cloneable<SparseEmbeddingImpl> {
 
   void pretty_print(std::ostream& stream) const override {
     stream << "mtl::SparseEmbedding(fields=" << options.schema().num_sparse()
-           << ", rows=" << options.schema().total_vocab_size() << ", dim=" << dim_
-           << ", sparse_grad=" << std::boolalpha << options.sparse_grad() << ")";
+           << ", rows=" << options.schema().total_vocab_size() << ", dim=" << dim_ << ", sparse_grad=" << std::boolalpha
+           << options.sparse_grad() << ")";
   }
 
   SparseEmbeddingOptions options;
@@ -140,9 +136,8 @@ class SparseEmbeddingImpl : public torch::nn::Cloneable<SparseEmbeddingImpl> {
 
   [[noreturn]] void refuse_id(const torch::Tensor& ids, int64_t row, int64_t col) const {
     const auto& field = options.schema().sparse_fields()[col];
-    TORCH_CHECK(false, "SparseEmbedding expects ids of field '", field.name, "' in [0, ",
-                field.vocab_size, "), but got ", ids[row][col].item<int64_t>(), " at batch row ",
-                row);
+    TORCH_CHECK(false, "SparseEmbedding expects ids of field '", field.name, "' in [0, ", field.vocab_size,
+                "), but got ", ids[row][col].item<int64_t>(), " at batch row ", row);
   }
 
   int64_t dim_ = 0;
@@ -153,23 +148,19 @@ TORCH_MODULE(SparseEmbedding);
 
 /// Checks a dense feature tensor against the schema; an undefined tensor is
 /// accepted only for a schema without dense fields.
-inline void check_dense_input(const torch::Tensor& dense, const FeatureSchema& schema,
-                              int64_t batch_size, const char* who) {
+inline void check_dense_input(const torch::Tensor& dense, const FeatureSchema& schema, int64_t batch_size,
+                              const char* who) {
   if (schema.num_dense() == 0) {
     TORCH_CHECK(!dense.defined() || dense.numel() == 0, who,
-                " has no dense fields in its schema, but got dense values of shape ",
-                dense.sizes());
+                " has no dense fields in its schema, but got dense values of shape ", dense.sizes());
     return;
   }
-  TORCH_CHECK(dense.defined(), who, " expects dense values [batch, ", schema.num_dense(),
-              "], but got none");
-  TORCH_CHECK(dense.dim() == 2 && dense.size(1) == schema.num_dense(), who,
-              " expects dense values [batch, ", schema.num_dense(), "], but got shape ",
-              dense.sizes());
-  TORCH_CHECK(dense.size(0) == batch_size, who, " expects ", batch_size,
-              " dense rows (one per id row), but got ", dense.size(0));
-  TORCH_CHECK(dense.is_floating_point(), who, " expects floating dense values, but got ",
-              dense.scalar_type());
+  TORCH_CHECK(dense.defined(), who, " expects dense values [batch, ", schema.num_dense(), "], but got none");
+  TORCH_CHECK(dense.dim() == 2 && dense.size(1) == schema.num_dense(), who, " expects dense values [batch, ",
+              schema.num_dense(), "], but got shape ", dense.sizes());
+  TORCH_CHECK(dense.size(0) == batch_size, who, " expects ", batch_size, " dense rows (one per id row), but got ",
+              dense.size(0));
+  TORCH_CHECK(dense.is_floating_point(), who, " expects floating dense values, but got ", dense.scalar_type());
 }
 
 }  // namespace mtl

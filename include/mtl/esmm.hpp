@@ -49,14 +49,15 @@ class ESMMLossImpl : public torch::nn::Cloneable<ESMMLossImpl> {
   }
 
   /// Logits and labels are [batch]; labels are 0/1 with conversion <= click.
-  ESMMLossTerms forward(const torch::Tensor& ctr_logits, const torch::Tensor& cvr_logits,
-                        const torch::Tensor& click, const torch::Tensor& conversion) {
+  ESMMLossTerms forward(const torch::Tensor& ctr_logits, const torch::Tensor& cvr_logits, const torch::Tensor& click,
+                        const torch::Tensor& conversion) {
     ESMMLossTerms terms;
     if (detail::EsmmTerms::applies_to(ctr_logits, cvr_logits)) {  // on the CPU: one pass, one autograd node
       check_inputs(ctr_logits, cvr_logits, click, conversion);
       const bool v2 = options.version() == ESMMVersion::v2;
-      const auto out = detail::esmm_terms(ctr_logits, cvr_logits, click, conversion,
-                                          {options.ctr_weight(), options.ctcvr_weight(), v2 ? options.lambda_cvr_aux() : 0.0});
+      const auto out =
+          detail::esmm_terms(ctr_logits, cvr_logits, click, conversion,
+                             {options.ctr_weight(), options.ctcvr_weight(), v2 ? options.lambda_cvr_aux() : 0.0});
       terms.total = out[0], terms.ctr = out[1], terms.ctcvr = out[2];
       terms.cvr_aux = v2 ? out[3] : torch::zeros({}, ctr_logits.options());
       return terms;
@@ -82,11 +83,11 @@ class ESMMLossImpl : public torch::nn::Cloneable<ESMMLossImpl> {
 
  private:
   /// What the tensor-op path checks in ctcvr_loss and clicked_cvr_loss.
-  static void check_inputs(const torch::Tensor& ctr_logits, const torch::Tensor& cvr_logits,
-                           const torch::Tensor& click, const torch::Tensor& conversion) {
+  static void check_inputs(const torch::Tensor& ctr_logits, const torch::Tensor& cvr_logits, const torch::Tensor& click,
+                           const torch::Tensor& conversion) {
     detail::check_logits_and_labels(ctr_logits, click, "ESMMLoss", "click");
-    TORCH_CHECK(cvr_logits.sizes() == ctr_logits.sizes(), "ESMMLoss expects CVR logits of shape ",
-                ctr_logits.sizes(), " like the CTR logits, but got ", cvr_logits.sizes());
+    TORCH_CHECK(cvr_logits.sizes() == ctr_logits.sizes(), "ESMMLoss expects CVR logits of shape ", ctr_logits.sizes(),
+                " like the CTR logits, but got ", cvr_logits.sizes());
     detail::check_logits_and_labels(cvr_logits, conversion, "ESMMLoss", "conversion");
   }
 };

@@ -4,8 +4,8 @@
 
 #include <mtl/cross_net_v2.hpp>
 #include <mtl/detail/join.hpp>
-#include <mtl/mlp.hpp>
 #include <mtl/detail/stacked_branches.hpp>
+#include <mtl/mlp.hpp>
 
 #include <torch/nn/cloneable.h>
 #include <torch/nn/module.h>
@@ -67,19 +67,18 @@ class ExpertImpl : public torch::nn::Cloneable<ExpertImpl> {
   explicit ExpertImpl(ExpertOptions options) : options(std::move(options)) { reset(); }
 
   void reset() override {
-    TORCH_CHECK(options.input_dim() > 0, "Expert ", describe(options),
-                " expects a positive input dim, but got ", options.input_dim());
-    TORCH_CHECK(options.output_dim() > 0, "Expert ", describe(options),
-                " expects a positive output dim, but got ", options.output_dim());
+    TORCH_CHECK(options.input_dim() > 0, "Expert ", describe(options), " expects a positive input dim, but got ",
+                options.input_dim());
+    TORCH_CHECK(options.output_dim() > 0, "Expert ", describe(options), " expects a positive output dim, but got ",
+                options.output_dim());
     if (options.kind() == ExpertKind::mlp) {
-      TORCH_CHECK(!options.hidden_dims().empty(),
-                  "an MLP expert expects at least one hidden layer, but got none");
-      mlp = register_module(
-          "mlp", MLP(MLPOptions(options.input_dim(), options.hidden_dims()).dropout(options.dropout())));
+      TORCH_CHECK(!options.hidden_dims().empty(), "an MLP expert expects at least one hidden layer, but got none");
+      mlp = register_module("mlp",
+                            MLP(MLPOptions(options.input_dim(), options.hidden_dims()).dropout(options.dropout())));
     } else {
       cross = register_module(
-          "cross", CrossNetV2(CrossNetV2Options(options.input_dim(), options.cross_layers())
-                                  .low_rank(options.low_rank())));
+          "cross",
+          CrossNetV2(CrossNetV2Options(options.input_dim(), options.cross_layers()).low_rank(options.low_rank())));
     }
     projection = register_module("projection", torch::nn::Linear(natural_dim(), options.output_dim()));
   }
@@ -131,8 +130,8 @@ struct ExpertOutputs {
 };
 
 /// Builds one `Expert` per spec, all reading `input_dim` and emitting `output_dim`.
-inline torch::nn::ModuleList make_experts(const std::vector<ExpertOptions>& specs,
-                                          int64_t input_dim, int64_t output_dim) {
+inline torch::nn::ModuleList make_experts(const std::vector<ExpertOptions>& specs, int64_t input_dim,
+                                          int64_t output_dim) {
   torch::nn::ModuleList experts;
   for (auto spec : specs) experts->push_back(Expert(spec.input_dim(input_dim).output_dim(output_dim)));
   return experts;

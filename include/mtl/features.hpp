@@ -33,22 +33,16 @@ struct DenseField {
 ///   schema.add_sparse("101", 100000).add_sparse("205", 50000).add_dense("D109_14");
 class FeatureSchema {
  public:
-  explicit FeatureSchema(int64_t default_embedding_dim = 8)
-      : default_embedding_dim_(default_embedding_dim) {
-    TORCH_CHECK(default_embedding_dim > 0,
-                "FeatureSchema expects a positive default embedding dim, but got ",
+  explicit FeatureSchema(int64_t default_embedding_dim = 8) : default_embedding_dim_(default_embedding_dim) {
+    TORCH_CHECK(default_embedding_dim > 0, "FeatureSchema expects a positive default embedding dim, but got ",
                 default_embedding_dim);
   }
 
   /// Adds a sparse field; `embedding_dim` <= 0 takes the schema's default.
-  FeatureSchema& add_sparse(std::string name, int64_t vocab_size,
-                            int64_t embedding_dim = 0) {
-    TORCH_CHECK(vocab_size > 0, "sparse field '", name,
-                "' expects a positive vocabulary size, but got ", vocab_size);
+  FeatureSchema& add_sparse(std::string name, int64_t vocab_size, int64_t embedding_dim = 0) {
+    TORCH_CHECK(vocab_size > 0, "sparse field '", name, "' expects a positive vocabulary size, but got ", vocab_size);
     check_new_name(name);
-    sparse_.push_back(
-        {std::move(name), vocab_size,
-         embedding_dim > 0 ? embedding_dim : default_embedding_dim_});
+    sparse_.push_back({std::move(name), vocab_size, embedding_dim > 0 ? embedding_dim : default_embedding_dim_});
     return *this;
   }
 
@@ -93,10 +87,8 @@ class FeatureSchema {
  private:
   void check_new_name(const std::string& name) const {
     TORCH_CHECK(!name.empty(), "FeatureSchema expects a field name, but got an empty one");
-    for (const auto& f : sparse_)
-      TORCH_CHECK(f.name != name, "FeatureSchema already has a sparse field '", name, "'");
-    for (const auto& f : dense_)
-      TORCH_CHECK(f.name != name, "FeatureSchema already has a dense field '", name, "'");
+    for (const auto& f : sparse_) TORCH_CHECK(f.name != name, "FeatureSchema already has a sparse field '", name, "'");
+    for (const auto& f : dense_) TORCH_CHECK(f.name != name, "FeatureSchema already has a dense field '", name, "'");
   }
 
   int64_t default_embedding_dim_;
@@ -112,8 +104,7 @@ struct FeatureInputs {
 
   int64_t batch_size() const { return sparse_ids.size(0); }
   FeatureInputs to(const torch::Device& device, bool non_blocking = false) const {
-    return {sparse_ids.to(device, non_blocking),
-            dense.defined() ? dense.to(device, non_blocking) : dense};
+    return {sparse_ids.to(device, non_blocking), dense.defined() ? dense.to(device, non_blocking) : dense};
   }
 };
 

@@ -20,8 +20,7 @@ namespace mtl {
 /// Example:
 ///   Gate gate(GateOptions(/*input_dim=*/144, /*num_experts=*/4));
 struct GateOptions {
-  GateOptions(int64_t input_dim, int64_t num_experts)
-      : input_dim_(input_dim), num_experts_(num_experts) {}
+  GateOptions(int64_t input_dim, int64_t num_experts) : input_dim_(input_dim), num_experts_(num_experts) {}
 
   TORCH_ARG(int64_t, input_dim);
   TORCH_ARG(int64_t, num_experts);
@@ -29,15 +28,12 @@ struct GateOptions {
 
 class GateImpl : public torch::nn::Cloneable<GateImpl> {
  public:
-  GateImpl(int64_t input_dim, int64_t num_experts)
-      : GateImpl(GateOptions(input_dim, num_experts)) {}
+  GateImpl(int64_t input_dim, int64_t num_experts) : GateImpl(GateOptions(input_dim, num_experts)) {}
   explicit GateImpl(GateOptions options) : options(std::move(options)) { reset(); }
 
   void reset() override {
-    TORCH_CHECK(options.num_experts() > 0, "Gate expects at least one expert, but got ",
-                options.num_experts());
-    TORCH_CHECK(options.input_dim() > 0, "Gate expects a positive input dim, but got ",
-                options.input_dim());
+    TORCH_CHECK(options.num_experts() > 0, "Gate expects at least one expert, but got ", options.num_experts());
+    TORCH_CHECK(options.input_dim() > 0, "Gate expects a positive input dim, but got ", options.input_dim());
     scorer = register_module("scorer", torch::nn::Linear(options.input_dim(), options.num_experts()));
   }
 
@@ -46,7 +42,7 @@ class GateImpl : public torch::nn::Cloneable<GateImpl> {
     // Softmax in fp32 at least: under bf16 autocast a low-precision softmax rounds the weights.
     const auto logits = detail::linear_forward(scorer, x);
     auto weights = (detail::RowSoftmax::applies_to(logits) ? detail::RowSoftmax::apply(logits)[0]
-                                                            : torch::softmax(logits, /*dim=*/1, torch::kFloat))
+                                                           : torch::softmax(logits, /*dim=*/1, torch::kFloat))
                        .to(x.scalar_type());
     last_weights_ = weights.detach();
     return weights;
@@ -56,8 +52,7 @@ class GateImpl : public torch::nn::Cloneable<GateImpl> {
   const torch::Tensor& last_weights() const noexcept { return last_weights_; }
 
   void pretty_print(std::ostream& stream) const override {
-    stream << "mtl::Gate(input_dim=" << options.input_dim()
-           << ", num_experts=" << options.num_experts() << ")";
+    stream << "mtl::Gate(input_dim=" << options.input_dim() << ", num_experts=" << options.num_experts() << ")";
   }
 
   GateOptions options;

@@ -41,18 +41,17 @@ struct has_mixer_members : std::false_type {};
 
 template <class Impl>
 struct has_mixer_members<
-    Impl, std::void_t<decltype(std::declval<Impl&>().forward(std::declval<const torch::Tensor&>())),
-                      decltype(std::declval<const Impl&>().output_dim()),
-                      decltype(std::declval<const Impl&>().num_tasks()),
-                      decltype(std::declval<Impl&>().options.input_dim(int64_t{0})),
-                      decltype(std::declval<Impl&>().options.num_tasks(int64_t{0}))>>
-    : std::bool_constant<
-          std::is_same_v<decltype(std::declval<Impl&>().forward(std::declval<const torch::Tensor&>())),
-                         std::vector<torch::Tensor>> &&
-          std::is_convertible_v<decltype(std::declval<const Impl&>().output_dim()), int64_t> &&
-          std::is_convertible_v<decltype(std::declval<const Impl&>().num_tasks()), int64_t> &&
-          std::is_convertible_v<decltype(std::declval<const Impl&>().options.input_dim()), int64_t> &&
-          std::is_convertible_v<decltype(std::declval<const Impl&>().options.num_tasks()), int64_t>> {};
+    Impl,
+    std::void_t<decltype(std::declval<Impl&>().forward(std::declval<const torch::Tensor&>())),
+                decltype(std::declval<const Impl&>().output_dim()), decltype(std::declval<const Impl&>().num_tasks()),
+                decltype(std::declval<Impl&>().options.input_dim(int64_t{0})),
+                decltype(std::declval<Impl&>().options.num_tasks(int64_t{0}))>>
+    : std::bool_constant<std::is_same_v<decltype(std::declval<Impl&>().forward(std::declval<const torch::Tensor&>())),
+                                        std::vector<torch::Tensor>> &&
+                         std::is_convertible_v<decltype(std::declval<const Impl&>().output_dim()), int64_t> &&
+                         std::is_convertible_v<decltype(std::declval<const Impl&>().num_tasks()), int64_t> &&
+                         std::is_convertible_v<decltype(std::declval<const Impl&>().options.input_dim()), int64_t> &&
+                         std::is_convertible_v<decltype(std::declval<const Impl&>().options.num_tasks()), int64_t>> {};
 
 template <class Impl, class = void>
 struct has_gate_members : std::false_type {};
@@ -105,6 +104,6 @@ inline constexpr bool is_mixer_v = detail::has_mixer_members<Impl>::value;
 
 /// Whether the mixer implementation `Impl` has gates to diagnose.
 template <class Impl>
-inline constexpr bool is_gated_mixer_v = is_mixer_v<Impl> && detail::has_gate_members<Impl>::value;
+inline constexpr bool is_gated_mixer_v = is_mixer_v<Impl>&& detail::has_gate_members<Impl>::value;
 
 }  // namespace mtl

@@ -45,10 +45,9 @@ class MLPImpl : public torch::nn::Cloneable<MLPImpl> {
   explicit MLPImpl(MLPOptions options) : options(std::move(options)) { reset(); }
 
   void reset() override {
-    TORCH_CHECK(options.input_dim() > 0, "MLP expects a positive input dim, but got ",
-                options.input_dim());
-    TORCH_CHECK(options.dropout() >= 0.0 && options.dropout() < 1.0,
-                "MLP expects dropout in [0, 1), but got ", options.dropout());
+    TORCH_CHECK(options.input_dim() > 0, "MLP expects a positive input dim, but got ", options.input_dim());
+    TORCH_CHECK(options.dropout() >= 0.0 && options.dropout() < 1.0, "MLP expects dropout in [0, 1), but got ",
+                options.dropout());
     layers = register_module("layers", torch::nn::ModuleList());
     int64_t in = options.input_dim();
     for (int64_t width : options.hidden_dims()) {
@@ -91,8 +90,8 @@ class MLPImpl : public torch::nn::Cloneable<MLPImpl> {
 
  private:
   void check_input(const torch::Tensor& x) const {
-    TORCH_CHECK(x.dim() == 2 && x.size(1) == options.input_dim(), "MLP expects [batch, ",
-                options.input_dim(), "], but got shape ", x.sizes());
+    TORCH_CHECK(x.dim() == 2 && x.size(1) == options.input_dim(), "MLP expects [batch, ", options.input_dim(),
+                "], but got shape ", x.sizes());
   }
 
   // One DenseLayers node: there are layers, no dropout draws, and no autocast

@@ -26,8 +26,7 @@ namespace mtl {
 ///                 .experts(std::vector<ExpertOptions>(4, ExpertOptions::mlp({128})))
 ///                 .expert_dim(64));
 struct MMoEOptions {
-  MMoEOptions(int64_t input_dim, int64_t num_tasks)
-      : input_dim_(input_dim), num_tasks_(num_tasks) {}
+  MMoEOptions(int64_t input_dim, int64_t num_tasks) : input_dim_(input_dim), num_tasks_(num_tasks) {}
 
   TORCH_ARG(int64_t, input_dim);
   TORCH_ARG(int64_t, num_tasks);
@@ -47,23 +46,21 @@ class MMoEImpl : public torch::nn::Cloneable<MMoEImpl> {
   void reset() override {
     const auto num_experts = static_cast<int64_t>(options.experts().size());
     TORCH_CHECK(num_experts > 0, "MMoE expects at least one expert, but the expert list is empty");
-    TORCH_CHECK(options.num_tasks() > 0, "MMoE expects at least one task, but got ",
-                options.num_tasks());
-    experts = register_module(
-        "experts", make_experts(options.experts(), options.input_dim(), options.expert_dim()));
+    TORCH_CHECK(options.num_tasks() > 0, "MMoE expects at least one task, but got ", options.num_tasks());
+    experts = register_module("experts", make_experts(options.experts(), options.input_dim(), options.expert_dim()));
     gates = register_module("gates", torch::nn::ModuleList());
-    for (int64_t t = 0; t < options.num_tasks(); ++t)
-      gates->push_back(Gate(options.input_dim(), num_experts));
+    for (int64_t t = 0; t < options.num_tasks(); ++t) gates->push_back(Gate(options.input_dim(), num_experts));
     if (options.align_outputs())
       aligner = register_module(
-          "aligner", ExpertOutputAligner(ExpertOutputAlignerOptions(num_experts, options.expert_dim())
-                                             .dropout(options.aligner_dropout())));
+          "aligner",
+          ExpertOutputAligner(
+              ExpertOutputAlignerOptions(num_experts, options.expert_dim()).dropout(options.aligner_dropout())));
   }
 
   /// [batch, input_dim] -> one [batch, expert_dim] per task.
   std::vector<torch::Tensor> forward(const torch::Tensor& x) {
-    TORCH_CHECK(x.dim() == 2 && x.size(1) == options.input_dim(), "MMoE expects [batch, ",
-                options.input_dim(), "], but got shape ", x.sizes());
+    TORCH_CHECK(x.dim() == 2 && x.size(1) == options.input_dim(), "MMoE expects [batch, ", options.input_dim(),
+                "], but got shape ", x.sizes());
     const auto outputs = recorder_.align(run_experts(*experts, x), aligner);
     std::vector<torch::Tensor> weights;
     for (const auto& gate : *gates) weights.push_back(gate->as<Gate>()->forward(x));
@@ -95,9 +92,9 @@ class MMoEImpl : public torch::nn::Cloneable<MMoEImpl> {
   const ExpertOutputs& recorded_expert_outputs() const noexcept { return recorder_.outputs(); }
 
   void pretty_print(std::ostream& stream) const override {
-    stream << "mtl::MMoE(num_tasks=" << options.num_tasks()
-           << ", experts=" << options.experts().size() << ", expert_dim=" << options.expert_dim()
-           << ", aligned=" << std::boolalpha << options.align_outputs() << ")";
+    stream << "mtl::MMoE(num_tasks=" << options.num_tasks() << ", experts=" << options.experts().size()
+           << ", expert_dim=" << options.expert_dim() << ", aligned=" << std::boolalpha << options.align_outputs()
+           << ")";
   }
 
   MMoEOptions options;

@@ -43,7 +43,8 @@ struct TaskLogits {
 ///
 /// Example:
 ///   PLEModelOptions options(DeepFMOptions(schema),
-///                           PLEOptions::homogeneous(/*input_dim=*/0, /*num_tasks=*/2, 4, 1, ExpertOptions::mlp({128})),
+///                           PLEOptions::homogeneous(/*input_dim=*/0, /*num_tasks=*/2, 4, 1,
+///                           ExpertOptions::mlp({128})),
 ///                           {"ctr", "cvr"});
 template <class Backbone, class Mixer>
 struct MultiTaskModelOptions {
@@ -79,8 +80,8 @@ class MultiTaskModelImpl : public torch::nn::Cloneable<MultiTaskModelImpl<Backbo
     TORCH_CHECK(!tasks.empty(), "MultiTaskModel expects at least one task, but the task list is empty");
     for (size_t i = 0; i < tasks.size(); ++i)
       for (size_t j = 0; j < i; ++j)
-        TORCH_CHECK(tasks[i] != tasks[j], "MultiTaskModel expects distinct task names, but '",
-                    tasks[i], "' appears twice");
+        TORCH_CHECK(tasks[i] != tasks[j], "MultiTaskModel expects distinct task names, but '", tasks[i],
+                    "' appears twice");
     backbone = this->register_module("backbone", Backbone(options.backbone()));
 
     auto mixer_options = options.mixer();
@@ -94,8 +95,8 @@ class MultiTaskModelImpl : public torch::nn::Cloneable<MultiTaskModelImpl<Backbo
     mixer = this->register_module("mixer", Mixer(mixer_options));
 
     const auto& per_task = options.task_tower_hidden_dims();
-    TORCH_CHECK(per_task.empty() || per_task.size() == tasks.size(), "MultiTaskModel expects one tower layout per task (",
-                tasks.size(), "), but got ", per_task.size());
+    TORCH_CHECK(per_task.empty() || per_task.size() == tasks.size(),
+                "MultiTaskModel expects one tower layout per task (", tasks.size(), "), but got ", per_task.size());
     towers = this->register_module("towers", torch::nn::ModuleList());
     for (size_t t = 0; t < tasks.size(); ++t)
       towers->push_back(Tower(TowerOptions(mixer->output_dim())
@@ -135,9 +136,10 @@ class MultiTaskModel : public torch::nn::ModuleHolder<MultiTaskModelImpl<Backbon
 };
 
 // Convenience aliases: DeepFM under each mixer.
-using SharedBottomModel = MultiTaskModel<DeepFM, SharedBottom>;  ///< shared-bottom (or, with one task, single-task) model
-using MMoEModel = MultiTaskModel<DeepFM, MMoE>;                  ///< MMoE model
-using PLEModel = MultiTaskModel<DeepFM, PLE>;                    ///< PLE model, homogeneous or heterogeneous experts
+using SharedBottomModel =
+    MultiTaskModel<DeepFM, SharedBottom>;        ///< shared-bottom (or, with one task, single-task) model
+using MMoEModel = MultiTaskModel<DeepFM, MMoE>;  ///< MMoE model
+using PLEModel = MultiTaskModel<DeepFM, PLE>;    ///< PLE model, homogeneous or heterogeneous experts
 using SharedBottomModelOptions = MultiTaskModelOptions<DeepFM, SharedBottom>;
 using MMoEModelOptions = MultiTaskModelOptions<DeepFM, MMoE>;
 using PLEModelOptions = MultiTaskModelOptions<DeepFM, PLE>;

@@ -36,12 +36,12 @@ struct PLEOptions {
   PLEOptions(int64_t input_dim, int64_t num_tasks) : input_dim_(input_dim), num_tasks_(num_tasks) {}
 
   /// `num_shared` shared and `num_private` private experts per task, all of one spec.
-  static PLEOptions homogeneous(int64_t input_dim, int64_t num_tasks, int64_t num_shared,
-                                int64_t num_private, const ExpertOptions& spec) {
+  static PLEOptions homogeneous(int64_t input_dim, int64_t num_tasks, int64_t num_shared, int64_t num_private,
+                                const ExpertOptions& spec) {
     return PLEOptions(input_dim, num_tasks)
         .shared_experts(std::vector<ExpertOptions>(num_shared, spec))
-        .task_experts(std::vector<std::vector<ExpertOptions>>(
-            num_tasks, std::vector<ExpertOptions>(num_private, spec)));
+        .task_experts(
+            std::vector<std::vector<ExpertOptions>>(num_tasks, std::vector<ExpertOptions>(num_private, spec)));
   }
 
   TORCH_ARG(int64_t, input_dim);
@@ -98,8 +98,7 @@ class PLELevelImpl : public torch::nn::Cloneable<PLELevelImpl> {
     if (!last_) gate_choices_.push_back(first_experts(total));
     if (options.align_outputs())
       aligner = register_module(
-          "aligner",
-          ExpertOutputAligner(ExpertOutputAlignerOptions(total, d).dropout(options.aligner_dropout())));
+          "aligner", ExpertOutputAligner(ExpertOutputAlignerOptions(total, d).dropout(options.aligner_dropout())));
   }
 
   PLELevelOutput forward(const std::vector<torch::Tensor>& task_inputs, const torch::Tensor& shared_input) {
@@ -154,8 +153,8 @@ class PLEImpl : public torch::nn::Cloneable<PLEImpl> {
     TORCH_CHECK(!options.shared_experts().empty(),
                 "PLE expects at least one shared expert, but the shared expert list is empty");
     TORCH_CHECK(static_cast<int64_t>(options.task_experts().size()) == options.num_tasks(),
-                "PLE expects one private expert list per task (", options.num_tasks(),
-                "), but got ", options.task_experts().size(), " lists");
+                "PLE expects one private expert list per task (", options.num_tasks(), "), but got ",
+                options.task_experts().size(), " lists");
     TORCH_CHECK(options.num_levels() > 0, "PLE expects at least one level, but got ", options.num_levels());
     TORCH_CHECK(options.input_dim() > 0, "PLE expects a positive input dim, but got ", options.input_dim());
     levels = register_module("levels", torch::nn::ModuleList());
@@ -166,8 +165,8 @@ class PLEImpl : public torch::nn::Cloneable<PLEImpl> {
 
   /// [batch, input_dim] -> one [batch, expert_dim] per task.
   std::vector<torch::Tensor> forward(const torch::Tensor& x) {
-    TORCH_CHECK(x.dim() == 2 && x.size(1) == options.input_dim(), "PLE expects [batch, ",
-                options.input_dim(), "], but got shape ", x.sizes());
+    TORCH_CHECK(x.dim() == 2 && x.size(1) == options.input_dim(), "PLE expects [batch, ", options.input_dim(),
+                "], but got shape ", x.sizes());
     PLELevelOutput state{std::vector<torch::Tensor>(options.num_tasks(), x), x};
     for (const auto& level : *levels) state = level->as<PLELevel>()->forward(state.tasks, state.shared);
     return state.tasks;
@@ -181,8 +180,8 @@ class PLEImpl : public torch::nn::Cloneable<PLEImpl> {
   std::vector<torch::Tensor> gate_weights() const { return level_gate_weights(options.num_levels() - 1); }
 
   std::vector<torch::Tensor> level_gate_weights(int64_t level) const {
-    TORCH_CHECK(level >= 0 && level < options.num_levels(), "PLE has levels 0..",
-                options.num_levels() - 1, ", but got level ", level);
+    TORCH_CHECK(level >= 0 && level < options.num_levels(), "PLE has levels 0..", options.num_levels() - 1,
+                ", but got level ", level);
     std::vector<torch::Tensor> weights;
     for (const auto& gate : *levels->ptr(level)->as<PLELevel>()->task_gates)
       weights.push_back(gate->as<Gate>()->last_weights());

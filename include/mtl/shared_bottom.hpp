@@ -21,8 +21,7 @@ namespace mtl {
 /// Example:
 ///   SharedBottom bottom(SharedBottomOptions(/*input_dim=*/144, /*num_tasks=*/2).hidden_dims({128}));
 struct SharedBottomOptions {
-  SharedBottomOptions(int64_t input_dim, int64_t num_tasks)
-      : input_dim_(input_dim), num_tasks_(num_tasks) {}
+  SharedBottomOptions(int64_t input_dim, int64_t num_tasks) : input_dim_(input_dim), num_tasks_(num_tasks) {}
 
   TORCH_ARG(int64_t, input_dim);
   TORCH_ARG(int64_t, num_tasks);
@@ -36,10 +35,9 @@ class SharedBottomImpl : public torch::nn::Cloneable<SharedBottomImpl> {
   explicit SharedBottomImpl(SharedBottomOptions options) : options(std::move(options)) { reset(); }
 
   void reset() override {
-    TORCH_CHECK(options.num_tasks() > 0, "SharedBottom expects at least one task, but got ",
-                options.num_tasks());
-    bottom = register_module(
-        "bottom", MLP(MLPOptions(options.input_dim(), options.hidden_dims()).dropout(options.dropout())));
+    TORCH_CHECK(options.num_tasks() > 0, "SharedBottom expects at least one task, but got ", options.num_tasks());
+    bottom = register_module("bottom",
+                             MLP(MLPOptions(options.input_dim(), options.hidden_dims()).dropout(options.dropout())));
   }
 
   /// [batch, input_dim] -> one [batch, output_dim()] per task (the same tensor).
@@ -51,8 +49,8 @@ class SharedBottomImpl : public torch::nn::Cloneable<SharedBottomImpl> {
   int64_t num_tasks() const noexcept { return options.num_tasks(); }
 
   void pretty_print(std::ostream& stream) const override {
-    stream << "mtl::SharedBottom(num_tasks=" << options.num_tasks()
-           << ", input_dim=" << options.input_dim() << ", output_dim=" << output_dim() << ")";
+    stream << "mtl::SharedBottom(num_tasks=" << options.num_tasks() << ", input_dim=" << options.input_dim()
+           << ", output_dim=" << output_dim() << ")";
   }
 
   SharedBottomOptions options;

@@ -31,8 +31,8 @@ class TowerImpl : public torch::nn::Cloneable<TowerImpl> {
   explicit TowerImpl(TowerOptions options) : options(std::move(options)) { reset(); }
 
   void reset() override {
-    hidden = register_module(
-        "hidden", MLP(MLPOptions(options.input_dim(), options.hidden_dims()).dropout(options.dropout())));
+    hidden = register_module("hidden",
+                             MLP(MLPOptions(options.input_dim(), options.hidden_dims()).dropout(options.dropout())));
     logit = register_module("logit", torch::nn::Linear(hidden->output_dim(), 1));
   }
 
@@ -40,8 +40,8 @@ class TowerImpl : public torch::nn::Cloneable<TowerImpl> {
   torch::Tensor forward(const torch::Tensor& x) { return hidden->forward_with_head(x, logit).squeeze(1); }
 
   void pretty_print(std::ostream& stream) const override {
-    stream << "mtl::Tower(input_dim=" << options.input_dim()
-           << ", hidden_layers=" << options.hidden_dims().size() << ")";
+    stream << "mtl::Tower(input_dim=" << options.input_dim() << ", hidden_layers=" << options.hidden_dims().size()
+           << ")";
   }
 
   TowerOptions options;

@@ -7,8 +7,8 @@
 
 #define MTL_STRINGIFY_DETAIL(x) #x
 #define MTL_STRINGIFY(x) MTL_STRINGIFY_DETAIL(x)
-#define MTL_VERSION_STRING                                                   \
-  MTL_STRINGIFY(MTL_VERSION_MAJOR)                                           \
+#define MTL_VERSION_STRING         \
+  MTL_STRINGIFY(MTL_VERSION_MAJOR) \
   "." MTL_STRINGIFY(MTL_VERSION_MINOR) "." MTL_STRINGIFY(MTL_VERSION_PATCH)
 
 namespace mtl {

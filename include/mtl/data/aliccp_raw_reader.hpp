@@ -104,7 +104,7 @@ inline bool take_fields(std::string_view line, size_t n, std::vector<std::string
 }
 
 inline std::unordered_map<std::string, std::vector<RawFeature>> read_common_features(const std::string& path,
-                                                                                   const RawFieldIndex& index) {
+                                                                                     const RawFieldIndex& index) {
   std::ifstream in(path, std::ios::binary);
   TORCH_CHECK(in.good(), "cannot open '", path, "': ", std::strerror(errno));
   std::unordered_map<std::string, std::vector<RawFeature>> common;
@@ -114,11 +114,11 @@ inline std::unordered_map<std::string, std::vector<RawFeature>> read_common_feat
   int64_t number = 0;
   while (std::getline(in, line)) {
     trim_line(line, ++number);
-    TORCH_CHECK(take_fields(line, 2, head, rest), path, ":", number,
-                ": expected md5,feature_count,features, got ", excerpt(line));
+    TORCH_CHECK(take_fields(line, 2, head, rest), path, ":", number, ": expected md5,feature_count,features, got ",
+                excerpt(line));
     std::vector<RawFeature> features;
-    parse_features(rest, parse_non_negative(head[1], {path, number, "feature_count"}, "a feature count"), index, {path, number, "features"},
-                   features);
+    parse_features(rest, parse_non_negative(head[1], {path, number, "feature_count"}, "a feature count"), index,
+                   {path, number, "features"}, features);
     common[std::string(head[0])] = std::move(features);
   }
   return common;
@@ -157,8 +157,9 @@ inline RowSource aliccp_raw_source(std::string skeleton_path, std::string common
       TORCH_CHECK(joined != common->end(), skeleton_path, ":", number, ": common-feature key ", excerpt(head[3]),
                   " is not in '", common_path, "'");
       features.clear();
-      detail::parse_features(rest, parse_non_negative(head[4], {skeleton_path, number, "feature_count"}, "a feature count"), index,
-                             {skeleton_path, number, "features"}, features);
+      detail::parse_features(rest,
+                             parse_non_negative(head[4], {skeleton_path, number, "feature_count"}, "a feature count"),
+                             index, {skeleton_path, number, "features"}, features);
       std::fill(row.sparse.begin(), row.sparse.end(), 0);
       std::fill(row.dense.begin(), row.dense.end(), 0.f);
       // Impression features come last, so they win over a common feature of the same field.

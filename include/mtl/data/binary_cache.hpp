@@ -54,7 +54,9 @@ class CacheWriter {
     TORCH_CHECK(out_.good(), "cannot write the data cache '", path, "': ", std::strerror(errno));
   }
   template <class T>
-  void value(T v) { bytes(&v, sizeof(T)); }
+  void value(T v) {
+    bytes(&v, sizeof(T));
+  }
   void text(const std::string& s) {
     value<uint64_t>(s.size());
     bytes(s.data(), s.size());
@@ -169,28 +171,28 @@ inline std::optional<EncodedSplits> load_cache(const std::string& path, uint64_t
   for (char c : detail::kCacheMagic) magic_ok = magic_ok && r.value<char>() == c;
   // A file that fails any check is a miss, whatever it holds.
   if (magic_ok && r.value<uint64_t>() == key) try {
-    FeatureSchema schema(r.value<int64_t>());
-    std::vector<Vocabulary> vocabularies(r.value<uint64_t>());
-    for (auto& v : vocabularies) {
-      const auto name = r.text();
-      v.set_ids(r.column<int64_t>());
-      if (r.ok()) schema.add_sparse(name, v.size());
+      FeatureSchema schema(r.value<int64_t>());
+      std::vector<Vocabulary> vocabularies(r.value<uint64_t>());
+      for (auto& v : vocabularies) {
+        const auto name = r.text();
+        v.set_ids(r.column<int64_t>());
+        if (r.ok()) schema.add_sparse(name, v.size());
+      }
+      const auto num_dense = r.value<uint64_t>();
+      for (uint64_t k = 0; k < num_dense && r.ok(); ++k) schema.add_dense(r.text());
+      EncodedSplits s{schema, vocabularies, Dataset(schema), Dataset(schema), Dataset(schema)};
+      for (Dataset* ds : {&s.train, &s.valid, &s.test}) {
+        ds->ids = r.column<int32_t>(), ds->dense = r.column<float>();
+        ds->click = r.column<float>(), ds->conversion = r.column<float>();
+        const auto rows = static_cast<size_t>(ds->num_rows());
+        if (ds->ids.size() != rows * schema.sparse_fields().size() || ds->dense.size() != rows * num_dense ||
+            ds->conversion.size() != rows)
+          magic_ok = false;
+      }
+      if (r.ok() && r.at_end() && magic_ok) result = std::move(s);
+    } catch (const c10::Error&) {
+      result.reset();
     }
-    const auto num_dense = r.value<uint64_t>();
-    for (uint64_t k = 0; k < num_dense && r.ok(); ++k) schema.add_dense(r.text());
-    EncodedSplits s{schema, vocabularies, Dataset(schema), Dataset(schema), Dataset(schema)};
-    for (Dataset* ds : {&s.train, &s.valid, &s.test}) {
-      ds->ids = r.column<int32_t>(), ds->dense = r.column<float>();
-      ds->click = r.column<float>(), ds->conversion = r.column<float>();
-      const auto rows = static_cast<size_t>(ds->num_rows());
-      if (ds->ids.size() != rows * schema.sparse_fields().size() || ds->dense.size() != rows * num_dense ||
-          ds->conversion.size() != rows)
-        magic_ok = false;
-    }
-    if (r.ok() && r.at_end() && magic_ok) result = std::move(s);
-  } catch (const c10::Error&) {
-    result.reset();
-  }
   ::munmap(map, size);
   return result;
 }

@@ -54,8 +54,8 @@ inline void read_csv(const std::string& path, const CsvLayout& layout,
   for (size_t i = 0; i < fields.size(); ++i) column_of.emplace(std::string(fields[i]), i);
   auto column = [&](const std::string& name) {
     auto it = column_of.find(name);
-    TORCH_CHECK(it != column_of.end(), path, ":1: the header has no column '", name, "', which the ",
-                layout.name, " layout needs");
+    TORCH_CHECK(it != column_of.end(), path, ":1: the header has no column '", name, "', which the ", layout.name,
+                " layout needs");
     return it->second;
   };
   std::vector<size_t> sparse_cols, dense_cols;
@@ -80,8 +80,8 @@ inline void read_csv(const std::string& path, const CsvLayout& layout,
       row.dense[j] = parse_dense(fields[dense_cols[j]], {path, line_number, layout.dense[j]});
     row.click = parse_label(fields[click_col], {path, line_number, layout.click});
     row.conversion = parse_label(fields[conversion_col], {path, line_number, layout.conversion});
-    TORCH_CHECK(row.conversion <= row.click, path, ":", line_number, ": ", layout.conversion,
-                " is 1 but ", layout.click, " is 0; a conversion needs a click");
+    TORCH_CHECK(row.conversion <= row.click, path, ":", line_number, ": ", layout.conversion, " is 1 but ",
+                layout.click, " is 0; a conversion needs a click");
     on_row(row);
   }
   TORCH_CHECK(in.eof(), "reading '", path, "' failed at line ", line_number + 1, ": ", std::strerror(errno));

@@ -88,8 +88,8 @@ inline EncodedSplits encode_splits(const SplitSources& sources, const FieldNames
     encode_into(sources.valid, vocabularies, out.valid);
   } else {
     const auto held_out = static_cast<int64_t>(options.valid_fraction * static_cast<double>(out.train.num_rows()));
-    TORCH_CHECK(held_out > 0 && held_out < out.train.num_rows(), "the training split holds ",
-                out.train.num_rows(), " rows, too few to hold out a validation share of ", options.valid_fraction);
+    TORCH_CHECK(held_out > 0 && held_out < out.train.num_rows(), "the training split holds ", out.train.num_rows(),
+                " rows, too few to hold out a validation share of ", options.valid_fraction);
     out.valid = split_off_tail(out.train, held_out);
   }
   if (sources.test) encode_into(sources.test, vocabularies, out.test);

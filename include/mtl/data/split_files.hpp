@@ -35,9 +35,12 @@ inline SplitFiles find_split_files(const std::string& folder) {
   for (const auto& entry : std::filesystem::directory_iterator(folder)) {
     const auto name = entry.path().filename().string();
     if (entry.path().extension() != ".csv") continue;
-    if (name.find("train") != std::string::npos) take(files.train, entry.path().string(), "training");
-    else if (name.find("val") != std::string::npos) take(files.valid, entry.path().string(), "validation");
-    else if (name.find("test") != std::string::npos) take(files.test, entry.path().string(), "test");
+    if (name.find("train") != std::string::npos)
+      take(files.train, entry.path().string(), "training");
+    else if (name.find("val") != std::string::npos)
+      take(files.valid, entry.path().string(), "validation");
+    else if (name.find("test") != std::string::npos)
+      take(files.test, entry.path().string(), "test");
   }
   TORCH_CHECK(!files.train.empty(), "data folder '", folder, "' has no CSV file whose name holds 'train'");
   return files;

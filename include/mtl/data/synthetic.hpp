@@ -75,8 +75,8 @@ class SyntheticGenerator {
 
   explicit SyntheticGenerator(SyntheticOptions options = {}) : options_(options) {
     TORCH_CHECK(options_.num_users() > 0 && options_.num_items() > 0,
-                "SyntheticGenerator expects positive num_users and num_items, but got ", options_.num_users(),
-                " and ", options_.num_items());
+                "SyntheticGenerator expects positive num_users and num_items, but got ", options_.num_users(), " and ",
+                options_.num_items());
     TORCH_CHECK(options_.latent_dim() > 0, "SyntheticGenerator expects latent_dim > 0, but got ",
                 options_.latent_dim());
     TORCH_CHECK(options_.task_relatedness() >= 0.0 && options_.task_relatedness() <= 1.0,
@@ -140,16 +140,36 @@ class SyntheticGenerator {
   // ---- the schema ----
   // Column order of the processed Ali-CCP files.
   enum Column : int {
-    kUser = 0, kProfile121, kProfile122, kProfile124, kProfile125, kProfile126, kProfile127, kProfile128,
-    kProfile129, kItem, kCategory, kShop, kIntention, kBrand, kCross508, kCross509, kCross702, kCross853,
-    kScenario, kHistory109, kHistory110, kHistory127, kHistory150
+    kUser = 0,
+    kProfile121,
+    kProfile122,
+    kProfile124,
+    kProfile125,
+    kProfile126,
+    kProfile127,
+    kProfile128,
+    kProfile129,
+    kItem,
+    kCategory,
+    kShop,
+    kIntention,
+    kBrand,
+    kCross508,
+    kCross509,
+    kCross702,
+    kCross853,
+    kScenario,
+    kHistory109,
+    kHistory110,
+    kHistory127,
+    kHistory150
   };
 
   void build_schema() {
     static const std::array<SyntheticField, kNumSparse> fields{{
-        {"101", 0},     {"121", 98},     {"122", 14},     {"124", 3},      {"125", 8},      {"126", 4},
-        {"127", 4},     {"128", 3},      {"129", 5},      {"205", 0},      {"206", 2000},   {"207", 40000},
-        {"210", 30000}, {"216", 20000},  {"508", 5000},   {"509", 20000},  {"702", 6000},   {"853", 10000},
+        {"101", 0},     {"121", 98},      {"122", 14},       {"124", 3},        {"125", 8},        {"126", 4},
+        {"127", 4},     {"128", 3},       {"129", 5},        {"205", 0},        {"206", 2000},     {"207", 40000},
+        {"210", 30000}, {"216", 20000},   {"508", 5000},     {"509", 20000},    {"702", 6000},     {"853", 10000},
         {"301", 3},     {"109_14", 2000}, {"110_14", 40000}, {"127_14", 20000}, {"150_14", 30000},
     }};
     static const std::array<const char*, kNumDense> dense{"D109_14", "D110_14", "D127_14", "D150_14",
@@ -240,12 +260,12 @@ class SyntheticGenerator {
     const double deep = 1.41 * std::sin(2.5 * dot(user_factor_, u, item_deep_, i));
     static constexpr double kScenarioEffect[3] = {0.0, -0.5, 0.3};
     const double click_logit = options_.ctr_bias() + taste + options_.selection_bias() * b.attractiveness +
-                               options_.cross_signal() * cross +
-                               options_.deep_signal() * deep + kScenarioEffect[scenario] + 0.5 * a.activity;
+                               options_.cross_signal() * cross + options_.deep_signal() * deep +
+                               kScenarioEffect[scenario] + 0.5 * a.activity;
     // Purchase: a factor shared with clicks by task_relatedness, minus attractiveness, plus affordability.
     const double cvr_logit = options_.cvr_bias() + dot(user_factor_, u, item_buy_, i) -
-                             options_.selection_bias() * b.attractiveness +
-                             2.0 * (a.purchase_power - b.price) + 0.5 * options_.deep_signal() * deep;
+                             options_.selection_bias() * b.attractiveness + 2.0 * (a.purchase_power - b.price) +
+                             0.5 * options_.deep_signal() * deep;
 
     const double noise = options_.label_noise();
     const double click = rng.uniform() < sigmoid(click_logit + noise * rng.normal()) ? 1.0 : 0.0;
@@ -257,9 +277,14 @@ class SyntheticGenerator {
     ds.truth.counterfactual_conversion.push_back(static_cast<float>(would_convert));
 
     // Dense features in [0, 1], as in the processed Ali-CCP files.
-    const double dense[kNumDense] = {a.activity, b.popularity, b.price, a.purchase_power,
+    const double dense[kNumDense] = {a.activity,
+                                     b.popularity,
+                                     b.price,
+                                     a.purchase_power,
                                      unit(key(61, b.shop)),
-                                     rng.uniform(), unit(key(60, u, b.category)), rng.uniform()};
+                                     rng.uniform(),
+                                     unit(key(60, u, b.category)),
+                                     rng.uniform()};
     for (double v : dense) ds.dense.push_back(static_cast<float>(v));
   }
 

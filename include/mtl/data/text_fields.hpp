@@ -41,8 +41,8 @@ inline void trim_line(std::string& line, int64_t line_number) {
 inline int64_t parse_non_negative(std::string_view text, const FieldPlace& at, const char* what) {
   int64_t value = 0;
   auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
-  TORCH_CHECK(ec == std::errc() && end == text.data() + text.size() && !text.empty(), describe(at),
-              ": expected ", what, ", got ", excerpt(text));
+  TORCH_CHECK(ec == std::errc() && end == text.data() + text.size() && !text.empty(), describe(at), ": expected ", what,
+              ", got ", excerpt(text));
   TORCH_CHECK(value >= 0, describe(at), ": expected ", what, " >= 0, got ", value);
   return value;
 }

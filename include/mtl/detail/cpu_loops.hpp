@@ -39,7 +39,8 @@ inline bool contiguous_matrices_of_one_shape(std::initializer_list<torch::Tensor
 /// `values_per_thread` values. A second thread pays for itself only from tens
 /// of thousands of values up, depending on the work per value.
 inline int64_t row_grain(int64_t row_width, int64_t values_per_thread, int64_t rows_per_item = 1) {
-  return std::max<int64_t>(1, values_per_thread / (std::max<int64_t>(row_width, 1) * std::max<int64_t>(rows_per_item, 1)));
+  return std::max<int64_t>(1,
+                           values_per_thread / (std::max<int64_t>(row_width, 1) * std::max<int64_t>(rows_per_item, 1)));
 }
 
 /// Values per thread for a loop of one pass with little arithmetic per value

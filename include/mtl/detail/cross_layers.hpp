@@ -41,7 +41,7 @@ inline torch::Tensor add_bias_and_cross(torch::Tensor& u, const torch::Tensor& b
         const int64_t at = i * columns;
         scalar_t* __restrict ur = up + at;
         scalar_t* __restrict nr = np + at;
-        const scalar_t *__restrict x0r = x0p + at, *__restrict xr = xp + at, *__restrict br = bp;
+        const scalar_t* __restrict x0r = x0p + at, * __restrict xr = xp + at, * __restrict br = bp;
         for (int64_t c = 0; c < columns; ++c) {
           const scalar_t value = ur[c] + br[c];
           ur[c] = value, nr[c] = xr[c] + x0r[c] * value;
@@ -59,9 +59,9 @@ inline torch::Tensor add_bias_and_cross(torch::Tensor& u, const torch::Tensor& b
 inline std::pair<torch::Tensor, torch::Tensor> cross_gradients(const torch::Tensor& g, const torch::Tensor& x0,
                                                                const torch::Tensor& u, torch::Tensor& grad_x0,
                                                                bool x_is_x0) {
-  const bool loops_take = grad_x0.defined() ? cpu_loops_take({g, x0, u, grad_x0}) &&
-                                                  contiguous_matrices_of_one_shape({g, x0, u, grad_x0})
-                                            : cpu_loops_take({g, x0, u}) && contiguous_matrices_of_one_shape({g, x0, u});
+  const bool loops_take =
+      grad_x0.defined() ? cpu_loops_take({g, x0, u, grad_x0}) && contiguous_matrices_of_one_shape({g, x0, u, grad_x0})
+                        : cpu_loops_take({g, x0, u}) && contiguous_matrices_of_one_shape({g, x0, u});
   if (!loops_take) {
     auto grad_u = g * x0;
     auto through_u = x_is_x0 ? torch::addcmul(g, g, u) : g * u;
@@ -81,12 +81,12 @@ inline std::pair<torch::Tensor, torch::Tensor> cross_gradients(const torch::Tens
     // `adds` true: grad_x0 holds earlier layers' sums; false: it is new and written, not read.
     const auto pass = [&](auto adds) {
       return blocked_column_sums<scalar_t>(
-          g.size(0), kBlockRows, columns, row_grain(columns, kOnePassValuesPerThread, kBlockRows),
-          g.options(), [&](int64_t first_row, int64_t end_row, scalar_t* __restrict sums) {
+          g.size(0), kBlockRows, columns, row_grain(columns, kOnePassValuesPerThread, kBlockRows), g.options(),
+          [&](int64_t first_row, int64_t end_row, scalar_t* __restrict sums) {
             for (int64_t i = first_row; i < end_row; ++i) {
               const int64_t at = i * columns;
-              const scalar_t *__restrict gr = gp + at, *__restrict x0r = x0p + at, *__restrict ur = up + at;
-              scalar_t *__restrict gur = gup + at, *__restrict gxr = gxp + at;
+              const scalar_t* __restrict gr = gp + at, * __restrict x0r = x0p + at, * __restrict ur = up + at;
+              scalar_t* __restrict gur = gup + at, * __restrict gxr = gxp + at;
               for (int64_t c = 0; c < columns; ++c) {
                 const scalar_t through_u = gr[c] * x0r[c];
                 gur[c] = through_u, sums[c] += through_u;

@@ -35,9 +35,8 @@ void relu_grad_row(const T* __restrict grad, const T* __restrict output, T* __re
 /// threshold_backward; `relu` false leaves it as it is) and the bias gradient
 /// (its column sums), in one pass on the CPU.
 inline std::pair<torch::Tensor, torch::Tensor> relu_grad_and_bias_grad(const torch::Tensor& grad,
-                                                                      const torch::Tensor& output, bool relu) {
-  if (!cpu_loops_take({grad, output}) || !output.is_contiguous() || grad.sizes() != output.sizes() ||
-      grad.dim() != 2) {
+                                                                       const torch::Tensor& output, bool relu) {
+  if (!cpu_loops_take({grad, output}) || !output.is_contiguous() || grad.sizes() != output.sizes() || grad.dim() != 2) {
     auto through = relu ? torch::threshold_backward(grad, output, 0) : grad;
     return {through, through.sum(0)};
   }
@@ -68,7 +67,8 @@ inline std::pair<torch::Tensor, torch::Tensor> relu_grad_and_bias_grad(const tor
 /// place and in one pass on the CPU: after the product, in place of addmm's
 /// copy of the bias before it and the ReLU's pass after it.
 inline void add_bias_and_relu_(torch::Tensor& products, const torch::Tensor& bias, bool relu) {
-  if (!cpu_loops_take({products, bias}) || !products.is_contiguous() || products.dim() != 2 || bias.dim() != 1 || bias.size(0) != products.size(1)) {
+  if (!cpu_loops_take({products, bias}) || !products.is_contiguous() || products.dim() != 2 || bias.dim() != 1 ||
+      bias.size(0) != products.size(1)) {
     products.add_(bias);
     if (relu) products.relu_();
     return;

@@ -133,5 +133,4 @@ inline torch::autograd::variable_list esmm_terms(const torch::Tensor& ctr_logits
   return EsmmTerms::apply(ctr_logits, cvr_logits, click.to(dtype), conversion.to(dtype), weights);
 }
 
-
 }  // namespace mtl::detail

@@ -93,7 +93,7 @@ class FmSecondOrder : public torch::autograd::Function<FmSecondOrder> {
     });
     // The dense columns' gradient: theirs in the deep input's gradient.
     auto grad_dense = grad_joined.defined() && dense_columns > 0 ? grad_joined.narrow(1, fields * dim, dense_columns)
-                                                                   : torch::Tensor();
+                                                                 : torch::Tensor();
     return {grad_v, grad_dense, torch::Tensor()};
   }
 

@@ -27,8 +27,7 @@ struct GemmOperand {
 inline bool use_onednn_gemm(const torch::Tensor& a, const torch::Tensor& b) {
   return a.dim() == 2 && b.dim() == 2 && a.device().is_cpu() && b.device().is_cpu() &&
          a.scalar_type() == torch::kFloat && b.scalar_type() == torch::kFloat && a.numel() > 0 && b.numel() > 0 &&
-         a.size(1) == b.size(0) &&
-         !(at::GradMode::is_enabled() && (a.requires_grad() || b.requires_grad()));
+         a.size(1) == b.size(0) && !(at::GradMode::is_enabled() && (a.requires_grad() || b.requires_grad()));
 }
 
 // The operand sgemm reads for `t`: row-major or a transpose as it lies, else
@@ -45,11 +44,11 @@ inline GemmOperand gemm_operand(const torch::Tensor& t, torch::Tensor& copy) {
 inline void onednn_gemm(const torch::Tensor& a, const torch::Tensor& b, float beta, torch::Tensor& out) {
   torch::Tensor a_copy, b_copy;
   const auto left = gemm_operand(a, a_copy), right = gemm_operand(b, b_copy);
-  const auto status = dnnl_sgemm(left.transpose, right.transpose, a.size(0), b.size(1), a.size(1), 1.0f, left.data,
-                                 left.leading_dim, right.data, right.leading_dim, beta, out.data_ptr<float>(),
-                                 out.size(1));
-  TORCH_CHECK(status == dnnl_success, "oneDNN's sgemm failed with status ", static_cast<int>(status), " on ",
-              a.sizes(), " x ", b.sizes());
+  const auto status =
+      dnnl_sgemm(left.transpose, right.transpose, a.size(0), b.size(1), a.size(1), 1.0f, left.data, left.leading_dim,
+                 right.data, right.leading_dim, beta, out.data_ptr<float>(), out.size(1));
+  TORCH_CHECK(status == dnnl_success, "oneDNN's sgemm failed with status ", static_cast<int>(status), " on ", a.sizes(),
+              " x ", b.sizes());
 }
 
 /// a @ b, as torch::mm.
@@ -62,9 +61,8 @@ inline torch::Tensor mm(const torch::Tensor& a, const torch::Tensor& b) {
 
 /// out += a @ b in place, as out.addmm_(a, b).
 inline void add_product_(torch::Tensor& out, const torch::Tensor& a, const torch::Tensor& b) {
-  if (!use_onednn_gemm(a, b) || out.scalar_type() != torch::kFloat || !out.device().is_cpu() ||
-      !out.is_contiguous() || out.size(0) != a.size(0) || out.size(1) != b.size(1) ||
-      (at::GradMode::is_enabled() && out.requires_grad())) {
+  if (!use_onednn_gemm(a, b) || out.scalar_type() != torch::kFloat || !out.device().is_cpu() || !out.is_contiguous() ||
+      out.size(0) != a.size(0) || out.size(1) != b.size(1) || (at::GradMode::is_enabled() && out.requires_grad())) {
     out.addmm_(a, b);
     return;
   }

@@ -38,7 +38,8 @@ class NormalizeAndScale : public torch::autograd::Function<NormalizeAndScale> {
           const scalar_t* row = in + r * dim;
           const scalar_t mu = lane_sum(dim, [&](int64_t d) { return row[d]; }) / static_cast<scalar_t>(dim);
           const scalar_t squares = lane_sum(dim, [&](int64_t d) { return (row[d] - mu) * (row[d] - mu); });
-          const scalar_t inv = scalar_t(1) / std::sqrt(squares / static_cast<scalar_t>(dim) + static_cast<scalar_t>(eps));
+          const scalar_t inv =
+              scalar_t(1) / std::sqrt(squares / static_cast<scalar_t>(dim) + static_cast<scalar_t>(eps));
           const scalar_t times = inv * s[r % experts];
           for (int64_t d = 0; d < dim; ++d) o[r * dim + d] = (row[d] - mu) * times;
           means[r] = mu, rstds[r] = inv;
@@ -68,8 +69,7 @@ class NormalizeAndScale : public torch::autograd::Function<NormalizeAndScale> {
       // The scale's gradient summed over blocks of 64 batch rows, so that threads do not change it.
       constexpr int64_t kBlockRows = 64;
       grad_scale = blocked_column_sums<scalar_t>(
-          batch, kBlockRows, experts, row_grain(dim, kValuesPerThread, kBlockRows * experts),
-          x.options(),
+          batch, kBlockRows, experts, row_grain(dim, kValuesPerThread, kBlockRows * experts), x.options(),
           [&](int64_t first_row, int64_t end_row, scalar_t* sums) {
             for (int64_t r = first_row * experts; r < end_row * experts; ++r) {
               const scalar_t* row = in + r * dim;
@@ -77,7 +77,8 @@ class NormalizeAndScale : public torch::autograd::Function<NormalizeAndScale> {
               const scalar_t mu = means[r], inv = rstds[r], se = s[r % experts];
               // d/dx of LayerNorm with gy = g * scale: inv * (gy - mean(gy) - xhat * mean(gy * xhat)).
               const scalar_t g_sum = lane_sum(dim, [&](int64_t d) { return grow[d]; });
-              const scalar_t g_xhat = inv * lane_sum(dim, [&](int64_t d) { return grow[d] * (row[d] - mu); });  // sum of g * xhat
+              const scalar_t g_xhat =
+                  inv * lane_sum(dim, [&](int64_t d) { return grow[d] * (row[d] - mu); });  // sum of g * xhat
               sums[r % experts] += g_xhat;
               const scalar_t mean_gy = se * g_sum / static_cast<scalar_t>(dim);
               const scalar_t mean_gy_xhat = se * g_xhat / static_cast<scalar_t>(dim);

@@ -72,11 +72,13 @@ class RowGather : public torch::autograd::Function<RowGather> {
     const auto rows = ctx->get_saved_variables()[0];
     const auto& grad_embeddings = grads[0];
     const auto& grad_first_order = grads[1];
-    if (!grad_embeddings.defined() && !grad_first_order.defined()) return {torch::Tensor(), torch::Tensor(), torch::Tensor()};
+    if (!grad_embeddings.defined() && !grad_first_order.defined())
+      return {torch::Tensor(), torch::Tensor(), torch::Tensor()};
     const int64_t n = rows.size(0), dim = ctx->saved_data["dim"].toInt();
     const int64_t table_rows = ctx->saved_data["table_rows"].toInt();
     // Row gradients [n, dim + 1]: the embedding columns, then the first-order column.
-    auto values = torch::empty({n, dim + 1}, (grad_embeddings.defined() ? grad_embeddings : grad_first_order).options());
+    auto values =
+        torch::empty({n, dim + 1}, (grad_embeddings.defined() ? grad_embeddings : grad_first_order).options());
     if (grad_embeddings.defined() && grad_first_order.defined() &&
         cpu_loops_take({values, grad_embeddings, grad_first_order}) && grad_embeddings.is_contiguous() &&
         grad_first_order.is_contiguous()) {

@@ -89,8 +89,10 @@ class OutputStack {
     {
       const std::lock_guard<std::mutex> lock(mutex_);
       if (!stacked_.defined()) {
-        TORCH_CHECK(output.dim() >= 1, "run_branches_stacked expects branch outputs of at least one dimension, "
-                                       "but branch ", i, " gave a scalar");
+        TORCH_CHECK(output.dim() >= 1,
+                    "run_branches_stacked expects branch outputs of at least one dimension, "
+                    "but branch ",
+                    i, " gave a scalar");
         auto sizes = output.sizes().vec();
         sizes.insert(sizes.begin() + 1, branches_);
         stacked_ = torch::empty(sizes, output.options().requires_grad(false));
@@ -182,11 +184,10 @@ class StackedBranches : public torch::autograd::Function<StackedBranches> {
 inline torch::Tensor run_branches_stacked(const std::vector<Branch>& branches) {
   TORCH_CHECK(!branches.empty(), "run_branches_stacked expects at least one branch");
   const int64_t threads = std::min<int64_t>(at::get_num_threads(), static_cast<int64_t>(branches.size()));
-  const bool side_by_side =
-      threads > 1 && !at::in_parallel_region() && !branches_one_after_another() &&
-      !autocast_enabled() && std::all_of(branches.begin(), branches.end(), [](const Branch& b) {
-        return b.input.device().is_cpu() && !b.draws_random_numbers;
-      });
+  const bool side_by_side = threads > 1 && !at::in_parallel_region() && !branches_one_after_another() &&
+                            !autocast_enabled() && std::all_of(branches.begin(), branches.end(), [](const Branch& b) {
+                              return b.input.device().is_cpu() && !b.draws_random_numbers;
+                            });
   if (!side_by_side) {
     std::vector<torch::Tensor> outputs;
     for (const auto& branch : branches) outputs.push_back(branch.run(branch.input));
@@ -206,12 +207,10 @@ inline torch::Tensor run_branches_stacked(const std::vector<Branch>& branches) {
        std::any_of(parameters.begin(), parameters.end(), [](const torch::Tensor& t) { return t.requires_grad(); }));
   if (!builds_graph) {
     OutputStack stack(branches.size());
-    for_each_branch_side_by_side(order, threads,
-                                         [&](size_t i) { stack.put(i, branches[i].run(branches[i].input)); });
+    for_each_branch_side_by_side(order, threads, [&](size_t i) { stack.put(i, branches[i].run(branches[i].input)); });
     return stack.stacked();
   }
-  return StackedBranches::apply(torch::TensorList(inputs), torch::TensorList(parameters), branches,
-                                        order, threads)[0];
+  return StackedBranches::apply(torch::TensorList(inputs), torch::TensorList(parameters), branches, order, threads)[0];
 }
 
 }  // namespace mtl::detail

@@ -37,14 +37,14 @@ inline std::vector<torch::Tensor> mix_chosen_experts(const torch::Tensor& expert
                                                      const std::vector<std::vector<int64_t>>& chosen) {
   TORCH_CHECK(experts.dim() == 3, "mix_chosen_experts expects experts [batch, num_experts, dim], but got shape ",
               experts.sizes());
-  TORCH_CHECK(weights.size() == chosen.size(), "mix_chosen_experts expects one expert list per gate (",
-              weights.size(), " gates), but got ", chosen.size(), " lists");
+  TORCH_CHECK(weights.size() == chosen.size(), "mix_chosen_experts expects one expert list per gate (", weights.size(),
+              " gates), but got ", chosen.size(), " lists");
   std::vector<int64_t> flat, begin{0};
   for (size_t g = 0; g < chosen.size(); ++g) {
     const auto k = static_cast<int64_t>(chosen[g].size());
     TORCH_CHECK(weights[g].dim() == 2 && weights[g].size(0) == experts.size(0) && weights[g].size(1) == k,
-                "mix_chosen_experts: gate ", g, " expects weights [", experts.size(0), ", ", k,
-                "], but got shape ", weights[g].sizes());
+                "mix_chosen_experts: gate ", g, " expects weights [", experts.size(0), ", ", k, "], but got shape ",
+                weights[g].sizes());
     for (const int64_t e : chosen[g]) {
       TORCH_CHECK(e >= 0 && e < experts.size(1), "mix_chosen_experts: gate ", g, " chooses expert ", e,
                   ", but there are ", experts.size(1), " experts");

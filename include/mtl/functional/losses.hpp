@@ -10,14 +10,12 @@
 namespace mtl {
 
 namespace detail {
-inline void check_logits_and_labels(const torch::Tensor& logits, const torch::Tensor& labels,
-                                    const char* who, const char* label_name) {
-  TORCH_CHECK(logits.dim() == 1, who, " expects logits of shape [batch], but got a ", logits.dim(),
-              "-D tensor");
-  TORCH_CHECK(logits.is_floating_point(), who, " expects floating logits, but got ",
-              logits.scalar_type());
-  TORCH_CHECK(labels.sizes() == logits.sizes(), who, " expects ", label_name,
-              " labels of shape ", logits.sizes(), " (one per logit), but got ", labels.sizes());
+inline void check_logits_and_labels(const torch::Tensor& logits, const torch::Tensor& labels, const char* who,
+                                    const char* label_name) {
+  TORCH_CHECK(logits.dim() == 1, who, " expects logits of shape [batch], but got a ", logits.dim(), "-D tensor");
+  TORCH_CHECK(logits.is_floating_point(), who, " expects floating logits, but got ", logits.scalar_type());
+  TORCH_CHECK(labels.sizes() == logits.sizes(), who, " expects ", label_name, " labels of shape ", logits.sizes(),
+              " (one per logit), but got ", labels.sizes());
 }
 }  // namespace detail
 
@@ -34,9 +32,8 @@ inline torch::Tensor clicked_cvr_loss(const torch::Tensor& cvr_logits, const tor
   detail::check_logits_and_labels(cvr_logits, conversion, "clicked_cvr_loss", "conversion");
   detail::check_logits_and_labels(cvr_logits, click, "clicked_cvr_loss", "click");
   auto mask = click.to(cvr_logits.scalar_type());
-  auto per_row = torch::binary_cross_entropy_with_logits(
-      cvr_logits, conversion.to(cvr_logits.scalar_type()), /*weight=*/{}, /*pos_weight=*/{},
-      at::Reduction::None);
+  auto per_row = torch::binary_cross_entropy_with_logits(cvr_logits, conversion.to(cvr_logits.scalar_type()),
+                                                         /*weight=*/{}, /*pos_weight=*/{}, at::Reduction::None);
   return (per_row * mask).sum() / mask.sum().clamp_min(1.0);
 }
 
@@ -51,8 +48,8 @@ inline torch::Tensor esmm_ctcvr_probability(const torch::Tensor& ctr_logits, con
 inline torch::Tensor ctcvr_loss(const torch::Tensor& ctr_logits, const torch::Tensor& cvr_logits,
                                 const torch::Tensor& ctcvr_labels) {
   detail::check_logits_and_labels(ctr_logits, ctcvr_labels, "ctcvr_loss", "ctcvr");
-  TORCH_CHECK(cvr_logits.sizes() == ctr_logits.sizes(), "ctcvr_loss expects CVR logits of shape ",
-              ctr_logits.sizes(), " like the CTR logits, but got ", cvr_logits.sizes());
+  TORCH_CHECK(cvr_logits.sizes() == ctr_logits.sizes(), "ctcvr_loss expects CVR logits of shape ", ctr_logits.sizes(),
+              " like the CTR logits, but got ", cvr_logits.sizes());
   auto y = ctcvr_labels.to(ctr_logits.scalar_type());
   auto log_sig_a = torch::log_sigmoid(ctr_logits), log_sig_b = torch::log_sigmoid(cvr_logits);
   auto log_p = log_sig_a + log_sig_b;

@@ -47,8 +47,8 @@ std::string auc_undefined_because(const std::vector<Score>& scores, const std::v
 /// reason when the labels hold one class only, or a score is NaN.
 template <class Score, class Label>
 MetricValue roc_auc(const std::vector<Score>& scores, const std::vector<Label>& labels) {
-  TORCH_CHECK(scores.size() == labels.size(), "roc_auc expects one label per score, but got ",
-              scores.size(), " scores and ", labels.size(), " labels");
+  TORCH_CHECK(scores.size() == labels.size(), "roc_auc expects one label per score, but got ", scores.size(),
+              " scores and ", labels.size(), " labels");
   if (auto why = auc_undefined_because(scores, labels); !why.empty()) return MetricValue::undefined(why);
   // Sort (score, label) pairs by value, not indices: the pairs stay in cache.
   std::vector<std::pair<double, bool>> pairs(scores.size());

@@ -19,8 +19,7 @@ MetricValue calibration(const std::vector<Prob>& probabilities, const std::vecto
     predicted += static_cast<double>(probabilities[i]);
     observed += static_cast<double>(labels[i]);
   }
-  if (observed == 0.0)
-    return MetricValue::undefined(std::to_string(labels.size()) + " rows hold no positive label");
+  if (observed == 0.0) return MetricValue::undefined(std::to_string(labels.size()) + " rows hold no positive label");
   return MetricValue::of(predicted / observed);
 }
 

@@ -83,8 +83,8 @@ template <class Score, class Label>
 DeLongTest delong_test(const std::vector<Score>& scores_a, const std::vector<Score>& scores_b,
                        const std::vector<Label>& labels) {
   TORCH_CHECK(scores_a.size() == labels.size() && scores_b.size() == labels.size(),
-              "delong_test expects two score columns as long as the labels (", labels.size(),
-              "), but got ", scores_a.size(), " and ", scores_b.size());
+              "delong_test expects two score columns as long as the labels (", labels.size(), "), but got ",
+              scores_a.size(), " and ", scores_b.size());
   DeLongTest t;
   t.undefined_because = auc_undefined_because(scores_a, labels);
   if (t.undefined_because.empty()) t.undefined_because = auc_undefined_because(scores_b, labels);

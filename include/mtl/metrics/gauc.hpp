@@ -42,10 +42,10 @@ GroupedAuc grouped_auc(const std::vector<Score>& scores, const std::vector<Label
     weighted += auc.value * static_cast<double>(rows.size());
     weight += static_cast<double>(rows.size());
   }
-  out.gauc = out.groups_used > 0
-                 ? MetricValue::of(weighted / weight)
-                 : MetricValue::undefined("no group holds both classes (" +
-                                          std::to_string(out.groups_skipped) + " groups)");
+  out.gauc =
+      out.groups_used > 0
+          ? MetricValue::of(weighted / weight)
+          : MetricValue::undefined("no group holds both classes (" + std::to_string(out.groups_skipped) + " groups)");
   return out;
 }
 

@@ -14,9 +14,7 @@ struct MetricValue {
   std::string undefined_because;
 
   static MetricValue of(double v) { return {v, {}}; }
-  static MetricValue undefined(std::string why) {
-    return {std::numeric_limits<double>::quiet_NaN(), std::move(why)};
-  }
+  static MetricValue undefined(std::string why) { return {std::numeric_limits<double>::quiet_NaN(), std::move(why)}; }
   bool defined() const noexcept { return undefined_because.empty(); }
 };
 

@@ -54,7 +54,8 @@ class DenseAdam {
   /// One update of every parameter that has a gradient.
   void step() {
     prepare_step();
-    at::parallel_for(0, fused_values(), kValuesPerThread, [&](int64_t begin, int64_t end) { update_values(begin, end); });
+    at::parallel_for(0, fused_values(), kValuesPerThread,
+                     [&](int64_t begin, int64_t end) { update_values(begin, end); });
   }
 
   /// step() in parts, so that other work can run beside the update
@@ -104,15 +105,14 @@ class DenseAdam {
       const int64_t from = std::max(begin, run->first) - run->first;
       const int64_t to = std::min(end, run->first + p.numel()) - run->first;
       AT_DISPATCH_FLOATING_TYPES(p.scalar_type(), "mtl::DenseAdam", [&] {
-        detail::AdamCoefficients<scalar_t> coefficients{static_cast<scalar_t>(options_.beta1()),
-                                                        static_cast<scalar_t>(options_.beta2()),
-                                                        static_cast<scalar_t>(step_size_),
-                                                        static_cast<scalar_t>(1 / root_bias2_),
-                                                        static_cast<scalar_t>(options_.eps())};
+        detail::AdamCoefficients<scalar_t> coefficients{
+            static_cast<scalar_t>(options_.beta1()), static_cast<scalar_t>(options_.beta2()),
+            static_cast<scalar_t>(step_size_), static_cast<scalar_t>(1 / root_bias2_),
+            static_cast<scalar_t>(options_.eps())};
         coefficients.weight_decay = static_cast<scalar_t>(options_.weight_decay());
         detail::adam_update(p.data_ptr<scalar_t>() + from, exp_avg_[run->param].data_ptr<scalar_t>() + from,
-                            exp_avg_sq_[run->param].data_ptr<scalar_t>() + from,
-                            run->grad.data_ptr<scalar_t>() + from, to - from, coefficients);
+                            exp_avg_sq_[run->param].data_ptr<scalar_t>() + from, run->grad.data_ptr<scalar_t>() + from,
+                            to - from, coefficients);
       });
     }
   }

@@ -3,11 +3,11 @@
 // cosine-with-warmup schedule from their own base learning rates.
 #pragma once
 
+#include <mtl/detail/side_by_side.hpp>
 #include <mtl/embedding.hpp>
 #include <mtl/optim/cosine_schedule.hpp>
 #include <mtl/optim/dense_adam.hpp>
 #include <mtl/optim/sparse_adam.hpp>
-#include <mtl/detail/side_by_side.hpp>
 
 #include <ATen/Parallel.h>
 
@@ -51,9 +51,11 @@ class DualSparseDenseOptimizer {
     for (const auto& module : model.modules(/*include_self=*/true)) {
       auto embedding = std::dynamic_pointer_cast<SparseEmbeddingImpl>(module);
       if (!embedding || !embedding->options.sparse_grad()) continue;
-      sparse_.push_back(std::make_unique<SparseAdam>(
-          embedding->weight,
-          SparseAdamOptions().lr(options.sparse_lr()).beta1(options.beta1()).beta2(options.beta2()).eps(options.eps())));
+      sparse_.push_back(std::make_unique<SparseAdam>(embedding->weight, SparseAdamOptions()
+                                                                            .lr(options.sparse_lr())
+                                                                            .beta1(options.beta1())
+                                                                            .beta2(options.beta2())
+                                                                            .eps(options.eps())));
       sparse_tables.insert(embedding->weight.unsafeGetTensorImpl());
     }
     std::vector<torch::Tensor> dense;

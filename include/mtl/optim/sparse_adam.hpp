@@ -3,16 +3,16 @@
 // costs O(rows touched), not O(table).
 #pragma once
 
-#include <mtl/detail/fixed_width.hpp>
-#include <mtl/detail/huge_pages.hpp>
 #include <mtl/detail/adam_update.hpp>
 #include <mtl/detail/cpu_loops.hpp>
+#include <mtl/detail/fixed_width.hpp>
+#include <mtl/detail/huge_pages.hpp>
 #include <mtl/detail/row_groups.hpp>
 
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
-#include <torch/serialize/archive.h>
 #include <torch/arg.h>
+#include <torch/serialize/archive.h>
 #include <torch/types.h>
 
 #include <algorithm>
@@ -41,8 +41,7 @@ struct SparseAdamOptions {
 /// updates of rows first seen late in training.)
 class SparseAdam {
  public:
-  SparseAdam(torch::Tensor table, SparseAdamOptions options = {})
-      : table_(std::move(table)), options_(options) {
+  SparseAdam(torch::Tensor table, SparseAdamOptions options = {}) : table_(std::move(table)), options_(options) {
     TORCH_CHECK(table_.dim() == 2, "SparseAdam expects a 2-D table, but got a ", table_.dim(), "-D tensor");
     TORCH_CHECK(options_.lr() >= 0.0, "SparseAdam expects lr >= 0, but got ", options_.lr());
     TORCH_CHECK(options_.beta1() >= 0.0 && options_.beta1() < 1.0 && options_.beta2() >= 0.0 && options_.beta2() < 1.0,
@@ -130,10 +129,9 @@ class SparseAdam {
     archive.read(prefix + "exp_avg", m, /*is_buffer=*/true);
     archive.read(prefix + "exp_avg_sq", v, /*is_buffer=*/true);
     archive.read(prefix + "row_steps", s, /*is_buffer=*/true);
-    TORCH_CHECK(m.sizes() == table_.sizes() && v.sizes() == table_.sizes() && s.dim() == 1 &&
-                    s.size(0) == table_.size(0),
-                "SparseAdam state '", prefix, "' holds moments of shape ", m.sizes(), ", but the table is ",
-                table_.sizes());
+    TORCH_CHECK(
+        m.sizes() == table_.sizes() && v.sizes() == table_.sizes() && s.dim() == 1 && s.size(0) == table_.size(0),
+        "SparseAdam state '", prefix, "' holds moments of shape ", m.sizes(), ", but the table is ", table_.sizes());
     torch::NoGradGuard no_grad;
     exp_avg().copy_(m), exp_avg_sq().copy_(v), row_steps().copy_(s);
     step_bound_ = s.numel() > 0 ? static_cast<int64_t>(s.max().item<double>()) : 0;
@@ -151,7 +149,8 @@ class SparseAdam {
   /// The table's gradient (undefined where there is none), which must be sparse.
   const torch::Tensor& sparse_gradient() const {
     const auto& grad = table_.grad();
-    TORCH_CHECK(!grad.defined() || grad.is_sparse(), "SparseAdam expects a sparse gradient (build the embedding with "
+    TORCH_CHECK(!grad.defined() || grad.is_sparse(),
+                "SparseAdam expects a sparse gradient (build the embedding with "
                 "sparse_grad(true)), but the table's gradient is dense");
     return grad;
   }
@@ -159,8 +158,8 @@ class SparseAdam {
   void check_rows(const torch::Tensor& rows, const torch::Tensor& row_grads) const {
     TORCH_CHECK(rows.dim() == 1 && row_grads.dim() == 2 && row_grads.size(0) == rows.size(0) &&
                     row_grads.size(1) == table_.size(1),
-                "SparseAdam expects rows [n] and gradients [n, ", table_.size(1), "], but got ", rows.sizes(),
-                " and ", row_grads.sizes());
+                "SparseAdam expects rows [n] and gradients [n, ", table_.size(1), "], but got ", rows.sizes(), " and ",
+                row_grads.sizes());
   }
 
   // The CPU path. The ids are grouped by row and each row's gradients summed
@@ -171,7 +170,9 @@ class SparseAdam {
   // loads only, so the core keeps many rows' cache misses in flight; updating
   // each row in place, the Adam arithmetic between one row's loads and the
   // next would hold them back. A run repeats bit for bit whatever the number of threads.
-  bool takes_cpu_path() const { return table_.device().is_cpu() && table_.is_contiguous() && table_.is_floating_point(); }
+  bool takes_cpu_path() const {
+    return table_.device().is_cpu() && table_.is_contiguous() && table_.is_floating_point();
+  }
 
   /// The CPU path's first part, on the calling thread: checks the ids and
   /// groups them by row into `row_groups_`.
@@ -200,7 +201,8 @@ class SparseAdam {
     // Bias corrections by table lookup: std::pow per row cost more than the update.
     const auto most_steps = static_cast<size_t>(++step_bound_) + 1;
     for (auto k = static_cast<double>(inverse_bias1_.size()); k < most_steps; ++k)
-      inverse_bias1_.push_back(1 / (1 - std::pow(b1, k))), inverse_root_bias2_.push_back(1 / std::sqrt(1 - std::pow(b2, k)));
+      inverse_bias1_.push_back(1 / (1 - std::pow(b1, k))),
+          inverse_root_bias2_.push_back(1 / std::sqrt(1 - std::pow(b2, k)));
     AT_DISPATCH_FLOATING_TYPES(table_.scalar_type(), "mtl::SparseAdam", [&] {
       scalar_t* w = table_.data_ptr<scalar_t>();
       scalar_t* state = row_state_.data_ptr<scalar_t>();
@@ -211,7 +213,8 @@ class SparseAdam {
       // embedding columns + the first-order weight): then the copies and the
       // update are a few vector operations instead of memmove calls and loops.
       const auto update_rows = [&](auto columns) {
-        const int64_t record = 2 * columns + 1, width = columns + record;  // a row in the buffer: weights, then its record
+        const int64_t record = 2 * columns + 1,
+                      width = columns + record;  // a row in the buffer: weights, then its record
         // Updates one row held in the buffer as [weights, exp_avg, exp_avg_sq, step count].
         const auto update = [&](scalar_t* weights, const scalar_t* grad_sum) {
           scalar_t* mr = weights + columns;
@@ -219,40 +222,43 @@ class SparseAdam {
           scalar_t& steps = vr[columns];
           const auto step = static_cast<int64_t>(steps) + 1;
           steps = static_cast<scalar_t>(step);
-          const bool tabled = step < static_cast<int64_t>(inverse_bias1_.size());  // unless state was edited from outside
-          const double inverse_bias1 = tabled ? inverse_bias1_[step] : 1 / (1 - std::pow(b1, static_cast<double>(step)));
+          const bool tabled =
+              step < static_cast<int64_t>(inverse_bias1_.size());  // unless state was edited from outside
+          const double inverse_bias1 =
+              tabled ? inverse_bias1_[step] : 1 / (1 - std::pow(b1, static_cast<double>(step)));
           const double inverse_root_bias2 =
               tabled ? inverse_root_bias2_[step] : 1 / std::sqrt(1 - std::pow(b2, static_cast<double>(step)));
           const detail::AdamCoefficients<scalar_t> coefficients{beta1, beta2, static_cast<scalar_t>(lr * inverse_bias1),
                                                                 static_cast<scalar_t>(inverse_root_bias2), epsilon};
           detail::adam_update(weights, mr, vr, grad_sum, columns, coefficients);
         };
-        at::parallel_for(0, row_groups_.size(), detail::row_grain(width, kUpdateValuesPerThread), [&](int64_t begin, int64_t end) {
-          constexpr int64_t kBlock = 32;  // rows: 3.5 KB of buffer at 9 values a row
-          std::vector<scalar_t> buffer(static_cast<size_t>(kBlock * width));
-          for (int64_t first = begin; first < end; first += kBlock) {
-            const int64_t count = std::min(kBlock, end - first);
-            for (int64_t k = 0; k < count; ++k) {
-              const int64_t row = row_groups_.row(first + k);
-              scalar_t* held = buffer.data() + k * width;
-              std::copy(w + row * columns, w + (row + 1) * columns, held);
-              std::copy(state + row * record, state + (row + 1) * record, held + columns);
-            }
-            // Ask for the next block's rows now, so memory works while this block is updated.
-            for (int64_t k = first + count; k < std::min(end, first + count + kBlock); ++k) {
-              const int64_t row = row_groups_.row(k);
-              __builtin_prefetch(w + row * columns, 1), __builtin_prefetch(w + (row + 1) * columns - 1, 1);
-              __builtin_prefetch(state + row * record, 1), __builtin_prefetch(state + (row + 1) * record - 1, 1);
-            }
-            for (int64_t k = 0; k < count; ++k) update(buffer.data() + k * width, sums + (first + k) * columns);
-            for (int64_t k = 0; k < count; ++k) {
-              const int64_t row = row_groups_.row(first + k);
-              const scalar_t* held = buffer.data() + k * width;
-              std::copy(held, held + columns, w + row * columns);
-              std::copy(held + columns, held + width, state + row * record);
-            }
-          }
-        });
+        at::parallel_for(
+            0, row_groups_.size(), detail::row_grain(width, kUpdateValuesPerThread), [&](int64_t begin, int64_t end) {
+              constexpr int64_t kBlock = 32;  // rows: 3.5 KB of buffer at 9 values a row
+              std::vector<scalar_t> buffer(static_cast<size_t>(kBlock * width));
+              for (int64_t first = begin; first < end; first += kBlock) {
+                const int64_t count = std::min(kBlock, end - first);
+                for (int64_t k = 0; k < count; ++k) {
+                  const int64_t row = row_groups_.row(first + k);
+                  scalar_t* held = buffer.data() + k * width;
+                  std::copy(w + row * columns, w + (row + 1) * columns, held);
+                  std::copy(state + row * record, state + (row + 1) * record, held + columns);
+                }
+                // Ask for the next block's rows now, so memory works while this block is updated.
+                for (int64_t k = first + count; k < std::min(end, first + count + kBlock); ++k) {
+                  const int64_t row = row_groups_.row(k);
+                  __builtin_prefetch(w + row * columns, 1), __builtin_prefetch(w + (row + 1) * columns - 1, 1);
+                  __builtin_prefetch(state + row * record, 1), __builtin_prefetch(state + (row + 1) * record - 1, 1);
+                }
+                for (int64_t k = 0; k < count; ++k) update(buffer.data() + k * width, sums + (first + k) * columns);
+                for (int64_t k = 0; k < count; ++k) {
+                  const int64_t row = row_groups_.row(first + k);
+                  const scalar_t* held = buffer.data() + k * width;
+                  std::copy(held, held + columns, w + row * columns);
+                  std::copy(held + columns, held + width, state + row * record);
+                }
+              }
+            });
       };
       detail::with_fixed_width<9>(d, update_rows);
     });

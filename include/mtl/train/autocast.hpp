@@ -18,8 +18,7 @@ class AutocastGuard {
   AutocastGuard(const torch::Device& device, bool enabled, torch::ScalarType dtype = torch::kBFloat16)
       : type_(device.type()), active_(enabled) {
     if (!active_) return;
-    TORCH_CHECK(type_ == torch::kCPU || type_ == torch::kCUDA, "AutocastGuard supports cpu and cuda, but got ",
-                device);
+    TORCH_CHECK(type_ == torch::kCPU || type_ == torch::kCUDA, "AutocastGuard supports cpu and cuda, but got ", device);
     previous_enabled_ = enabled_now();
     previous_dtype_ = dtype_now();
     set(true, dtype);
@@ -44,7 +43,9 @@ class AutocastGuard {
     at::autocast::set_autocast_dtype(type_, dtype);
   }
 #else
-  bool enabled_now() const { return type_ == torch::kCUDA ? at::autocast::is_enabled() : at::autocast::is_cpu_enabled(); }
+  bool enabled_now() const {
+    return type_ == torch::kCUDA ? at::autocast::is_enabled() : at::autocast::is_cpu_enabled();
+  }
   torch::ScalarType dtype_now() const {
     return type_ == torch::kCUDA ? at::autocast::get_autocast_gpu_dtype() : at::autocast::get_autocast_cpu_dtype();
   }

@@ -14,8 +14,8 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
-#include <functional>
 #include <fstream>
+#include <functional>
 #include <iterator>
 #include <string>
 #include <vector>
@@ -78,8 +78,8 @@ inline TensorDict load_tensor_dict(const std::string& path) {
   try {
     value = torch::pickle_load(bytes);
   } catch (const c10::Error& e) {
-    TORCH_CHECK(false, "checkpoint '", path, "' is not a readable tensor dict (truncated or corrupted?): ",
-                e.what_without_backtrace());
+    TORCH_CHECK(false, "checkpoint '", path,
+                "' is not a readable tensor dict (truncated or corrupted?): ", e.what_without_backtrace());
   }
   TORCH_CHECK(value.isGenericDict(), "checkpoint '", path, "' does not hold a dict of tensors");
   TensorDict out;
@@ -116,7 +116,7 @@ struct LoadedCheckpoint {
 /// The first of `paths` that exists and loads; `warn` hears why each skipped
 /// file was refused. Throws naming every refusal when none loads.
 inline LoadedCheckpoint load_first_good(const std::vector<std::string>& paths,
-                                  const std::function<void(const std::string&)>& warn) {
+                                        const std::function<void(const std::string&)>& warn) {
   std::string refusals;
   for (const auto& path : paths) {
     if (!std::filesystem::exists(path)) continue;

@@ -6,8 +6,8 @@
 
 #include <mtl/expert.hpp>
 
-#include <nlohmann/json.hpp>
 #include <torch/types.h>
+#include <nlohmann/json.hpp>
 
 #include <algorithm>
 #include <cmath>
@@ -48,7 +48,9 @@ class ExpertHealth {
  public:
   ExpertHealth(std::vector<std::string> tasks, std::vector<std::vector<std::string>> gate_names,
                std::vector<std::string> expert_names, ExpertHealthOptions options = {})
-      : tasks_(std::move(tasks)), gate_names_(std::move(gate_names)), expert_names_(std::move(expert_names)),
+      : tasks_(std::move(tasks)),
+        gate_names_(std::move(gate_names)),
+        expert_names_(std::move(expert_names)),
         options_(options) {
     gate_sums_.resize(gate_names_.size());
     for (size_t t = 0; t < gate_names_.size(); ++t) gate_sums_[t].assign(gate_names_[t].size(), 0.0);
@@ -57,12 +59,12 @@ class ExpertHealth {
 
   /// Adds one batch: per-task gate weights [batch, experts] and the recorded expert outputs.
   void add(const std::vector<torch::Tensor>& gate_weights, const ExpertOutputs& outputs) {
-    TORCH_CHECK(gate_weights.size() == gate_sums_.size(), "ExpertHealth expects gate weights of ",
-                gate_sums_.size(), " tasks, but got ", gate_weights.size());
+    TORCH_CHECK(gate_weights.size() == gate_sums_.size(), "ExpertHealth expects gate weights of ", gate_sums_.size(),
+                " tasks, but got ", gate_weights.size());
     for (size_t t = 0; t < gate_weights.size(); ++t) {
       auto sums = gate_weights[t].to(torch::kDouble).sum(0).cpu();
-      TORCH_CHECK(sums.numel() == static_cast<int64_t>(gate_sums_[t].size()), "ExpertHealth: task ", tasks_[t],
-                  " has ", gate_sums_[t].size(), " experts, but its gate weighs ", sums.numel());
+      TORCH_CHECK(sums.numel() == static_cast<int64_t>(gate_sums_[t].size()), "ExpertHealth: task ", tasks_[t], " has ",
+                  gate_sums_[t].size(), " experts, but its gate weighs ", sums.numel());
       for (int64_t e = 0; e < sums.numel(); ++e) gate_sums_[t][e] += sums[e].item<double>();
     }
     if (!gate_weights.empty()) rows_ += gate_weights.front().size(0);
@@ -99,10 +101,12 @@ class ExpertHealth {
                      {"healthy", g < options_.healthy_gini && dead.empty() && monopolising.empty()}});
     }
     for (size_t e = 0; e < expert_names_.size() && raw_count_ > 0; ++e) {
-      nlohmann::json r{{"record", "expert_scale"}, {"step", step}, {"expert", expert_names_[e]},
+      nlohmann::json r{{"record", "expert_scale"},
+                       {"step", step},
+                       {"expert", expert_names_[e]},
                        {"rms_before_aligner", std::sqrt(raw_sq_[e] / raw_count_)}};
-      r["rms_after_aligner"] = aligned_count_ > 0 ? nlohmann::json(std::sqrt(aligned_sq_[e] / aligned_count_))
-                                                  : nlohmann::json(nullptr);
+      r["rms_after_aligner"] =
+          aligned_count_ > 0 ? nlohmann::json(std::sqrt(aligned_sq_[e] / aligned_count_)) : nlohmann::json(nullptr);
       out.push_back(r);
     }
     return out;

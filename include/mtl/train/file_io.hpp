@@ -98,7 +98,8 @@ inline void create_output_dir(const std::string& dir) {
 inline void remove_stale_temporaries(const std::string& dir) {
   std::error_code error;
   for (const auto& entry : std::filesystem::directory_iterator(dir, error))
-    if (entry.path().filename().string().find(".tmp.") != std::string::npos) std::filesystem::remove(entry.path(), error);
+    if (entry.path().filename().string().find(".tmp.") != std::string::npos)
+      std::filesystem::remove(entry.path(), error);
 }
 
 }  // namespace mtl::train

@@ -31,7 +31,8 @@ struct LossTerms {
 class Objective {
  public:
   Objective(const std::vector<std::string>& tasks, ObjectiveOptions options = {})
-      : options_(options), esmm_(ESMMLossOptions().version(options.esmm_version()).lambda_cvr_aux(options.lambda_cvr_aux())) {
+      : options_(options),
+        esmm_(ESMMLossOptions().version(options.esmm_version()).lambda_cvr_aux(options.lambda_cvr_aux())) {
     has_ctr_ = std::count(tasks.begin(), tasks.end(), "ctr") > 0;
     has_cvr_ = std::count(tasks.begin(), tasks.end(), "cvr") > 0;
     TORCH_CHECK(has_ctr_ || has_cvr_, "Objective expects a 'ctr' or 'cvr' task, but the model has neither");

@@ -8,8 +8,8 @@
 #pragma once
 
 #include <mtl/data/batch_loader.hpp>
-#include <mtl/detail/crash_points.hpp>
 #include <mtl/data/dataset.hpp>
+#include <mtl/detail/crash_points.hpp>
 #include <mtl/metrics/multitask_metrics.hpp>
 #include <mtl/model.hpp>
 #include <mtl/optim/dual_optimizer.hpp>
@@ -22,9 +22,9 @@
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Parallel.h>
 #include <fmt/core.h>
-#include <nlohmann/json.hpp>
 #include <torch/types.h>
 #include <unistd.h>
+#include <nlohmann/json.hpp>
 
 #include <chrono>
 #include <cmath>
@@ -101,8 +101,8 @@ inline nlohmann::json metrics_json(const std::map<std::string, metrics::MetricVa
 template <class Model>
 class Trainer {
  public:
-  Trainer(Model model, optim::DualSparseDenseOptions optimizer_options, Objective objective,
-          const data::Dataset& train, const data::Dataset& valid, const data::Dataset* test, TrainerOptions options)
+  Trainer(Model model, optim::DualSparseDenseOptions optimizer_options, Objective objective, const data::Dataset& train,
+          const data::Dataset& valid, const data::Dataset* test, TrainerOptions options)
       : model_(std::move(model)),
         objective_(std::move(objective)),
         train_(train),
@@ -135,7 +135,8 @@ class Trainer {
                                          .prefetch(options_.prefetch())
                                          .device(options_.device()));
     TrainResult result;
-    if (options_.resume() && (std::filesystem::exists(path("ckpt_last.pt")) || std::filesystem::exists(path("ckpt_prev.pt")))) {
+    if (options_.resume() &&
+        (std::filesystem::exists(path("ckpt_last.pt")) || std::filesystem::exists(path("ckpt_prev.pt")))) {
       restore(optimizer, loader, result);
     } else {
       torch::manual_seed(options_.seed());
@@ -152,7 +153,8 @@ class Trainer {
     // The loss stays on the device between log steps: on CUDA, reading it
     // every step would wait for the GPU every step.
     const bool check_every_step = !options_.device().is_cuda();
-    torch::Tensor window_loss = torch::zeros({}, torch::TensorOptions().dtype(torch::kDouble).device(options_.device()));
+    torch::Tensor window_loss =
+        torch::zeros({}, torch::TensorOptions().dtype(torch::kDouble).device(options_.device()));
     int64_t window_steps = 0, steps_this_run = 0, window_first = first_step + 1;
     auto window_start = start;
     while (optimizer.step_count() < options_.max_train_steps()) {
@@ -196,8 +198,11 @@ class Trainer {
         const auto now = std::chrono::steady_clock::now();
         const double seconds = std::chrono::duration<double>(now - window_start).count();
         const double mean_loss = scalar(window_loss) / window_steps;
-        nlohmann::json record{{"step", step}, {"split", "train"}, {"loss", mean_loss},
-                              {"lr_dense", optimizer.dense_lr()}, {"lr_sparse", optimizer.sparse_lr()},
+        nlohmann::json record{{"step", step},
+                              {"split", "train"},
+                              {"loss", mean_loss},
+                              {"lr_dense", optimizer.dense_lr()},
+                              {"lr_sparse", optimizer.sparse_lr()},
                               {"samples_per_s", window_steps * options_.batch_size() / std::max(seconds, 1e-9)}};
         for (const auto& [name, t] : loss.terms) record["loss_" + name] = scalar(t);
         append_line(path("metrics.jsonl"), record.dump());
@@ -429,9 +434,9 @@ class Trainer {
   void progress(int64_t step, double samples_per_s, double loss, double elapsed, int64_t steps_done) {
     if (options_.quiet()) return;
     const double eta = steps_done > 0 ? elapsed / steps_done * (options_.max_train_steps() - step) : 0.0;
-    const auto text = fmt::format("step {}/{} | {:.0f} samples/s | ETA {}m{:02d}s | loss {:.5f}", step,
-                                  options_.max_train_steps(), samples_per_s, static_cast<int64_t>(eta) / 60,
-                                  static_cast<int64_t>(eta) % 60, loss);
+    const auto text =
+        fmt::format("step {}/{} | {:.0f} samples/s | ETA {}m{:02d}s | loss {:.5f}", step, options_.max_train_steps(),
+                    samples_per_s, static_cast<int64_t>(eta) / 60, static_cast<int64_t>(eta) % 60, loss);
     if (isatty(STDOUT_FILENO)) {
       std::printf("\r\033[K%s", text.c_str());
     } else {
