@@ -25,14 +25,21 @@ help)
 tiny_chain)
   "$bin" run --configs "$configs" --preset tiny --output chain --quiet > log.txt
   [ "$(grep -c ',"finished",' chain/summary.csv)" = 7 ] || { cat chain/summary.csv; fail "not all seven finished"; }
-  for f in summary.csv summary.json delta_analysis.txt report.html chain_state.json; do [ -s "chain/$f" ] || fail "missing $f"; done
+  for f in summary.csv summary.json delta_analysis.txt delta_analysis.json report.html chain_state.json; do
+    [ -s "chain/$f" ] || fail "missing $f"
+  done
   for d in interview_E*; do
     for f in config.yaml train.log metrics.jsonl ckpt_best.pt eval.json expert_health_diag.jsonl; do
       [ -s "$d/$f" ] || fail "missing $d/$f"
     done
   done
-  [ "$(grep -c '^Q[1-5]' chain/delta_analysis.txt)" = 6 ] || fail "expected six comparisons"
-  expect_in "E2 vs E1  auc_cvr_entire_space" chain/delta_analysis.txt
+  [ "$(grep -c '^Q[1-5] ' chain/delta_analysis.txt)" = 5 ] || fail "expected five questions"
+  [ "$(grep -c '^  primary ' chain/delta_analysis.txt)" = 5 ] || fail "expected one primary comparison per question"
+  expect_in "primary      E2 vs E1   auc_cvr_entire_space" chain/delta_analysis.txt
+  # One seed cannot measure the variation between training runs: nothing is called significant.
+  expect_in "With 1 seed(s) the variation between training runs cannot be measured" chain/delta_analysis.txt
+  ! grep -q -- "-> significant" chain/delta_analysis.txt || fail "a one-seed chain called a difference significant"
+  expect_in "cannot be measured" chain/report.html
   expect_in "<svg" chain/report.html
   # report DIR rebuilds the same summary from the run directories alone.
   cp chain/summary.csv before.csv
@@ -45,6 +52,33 @@ tiny_chain)
   # --skip and --resume: a second run skips every finished experiment.
   "$bin" run --configs "$configs" --preset tiny --output chain --resume --quiet > resume.txt
   [ "$(grep -c 'finished earlier' resume.txt)" = 7 ] || fail "resume did not skip finished experiments"
+  ;;
+
+seeds_verdicts)
+  # Three seeds: every available comparison pairs three runs, the five primaries
+  # are Holm-adjusted together, and each verdict follows from its p-value.
+  "$bin" run --configs "$configs" --preset tiny --max-steps 20 --seeds 3 --output chain --quiet > log.txt
+  python3 - chain/delta_analysis.json <<'PY' || fail "delta_analysis.json does not hold what a three-seed chain computes"
+import json, sys
+d = json.load(open(sys.argv[1]))
+assert d["paired_seeds"] == 3 and d["alpha"] == 0.05, d["paired_seeds"]
+rows = [c for c in d["comparisons"] if c["available"]]
+primaries = [c for c in rows if c["primary"]]
+assert sorted(c["question"] for c in primaries) == ["Q1", "Q2", "Q3", "Q4", "Q5"], primaries
+ps = sorted(c["p"] for c in primaries)
+for c in rows:
+    assert len(c["per_seed_differences"]) == 3, c
+    assert abs(sum(c["per_seed_differences"]) / 3 - c["mean_difference"]) < 1e-12, c
+    lo, hi = c["interval_95"]
+    assert lo <= c["mean_difference"] <= hi, c
+    p = c["p_adjusted"] if c["primary"] else c["p"]
+    expected = "no significant difference" if p >= 0.05 else ("significant gain" if c["mean_difference"] > 0 else "significant loss")
+    assert c["verdict"] == expected, c
+for c in primaries:  # Holm: never below the raw p, at most the family size times it
+    assert c["p"] <= c["p_adjusted"] <= min(1.0, 5 * c["p"]) + 1e-12, c
+assert all(c["p_adjusted"] is None for c in rows if not c["primary"])
+PY
+  expect_in "here 3 seed(s) were paired" chain/delta_analysis.txt
   ;;
 
 kill_and_resume)
@@ -127,6 +161,17 @@ validate)
   expect_in "0.001  in E3 at changed/E3_deepfm_mmoe_esmm.yaml:18" bad.txt
   if "$bin" run --configs changed --preset tiny --output refused > refused.txt 2>&1; then fail "run accepted differing configs"; fi
   expect_in "refusing to run" refused.txt
+  # The synthetic scenario: null is a controlled field like any other; an unknown one is refused.
+  "$bin" validate --configs "$configs" --data synthetic:null > null.txt || fail "validate failed with --data synthetic:null"
+  expect_in '[ok]   data.synthetic.scenario = "null"' null.txt
+  cp -r "$configs" yaml_null
+  sed -i 's/    scenario: designed .*/    scenario: null/' yaml_null/base.yaml
+  if "$bin" validate --configs yaml_null > yaml_null.txt 2>&1; then fail "validate took YAML's null for a scenario"; fi
+  expect_in "base.yaml:11: field 'data.synthetic.scenario' reads YAML's null value here; to choose 'null', quote it" yaml_null.txt
+  if "$bin" run --configs "$configs" --preset tiny --data synthetic:nul --output refused > nul.txt 2>&1; then
+    fail "run accepted an unknown synthetic scenario"
+  fi
+  expect_in "--data synthetic:SCENARIO expects the scenario designed or null, got 'nul'" nul.txt
   ;;
 
 config_errors)

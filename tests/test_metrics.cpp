@@ -1,6 +1,7 @@
 // Tests of the metrics: exact AUC with ties against brute force and
 // scikit-learn, DeLong against its pairwise definition, GAUC, log loss,
-// calibration, and the multi-task evaluation.
+// calibration, the multi-task evaluation, and the tests over seeds (Student's t,
+// the paired test, Holm's adjustment).
 #include "test_helpers.hpp"
 
 #include <mtl/metrics/auc.hpp>
@@ -9,6 +10,7 @@
 #include <mtl/metrics/gauc.hpp>
 #include <mtl/metrics/log_loss.hpp>
 #include <mtl/metrics/multitask_metrics.hpp>
+#include <mtl/metrics/paired_seeds.hpp>
 
 #include <cmath>
 #include <cstdio>
@@ -193,7 +195,8 @@ TEST_CASE("log_loss and calibration") {
   REQUIRE_FALSE(calibration(std::vector<double>{0.2}, std::vector<double>{0}).defined());
 }
 
-// The multi-task evaluation computes CVR on clicked rows and CTCVR over all rows.
+// The multi-task evaluation computes CVR on clicked rows (also as a masked
+// stream), CTCVR over all rows, and each AUC's oracle from the true probabilities.
 TEST_CASE("evaluate_predictions") {
   PredictionColumns c;
   c.p_ctr = {0.9f, 0.2f, 0.7f, 0.1f, 0.6f};
@@ -202,6 +205,7 @@ TEST_CASE("evaluate_predictions") {
   c.conversion = {1, 0, 0, 0, 1};
   c.counterfactual_conversion = {1, 1, 0, 0, 1};
   c.true_p_cvr = {0.7f, 0.6f, 0.2f, 0.1f, 0.15f};
+  c.true_p_click = {0.8f, 0.3f, 0.5f, 0.2f, 0.4f};
   auto m = evaluate_predictions(c);
   // Clicked rows 0, 2, 4: p_cvr 0.8, 0.1, 0.5 against 1, 0, 1.
   REQUIRE(m.at("auc_cvr").value == 1.0);
@@ -209,7 +213,14 @@ TEST_CASE("evaluate_predictions") {
   REQUIRE(m.at("auc_ctcvr").value == 1.0);
   // Entire space: p_cvr 0.8, 0.9, 0.1, 0.3, 0.5 against 1, 1, 0, 0, 1.
   REQUIRE(m.at("auc_cvr_entire_space").value == 1.0);
-  REQUIRE(m.at("auc_cvr_oracle").value == Approx(5.0 / 6.0));
+  REQUIRE(m.at("auc_cvr_masked").value == m.at("auc_cvr").value);
+  // Oracles. Entire space: 0.7, 0.6, 0.15 against 0.2, 0.1: five of six pairs won.
+  REQUIRE(m.at("auc_cvr_entire_space_oracle").value == Approx(5.0 / 6.0));
+  // Clicked rows: 0.7, 0.15 against 0.2: one of two.
+  REQUIRE(m.at("auc_cvr_oracle").value == Approx(0.5));
+  REQUIRE(m.at("auc_ctr_oracle").value == 1.0);
+  // True p_ctcvr 0.56, 0.18, 0.10, 0.02, 0.06: 0.56 beats all three negatives, 0.06 one.
+  REQUIRE(m.at("auc_ctcvr_oracle").value == Approx(4.0 / 6.0));
   REQUIRE(m.at("auc_ctr").value == 1.0);
   REQUIRE(m.count("gauc_ctr") == 0);
 
@@ -219,6 +230,83 @@ TEST_CASE("evaluate_predictions") {
   auto single = evaluate_predictions(ctr_only);
   REQUIRE(single.count("auc_cvr") == 0);
   REQUIRE(single.count("auc_ctcvr") == 0);
+  REQUIRE(single.count("auc_ctr_oracle") == 0);  // no truth columns: no oracle
   ctr_only.p_cvr = {0.1f};
   REQUIRE_TORCH_ERROR(evaluate_predictions(ctr_only), "expects p_cvr to hold 2 rows like click, but it holds 1");
+}
+
+// Student's t against closed forms: df = 1 is Cauchy (p = 1 - 2 atan|t| / pi),
+// df = 2 has p = 1 - |t| / sqrt(t^2 + 2); the tabled 5 % points for df 2, 4
+// and 30; the critical value inverts the p-value.
+TEST_CASE("Student's t p-values and critical values") {
+  using mtl::metrics::student_t_critical;
+  using mtl::metrics::student_t_two_sided_p;
+  for (double t : {0.0, 0.3, 1.0, 2.5, 12.0, -4.0}) {
+    INFO("t " << t);
+    REQUIRE(student_t_two_sided_p(t, 1) == Approx(1 - 2 * std::atan(std::abs(t)) / M_PI).margin(1e-12));
+    REQUIRE(student_t_two_sided_p(t, 2) == Approx(1 - std::abs(t) / std::sqrt(t * t + 2)).margin(1e-12));
+  }
+  REQUIRE(student_t_two_sided_p(4.302652729911275, 2) == Approx(0.05).epsilon(1e-9));
+  REQUIRE(student_t_two_sided_p(2.7764451051977987, 4) == Approx(0.05).epsilon(1e-9));
+  REQUIRE(student_t_two_sided_p(2.0422724563012373, 30) == Approx(0.05).epsilon(1e-9));
+  REQUIRE(student_t_critical(0.05, 2) == Approx(4.302652729911275).epsilon(1e-9));
+  REQUIRE(student_t_critical(0.01, 9) == Approx(3.2498355440153697).epsilon(1e-9));
+  REQUIRE(std::isnan(student_t_two_sided_p(1.0, 0)));
+}
+
+// The paired test over seeds: a hand-computed case, the degenerate cases, too
+// few seeds, and its false-positive rate on simulated null differences (three
+// seeds, 20,000 trials) within sampling error of the nominal 5 %.
+TEST_CASE("paired_seed_test") {
+  using mtl::metrics::paired_seed_test;
+  const auto test = paired_seed_test({1.0, 2.0, 3.0});
+  REQUIRE(test.defined());
+  REQUIRE(test.mean == Approx(2.0));
+  REQUIRE(test.standard_deviation == Approx(1.0));
+  REQUIRE(test.t == Approx(2.0 * std::sqrt(3.0)));
+  REQUIRE(test.p_value == Approx(1 - std::sqrt(12.0) / std::sqrt(14.0)).epsilon(1e-9));
+  REQUIRE(test.interval_low == Approx(2.0 - 4.302652729911275 / std::sqrt(3.0)).epsilon(1e-9));
+  REQUIRE(test.interval_high == Approx(2.0 + 4.302652729911275 / std::sqrt(3.0)).epsilon(1e-9));
+  REQUIRE(paired_seed_test({0.5, 0.5}).p_value == 0.0);
+  REQUIRE(paired_seed_test({0.0, 0.0, 0.0}).p_value == 1.0);
+  const auto one = paired_seed_test({0.01});
+  REQUIRE_FALSE(one.defined());
+  REQUIRE(one.undefined_because == "a test over seeds needs 2 seeds or more, but there is 1");
+  REQUIRE(one.mean == Approx(0.01));
+  REQUIRE_FALSE(paired_seed_test({0.1, 0.2}, 0.95, /*min_seeds=*/3).defined());
+
+  std::mt19937_64 rng(7);
+  std::normal_distribution<double> noise(0.0, 0.002);
+  int rejected = 0;
+  const int trials = 20000;
+  for (int k = 0; k < trials; ++k) rejected += paired_seed_test({noise(rng), noise(rng), noise(rng)}).p_value < 0.05;
+  const double rate = static_cast<double>(rejected) / trials;
+  REQUIRE(rate == Approx(0.05).margin(4 * std::sqrt(0.05 * 0.95 / trials)));
+}
+
+// Holm's adjustment against a hand-worked family; untested entries stay NaN
+// and do not count.
+TEST_CASE("holm_adjusted") {
+  using mtl::metrics::holm_adjusted;
+  const auto adjusted = holm_adjusted({0.01, 0.04, 0.03, 0.005});
+  REQUIRE(adjusted[3] == Approx(0.02));
+  REQUIRE(adjusted[0] == Approx(0.03));
+  REQUIRE(adjusted[2] == Approx(0.06));
+  REQUIRE(adjusted[1] == Approx(0.06));  // 0.04 alone, but never below the step before it
+  const auto with_gap = holm_adjusted({0.2, NAN, 0.01});
+  REQUIRE(with_gap[2] == Approx(0.02));
+  REQUIRE(with_gap[0] == Approx(0.2));
+  REQUIRE(std::isnan(with_gap[1]));
+  REQUIRE(holm_adjusted({0.6, 0.7})[1] == 1.0);
+}
+
+// The masked AUC equals the AUC of the masked rows alone, and says when no row passes.
+TEST_CASE("masked_auc") {
+  const std::vector<float> scores{0.9f, 0.1f, 0.4f, 0.3f, 0.8f, 0.2f};
+  const std::vector<float> labels{1, 1, 0, 1, 0, 0};
+  const std::vector<float> mask{1, 0, 1, 1, 0, 1};
+  REQUIRE(masked_auc(scores, labels, mask).value ==
+          roc_auc(std::vector<float>{0.9f, 0.4f, 0.3f, 0.2f}, std::vector<float>{1, 0, 1, 0}).value);
+  REQUIRE(masked_auc(scores, labels, std::vector<float>(6, 0.0f)).undefined_because == "no row passes the mask");
+  REQUIRE_TORCH_ERROR(masked_auc(scores, labels, std::vector<float>{1}), "one label and one mask value per score");
 }

@@ -70,14 +70,16 @@ TEST_CASE("Objective terms per experiment shape") {
                       "ESMM needs both a 'ctr' and a 'cvr' head");
 }
 
-// Gini is 0 for equal shares and (n-1)/n when one expert takes all; dead and monopolising experts are named.
+// Gini is 0 for equal shares and (n-1)/n when one expert takes all; dead and
+// monopolising experts are named; a gate that gives every row the same weights
+// takes nothing from its input and is not healthy, however even its shares.
 TEST_CASE("expert health statistics") {
   REQUIRE(gini({0.25, 0.25, 0.25, 0.25}) == Approx(0.0).margin(1e-12));
   REQUIRE(gini({0, 0, 0, 1}) == Approx(0.75));
   REQUIRE(entropy({0.5, 0.5}) == Approx(std::log(2.0)));
   ExpertHealth health({"ctr", "cvr"}, {{"a", "b", "c"}, {"a", "b", "c"}}, {"a", "b", "c"});
   auto ctr = torch::tensor({{0.95, 0.04, 0.01}, {0.93, 0.05, 0.02}});
-  auto cvr = torch::tensor({{0.4, 0.3, 0.3}, {0.3, 0.4, 0.3}});
+  auto cvr = torch::tensor({{0.6, 0.2, 0.2}, {0.1, 0.5, 0.4}});
   ExpertOutputs outputs{torch::full({2, 3, 4}, 2.0), torch::ones({2, 3, 4})};
   health.add({ctr, cvr}, outputs);
   auto records = health.records(/*step=*/7);
@@ -88,8 +90,18 @@ TEST_CASE("expert health statistics") {
   REQUIRE(records[0]["healthy"] == false);
   REQUIRE(records[1]["healthy"] == true);
   REQUIRE(records[1]["gini"].get<double>() < 0.1);
+  const double mean_row_entropy = (entropy({0.6, 0.2, 0.2}) + entropy({0.1, 0.5, 0.4})) / 2;
+  REQUIRE(records[1]["mean_row_entropy"].get<double>() == Approx(mean_row_entropy));
+  REQUIRE(records[1]["input_dependence"].get<double>() == Approx(entropy({0.35, 0.35, 0.3}) - mean_row_entropy));
   REQUIRE(records[2]["rms_before_aligner"].get<double>() == Approx(2.0));
   REQUIRE(records[2]["rms_after_aligner"].get<double>() == Approx(1.0));
+
+  ExpertHealth constant({"ctr"}, {{"a", "b", "c"}}, {});
+  constant.add({torch::tensor({{0.35, 0.35, 0.3}, {0.35, 0.35, 0.3}})}, {});
+  const auto ignoring = constant.records(/*step=*/1).front();
+  REQUIRE(ignoring["input_dependence"].get<double>() == Approx(0.0).margin(1e-12));
+  REQUIRE(ignoring["gini"].get<double>() < 0.1);
+  REQUIRE(ignoring["healthy"] == false);
 }
 
 // A PLE records its expert outputs on request; the aligner brings each expert's RMS to about its scale.

@@ -38,7 +38,7 @@ inline const std::vector<std::pair<std::string, std::string>>& experiments() {
 struct Overrides {
   std::string preset = "full";  ///< full | quick | tiny
   std::string device;           ///< empty keeps the configs'
-  std::string data;             ///< synthetic | aliccp:DIR | aliexpress:DIR; empty keeps the configs'
+  std::string data;             ///< synthetic[:designed|null] | aliccp:DIR | aliexpress:DIR; empty keeps the configs'
   int64_t max_steps = 0;        ///< 0 keeps the preset's
   int64_t batch_size = 0;       ///< 0 keeps the preset's (small real samples need a small batch)
 };
@@ -77,10 +77,15 @@ inline void apply(FieldTable& f, const Overrides& o) {
   if (!o.data.empty()) {
     const auto colon = o.data.find(':');
     const auto source = o.data.substr(0, colon);
-    TORCH_CHECK(source == "synthetic" || ((source == "aliccp" || source == "aliexpress") && colon != std::string::npos),
-                "--data expects synthetic, aliccp:DIR or aliexpress:DIR, got '", o.data, "'");
+    const auto rest = colon == std::string::npos ? std::string() : o.data.substr(colon + 1);
+    TORCH_CHECK(source == "synthetic" || ((source == "aliccp" || source == "aliexpress") && !rest.empty()),
+                "--data expects synthetic, synthetic:designed, synthetic:null, aliccp:DIR or aliexpress:DIR, got '",
+                o.data, "'");
+    TORCH_CHECK(source != "synthetic" || colon == std::string::npos || rest == "designed" || rest == "null",
+                "--data synthetic:SCENARIO expects the scenario designed or null, got '", rest, "'");
     set("data.source", source, "--data");
-    if (colon != std::string::npos) set("data.path", o.data.substr(colon + 1), "--data");
+    if (source == "synthetic" && colon != std::string::npos) set("data.synthetic.scenario", rest, "--data");
+    if (source != "synthetic") set("data.path", rest, "--data");
   }
   if (o.batch_size > 0) set("data.batch_size", o.batch_size, "--batch-size");
 }

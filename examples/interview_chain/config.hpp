@@ -68,6 +68,7 @@ inline const std::map<std::string, FieldSpec>& known_fields() {
       {"data.neg_keep_prob_train", {T::number, true}},
       {"data.min_count", {T::integer, false}},
       {"data.cache_dir", {T::text, false}},
+      {"data.synthetic.scenario", {T::text, false, {"designed", "null"}}},
       {"data.synthetic.train_rows", {T::integer, false}},
       {"data.synthetic.valid_rows", {T::integer, false}},
       {"data.synthetic.test_rows", {T::integer, false}},
@@ -138,6 +139,7 @@ inline const std::vector<std::string>& controlled_fields() {
                                                "data.seed",
                                                "data.neg_keep_prob_train",
                                                "data.min_count",
+                                               "data.synthetic.scenario",
                                                "data.synthetic.train_rows",
                                                "data.synthetic.valid_rows",
                                                "data.synthetic.test_rows",
@@ -382,6 +384,8 @@ class FieldTable {
         for (const auto& v : value) TORCH_CHECK(v.IsMap() && v["type"], where, ", got '", shown(), "'");
         break;
       default:
+        TORCH_CHECK(!value.IsNull() || std::count(spec.choices.begin(), spec.choices.end(), "null") == 0, file, ":",
+                    line, ": field '", path, "' reads YAML's null value here; to choose 'null', quote it: \"null\"");
         TORCH_CHECK(scalar_is(value, spec.type), where, ", got '", shown(), "'");
         if (!spec.choices.empty()) {
           const auto v = value.as<std::string>();

@@ -137,6 +137,9 @@ inline ExperimentConfig read_experiment(const FieldTable& f) {
             "data.source '" + c.source + "' needs data.path, the folder of its CSV files");
   auto& s = c.synthetic;
   s.seed(c.data_seed)
+      .scenario(f.get<std::string>("data.synthetic.scenario", "designed") == "null"
+                    ? mtl::data::SyntheticScenario::null
+                    : mtl::data::SyntheticScenario::designed)
       .num_users(f.get<int64_t>("data.synthetic.num_users", s.num_users()))
       .num_items(f.get<int64_t>("data.synthetic.num_items", s.num_items()))
       .task_relatedness(f.get<double>("data.synthetic.task_relatedness", s.task_relatedness()))

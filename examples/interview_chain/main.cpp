@@ -41,8 +41,10 @@ const char* kRunHelp =
     "  --preset NAME     full (the locked 40000 steps), quick (2500 steps, under 10 min on 2 CPU cores), tiny (a smoke "
     "test)\n"
     "  --device cpu|cuda\n"
-    "  --data SRC        synthetic (default), aliccp:DIR or aliexpress:DIR (CSV files named *train*, *val*, *test*)\n"
-    "  --seeds N         run each experiment with N seeds (runtime.seed, +1, ...); deltas report mean and spread\n"
+    "  --data SRC        synthetic (default; synthetic:null turns every mechanism off), aliccp:DIR or\n"
+    "                    aliexpress:DIR (CSV files named *train*, *val*, *test*)\n"
+    "  --seeds N         run each experiment with N seeds (runtime.seed, +1, ...); comparisons pair the runs by\n"
+    "                    seed, and verdicts need 3 seeds or more\n"
     "  --max-steps N     override the steps of all seven (and the schedule with them)\n"
     "  --batch-size N    override data.batch_size for all seven\n"
     "  --quiet           no per-step progress\n";
@@ -64,8 +66,8 @@ const char* kPredictHelp =
 
 const char* kReportHelp =
     "usage: interview_chain report DIR\n"
-    "  rebuilds summary.csv, summary.json, delta_analysis.txt and report.html in DIR from the run directories\n"
-    "  that DIR/chain_state.json names\n";
+    "  rebuilds summary.csv, summary.json, delta_analysis.txt, delta_analysis.json and report.html in DIR from the\n"
+    "  run directories that DIR/chain_state.json names\n";
 
 struct Args {
   std::vector<std::string> positional;
@@ -126,7 +128,8 @@ void write_reports(const std::string& output) {
   chain::write_summaries(output, records);
   chain::write_delta_analysis(output, records, /*alpha=*/0.05);
   chain::write_report_html(output, records, /*alpha=*/0.05);
-  std::printf("wrote %s/{summary.csv, summary.json, delta_analysis.txt, report.html}\n", output.c_str());
+  std::printf("wrote %s/{summary.csv, summary.json, delta_analysis.txt, delta_analysis.json, report.html}\n",
+              output.c_str());
 }
 
 int cmd_run(int argc, char** argv) {

@@ -1,13 +1,15 @@
 // What a chain run reports, rebuilt from its run directories alone:
-// summary.csv / summary.json (one row per experiment), delta_analysis.txt
-// (each comparison of the chain with both values, the difference, the DeLong
-// p-value on the shared test rows, the spread over seeds and a verdict
-// computed from them) and report.html (self-contained, inline SVG).
+// summary.csv / summary.json (one row per experiment), delta_analysis.txt and
+// delta_analysis.json (each comparison of the chain: both values, the per-seed
+// differences, the paired test over seeds, Holm's adjustment of the primary
+// comparisons and a verdict computed from them) and report.html
+// (self-contained, inline SVG).
 #pragma once
 
 #include "chain.hpp"
 
 #include <mtl/metrics/delong.hpp>
+#include <mtl/metrics/paired_seeds.hpp>
 #include <mtl/train/checkpoint.hpp>
 
 #include <fmt/core.h>
@@ -19,7 +21,9 @@
 #include <fstream>
 #include <map>
 #include <optional>
+#include <sstream>
 #include <string>
+#include <tuple>
 #include <vector>
 
 namespace chain {
@@ -30,6 +34,8 @@ struct RunRecord {
   RunStatus status;
   int64_t best_step = -1, max_steps = 0;
   std::string primary_key;
+  int64_t parameters = -1;                       ///< the model's trainable values; -1 when unknown
+  YAML::Node config;                             ///< the run's config.yaml snapshot
   std::map<std::string, double> test;            ///< defined test metrics
   std::map<std::string, std::string> undefined;  ///< test metrics without a value, and why
   std::vector<nlohmann::json> valid_records, gate_records;
@@ -42,6 +48,7 @@ inline RunRecord read_run(const std::string& dir) {
   if (dir.empty() || !fs::exists(dir)) return r;
   if (fs::exists(fs::path(dir) / "config.yaml")) {
     auto cfg = YAML::LoadFile((fs::path(dir) / "config.yaml").string());
+    r.config = cfg;
     r.max_steps = cfg["runtime"]["max_train_steps"].as<int64_t>(0);
     r.primary_key = cfg["runtime"]["best_selection"]["primary_key"].as<std::string>("");
   }
@@ -61,6 +68,7 @@ inline RunRecord read_run(const std::string& dir) {
     std::ifstream in(fs::path(dir) / "eval.json");
     const auto eval = nlohmann::json::parse(in);
     r.best_step = eval.value("best_step", int64_t{-1});
+    r.parameters = eval.value("parameters", int64_t{-1});
     for (const auto& [k, v] : eval["values"].items())
       if (!v.is_null()) r.test[k] = v.get<double>();
     for (const auto& [k, v] : eval["undefined"].items()) r.undefined[k] = v.get<std::string>();
@@ -163,7 +171,7 @@ inline std::string missing_reason(const ExperimentRecord& e, const std::string& 
 inline void write_summaries(const std::string& output, const std::vector<ExperimentRecord>& chain) {
   std::ostringstream csv;
   csv << "exp_id,description,status,best_step,auc_ctr,auc_cvr,auc_ctcvr,loss,auc_cvr_entire_space,auc_primary,"
-         "primary_key,seeds_finished,missing\n";
+         "primary_key,seeds_finished,missing,parameters\n";
   nlohmann::json json = nlohmann::json::array();
   for (const auto& e : chain) {
     const auto* first = e.first_finished();
@@ -187,8 +195,10 @@ inline void write_summaries(const std::string& output, const std::vector<Experim
     }
     const std::string primary = first ? first->primary_key : "";
     auto p = primary.empty() ? std::nullopt : e.spread(primary);
+    const int64_t parameters = first ? first->parameters : -1;
     csv << (p ? fmt::format("{:.6f}", p->first) : "") << "," << primary << "," << e.finished_count() << ","
-        << csv_quote(missing) << "\n";
+        << csv_quote(missing) << "," << (parameters >= 0 ? std::to_string(parameters) : "") << "\n";
+    row["parameters"] = parameters >= 0 ? nlohmann::json(parameters) : nlohmann::json(nullptr);
     row["auc_primary"] = p ? nlohmann::json(p->first) : nlohmann::json(nullptr);
     row["primary_key"] = primary;
     row["best_step"] = has_best ? nlohmann::json(first->best_step) : nlohmann::json(nullptr);
@@ -225,149 +235,329 @@ inline std::optional<std::pair<std::vector<float>, std::vector<float>>> ranked(c
   return std::nullopt;
 }
 
+/// One comparison of the chain: a challenger against a reference on one
+/// metric. One comparison per question is primary, fixed before any run: its
+/// p-value is Holm-adjusted across the chain's primaries and gives the
+/// question's verdict; the others are exploratory.
 struct Comparison {
-  std::string question, a, b;  ///< a is the challenger, b the reference
-  std::vector<std::string> metrics;
+  std::string question;  ///< "Q1" .. "Q5"
+  std::string challenger, reference, metric;
+  bool primary = false;
 };
 
-inline std::vector<Comparison> comparisons() {
-  return {{"Q1 Does multi-task learning beat single-task learning? (CTR)", "E1", "E0a", {"auc_ctr"}},
-          {"Q1 Does multi-task learning beat single-task learning? (CVR)",
-           "E1",
-           "E0b",
-           {"auc_cvr", "auc_cvr_entire_space"}},
-          {"Q2 Does ESMM relieve the sample-selection bias of CVR? (the entire-space CVR AUC answers it)",
-           "E2",
-           "E1",
-           {"auc_cvr_entire_space", "auc_cvr", "auc_ctcvr"}},
-          {"Q3 Does soft sharing (MMoE) beat hard sharing?", "E3", "E2", {"auc_ctcvr", "auc_cvr_entire_space"}},
-          {"Q4 Does PLE's split into shared and private experts help further?",
-           "E4",
-           "E3",
-           {"auc_ctcvr", "auc_cvr_entire_space"}},
-          {"Q5 Do heterogeneous experts beat homogeneous ones?", "E5", "E4", {"auc_ctcvr", "auc_cvr_entire_space"}}};
+/// The chain's questions, in order.
+inline const std::vector<std::pair<std::string, std::string>>& questions() {
+  static const std::vector<std::pair<std::string, std::string>> list{
+      {"Q1", "Does multi-task learning beat single-task learning?"},
+      {"Q2", "Does ESMM relieve the sample-selection bias of CVR?"},
+      {"Q3", "Does soft sharing (MMoE) beat hard sharing?"},
+      {"Q4", "Does PLE's split into shared and private experts help further?"},
+      {"Q5", "Do heterogeneous experts beat homogeneous ones?"}};
+  return list;
 }
 
+/// The comparisons, primaries first in each question. `entire_space`: the
+/// data has counterfactual conversion labels (synthetic data), so Q2's
+/// primary is the entire-space CVR AUC; on real logs it is the CVR AUC on
+/// clicked rows, the only CVR measure they allow.
+inline std::vector<Comparison> comparisons(bool entire_space) {
+  const std::string q2 = entire_space ? "auc_cvr_entire_space" : "auc_cvr";
+  std::vector<Comparison> out{{"Q1", "E1", "E0b", "auc_cvr", true},
+                              {"Q1", "E1", "E0b", "auc_cvr_entire_space", false},
+                              {"Q1", "E1", "E0a", "auc_ctr", false},
+                              {"Q2", "E2", "E1", q2, true}};
+  for (const std::string m : {"auc_cvr", "auc_cvr_entire_space", "auc_ctcvr", "auc_ctr"})
+    if (m != q2) out.push_back({"Q2", "E2", "E1", m, false});
+  for (const auto& [q, a, b] : std::vector<std::tuple<std::string, std::string, std::string>>{
+           {"Q3", "E3", "E2"}, {"Q4", "E4", "E3"}, {"Q5", "E5", "E4"}}) {
+    out.push_back({q, a, b, "auc_ctcvr", true});
+    out.push_back({q, a, b, "auc_cvr_entire_space", false});
+    out.push_back({q, a, b, "auc_ctr", false});
+  }
+  return out;
+}
+
+/// Seeds a comparison needs before it can call anything significant.
+constexpr size_t kMinSeeds = 3;
+
 struct DeltaRow {
-  std::string a, b, metric;
+  Comparison comparison;
   bool available = false;
   std::string why_not;
-  double value_a = NAN, value_b = NAN, p_value = NAN, se_a = NAN, se_b = NAN;
-  std::optional<std::pair<double, double>> spread_a, spread_b, spread_diff;
-  int seeds = 0;
-  std::string verdict;
+  double value_a = NAN, value_b = NAN;  ///< means over the paired seeds
+  mtl::metrics::PairedSeedTest test;    ///< over the seeds both runs finished
+  double p_adjusted = NAN;              ///< Holm across the primaries; NaN for exploratory lines
+  double delong_p = NAN;                ///< DeLong on the first seed's test rows: test-row noise only
+  std::string verdict;                  ///< significant gain | significant loss | no significant difference
 };
 
-inline DeltaRow compare(const ExperimentRecord& a, const ExperimentRecord& b, const std::string& metric, double alpha) {
-  DeltaRow row{a.id, b.id, metric};
-  const auto* ra = a.first_finished();
-  const auto* rb = b.first_finished();
-  if (!ra || !rb) {
-    row.why_not = (!ra ? a.id : b.id) + " did not finish";
+/// The per-seed values of `metric` for runs that finished with it defined, by seed index.
+inline std::map<size_t, double> per_seed(const ExperimentRecord& e, const std::string& metric) {
+  std::map<size_t, double> values;
+  for (size_t k = 0; k < e.runs.size(); ++k)
+    if (e.runs[k].status.finished && e.runs[k].test.count(metric)) values[k] = e.runs[k].test.at(metric);
+  return values;
+}
+
+inline DeltaRow compare(const ExperimentRecord& a, const ExperimentRecord& b, const Comparison& c) {
+  DeltaRow row{c};
+  if (!a.first_finished() || !b.first_finished()) {
+    row.why_not = (!a.first_finished() ? a.id : b.id) + " did not finish";
     return row;
   }
-  if (!a.predictions || !b.predictions) {
-    row.why_not = "test predictions are missing";
+  const auto va = per_seed(a, c.metric), vb = per_seed(b, c.metric);
+  if (va.empty() || vb.empty()) {
+    row.why_not = "not produced by " + (va.empty() ? a.id : b.id);
     return row;
   }
-  auto sa = ranked(*a.predictions, metric), sb = ranked(*b.predictions, metric);
-  if (!sa || !sb) {
-    row.why_not = "not produced by " + (!sa ? a.id : b.id);
-    return row;
+  std::vector<double> differences;
+  double sum_a = 0, sum_b = 0;
+  for (const auto& [seed, value] : va) {
+    auto it = vb.find(seed);
+    if (it == vb.end()) continue;
+    differences.push_back(value - it->second), sum_a += value, sum_b += it->second;
   }
-  if (sa->second != sb->second) {
-    row.why_not = "the two runs were tested on different rows";
-    return row;
-  }
-  auto t = mtl::metrics::delong_test(sa->first, sb->first, sa->second);
-  if (!t.defined()) {
-    row.why_not = t.undefined_because;
+  if (differences.empty()) {
+    row.why_not = "no seed finished in both";
     return row;
   }
   row.available = true;
-  row.value_a = t.auc_a, row.value_b = t.auc_b, row.p_value = t.p_value, row.se_a = t.se_a, row.se_b = t.se_b;
-  // Over seeds: each side's mean and spread, and the spread of the paired differences.
-  row.spread_a = a.spread(metric), row.spread_b = b.spread(metric);
-  std::vector<double> diffs;
-  for (size_t k = 0; k < std::min(a.runs.size(), b.runs.size()); ++k)
-    if (a.runs[k].test.count(metric) && b.runs[k].test.count(metric))
-      diffs.push_back(a.runs[k].test.at(metric) - b.runs[k].test.at(metric));
-  row.seeds = static_cast<int>(diffs.size());
-  if (diffs.size() > 1) {
-    double mean = 0, var = 0;
-    for (double d : diffs) mean += d;
-    mean /= diffs.size();
-    for (double d : diffs) var += (d - mean) * (d - mean);
-    row.spread_diff = std::make_pair(mean, std::sqrt(var / (diffs.size() - 1)));
-  }
-  const double diff = row.value_a - row.value_b;
-  row.verdict =
-      row.p_value < alpha ? (diff > 0 ? "significant gain" : "significant loss") : "no significant difference";
-  if (row.spread_diff) {
-    int same_sign = 0;
-    for (double d : diffs) same_sign += (d > 0) == (diff > 0);
-    row.verdict += fmt::format(" (same sign in {} of {} seeds)", same_sign, diffs.size());
+  row.value_a = sum_a / differences.size(), row.value_b = sum_b / differences.size();
+  row.test = mtl::metrics::paired_seed_test(differences, /*confidence=*/0.95, kMinSeeds);
+  if (a.predictions && b.predictions) {
+    auto sa = ranked(*a.predictions, c.metric), sb = ranked(*b.predictions, c.metric);
+    if (sa && sb && sa->second == sb->second) {
+      const auto t = mtl::metrics::delong_test(sa->first, sb->first, sa->second);
+      if (t.defined()) row.delong_p = t.p_value;
+    }
   }
   return row;
 }
 
-inline std::vector<std::pair<Comparison, std::vector<DeltaRow>>> delta_rows(const std::vector<ExperimentRecord>& chain,
-                                                                            double alpha) {
+/// Every comparison with its test, the primaries Holm-adjusted together, and the verdicts.
+inline std::vector<DeltaRow> delta_rows(const std::vector<ExperimentRecord>& chain, double alpha) {
   auto find = [&](const std::string& id) -> const ExperimentRecord& {
     for (const auto& e : chain)
       if (e.id == id) return e;
     TORCH_CHECK(false, "no experiment ", id);
   };
-  std::vector<std::pair<Comparison, std::vector<DeltaRow>>> out;
-  for (const auto& c : comparisons()) {
-    std::vector<DeltaRow> rows;
-    for (const auto& m : c.metrics) rows.push_back(compare(find(c.a), find(c.b), m, alpha));
-    out.emplace_back(c, rows);
+  bool entire_space = false;
+  for (const auto& e : chain)
+    for (const auto& r : e.runs) entire_space = entire_space || r.test.count("auc_cvr_entire_space") > 0;
+  std::vector<DeltaRow> rows;
+  for (const auto& c : comparisons(entire_space)) rows.push_back(compare(find(c.challenger), find(c.reference), c));
+  std::vector<double> primary_p;
+  for (const auto& r : rows)
+    if (r.comparison.primary) primary_p.push_back(r.available && r.test.defined() ? r.test.p_value : NAN);
+  const auto adjusted = mtl::metrics::holm_adjusted(primary_p);
+  size_t k = 0;
+  for (auto& r : rows) {
+    if (r.comparison.primary) r.p_adjusted = adjusted[k++];
+    if (!r.available) continue;
+    const double p = r.comparison.primary ? r.p_adjusted : r.test.p_value;
+    r.verdict = !std::isnan(p) && p < alpha ? (r.test.mean > 0 ? "significant gain" : "significant loss")
+                                            : "no significant difference";
   }
-  return out;
+  return rows;
 }
 
-/// "=0.0123", or "<1e-16" below what erfc resolves in double precision.
-inline std::string format_p(double p) { return p < 1e-16 ? "<1e-16" : fmt::format("={:.3g}", p); }
+/// "=0.0123", "<1e-16" below what double precision resolves, "n/a" without a test.
+inline std::string format_p(double p) {
+  if (std::isnan(p)) return " n/a";
+  return p < 1e-16 ? "<1e-16" : fmt::format("={:.3g}", p);
+}
 
-inline void write_delta_analysis(const std::string& output, const std::vector<ExperimentRecord>& chain, double alpha) {
-  std::ostringstream out;
-  out << "Interview chain: delta analysis\n"
-      << "Each line compares two experiments on the test split (best checkpoint of each run). p is the two-sided\n"
-      << "DeLong test of the two correlated AUCs on the same test rows (first seed); the verdict is 'significant'\n"
-      << fmt::format("when p < {}. With several seeds, mean +- standard deviation over seeds follow.\n\n", alpha);
-  for (const auto& [c, rows] : delta_rows(chain, alpha)) {
-    out << c.question << "\n";
-    for (const auto& r : rows) {
-      out << fmt::format("  {} vs {}  {:<21}", r.a, r.b, r.metric);
-      if (!r.available) {
-        out << "not available: " << r.why_not << "\n";
-        continue;
-      }
-      const double diff = r.value_a - r.value_b;
-      out << fmt::format("{}={:.5f}  {}={:.5f}  diff={:+.5f}  rel={:+.2f}%  p{}  -> {}\n", r.a, r.value_a, r.b,
-                         r.value_b, diff, 100.0 * diff / r.value_b, format_p(r.p_value), r.verdict);
-      if (r.spread_diff)
-        out << fmt::format("      over {} seeds: {} {:.5f} +- {:.5f}, {} {:.5f} +- {:.5f}, diff {:+.5f} +- {:.5f}\n",
-                           r.seeds, r.a, r.spread_a->first, r.spread_a->second, r.b, r.spread_b->first,
-                           r.spread_b->second, r.spread_diff->first, r.spread_diff->second);
-    }
-    out << "\n";
-  }
-  // E5 not beating E4: convergence and expert health say why.
+/// How many seeds the comparisons paired: the fewest over the available rows.
+inline size_t paired_seeds(const std::vector<DeltaRow>& rows) {
+  size_t n = 0;
+  bool any = false;
+  for (const auto& r : rows)
+    if (r.available) n = any ? std::min(n, r.test.differences.size()) : r.test.differences.size(), any = true;
+  return n;
+}
+
+/// How far the primary validation metric must fall after its peak for a run to be flagged as overfitting.
+constexpr double kOverfitDrop = 0.005;
+
+/// Notes on how to read the runs: not converged (best step at the end), or
+/// overfitting (validation peaked early and fell after), and unhealthy gates.
+inline std::vector<std::string> run_notes(const std::vector<ExperimentRecord>& chain) {
+  std::vector<std::string> notes;
   for (const auto& e : chain) {
     const auto* r = e.first_finished();
     if (!r || r->max_steps <= 0) continue;
     if (r->best_step >= r->max_steps * 9 / 10)
-      out << fmt::format("note: {} picked its best checkpoint at step {} of {}: it may not have converged.\n", e.id,
-                         r->best_step, r->max_steps);
+      notes.push_back(fmt::format("{} picked its best checkpoint at step {} of {}: it may not have converged.", e.id,
+                                  r->best_step, r->max_steps));
+    // Overfitting: the primary metric peaked before half the steps and the last validation fell from the peak.
+    double best = NAN, last = NAN;
+    int64_t best_at = -1, last_at = -1;
+    for (const auto& rec : r->valid_records) {
+      if (!rec["values"].contains(r->primary_key) || rec["values"][r->primary_key].is_null()) continue;
+      const double v = rec["values"][r->primary_key].get<double>();
+      const int64_t step = rec["step"].get<int64_t>();
+      if (std::isnan(best) || v > best) best = v, best_at = step;
+      if (step >= last_at) last = v, last_at = step;
+    }
+    if (best_at >= 0 && best_at * 2 <= r->max_steps && last_at > best_at && best - last > kOverfitDrop)
+      notes.push_back(fmt::format(
+          "{} overfits: validation {} peaked at {:.4f} at step {} of {} and fell to {:.4f} (-{:.4f}) by step {}; "
+          "its test metrics are the step-{} model's.",
+          e.id, r->primary_key, best, best_at, r->max_steps, last, best - last, last_at, best_at));
     for (const auto& g : r->gate_records)
       if (!g["healthy"].get<bool>())
-        out << fmt::format("note: {} task {}: gate Gini {:.2f}, dead experts {}, monopolising {}.\n", e.id,
-                           g["task"].get<std::string>(), g["gini"].get<double>(), g["dead_experts"].dump(),
-                           g["monopolising_experts"].dump());
+        notes.push_back(
+            fmt::format("{} task {}: gate not healthy: Gini {:.2f}, input dependence {:.3f} nats, dead experts {}, "
+                        "monopolising {}.",
+                        e.id, g["task"].get<std::string>(), g["gini"].get<double>(), g.value("input_dependence", 0.0),
+                        g["dead_experts"].dump(), g["monopolising_experts"].dump()));
   }
+  return notes;
+}
+
+/// What each experiment holds fixed or changes beside its named step, read
+/// from the runs' configs, so that a reader sees every difference a comparison
+/// carries: depth, loss weighting, the aligner, the parameter count.
+inline std::vector<std::string> declared_choices(const std::vector<ExperimentRecord>& chain) {
+  std::vector<std::string> lines;
+  const auto config_of = [&](const std::string& id) -> const RunRecord* {
+    for (const auto& e : chain)
+      if (e.id == id && !e.runs.empty() && e.runs.front().config) return &e.runs.front();
+    return nullptr;
+  };
+  const auto text = [](const YAML::Node& node) {
+    if (!node) return std::string("(unset)");
+    YAML::Emitter out;
+    out << YAML::Flow << node;
+    return std::string(out.c_str());
+  };
+  if (const auto* e1 = config_of("E1"))
+    lines.push_back(fmt::format(
+        "E1 and E2 put a shared layer model.shared_bottom.hidden_dims={} under their towers, which the single-task "
+        "E0a and E0b do not have: Q1 compares that depth too.",
+        text(e1->config["model"]["shared_bottom"]["hidden_dims"])));
+  lines.push_back(
+      "E1's loss is the CTR BCE (mean over all rows) plus the CVR BCE (mean over clicked rows), weight 1 each: a "
+      "clicked row weighs about 1/CTR times a CTR row in the CVR term, as in E0b; ESMM (E2-E5) weighs ctr, ctcvr and "
+      "lambda_cvr_aux x the clicked-row CVR term.");
+  if (const auto* e4 = config_of("E4"))
+    if (const auto* e5 = config_of("E5")) {
+      const auto align = [&](const RunRecord& r) {
+        return text(r.config["model"]["ple"]["expert_output_align"]["enabled"]) + " (dropout " +
+               text(r.config["model"]["ple"]["expert_output_align"]["dropout"]) + ")";
+      };
+      lines.push_back(
+          fmt::format("The expert-output aligner: E4 {}, E5 {}{}.", align(*e4), align(*e5),
+                      align(*e4) == align(*e5) ? ": Q5 compares expert kinds alone" : ": Q5 compares the aligner too"));
+    }
+  std::string counts;
+  for (const auto& e : chain)
+    if (const auto* r = e.first_finished(); r && r->parameters >= 0)
+      counts += fmt::format("{}{} {}", counts.empty() ? "" : ", ", e.id, r->parameters);
+  if (!counts.empty()) lines.push_back("Trainable values (embedding rows and dense weights): " + counts + ".");
+  return lines;
+}
+
+/// Whether any experiment picked its best checkpoint in the last tenth of its steps.
+inline bool some_run_unconverged(const std::vector<ExperimentRecord>& chain) {
+  for (const auto& e : chain)
+    if (const auto* r = e.first_finished(); r && r->max_steps > 0 && r->best_step >= r->max_steps * 9 / 10) return true;
+  return false;
+}
+
+/// The method paragraph that heads the text and the HTML report, computed from the runs.
+inline std::vector<std::string> method_lines(const std::vector<DeltaRow>& rows,
+                                             const std::vector<ExperimentRecord>& chain, double alpha) {
+  const size_t seeds = paired_seeds(rows);
+  std::vector<std::string> lines{
+      fmt::format("Each comparison pairs the two experiments' runs by seed and takes the per-seed difference of a test "
+                  "metric (best checkpoint of each run); here {} seed(s) were paired.",
+                  seeds),
+      fmt::format("The verdict is the paired t-test of those differences (df = seeds - 1), so it includes the "
+                  "variation between training runs; it needs {} seeds or more.",
+                  kMinSeeds),
+      fmt::format("One comparison per question is primary, fixed in advance; the primaries' p-values are Holm-adjusted "
+                  "across the chain (family-wise alpha {}). The other lines are exploratory: unadjusted, and not an "
+                  "answer to the question.",
+                  alpha)};
+  if (seeds < kMinSeeds)
+    lines.push_back(fmt::format(
+        "With {} seed(s) the variation between training runs cannot be measured, so nothing is called significant. "
+        "DeLong's p on the first seed's test rows is shown for reference only: it measures test-row noise, not "
+        "whether a difference survives retraining. Run with --seeds {} or more for verdicts.",
+        seeds, kMinSeeds));
+  if (some_run_unconverged(chain))
+    lines.push_back(
+        "Some runs picked their best checkpoint at the end of training: they have not converged, and this chain is a "
+        "smoke test of the machinery, not an answer to the questions.");
+  return lines;
+}
+
+inline void write_delta_analysis(const std::string& output, const std::vector<ExperimentRecord>& chain, double alpha) {
+  const auto rows = delta_rows(chain, alpha);
+  std::ostringstream out;
+  out << "Interview chain: delta analysis\n";
+  for (const auto& line : method_lines(rows, chain, alpha)) out << line << "\n";
+  out << "\n";
+  nlohmann::json json = nlohmann::json::array();
+  for (const auto& [q, title] : questions()) {
+    out << q << " " << title << "\n";
+    for (const auto& r : rows) {
+      const auto& c = r.comparison;
+      if (c.question != q) continue;
+      out << fmt::format("  {:<11}  {} vs {:<3}  {:<21}  ", c.primary ? "primary" : "exploratory", c.challenger,
+                         c.reference, c.metric);
+      nlohmann::json j{{"question", c.question}, {"challenger", c.challenger}, {"reference", c.reference},
+                       {"metric", c.metric},     {"primary", c.primary},       {"available", r.available}};
+      if (!r.available) {
+        out << "not available: " << r.why_not << "\n";
+        j["why_not"] = r.why_not;
+        json.push_back(j);
+        continue;
+      }
+      const auto number = [](double v) { return std::isnan(v) ? nlohmann::json(nullptr) : nlohmann::json(v); };
+      const auto& t = r.test;
+      out << fmt::format("{}={:.5f}  {}={:.5f}  diff={:+.5f}", c.challenger, r.value_a, c.reference, r.value_b, t.mean);
+      if (t.defined()) out << fmt::format(" [{:+.5f}, {:+.5f}]", t.interval_low, t.interval_high);
+      out << fmt::format("  rel={:+.2f}%  p{}", 100.0 * t.mean / r.value_b, format_p(t.p_value));
+      if (c.primary) out << fmt::format("  p_holm{}", format_p(r.p_adjusted));
+      out << "  -> " << r.verdict << "\n";
+      std::string seeds_text;
+      for (double d : t.differences) seeds_text += fmt::format(" {:+.5f}", d);
+      out << fmt::format("      per seed:{}", seeds_text);
+      if (!t.defined())
+        out << fmt::format("  (DeLong p on seed 0's test rows{}, test-row noise only)", format_p(r.delong_p));
+      out << "\n";
+      j.update({{"challenger_value", r.value_a},
+                {"reference_value", r.value_b},
+                {"per_seed_differences", t.differences},
+                {"mean_difference", t.mean},
+                {"interval_95",
+                 t.defined() ? nlohmann::json::array({t.interval_low, t.interval_high}) : nlohmann::json(nullptr)},
+                {"p", number(t.p_value)},
+                {"p_adjusted", number(r.p_adjusted)},
+                {"verdict", r.verdict},
+                {"delong_p_first_seed", number(r.delong_p)}});
+      if (!t.defined()) j["why_untested"] = t.undefined_because;
+      json.push_back(j);
+    }
+    out << "\n";
+  }
+  out << "Declared choices\n";
+  for (const auto& line : declared_choices(chain)) out << "  " << line << "\n";
+  out << "\n";
+  for (const auto& note : run_notes(chain)) out << "note: " << note << "\n";
   mtl::train::atomic_write((fs::path(output) / "delta_analysis.txt").string(), out.str());
+  mtl::train::atomic_write((fs::path(output) / "delta_analysis.json").string(),
+                           nlohmann::json{{"alpha", alpha},
+                                          {"paired_seeds", paired_seeds(rows)},
+                                          {"min_seeds_for_a_verdict", kMinSeeds},
+                                          {"method", method_lines(rows, chain, alpha)},
+                                          {"comparisons", json},
+                                          {"declared_choices", declared_choices(chain)},
+                                          {"notes", run_notes(chain)}}
+                                   .dump(2) +
+                               "\n");
 }
 
 }  // namespace chain

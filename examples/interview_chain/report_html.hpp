@@ -220,30 +220,43 @@ inline void write_report_html(const std::string& output, const std::vector<Exper
   }
   page += "</div>";
 
-  page += fmt::format(
-      "<h2>Deltas (DeLong test, alpha {})</h2><table><tr><th>question</th><th>comparison</th><th>metric</th>"
-      "<th>challenger</th><th>reference</th><th>diff</th><th>rel.</th><th>p</th><th>verdict</th></tr>",
-      alpha);
-  for (const auto& [c, rows] : delta_rows(chain, alpha))
-    for (const auto& d : rows) {
-      if (!d.available) {
-        page += fmt::format(
-            "<tr><td class='l'>{}</td><td class='l'>{} vs {}</td><td class='l'>{}</td><td colspan='6' class='l'>not "
-            "available: {}</td></tr>",
-            html::escape(c.question.substr(0, 2)), d.a, d.b, d.metric, html::escape(d.why_not));
-        continue;
-      }
-      const double diff = d.value_a - d.value_b;
-      const char* cls = d.verdict.rfind("significant gain", 0) == 0   ? "gain"
-                        : d.verdict.rfind("significant loss", 0) == 0 ? "loss"
-                                                                      : "";
-      page += fmt::format(
-          "<tr><td class='l'>{}</td><td class='l'>{} vs {}</td><td class='l'>{}</td><td>{:.5f}</td><td>{:.5f}</td>"
-          "<td>{:+.5f}</td><td>{:+.2f}%</td><td>p{}</td><td class='l {}'>{}</td></tr>",
-          html::escape(c.question.substr(0, 2)), d.a, d.b, d.metric, d.value_a, d.value_b, diff, 100 * diff / d.value_b,
-          html::escape(format_p(d.p_value)), cls, html::escape(d.verdict));
+  const auto rows = delta_rows(chain, alpha);
+  page += "<h2>Deltas</h2>";
+  for (const auto& line : method_lines(rows, chain, alpha)) page += "<p>" + html::escape(line) + "</p>";
+  page +=
+      "<table><tr><th>question</th><th>kind</th><th>comparison</th><th>metric</th><th>challenger</th>"
+      "<th>reference</th><th>diff (mean over seeds)</th><th>95% interval</th><th>p</th><th>p (Holm)</th>"
+      "<th>verdict</th></tr>";
+  for (const auto& d : rows) {
+    const auto& c = d.comparison;
+    const auto head = fmt::format(
+        "<tr><td class='l'>{}</td><td class='l'>{}</td><td class='l'>{} vs {}</td><td "
+        "class='l'>{}</td>",
+        c.question, c.primary ? "primary" : "exploratory", c.challenger, c.reference, c.metric);
+    if (!d.available) {
+      page += head + fmt::format("<td colspan='7' class='l'>not available: {}</td></tr>", html::escape(d.why_not));
+      continue;
     }
-  page += "</table></body></html>\n";
+    const char* cls = d.verdict == "significant gain" ? "gain" : d.verdict == "significant loss" ? "loss" : "";
+    const auto interval =
+        d.test.defined() ? fmt::format("[{:+.5f}, {:+.5f}]", d.test.interval_low, d.test.interval_high) : "";
+    page += head + fmt::format(
+                       "<td>{:.5f}</td><td>{:.5f}</td><td>{:+.5f}</td><td>{}</td><td>p{}</td><td>{}</td><td "
+                       "class='l {}'>{}</td></tr>",
+                       d.value_a, d.value_b, d.test.mean, interval, html::escape(format_p(d.test.p_value)),
+                       c.primary ? "p" + html::escape(format_p(d.p_adjusted)) : "", cls, html::escape(d.verdict));
+  }
+  page += "</table>";
+  page += "<h2>Declared choices</h2><ul>";
+  for (const auto& line : declared_choices(chain)) page += "<li>" + html::escape(line) + "</li>";
+  page += "</ul>";
+  const auto notes = run_notes(chain);
+  if (!notes.empty()) {
+    page += "<h2>Notes</h2><ul>";
+    for (const auto& note : notes) page += "<li>" + html::escape(note) + "</li>";
+    page += "</ul>";
+  }
+  page += "</body></html>\n";
   mtl::train::atomic_write((fs::path(output) / "report.html").string(), page);
 }
 

@@ -5,7 +5,9 @@
 // signal, deep non-linear signal, label levels and noise. Every row also
 // carries its true p_click, true p_cvr and a counterfactual conversion label,
 // so the entire-space CVR AUC is measurable. Deterministic for a seed: row r
-// of a split depends only on (seed, split, r).
+// of a split depends only on (seed, split, r), whatever the compiler (every
+// draw is a statement of its own, in a fixed order). The null scenario turns
+// every mechanism off: the same features, labels drawn at the base rates.
 #pragma once
 
 #include <mtl/data/dataset.hpp>
@@ -22,6 +24,14 @@
 
 namespace mtl::data {
 
+/// What the labels depend on. `designed`: the mechanisms below, with their
+/// knobs. `null`: none of them, nor any other signal: click and conversion are
+/// drawn at the base rates (ctr_bias, cvr_bias) whatever the features, so every
+/// model's expected AUC is 0.5 and every comparison's expected difference 0.
+enum class SyntheticScenario { designed, null };
+
+inline const char* scenario_name(SyntheticScenario s) { return s == SyntheticScenario::null ? "null" : "designed"; }
+
 /// Knobs of the generator. Each says what it should do to the chain.
 ///
 /// Example:
@@ -29,6 +39,7 @@ namespace mtl::data {
 ///   Dataset train = gen.generate(Split::train, 1'000'000);
 struct SyntheticOptions {
   TORCH_ARG(uint64_t, seed) = 20260127;
+  TORCH_ARG(SyntheticScenario, scenario) = SyntheticScenario::designed;
   /// Users and items; their ids follow Zipf laws of these exponents.
   TORCH_ARG(int64_t, num_users) = 100000;
   TORCH_ARG(int64_t, num_items) = 200000;
@@ -267,13 +278,22 @@ class SyntheticGenerator {
                              options_.selection_bias() * b.attractiveness + 2.0 * (a.purchase_power - b.price) +
                              0.5 * options_.deep_signal() * deep;
 
+    // Under the null scenario the labels take nothing from the row: the base rates alone.
+    const bool null = options_.scenario() == SyntheticScenario::null;
+    const double true_click_logit = null ? options_.ctr_bias() : click_logit;
+    const double true_cvr_logit = null ? options_.cvr_bias() : cvr_logit;
+    // One draw per statement, so that every compiler draws them in this order.
     const double noise = options_.label_noise();
-    const double click = rng.uniform() < sigmoid(click_logit + noise * rng.normal()) ? 1.0 : 0.0;
-    const double would_convert = rng.uniform() < sigmoid(cvr_logit + noise * rng.normal()) ? 1.0 : 0.0;
+    const double click_noise = noise * rng.normal();
+    const double click_draw = rng.uniform();
+    const double cvr_noise = noise * rng.normal();
+    const double cvr_draw = rng.uniform();
+    const double click = click_draw < sigmoid(true_click_logit + click_noise) ? 1.0 : 0.0;
+    const double would_convert = cvr_draw < sigmoid(true_cvr_logit + cvr_noise) ? 1.0 : 0.0;
     ds.click.push_back(static_cast<float>(click));
     ds.conversion.push_back(static_cast<float>(click * would_convert));
-    ds.truth.p_click.push_back(sigmoid(click_logit));
-    ds.truth.p_cvr.push_back(sigmoid(cvr_logit));
+    ds.truth.p_click.push_back(sigmoid(true_click_logit));
+    ds.truth.p_cvr.push_back(sigmoid(true_cvr_logit));
     ds.truth.counterfactual_conversion.push_back(static_cast<float>(would_convert));
 
     // Dense features in [0, 1], as in the processed Ali-CCP files.

@@ -72,6 +72,23 @@ MetricValue roc_auc(const std::vector<Score>& scores, const std::vector<Label>& 
                          (2.0 * static_cast<double>(positives) * static_cast<double>(negatives)));
 }
 
+/// ROC AUC over the rows whose `mask` is positive, read from the whole stream
+/// (the CVR AUC with the click as the mask): the same as roc_auc of the
+/// masked rows alone. NaN with a reason when no row passes the mask.
+template <class Score, class Label, class Mask>
+MetricValue masked_auc(const std::vector<Score>& scores, const std::vector<Label>& labels,
+                       const std::vector<Mask>& mask) {
+  TORCH_CHECK(scores.size() == labels.size() && scores.size() == mask.size(),
+              "masked_auc expects one label and one mask value per score, but got ", scores.size(), " scores, ",
+              labels.size(), " labels and ", mask.size(), " mask values");
+  std::vector<Score> kept_scores;
+  std::vector<Label> kept_labels;
+  for (size_t i = 0; i < scores.size(); ++i)
+    if (is_positive(static_cast<double>(mask[i]))) kept_scores.push_back(scores[i]), kept_labels.push_back(labels[i]);
+  if (kept_scores.empty()) return MetricValue::undefined("no row passes the mask");
+  return roc_auc(kept_scores, kept_labels);
+}
+
 /// Midranks (1-based, ties get the mean of their ranks) of `values`.
 template <class Score>
 std::vector<double> midranks(const std::vector<Score>& values) {

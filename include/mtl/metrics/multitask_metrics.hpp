@@ -19,17 +19,20 @@ namespace mtl::metrics {
 struct PredictionColumns {
   std::vector<float> p_ctr, p_cvr;
   std::vector<float> click, conversion;
-  /// Synthetic data only: the true P(conversion | click) and a conversion
-  /// label drawn for every impression, clicked or not.
-  std::vector<float> true_p_cvr, counterfactual_conversion;
+  /// Synthetic data only: the true P(click), the true P(conversion | click)
+  /// and a conversion label drawn for every impression, clicked or not.
+  std::vector<float> true_p_click, true_p_cvr, counterfactual_conversion;
   /// A user id per row, for GAUC; may be empty.
   std::vector<int64_t> user;
 };
 
 /// Named metrics: auc_ctr, logloss_ctr, calibration_ctr, gauc_ctr; auc_cvr,
-/// logloss_cvr, calibration_cvr (clicked rows); auc_ctcvr, logloss_ctcvr;
-/// auc_cvr_entire_space and auc_cvr_oracle (synthetic data). Only the keys
-/// the columns allow are present.
+/// logloss_cvr, calibration_cvr (clicked rows) and auc_cvr_masked (the same
+/// AUC taken over the whole stream with the click as a label mask); auc_ctcvr,
+/// logloss_ctcvr; on synthetic data auc_cvr_entire_space and the oracle AUC of
+/// every AUC (`<metric>_oracle`: the true probabilities ranked against the
+/// same labels, the ceiling a model can reach). Only the keys the columns
+/// allow are present.
 inline std::map<std::string, MetricValue> evaluate_predictions(const PredictionColumns& c) {
   const size_t n = c.click.size();
   auto check = [&](const std::vector<float>& column, const char* name) {
@@ -37,7 +40,8 @@ inline std::map<std::string, MetricValue> evaluate_predictions(const PredictionC
                 " rows like click, but it holds ", column.size());
   };
   check(c.p_ctr, "p_ctr"), check(c.p_cvr, "p_cvr"), check(c.conversion, "conversion");
-  check(c.true_p_cvr, "true_p_cvr"), check(c.counterfactual_conversion, "counterfactual_conversion");
+  check(c.true_p_click, "true_p_click"), check(c.true_p_cvr, "true_p_cvr");
+  check(c.counterfactual_conversion, "counterfactual_conversion");
   TORCH_CHECK(c.user.empty() || c.user.size() == n, "evaluate_predictions expects one user per row");
 
   std::map<std::string, MetricValue> out;
@@ -54,6 +58,7 @@ inline std::map<std::string, MetricValue> evaluate_predictions(const PredictionC
     out["auc_cvr"] = clicked_p.empty() ? MetricValue::undefined("no clicked row") : roc_auc(clicked_p, clicked_y);
     out["logloss_cvr"] = log_loss(clicked_p, clicked_y);
     out["calibration_cvr"] = calibration(clicked_p, clicked_y);
+    out["auc_cvr_masked"] = masked_auc(c.p_cvr, c.conversion, c.click);
     if (!c.counterfactual_conversion.empty())
       out["auc_cvr_entire_space"] = roc_auc(c.p_cvr, c.counterfactual_conversion);
   }
@@ -63,8 +68,19 @@ inline std::map<std::string, MetricValue> evaluate_predictions(const PredictionC
     out["auc_ctcvr"] = roc_auc(p_ctcvr, ctcvr);
     out["logloss_ctcvr"] = log_loss(p_ctcvr, ctcvr);
   }
-  if (!c.true_p_cvr.empty() && !c.counterfactual_conversion.empty())
-    out["auc_cvr_oracle"] = roc_auc(c.true_p_cvr, c.counterfactual_conversion);
+  // Oracles: the true probabilities in place of the predictions, for every AUC the predictions gave.
+  if (!c.true_p_click.empty() && out.count("auc_ctr")) out["auc_ctr_oracle"] = roc_auc(c.true_p_click, c.click);
+  if (!c.true_p_cvr.empty() && out.count("auc_cvr")) {
+    out["auc_cvr_oracle"] = masked_auc(c.true_p_cvr, c.conversion, c.click);
+    if (!c.counterfactual_conversion.empty())
+      out["auc_cvr_entire_space_oracle"] = roc_auc(c.true_p_cvr, c.counterfactual_conversion);
+  }
+  if (!c.true_p_click.empty() && !c.true_p_cvr.empty() && out.count("auc_ctcvr")) {
+    std::vector<float> p_ctcvr(n), ctcvr(n);
+    for (size_t i = 0; i < n; ++i)
+      p_ctcvr[i] = c.true_p_click[i] * c.true_p_cvr[i], ctcvr[i] = c.click[i] * c.conversion[i];
+    out["auc_ctcvr_oracle"] = roc_auc(p_ctcvr, ctcvr);
+  }
   return out;
 }
 

@@ -1,7 +1,11 @@
 // Expert health over an evaluation pass: per task and expert, the mean gate
-// weight; the Gini coefficient and entropy of each task's utilisation; dead
-// experts (far below a uniform share) and monopolising ones; each expert's
-// output RMS before and after the aligner. A healthy mixture has Gini < 0.5.
+// weight; the Gini coefficient and entropy of each task's utilisation; the
+// mean entropy of each row's gate weights, and how far it lies below the
+// entropy of the mean weights (the information the gate takes from its input:
+// 0 for a gate that gives every row the same weights); dead experts (far
+// below a uniform share) and monopolising ones; each expert's output RMS
+// before and after the aligner. A healthy mixture has Gini < 0.5, no dead or
+// monopolising expert, and a gate that depends on its input.
 #pragma once
 
 #include <mtl/expert.hpp>
@@ -41,6 +45,9 @@ struct ExpertHealthOptions {
   /// An expert whose mean weight is above this is monopolising.
   double monopoly_share = 0.9;
   double healthy_gini = 0.5;
+  /// A gate whose rows' weights carry less information about the input than
+  /// this (nats: entropy of the mean weights - mean entropy of a row's) ignores its input.
+  double min_input_dependence = 0.01;
 };
 
 /// Accumulates gate weights and expert outputs over batches.
@@ -53,6 +60,7 @@ class ExpertHealth {
         expert_names_(std::move(expert_names)),
         options_(options) {
     gate_sums_.resize(gate_names_.size());
+    row_entropy_sums_.assign(gate_names_.size(), 0.0);
     for (size_t t = 0; t < gate_names_.size(); ++t) gate_sums_[t].assign(gate_names_[t].size(), 0.0);
     raw_sq_.assign(expert_names_.size(), 0.0), aligned_sq_.assign(expert_names_.size(), 0.0);
   }
@@ -66,6 +74,8 @@ class ExpertHealth {
       TORCH_CHECK(sums.numel() == static_cast<int64_t>(gate_sums_[t].size()), "ExpertHealth: task ", tasks_[t], " has ",
                   gate_sums_[t].size(), " experts, but its gate weighs ", sums.numel());
       for (int64_t e = 0; e < sums.numel(); ++e) gate_sums_[t][e] += sums[e].item<double>();
+      const auto w = gate_weights[t].to(torch::kDouble);
+      row_entropy_sums_[t] -= (w * w.clamp_min(1e-300).log()).sum().item<double>();
     }
     if (!gate_weights.empty()) rows_ += gate_weights.front().size(0);
     accumulate_squares(outputs.raw, raw_sq_, raw_count_);
@@ -87,6 +97,8 @@ class ExpertHealth {
         if (share[e] > options_.monopoly_share) monopolising.push_back(gate_names_[t][e]);
       }
       const double g = gini(share);
+      const double row_entropy = rows_ > 0 ? row_entropy_sums_[t] / rows_ : 0.0;
+      const double input_dependence = entropy(share) - row_entropy;
       out.push_back({{"record", "gate"},
                      {"step", step},
                      {"task", tasks_[t]},
@@ -96,9 +108,12 @@ class ExpertHealth {
                      {"gini", g},
                      {"entropy", entropy(share)},
                      {"max_entropy", std::log(static_cast<double>(share.size()))},
+                     {"mean_row_entropy", row_entropy},
+                     {"input_dependence", input_dependence},
                      {"dead_experts", dead},
                      {"monopolising_experts", monopolising},
-                     {"healthy", g < options_.healthy_gini && dead.empty() && monopolising.empty()}});
+                     {"healthy", g < options_.healthy_gini && dead.empty() && monopolising.empty() &&
+                                     input_dependence >= options_.min_input_dependence}});
     }
     for (size_t e = 0; e < expert_names_.size() && raw_count_ > 0; ++e) {
       nlohmann::json r{{"record", "expert_scale"},
@@ -127,6 +142,7 @@ class ExpertHealth {
   std::vector<std::string> expert_names_;
   ExpertHealthOptions options_;
   std::vector<std::vector<double>> gate_sums_;
+  std::vector<double> row_entropy_sums_;  ///< per task, the rows' gate entropies summed
   std::vector<double> raw_sq_, aligned_sq_;
   double raw_count_ = 0, aligned_count_ = 0;
   int64_t rows_ = 0;

@@ -222,8 +222,9 @@ class Trainer {
     return result;
   }
 
-  /// Metrics (and mean loss) of the current model on `dataset`; feeds
-  /// `health` with gate weights when given.
+  /// Metrics (and mean loss) of the current model on `dataset`, computed in
+  /// fp32 whatever the training precision (bf16 scores would tie many rows);
+  /// feeds `health` with gate weights when given.
   std::map<std::string, metrics::MetricValue> evaluate(const data::Dataset& dataset, ExpertHealth* health = nullptr,
                                                        metrics::PredictionColumns* keep = nullptr) {
     torch::NoGradGuard no_grad;
@@ -235,11 +236,8 @@ class Trainer {
       auto batch = cpu_batch.to(options_.device());
       TaskLogits logits;
       LossTerms loss;
-      {
-        AutocastGuard autocast(options_.device(), options_.amp());
-        logits = model_->forward(batch.features);
-        loss = objective_(logits, batch);
-      }
+      logits = model_->forward(batch.features);  // no autocast: fp32
+      loss = objective_(logits, batch);
       loss_sum += scalar(loss.total) * static_cast<double>(batch.size());
       if (objective_.has_ctr()) append(columns.p_ctr, torch::sigmoid(logits.at("ctr").to(torch::kFloat)));
       if (objective_.has_cvr()) append(columns.p_cvr, torch::sigmoid(logits.at("cvr").to(torch::kFloat)));
@@ -250,6 +248,7 @@ class Trainer {
     columns.click = dataset.click;
     columns.conversion = dataset.conversion;
     if (!dataset.truth.empty()) {
+      columns.true_p_click = dataset.truth.p_click;
       columns.true_p_cvr = dataset.truth.p_cvr;
       columns.counterfactual_conversion = dataset.truth.counterfactual_conversion;
     }
@@ -265,6 +264,13 @@ class Trainer {
   }
 
   Model& model() { return model_; }
+
+  /// The model's trainable values: embedding rows and dense weights alike.
+  int64_t parameter_count() const {
+    int64_t count = 0;
+    for (const auto& p : model_->parameters()) count += p.numel();
+    return count;
+  }
 
  private:
   static void append(std::vector<float>& out, const torch::Tensor& t) {
@@ -402,6 +408,7 @@ class Trainer {
     eval["rows"] = test_->num_rows();
     eval["best_step"] = result.best_step;
     eval["primary_key"] = options_.primary_key();
+    eval["parameters"] = parameter_count();
     atomic_write(path("eval.json"), eval.dump(2) + "\n");
     for (auto r : health.records(result.best_step)) {
       r["split"] = "test";
