@@ -274,6 +274,14 @@ TEST_CASE("paired_seed_test") {
   REQUIRE(one.undefined_because == "a test over seeds needs 2 seeds or more, but there is 1");
   REQUIRE(one.mean == Approx(0.01));
   REQUIRE_FALSE(paired_seed_test({0.1, 0.2}, 0.95, /*min_seeds=*/3).defined());
+  // A shared variance widens the test: s^2 / n = 1/3 plus 2/3 gives a standard error of 1, and
+  // Welch-Satterthwaite df = 1^2 / ((1/3)^2 / 2) = 18.
+  const auto wider = paired_seed_test({1.0, 2.0, 3.0}, 0.95, 2, /*shared_variance=*/2.0 / 3.0);
+  REQUIRE(wider.t == Approx(2.0));
+  REQUIRE(wider.p_value == Approx(mtl::metrics::student_t_two_sided_p(2.0, 18)).epsilon(1e-9));
+  REQUIRE(wider.interval_high - wider.mean == Approx(mtl::metrics::student_t_critical(0.05, 18)).epsilon(1e-9));
+  // Equal differences with a shared variance: the normal test (z = 2 -> p = 0.0455).
+  REQUIRE(paired_seed_test({0.5, 0.5, 0.5}, 0.95, 2, 0.0625).p_value == Approx(0.0455).epsilon(1e-3));
 
   std::mt19937_64 rng(7);
   std::normal_distribution<double> noise(0.0, 0.002);

@@ -288,6 +288,7 @@ struct DeltaRow {
   mtl::metrics::PairedSeedTest test;    ///< over the seeds both runs finished
   double p_adjusted = NAN;              ///< Holm across the primaries; NaN for exploratory lines
   double delong_p = NAN;                ///< DeLong on the first seed's test rows: test-row noise only
+  double test_row_variance = NAN;       ///< DeLong's variance of the difference, added to the seeds' spread
   std::string verdict;                  ///< significant gain | significant loss | no significant difference
 };
 
@@ -323,14 +324,19 @@ inline DeltaRow compare(const ExperimentRecord& a, const ExperimentRecord& b, co
   }
   row.available = true;
   row.value_a = sum_a / differences.size(), row.value_b = sum_b / differences.size();
-  row.test = mtl::metrics::paired_seed_test(differences, /*confidence=*/0.95, kMinSeeds);
+  // The test rows' sampling variance of the difference (DeLong, first seed's predictions): every seed is
+  // tested on the same rows, so the spread over seeds cannot show it.
+  double test_row_variance = NAN;
   if (a.predictions && b.predictions) {
     auto sa = ranked(*a.predictions, c.metric), sb = ranked(*b.predictions, c.metric);
     if (sa && sb && sa->second == sb->second) {
       const auto t = mtl::metrics::delong_test(sa->first, sb->first, sa->second);
-      if (t.defined()) row.delong_p = t.p_value;
+      if (t.defined()) row.delong_p = t.p_value, test_row_variance = t.se_difference * t.se_difference;
     }
   }
+  row.test_row_variance = test_row_variance;
+  row.test = mtl::metrics::paired_seed_test(differences, /*confidence=*/0.95, kMinSeeds,
+                                            std::isnan(test_row_variance) ? 0.0 : test_row_variance);
   return row;
 }
 
@@ -473,8 +479,11 @@ inline std::vector<std::string> method_lines(const std::vector<DeltaRow>& rows,
       fmt::format("Each comparison pairs the two experiments' runs by seed and takes the per-seed difference of a test "
                   "metric (best checkpoint of each run); here {} seed(s) were paired.",
                   seeds),
-      fmt::format("The verdict is the paired t-test of those differences (df = seeds - 1), so it includes the "
-                  "variation between training runs; it needs {} seeds or more.",
+      fmt::format("The verdict is the paired t-test of those differences, so it includes the variation between "
+                  "training runs; it needs {} seeds or more. Every seed is tested on the same rows, so the test rows' "
+                  "own sampling variance (DeLong's variance of the difference, first seed) is added to the seeds' "
+                  "s^2/n, with Welch-Satterthwaite degrees of freedom; where DeLong is undefined the seeds' spread "
+                  "stands alone.",
                   kMinSeeds),
       fmt::format("One comparison per question is primary, fixed in advance; the primaries' p-values are Holm-adjusted "
                   "across the chain (family-wise alpha {}). The other lines are exploratory: unadjusted, and not an "
@@ -537,7 +546,8 @@ inline void write_delta_analysis(const std::string& output, const std::vector<Ex
                 {"p", number(t.p_value)},
                 {"p_adjusted", number(r.p_adjusted)},
                 {"verdict", r.verdict},
-                {"delong_p_first_seed", number(r.delong_p)}});
+                {"delong_p_first_seed", number(r.delong_p)},
+                {"test_row_variance", number(r.test_row_variance)}});
       if (!t.defined()) j["why_untested"] = t.undefined_because;
       json.push_back(j);
     }

@@ -3,7 +3,10 @@
 // step-down adjustment of several p-values. Each seed's difference includes
 // everything that changes between training runs (initialisation, batch
 // order, dropout), so the test measures whether a difference survives
-// retraining, which a test on the test rows of one run cannot say.
+// retraining, which a test on the test rows of one run cannot say. What the
+// seeds share (the same test rows) does not vary between them; its sampling
+// variance can be added (e.g. DeLong's), so that a difference must also
+// stand out from the test rows' noise.
 #pragma once
 
 #include <algorithm>
@@ -93,11 +96,15 @@ struct PairedSeedTest {
 };
 
 /// The paired t-test of `differences` (one per seed) against a mean of 0, with
-/// a `confidence` interval for the mean. Needs `min_seeds` differences at least
-/// (2 make a test, but one degree of freedom makes it nearly powerless). All
-/// differences equal and non-zero give p = 0; all zero give p = 1.
+/// a `confidence` interval for the mean. `shared_variance` is the variance of
+/// the mean difference that the seeds share and so cannot show (the test rows'
+/// sampling variance), added to the seeds' s^2 / n; the degrees of freedom then
+/// follow Welch-Satterthwaite, the shared part counted as known. Needs
+/// `min_seeds` differences at least (2 make a test, but one degree of freedom
+/// makes it nearly powerless). With no variance at all, differences equal and
+/// non-zero give p = 0; all zero give p = 1.
 inline PairedSeedTest paired_seed_test(std::vector<double> differences, double confidence = 0.95,
-                                       size_t min_seeds = 2) {
+                                       size_t min_seeds = 2, double shared_variance = 0.0) {
   PairedSeedTest test;
   test.differences = std::move(differences);
   const auto& d = test.differences;
@@ -112,8 +119,13 @@ inline PairedSeedTest paired_seed_test(std::vector<double> differences, double c
   double squares = 0;
   for (double x : d) squares += (x - test.mean) * (x - test.mean);
   test.standard_deviation = std::sqrt(squares / (n - 1.0));
-  const double standard_error = test.standard_deviation / std::sqrt(n);
-  const double df = n - 1.0;
+  const double seed_variance = squares / (n - 1.0) / n;
+  const double shared = std::isfinite(shared_variance) && shared_variance > 0 ? shared_variance : 0.0;
+  const double standard_error = std::sqrt(seed_variance + shared);
+  // Welch-Satterthwaite: (sum of variances)^2 / sum of (variance^2 / df); the shared part has df = infinity.
+  const double df = seed_variance > 0 ? std::min(1e6, (seed_variance + shared) * (seed_variance + shared) /
+                                                          (seed_variance * seed_variance / (n - 1.0)))
+                                      : 1e6;
   if (standard_error == 0.0) {
     test.t = test.mean == 0.0 ? 0.0 : std::copysign(std::numeric_limits<double>::infinity(), test.mean);
     test.p_value = test.mean == 0.0 ? 1.0 : 0.0;
