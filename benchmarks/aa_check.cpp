@@ -1,13 +1,16 @@
 // The A/A check of the chain's verdicts: one configuration (the shared-bottom
 // ESMM model, E2's shape, small) trained with different seeds and compared
 // with itself the way the chain compares two experiments: per-seed
-// differences of the test CTCVR AUC, the paired t-test over 3 seeds. There is
-// no true difference, so the share of replicates called significant at 0.05
-// must be 0.05 within its sampling error. Each replicate trains 6 fresh runs
-// (seeds never reused), on the synthetic data of the designed scenario.
+// differences of the test CTCVR AUC, the paired t-test over 3 seeds with the
+// test rows' variance (DeLong, first seed) added. There is no true
+// difference, so the share of replicates called significant at 0.05 must be
+// at most 0.05 within its sampling error; the seeds-only test (no test-row
+// term) is shown beside it. Each replicate trains 6 fresh runs (seeds never
+// reused), on the synthetic data of the designed scenario.
 //   aa_check [REPLICATES] [STEPS]      (defaults 100 and 300)
 #include <mtl/data/batch_loader.hpp>
 #include <mtl/data/synthetic.hpp>
+#include <mtl/metrics/delong.hpp>
 #include <mtl/metrics/multitask_metrics.hpp>
 #include <mtl/metrics/paired_seeds.hpp>
 #include <mtl/model.hpp>
@@ -36,8 +39,14 @@ struct Data {
   data::Dataset test = generator.generate(data::Split::test, 20000);
 };
 
-/// Trains the model with `seed` (initialisation and batch order) and returns its test CTCVR AUC.
-double train_and_test(const Data& d, uint64_t seed, int64_t steps) {
+/// A run's test CTCVR scores and their AUC.
+struct Scored {
+  std::vector<float> p_ctcvr;
+  double auc = NAN;
+};
+
+/// Trains the model with `seed` (initialisation and batch order) and scores the test rows.
+Scored train_and_test(const Data& d, uint64_t seed, int64_t steps) {
   torch::manual_seed(seed);
   SharedBottomModel model(
       SharedBottomModelOptions(DeepFMOptions(d.generator.schema()).deep_hidden_dims({64, 32}).fm_projection_dim(8),
@@ -65,7 +74,10 @@ double train_and_test(const Data& d, uint64_t seed, int64_t steps) {
   });
   columns.click = d.test.click;
   columns.conversion = d.test.conversion;
-  return metrics::evaluate_predictions(columns).at("auc_ctcvr").value;
+  Scored out;
+  for (size_t i = 0; i < columns.p_ctr.size(); ++i) out.p_ctcvr.push_back(columns.p_ctr[i] * columns.p_cvr[i]);
+  out.auc = metrics::evaluate_predictions(columns).at("auc_ctcvr").value;
+  return out;
 }
 
 }  // namespace
@@ -79,20 +91,31 @@ int main(int argc, char** argv) {
   }
   at::set_num_threads(1);  // runs are small; one thread keeps them independent of the machine's load
   const Data d;
+  std::vector<float> ctcvr_labels;
+  for (int64_t i = 0; i < d.test.num_rows(); ++i) ctcvr_labels.push_back(d.test.click[i] * d.test.conversion[i]);
   const auto start = std::chrono::steady_clock::now();
-  int significant = 0;
+  int significant = 0, significant_seeds_only = 0;
   std::vector<double> all_differences;
   for (int r = 0; r < replicates; ++r) {
     std::vector<double> differences;
+    double test_row_variance = 0;
     for (int k = 0; k < kSeedsPerSide; ++k) {
       const uint64_t base = 1000 + static_cast<uint64_t>(r) * 2 * kSeedsPerSide + 2 * static_cast<uint64_t>(k);
-      differences.push_back(train_and_test(d, base, steps) - train_and_test(d, base + 1, steps));
+      const auto a = train_and_test(d, base, steps), b = train_and_test(d, base + 1, steps);
+      differences.push_back(a.auc - b.auc);
+      if (k == 0) {  // as the chain does: DeLong on the first seed's predictions
+        const auto delong = metrics::delong_test(a.p_ctcvr, b.p_ctcvr, ctcvr_labels);
+        if (delong.defined()) test_row_variance = delong.se_difference * delong.se_difference;
+      }
     }
-    const auto test = metrics::paired_seed_test(differences);
+    const auto test = metrics::paired_seed_test(differences, 0.95, 2, test_row_variance);
+    const auto seeds_only = metrics::paired_seed_test(differences);
     significant += test.p_value < 0.05;
+    significant_seeds_only += seeds_only.p_value < 0.05;
     all_differences.insert(all_differences.end(), differences.begin(), differences.end());
-    std::printf("replicate %3d: differences %+.5f %+.5f %+.5f  p=%.3f%s\n", r, differences[0], differences[1],
-                differences[2], test.p_value, test.p_value < 0.05 ? "  significant" : "");
+    std::printf("replicate %3d: differences %+.5f %+.5f %+.5f  p=%.3f%s  (seeds only: p=%.3f)\n", r, differences[0],
+                differences[1], differences[2], test.p_value, test.p_value < 0.05 ? "  significant" : "",
+                seeds_only.p_value);
     std::fflush(stdout);
   }
   double sd = 0;
@@ -103,8 +126,10 @@ int main(int argc, char** argv) {
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   std::printf(
       "A/A: %d of %d replicates significant at 0.05 (%.1f %%); nominal 5 %% +- %.1f %% (2 standard errors: %.1f-%.1f "
-      "%%); root mean square of the differences %.5f; %d runs of %lld steps in %.0f s\n",
-      significant, replicates, 100 * rate, 200 * se, std::max(0.0, 100 * (0.05 - 2 * se)), 100 * (0.05 + 2 * se), sd,
-      replicates * 2 * kSeedsPerSide, static_cast<long long>(steps), seconds);
+      "%%); the seeds-only test: %d (%.1f %%); root mean square of the differences %.5f; %d runs of %lld steps in "
+      "%.0f s\n",
+      significant, replicates, 100 * rate, 200 * se, std::max(0.0, 100 * (0.05 - 2 * se)), 100 * (0.05 + 2 * se),
+      significant_seeds_only, 100.0 * significant_seeds_only / replicates, sd, replicates * 2 * kSeedsPerSide,
+      static_cast<long long>(steps), seconds);
   return 0;
 }
