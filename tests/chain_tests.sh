@@ -106,12 +106,15 @@ kill_and_resume)
     MTL_CRASH_AT=$1 "$bin" run "${args[@]}" --resume > "crash_$1.log" 2>&1 || status=$?
     [ "$status" = 137 ] || { cat "crash_$1.log"; fail "expected a SIGKILL (status 137) at $1, got status $status"; }
   }
+  # The counts below are chosen so that each point falls where the check after it looks (a rotation
+  # with a checkpoint to move aside; a validation after two saved checkpoints): a change to the tiny
+  # preset's data or to when checkpoints are written can move them.
   crash_then_resume checkpoint_write:4
   compgen -G "$(unfinished)/ckpt_*.pt.tmp.*" > /dev/null || fail "no half-written checkpoint after checkpoint_write"
-  crash_then_resume checkpoint_rotate:8
+  crash_then_resume checkpoint_rotate:9
   d=$(unfinished)
   [ -e "$d/ckpt_prev.pt" ] && [ ! -e "$d/ckpt_last.pt" ] || fail "checkpoint_rotate should leave $d with ckpt_prev.pt only"
-  crash_then_resume after_validation:6
+  crash_then_resume after_validation:7
   # Damage the last checkpoint of the interrupted experiment: resuming refuses it and takes the previous one.
   d=$(unfinished)
   [ -e "$d/ckpt_prev.pt" ] && [ -e "$d/ckpt_last.pt" ] || fail "expected $d to hold ckpt_last.pt and ckpt_prev.pt"

@@ -426,22 +426,31 @@ inline std::vector<std::string> run_notes(const std::vector<ExperimentRecord>& c
 /// carries: depth, loss weighting, the aligner, the parameter count.
 inline std::vector<std::string> declared_choices(const std::vector<ExperimentRecord>& chain) {
   std::vector<std::string> lines;
+  // A run's config, where the run has one (an experiment left out by --only has none).
   const auto config_of = [&](const std::string& id) -> const RunRecord* {
     for (const auto& e : chain)
-      if (e.id == id && !e.runs.empty() && e.runs.front().config) return &e.runs.front();
+      if (e.id == id && !e.runs.empty() && e.runs.front().config.IsDefined() && e.runs.front().config.IsMap())
+        return &e.runs.front();
     return nullptr;
   };
-  const auto text = [](const YAML::Node& node) {
-    if (!node) return std::string("(unset)");
+  // The value at a dotted path of a config, in YAML's flow style, or "(unset)".
+  const auto text = [](const YAML::Node& config, const std::vector<std::string>& path) {
+    std::vector<YAML::Node> nodes{config};
+    for (const auto& key : path) {
+      const YAML::Node& node = nodes.back();
+      if (!node.IsDefined() || !node.IsMap()) return std::string("(unset)");
+      nodes.push_back(node[key]);
+    }
+    if (!nodes.back().IsDefined() || nodes.back().IsNull()) return std::string("(unset)");
     YAML::Emitter out;
-    out << YAML::Flow << node;
+    out << YAML::Flow << nodes.back();
     return std::string(out.c_str());
   };
   if (const auto* e1 = config_of("E1"))
     lines.push_back(fmt::format(
         "E1 and E2 put a shared layer model.shared_bottom.hidden_dims={} under their towers, which the single-task "
         "E0a and E0b do not have: Q1 compares that depth too.",
-        text(e1->config["model"]["shared_bottom"]["hidden_dims"])));
+        text(e1->config, {"model", "shared_bottom", "hidden_dims"})));
   lines.push_back(
       "E1's loss is the CTR BCE (mean over all rows) plus the CVR BCE (mean over clicked rows), weight 1 each: a "
       "clicked row weighs about 1/CTR times a CTR row in the CVR term, as in E0b; ESMM (E2-E5) weighs ctr, ctcvr and "
@@ -449,8 +458,8 @@ inline std::vector<std::string> declared_choices(const std::vector<ExperimentRec
   if (const auto* e4 = config_of("E4"))
     if (const auto* e5 = config_of("E5")) {
       const auto align = [&](const RunRecord& r) {
-        return text(r.config["model"]["ple"]["expert_output_align"]["enabled"]) + " (dropout " +
-               text(r.config["model"]["ple"]["expert_output_align"]["dropout"]) + ")";
+        return text(r.config, {"model", "ple", "expert_output_align", "enabled"}) + " (dropout " +
+               text(r.config, {"model", "ple", "expert_output_align", "dropout"}) + ")";
       };
       lines.push_back(
           fmt::format("The expert-output aligner: E4 {}, E5 {}{}.", align(*e4), align(*e5),
