@@ -382,6 +382,9 @@ inline size_t paired_seeds(const std::vector<DeltaRow>& rows) {
   return n;
 }
 
+/// Whether a run picked its best checkpoint in the last tenth of its steps.
+inline bool unconverged(const RunRecord& r) { return r.best_step >= r.max_steps * 9 / 10; }
+
 /// How far the primary validation metric must fall after its peak for a run to be flagged as overfitting.
 constexpr double kOverfitDrop = 0.005;
 
@@ -392,7 +395,7 @@ inline std::vector<std::string> run_notes(const std::vector<ExperimentRecord>& c
   for (const auto& e : chain) {
     const auto* r = e.first_finished();
     if (!r || r->max_steps <= 0) continue;
-    if (r->best_step >= r->max_steps * 9 / 10)
+    if (unconverged(*r))
       notes.push_back(fmt::format("{} picked its best checkpoint at step {} of {}: it may not have converged.", e.id,
                                   r->best_step, r->max_steps));
     // Overfitting: the primary metric peaked before half the steps and the last validation fell from the peak.
@@ -476,7 +479,7 @@ inline std::vector<std::string> declared_choices(const std::vector<ExperimentRec
 /// Whether any experiment picked its best checkpoint in the last tenth of its steps.
 inline bool some_run_unconverged(const std::vector<ExperimentRecord>& chain) {
   for (const auto& e : chain)
-    if (const auto* r = e.first_finished(); r && r->max_steps > 0 && r->best_step >= r->max_steps * 9 / 10) return true;
+    if (const auto* r = e.first_finished(); r && r->max_steps > 0 && unconverged(*r)) return true;
   return false;
 }
 
@@ -515,7 +518,10 @@ inline void write_delta_analysis(const std::string& output, const std::vector<Ex
   const auto rows = delta_rows(chain, alpha);
   std::ostringstream out;
   out << "Interview chain: delta analysis\n";
-  for (const auto& line : method_lines(rows, chain, alpha)) out << line << "\n";
+  const auto method = method_lines(rows, chain, alpha);
+  const auto choices = declared_choices(chain);
+  const auto notes = run_notes(chain);
+  for (const auto& line : method) out << line << "\n";
   out << "\n";
   nlohmann::json json = nlohmann::json::array();
   for (const auto& [q, title] : questions()) {
@@ -563,18 +569,18 @@ inline void write_delta_analysis(const std::string& output, const std::vector<Ex
     out << "\n";
   }
   out << "Declared choices\n";
-  for (const auto& line : declared_choices(chain)) out << "  " << line << "\n";
+  for (const auto& line : choices) out << "  " << line << "\n";
   out << "\n";
-  for (const auto& note : run_notes(chain)) out << "note: " << note << "\n";
+  for (const auto& note : notes) out << "note: " << note << "\n";
   mtl::train::atomic_write((fs::path(output) / "delta_analysis.txt").string(), out.str());
   mtl::train::atomic_write((fs::path(output) / "delta_analysis.json").string(),
                            nlohmann::json{{"alpha", alpha},
                                           {"paired_seeds", paired_seeds(rows)},
                                           {"min_seeds_for_a_verdict", kMinSeeds},
-                                          {"method", method_lines(rows, chain, alpha)},
+                                          {"method", method},
                                           {"comparisons", json},
-                                          {"declared_choices", declared_choices(chain)},
-                                          {"notes", run_notes(chain)}}
+                                          {"declared_choices", choices},
+                                          {"notes", notes}}
                                    .dump(2) +
                                "\n");
 }
