@@ -77,8 +77,18 @@ for c in rows:
 for c in primaries:  # Holm: never below the raw p, at most the family size times it
     assert c["p"] <= c["p_adjusted"] <= min(1.0, 5 * c["p"]) + 1e-12, c
 assert all(c["p_adjusted"] is None for c in rows if not c["primary"])
+# Synthetic data: each primary carries the designed answer, the exploratory lines none.
+assert d["scenario"] == "designed", d["scenario"]
+assert [c["designed"] for c in sorted(primaries, key=lambda c: c["question"])] == ["gain", "none", "gain", "gain", "gain"]
+assert all(c["designed"] is None for c in rows if not c["primary"])
 PY
   expect_in "here 3 seed(s) were paired" chain/delta_analysis.txt
+  expect_in "Designed vs found (synthetic data, designed scenario; primary comparisons)" chain/delta_analysis.txt
+  expect_in "<h2>Designed vs found</h2>" chain/report.html
+  # Under the null scenario every designed answer is none (the runs' config snapshots say which scenario).
+  sed -i 's/scenario: designed/scenario: "null"/' interview_E*/config.yaml
+  "$bin" report chain > /dev/null
+  python3 -c 'import json, sys; d = json.load(open(sys.argv[1])); assert d["scenario"] == "null" and {c["designed"] for c in d["comparisons"] if c["primary"]} == {"none"}, d' chain/delta_analysis.json || fail "the null scenario's designed answers are not all none"
   ;;
 
 kill_and_resume)

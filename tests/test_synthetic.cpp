@@ -25,7 +25,6 @@ double mean(const std::vector<float>& v) {
   for (float x : v) s += x;
   return s / static_cast<double>(v.size());
 }
-double logit(double p) { return std::log(p / (1 - p)); }
 
 double correlation(const std::vector<double>& x, const std::vector<double>& y) {
   double mx = 0, my = 0;
@@ -35,43 +34,6 @@ double correlation(const std::vector<double>& x, const std::vector<double>& y) {
   for (size_t i = 0; i < x.size(); ++i)
     sxy += (x[i] - mx) * (y[i] - my), sxx += (x[i] - mx) * (x[i] - mx), syy += (y[i] - my) * (y[i] - my);
   return sxy / std::sqrt(sxx * syy);
-}
-
-/// Variance of what is left of cell means after removing row and column
-/// effects: the interaction of two fields in `values` (two-way layout).
-double interaction_variance(const Dataset& ds, int field_a, int field_b, const std::vector<double>& values) {
-  const int64_t f = ds.schema().num_sparse();
-  std::map<std::pair<int, int>, std::pair<double, int>> cells;
-  for (int64_t r = 0; r < ds.num_rows(); ++r) {
-    auto& c = cells[{ds.ids[r * f + field_a], ds.ids[r * f + field_b]}];
-    c.first += values[r], c.second += 1;
-  }
-  std::map<int, std::pair<double, int>> rows, cols;
-  double grand = 0;
-  int n = 0;
-  for (const auto& [key, c] : cells) {
-    if (c.second < 20) continue;  // well-estimated cells only
-    const double m = c.first / c.second;
-    rows[key.first].first += m, rows[key.first].second++;
-    cols[key.second].first += m, cols[key.second].second++;
-    grand += m, ++n;
-  }
-  grand /= n;
-  double var = 0;
-  int used = 0;
-  for (const auto& [key, c] : cells) {
-    if (c.second < 20) continue;
-    const double residual = c.first / c.second - rows[key.first].first / rows[key.first].second -
-                            cols[key.second].first / cols[key.second].second + grand;
-    var += residual * residual, ++used;
-  }
-  return var / used;
-}
-
-std::vector<double> click_logits(const Dataset& ds) {
-  std::vector<double> v;
-  for (float p : ds.truth.p_click) v.push_back(logit(p));
-  return v;
 }
 
 }  // namespace
@@ -170,37 +132,82 @@ TEST_CASE("synthetic knobs: label levels") {
   REQUIRE(mean(more.truth.p_cvr) > 1.5 * mean(base.truth.p_cvr));
 }
 
-// task_relatedness raises the correlation of the click and conversion logits.
-TEST_CASE("synthetic knobs: task relatedness") {
-  auto corr_at = [](double rho) {
-    auto ds = SyntheticGenerator(small().task_relatedness(rho).selection_bias(0).deep_signal(0).cross_signal(0))
-                  .generate(Split::train, 40000);
-    std::vector<double> c, v;
-    for (int64_t r = 0; r < ds.num_rows(); ++r)
-      c.push_back(logit(ds.truth.p_click[r])), v.push_back(logit(ds.truth.p_cvr[r]));
-    return correlation(c, v);
-  };
-  const double unrelated = corr_at(0.0), related = corr_at(1.0);
-  INFO("correlation at relatedness 0: " << unrelated << ", at 1: " << related);
-  REQUIRE(std::fabs(unrelated) < 0.1);
-  REQUIRE(related > unrelated + 0.3);
+namespace {
+
+/// The logit terms of the first `rows` rows of a split.
+std::vector<SyntheticGenerator::LogitTerms> terms_of(const SyntheticGenerator& gen, int64_t rows,
+                                                     Split split = Split::train) {
+  std::vector<SyntheticGenerator::LogitTerms> out;
+  for (int64_t r = 0; r < rows; ++r) out.push_back(gen.logit_terms(split, r));
+  return out;
 }
 
-// selection_bias makes the clicked population convert less than the whole
-// population would: the clicked rows are not a sample of the entire space.
-TEST_CASE("synthetic knobs: selection bias shifts the clicked population") {
-  auto ratio_at = [](double bias) {
-    auto ds = SyntheticGenerator(small().selection_bias(bias).task_relatedness(0).deep_signal(0))
-                  .generate(Split::train, 100000);
-    double clicked = 0, n = 0;
-    for (int64_t r = 0; r < ds.num_rows(); ++r)
-      if (ds.click[r] > 0) clicked += ds.truth.p_cvr[r], n += 1;
-    return (clicked / n) / mean(ds.truth.p_cvr);
+template <class F>
+std::vector<double> column(const std::vector<SyntheticGenerator::LogitTerms>& terms, F&& f) {
+  std::vector<double> out;
+  for (const auto& t : terms) out.push_back(f(t));
+  return out;
+}
+
+double variance(const std::vector<double>& v) {
+  double m = 0, s = 0;
+  for (double x : v) m += x;
+  m /= v.size();
+  for (double x : v) s += (x - m) * (x - m);
+  return s / v.size();
+}
+
+}  // namespace
+
+// task_relatedness is the correlation of the two tasks' taste terms, measured on the rows.
+TEST_CASE("synthetic mechanism Q1: task_relatedness is the taste terms' correlation") {
+  for (double r : {0.0, 0.3, 0.8, 1.0}) {
+    const auto terms = terms_of(SyntheticGenerator(small().task_relatedness(r)), 50000);
+    const double measured = correlation(column(terms, [](const auto& t) { return t.click_taste; }),
+                                        column(terms, [](const auto& t) { return t.buy_taste; }));
+    INFO("task_relatedness " << r << ": measured correlation " << measured);
+    REQUIRE(measured == Approx(r).margin(0.03));
+  }
+}
+
+// The selection latent makes selection missing not at random: the best
+// score a model of the visible features can learn from clicked rows,
+// P(conversion | x, click), ranks the entire space worse than P(conversion | x).
+// Both are integrated over the latent's normal law from the row's other terms.
+TEST_CASE("synthetic mechanism Q2: the selection latent biases clicked-row CVR over the entire space") {
+  const auto gap_at = [](double weight) {
+    SyntheticGenerator gen(small().selection_latent_weight(weight));
+    const auto terms = terms_of(gen, 100000, Split::test);
+    const auto ds = gen.generate(Split::test, 100000);
+    std::vector<double> z, pdf;
+    for (int k = -60; k <= 60; ++k) z.push_back(k / 10.0), pdf.push_back(std::exp(-0.5 * z.back() * z.back()));
+    const auto sig = [](double x) { return 1 / (1 + std::exp(-x)); };
+    std::vector<float> entire_space, clicked_rows;
+    for (const auto& t : terms) {
+      // The visible parts of the logits: the true logits less the latent's share.
+      const double click = t.click_logit - weight * t.selection_latent, cvr = t.cvr_logit + weight * t.selection_latent;
+      double conv = 0, click_p = 0, both = 0, mass = 0;
+      for (size_t k = 0; k < z.size(); ++k) {
+        const double pc = sig(click + weight * z[k]), pv = sig(cvr - weight * z[k]);
+        conv += pdf[k] * pv, click_p += pdf[k] * pc, both += pdf[k] * pc * pv, mass += pdf[k];
+      }
+      entire_space.push_back(static_cast<float>(conv / mass));
+      clicked_rows.push_back(static_cast<float>(both / click_p));
+    }
+    const double a = metrics::roc_auc(entire_space, ds.truth.counterfactual_conversion).value;
+    const double b = metrics::roc_auc(clicked_rows, ds.truth.counterfactual_conversion).value;
+    INFO("selection_latent_weight " << weight << ": entire-space AUC of P(conv | x) " << a << ", of P(conv | x, click) "
+                                    << b);
+    return a - b;
   };
-  const double none = ratio_at(0.0), strong = ratio_at(1.5);
-  INFO("mean true CVR of clicked rows over all rows: bias 0 -> " << none << ", bias 1.5 -> " << strong);
-  REQUIRE(std::fabs(none - 1.0) < 0.1);
-  REQUIRE(strong < 0.8);
+  REQUIRE(std::fabs(gap_at(0.0)) < 1e-4);
+  REQUIRE(gap_at(1.0) > 0.01);
+  // The clicked population converts less than the whole.
+  const auto ds = SyntheticGenerator(small()).generate(Split::train, 100000);
+  double clicked = 0, n = 0;
+  for (int64_t r = 0; r < ds.num_rows(); ++r)
+    if (ds.click[r] > 0) clicked += ds.truth.p_cvr[r], n += 1;
+  REQUIRE(clicked / n < 0.8 * mean(ds.truth.p_cvr));
 }
 
 // On the default data, a CVR model trained on clicked rows only falls further
@@ -243,41 +250,44 @@ TEST_CASE("synthetic data: a clicked-rows CVR model ranks the entire space worse
   REQUIRE(oracle_entire - model_entire > oracle_clicked_auc - model_clicked);
 }
 
-// cross_signal adds an interaction of user profile 122 and item category 206 to the click logit.
-TEST_CASE("synthetic knobs: cross signal") {
-  auto options = small().deep_signal(0);
-  auto off = SyntheticGenerator(SyntheticOptions(options).cross_signal(0)).generate(Split::train, 200000);
-  auto on = SyntheticGenerator(SyntheticOptions(options).cross_signal(1.0)).generate(Split::train, 200000);
-  const double without = interaction_variance(off, 2, 10, click_logits(off));
-  const double with = interaction_variance(on, 2, 10, click_logits(on));
-  INFO("interaction variance of (122, 206) in the click logit: off " << without << ", on " << with);
-  REQUIRE(with > 0.5);
-  REQUIRE(with > 5 * without);
+// private_signal adds to each logit a term of its task's own, unit-variance,
+// uncorrelated with the other task's; the knob sets its weight.
+TEST_CASE("synthetic mechanism Q3, Q4: each task's private term") {
+  const auto off = terms_of(SyntheticGenerator(small().private_signal(0)), 50000);
+  const auto on = terms_of(SyntheticGenerator(small().private_signal(1.5)), 50000);
+  for (size_t r = 0; r < on.size(); ++r) {
+    REQUIRE(on[r].click_logit - off[r].click_logit == Approx(1.5 * on[r].private_click).margin(1e-9));
+    REQUIRE(on[r].cvr_logit - off[r].cvr_logit == Approx(1.5 * on[r].private_buy).margin(1e-9));
+  }
+  const auto click = column(on, [](const auto& t) { return t.private_click; });
+  const auto buy = column(on, [](const auto& t) { return t.private_buy; });
+  INFO("variances " << variance(click) << ", " << variance(buy) << "; correlation " << correlation(click, buy));
+  REQUIRE(variance(click) == Approx(1.0).margin(0.3));
+  REQUIRE(variance(buy) == Approx(1.0).margin(0.3));
+  REQUIRE(std::fabs(correlation(click, buy)) < 0.05);
+  // Non-linear in the taste: neither task's taste term explains it.
+  REQUIRE(std::fabs(correlation(click, column(on, [](const auto& t) { return t.click_taste; }))) < 0.05);
 }
 
-// deep_signal adds a user-item term that neither the user nor the item explains alone.
-TEST_CASE("synthetic knobs: deep signal") {
-  auto off = SyntheticGenerator(small().deep_signal(0)).generate(Split::train, 100000);
-  auto on = SyntheticGenerator(small().deep_signal(1.0)).generate(Split::train, 100000);
-  std::vector<double> added;
-  for (int64_t r = 0; r < on.num_rows(); ++r) added.push_back(logit(on.truth.p_click[r]) - logit(off.truth.p_click[r]));
-  double var = 0, m = 0;
-  for (double x : added) m += x;
-  m /= added.size();
-  for (double x : added) var += (x - m) * (x - m);
-  var /= added.size();
-  REQUIRE(var > 0.5);
-  // Averaged per item, the term mostly cancels: it lives in the user-item interaction.
-  std::map<int32_t, std::pair<double, int>> per_item;
-  for (int64_t r = 0; r < on.num_rows(); ++r) {
-    auto& c = per_item[on.ids[r * 23 + 9]];
-    c.first += added[r], c.second++;
+// cross_signal adds a product of three dense features (user-category
+// affinity D702, shop score D508, context D509) to the click logit: unit
+// variance, and nothing of it in any one feature or any pair's product.
+TEST_CASE("synthetic mechanism Q5: a three-way cross of dense features") {
+  SyntheticGenerator gen(small());
+  const auto terms = terms_of(gen, 100000);
+  const auto ds = gen.generate(Split::train, 100000);
+  const auto off = terms_of(SyntheticGenerator(small().cross_signal(0)), 100000);
+  std::vector<double> a, b, c, ab, ac, bc, abc;
+  for (int64_t r = 0; r < ds.num_rows(); ++r) {
+    const double x = ds.dense[r * 8 + 6] - 0.5, y = ds.dense[r * 8 + 4] - 0.5, w = ds.dense[r * 8 + 5] - 0.5;
+    a.push_back(x), b.push_back(y), c.push_back(w), ab.push_back(x * y), ac.push_back(x * w), bc.push_back(y * w);
+    abc.push_back(x * y * w);
+    REQUIRE(terms[r].click_logit - off[r].click_logit == Approx(terms[r].cross).margin(1e-9));
   }
-  double between = 0, weight = 0;
-  for (const auto& [item, c] : per_item)
-    if (c.second >= 30) between += c.second * std::pow(c.first / c.second - m, 2), weight += c.second;
-  INFO("variance of the deep term " << var << ", of its per-item means " << between / weight);
-  REQUIRE(between / weight < 0.25 * var);
+  const auto cross = column(terms, [](const auto& t) { return t.cross; });
+  REQUIRE(variance(cross) == Approx(1.0).margin(0.05));
+  REQUIRE(correlation(cross, abc) > 0.999);
+  for (const auto* part : {&a, &b, &c, &ab, &ac, &bc}) REQUIRE(std::fabs(correlation(cross, *part)) < 0.02);
 }
 
 // label_noise lowers the AUC that even the true probabilities reach.
@@ -295,4 +305,5 @@ TEST_CASE("synthetic knobs: bad values") {
   REQUIRE_TORCH_ERROR(SyntheticGenerator(small().task_relatedness(1.5)), "task_relatedness in [0, 1], but got 1.5");
   REQUIRE_TORCH_ERROR(SyntheticGenerator(small().num_users(0)), "positive num_users");
   REQUIRE_TORCH_ERROR(SyntheticGenerator(small().label_noise(-1)), "label_noise >= 0");
+  REQUIRE_TORCH_ERROR(SyntheticGenerator(small().selection_latent_weight(-1)), "selection_latent_weight >= 0");
 }

@@ -7,6 +7,7 @@
 #pragma once
 
 #include "chain.hpp"
+#include "designed.hpp"
 
 #include <mtl/metrics/delong.hpp>
 #include <mtl/metrics/paired_seeds.hpp>
@@ -16,6 +17,7 @@
 #include <yaml-cpp/yaml.h>
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -290,6 +292,7 @@ struct DeltaRow {
   double delong_p = NAN;                ///< DeLong on the first seed's test rows: test-row noise only
   double test_row_variance = NAN;       ///< DeLong's variance of the difference, added to the seeds' spread
   std::string verdict;                  ///< significant gain | significant loss | no significant difference
+  std::string designed;                 ///< on synthetic data, a primary's designed answer (gain | loss | none)
 };
 
 /// The per-seed values of `metric` for runs that finished with it defined, by seed index.
@@ -340,6 +343,14 @@ inline DeltaRow compare(const ExperimentRecord& a, const ExperimentRecord& b, co
   return row;
 }
 
+/// The synthetic scenario of the chain's runs, or nothing when their data is not synthetic.
+inline std::optional<std::string> chain_scenario(const std::vector<ExperimentRecord>& chain) {
+  for (const auto& e : chain)
+    for (const auto& r : e.runs)
+      if (r.config.IsDefined() && r.config.IsMap()) return synthetic_scenario(r.config);
+  return std::nullopt;
+}
+
 /// Every comparison with its test, the primaries Holm-adjusted together, and the verdicts.
 inline std::vector<DeltaRow> delta_rows(const std::vector<ExperimentRecord>& chain, double alpha) {
   auto find = [&](const std::string& id) -> const ExperimentRecord& {
@@ -350,8 +361,12 @@ inline std::vector<DeltaRow> delta_rows(const std::vector<ExperimentRecord>& cha
   bool entire_space = false;
   for (const auto& e : chain)
     for (const auto& r : e.runs) entire_space = entire_space || r.test.count("auc_cvr_entire_space") > 0;
+  const auto scenario = chain_scenario(chain);
   std::vector<DeltaRow> rows;
-  for (const auto& c : comparisons(entire_space)) rows.push_back(compare(find(c.challenger), find(c.reference), c));
+  for (const auto& c : comparisons(entire_space)) {
+    rows.push_back(compare(find(c.challenger), find(c.reference), c));
+    if (scenario && c.primary) rows.back().designed = designed_answer(c.question, *scenario);
+  }
   std::vector<double> primary_p;
   for (const auto& r : rows)
     if (r.comparison.primary) primary_p.push_back(r.available && r.test.defined() ? r.test.p_value : NAN);
@@ -514,6 +529,35 @@ inline std::vector<std::string> method_lines(const std::vector<DeltaRow>& rows,
   return lines;
 }
 
+/// One line of the designed-vs-found table: a primary comparison on synthetic data.
+struct DesignedVsFound {
+  std::string question, comparison, knob, knob_value, designed, found;
+  bool as_designed = false;
+};
+
+/// The primaries' designed answers beside their verdicts; empty when the data is not synthetic.
+inline std::vector<DesignedVsFound> designed_vs_found(const std::vector<DeltaRow>& rows,
+                                                      const std::vector<ExperimentRecord>& chain) {
+  std::vector<DesignedVsFound> out;
+  const RunRecord* run = nullptr;
+  for (const auto& e : chain)
+    for (const auto& r : e.runs)
+      if (!run && r.config.IsDefined() && r.config.IsMap()) run = &r;
+  for (const auto& r : rows) {
+    if (r.designed.empty()) continue;
+    const auto& m = designed_mechanism(r.comparison.question);
+    DesignedVsFound d{r.comparison.question,
+                      r.comparison.challenger + " vs " + r.comparison.reference + " " + r.comparison.metric,
+                      m.knob,
+                      knob_value(run ? run->config : YAML::Node(), m.knob),
+                      r.designed,
+                      r.available ? found_answer(r.verdict) : "n/a"};
+    d.as_designed = d.designed == d.found;
+    out.push_back(d);
+  }
+  return out;
+}
+
 inline void write_delta_analysis(const std::string& output, const std::vector<ExperimentRecord>& chain, double alpha) {
   const auto rows = delta_rows(chain, alpha);
   std::ostringstream out;
@@ -545,7 +589,9 @@ inline void write_delta_analysis(const std::string& output, const std::vector<Ex
       if (t.defined()) out << fmt::format(" [{:+.5f}, {:+.5f}]", t.interval_low, t.interval_high);
       out << fmt::format("  rel={:+.2f}%  p{}", 100.0 * t.mean / r.value_b, format_p(t.p_value));
       if (c.primary) out << fmt::format("  p_holm{}", format_p(r.p_adjusted));
-      out << "  -> " << r.verdict << "\n";
+      out << "  -> " << r.verdict;
+      if (!r.designed.empty()) out << " (designed: " << r.designed << ")";
+      out << "\n";
       std::string seeds_text;
       for (double d : t.differences) seeds_text += fmt::format(" {:+.5f}", d);
       out << fmt::format("      per seed:{}", seeds_text);
@@ -562,10 +608,22 @@ inline void write_delta_analysis(const std::string& output, const std::vector<Ex
                 {"p_adjusted", number(r.p_adjusted)},
                 {"verdict", r.verdict},
                 {"delong_p_first_seed", number(r.delong_p)},
-                {"test_row_variance", number(r.test_row_variance)}});
+                {"test_row_variance", number(r.test_row_variance)},
+                {"designed", r.designed.empty() ? nlohmann::json(nullptr) : nlohmann::json(r.designed)}});
       if (!t.defined()) j["why_untested"] = t.undefined_because;
       json.push_back(j);
     }
+    out << "\n";
+  }
+  const auto designed = designed_vs_found(rows, chain);
+  if (!designed.empty()) {
+    out << "Designed vs found (synthetic data, " << *chain_scenario(chain) << " scenario; primary comparisons)\n";
+    size_t width = 0;
+    for (const auto& d : designed) width = std::max(width, d.comparison.size() + d.knob.size() + d.knob_value.size());
+    for (const auto& d : designed)
+      out << fmt::format("  {}  {}, {}={}{:<{}}  designed {:<4}  found {:<4}  {}\n", d.question, d.comparison, d.knob,
+                         d.knob_value, "", width - d.comparison.size() - d.knob.size() - d.knob_value.size(), d.designed,
+                         d.found, d.as_designed ? "as designed" : "NOT as designed");
     out << "\n";
   }
   out << "Declared choices\n";
@@ -580,6 +638,8 @@ inline void write_delta_analysis(const std::string& output, const std::vector<Ex
                                           {"method", method},
                                           {"comparisons", json},
                                           {"declared_choices", choices},
+                                          {"scenario", chain_scenario(chain) ? nlohmann::json(*chain_scenario(chain))
+                                                                             : nlohmann::json(nullptr)},
                                           {"notes", notes}}
                                    .dump(2) +
                                "\n");

@@ -247,6 +247,23 @@ inline void write_report_html(const std::string& output, const std::vector<Exper
                        c.primary ? "p" + html::escape(format_p(d.p_adjusted)) : "", cls, html::escape(d.verdict));
   }
   page += "</table>";
+  const auto designed = designed_vs_found(rows, chain);
+  if (!designed.empty()) {
+    page += "<h2>Designed vs found</h2><p>The synthetic data (" + html::escape(*chain_scenario(chain)) +
+            " scenario) plants one mechanism per question; the designed answer is what the primary comparison should "
+            "find.</p><table><tr><th>question</th><th>mechanism</th><th>knob</th><th>why</th><th>primary "
+            "comparison</th><th>designed</th><th>found</th><th></th></tr>";
+    for (const auto& d : designed) {
+      const auto& m = designed_mechanism(d.question);
+      page += fmt::format(
+          "<tr><td class='l'>{}</td><td class='l'>{}</td><td class='l'>{} = {}</td><td class='l'>{}</td><td "
+          "class='l'>{}</td><td class='l'>{}</td><td class='l'>{}</td><td class='l {}'>{}</td></tr>",
+          d.question, html::escape(m.mechanism), d.knob, html::escape(d.knob_value), html::escape(m.why),
+          html::escape(d.comparison), d.designed, d.found, d.as_designed ? "gain" : "loss",
+          d.as_designed ? "as designed" : "not as designed");
+    }
+    page += "</table>";
+  }
   page += "<h2>Declared choices</h2><ul>";
   for (const auto& line : declared_choices(chain)) page += "<li>" + html::escape(line) + "</li>";
   page += "</ul>";

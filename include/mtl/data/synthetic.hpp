@@ -1,10 +1,12 @@
 // Built-in synthetic data with ground truth, shaped like Ali-CCP (23 sparse
 // fields named as Ali-CCP's, 8 dense features). Users, items and context
 // carry latent factors; click and conversion propensities come from them
-// through knobs for task relatedness, selection bias, explicit feature-cross
-// signal, deep non-linear signal, label levels and noise. Every row also
-// carries its true p_click, true p_cvr and a counterfactual conversion label,
-// so the entire-space CVR AUC is measurable. Deterministic for a seed: row r
+// through one mechanism per question of the interview chain (shared and
+// task-private taste, a selection latent no model sees, task-private
+// non-linear terms, a multiplicative cross of dense features), each with a
+// knob, plus label levels and noise. Every row also carries its true p_click,
+// true p_cvr and a counterfactual conversion label, so the entire-space CVR
+// AUC is measurable. Deterministic for a seed: row r
 // of a split depends only on (seed, split, r), whatever the compiler (every
 // draw is a statement of its own, in a fixed order). The null scenario turns
 // every mechanism off: the same features, labels drawn at the base rates.
@@ -35,7 +37,7 @@ inline const char* scenario_name(SyntheticScenario s) { return s == SyntheticSce
 /// Knobs of the generator. Each says what it should do to the chain.
 ///
 /// Example:
-///   SyntheticGenerator gen(SyntheticOptions().seed(20260127).selection_bias(1.0));
+///   SyntheticGenerator gen(SyntheticOptions().seed(20260127).task_relatedness(0.5));
 ///   Dataset train = gen.generate(Split::train, 1'000'000);
 struct SyntheticOptions {
   TORCH_ARG(uint64_t, seed) = 20260127;
@@ -50,23 +52,29 @@ struct SyntheticOptions {
   /// Base logits: lower is rarer. Defaults give CTR ~4% and CVR among clicks ~10%.
   TORCH_ARG(double, ctr_bias) = -4.8;
   TORCH_ARG(double, cvr_bias) = -2.8;
-  /// 0..1: how much the purchase factor of an item shares with its click
-  /// factor. High relatedness favours sharing (a shared bottom over single-task
-  /// models); low relatedness punishes hard sharing and favours MMoE / PLE.
-  TORCH_ARG(double, task_relatedness) = 0.5;
-  /// Weight of item "attractiveness", which raises the click logit and lowers
-  /// the purchase logit by this much per unit: the clicked population then
-  /// converts less than the whole (at 1.5, clicked rows' mean true CVR is
-  /// about a third of the entire space's). A CVR model trained on clicked
-  /// rows learns on a population unlike the one it ranks: the gap ESMM should
-  /// narrow relative to a clicked-rows CVR model, read off the entire-space CVR AUC.
-  TORCH_ARG(double, selection_bias) = 1.0;
-  /// Weight of an explicit pairwise cross (user profile 122 x item category
-  /// 206) in the click logit: signal that cross experts capture cheaply.
+  /// 0..1: the correlation of the two tasks' taste terms (user factor . item
+  /// factor, the largest part of each logit). Each is sqrt(r) parts a taste
+  /// both tasks share and sqrt(1 - r) parts one of its own, so the correlation
+  /// is r exactly. The CTR task, with 25 times the labels, teaches the shared
+  /// part to a model that shares embeddings: multi-task CVR over single-task
+  /// CVR (Q1).
+  TORCH_ARG(double, task_relatedness) = 0.8;
+  /// Weight of a per-impression latent that no model sees (a mood, an
+  /// impulse), standard normal, added to the click logit and subtracted from
+  /// the conversion logit: missing-not-at-random selection. Clicks then come
+  /// from impressions that convert less, and most so where the visible
+  /// features make clicking unlikely, so P(conversion | x, click) ranks the
+  /// entire space worse than P(conversion | x) (Q2).
+  TORCH_ARG(double, selection_latent_weight) = 1.0;
+  /// Weight of each task's own non-linear user-item term (a sine of a user .
+  /// item factor product; the click and conversion terms use independent item
+  /// factors): structure one task needs and the other does not (Q3, Q4).
+  TORCH_ARG(double, private_signal) = 1.0;
+  /// Weight of a three-way product of centred dense features (item
+  /// popularity, user activity, shop score) in the click logit, scaled to unit
+  /// variance: one cross layer forms a product, a ReLU network only
+  /// approximates it (Q5).
   TORCH_ARG(double, cross_signal) = 1.0;
-  /// Weight of a non-linear (sinusoidal) user-item term: signal that deep
-  /// experts need depth for; 0 makes the logits nearly bilinear.
-  TORCH_ARG(double, deep_signal) = 1.0;
   /// Standard deviation of noise added to both logits before the labels are
   /// drawn, absent from the true p columns: lowers every achievable AUC.
   TORCH_ARG(double, label_noise) = 0.0;
@@ -92,6 +100,8 @@ class SyntheticGenerator {
                 options_.latent_dim());
     TORCH_CHECK(options_.task_relatedness() >= 0.0 && options_.task_relatedness() <= 1.0,
                 "SyntheticGenerator expects task_relatedness in [0, 1], but got ", options_.task_relatedness());
+    TORCH_CHECK(options_.selection_latent_weight() >= 0.0,
+                "SyntheticGenerator expects selection_latent_weight >= 0, but got ", options_.selection_latent_weight());
     TORCH_CHECK(options_.label_noise() >= 0.0, "SyntheticGenerator expects label_noise >= 0, but got ",
                 options_.label_noise());
     build_schema();
@@ -102,6 +112,18 @@ class SyntheticGenerator {
 
   const FeatureSchema& schema() const noexcept { return schema_; }
   const SyntheticOptions& options() const noexcept { return options_; }
+
+  /// The terms of one row's logits, by mechanism, before their knobs' weights.
+  struct LogitTerms {
+    double click_taste = 0, buy_taste = 0;      ///< the taste terms; their correlation is task_relatedness
+    double selection_latent = 0;                ///< the unseen latent, standard normal (selection_latent_weight)
+    double private_click = 0, private_buy = 0;  ///< each task's own non-linear term (private_signal)
+    double cross = 0;                           ///< the three-way product of dense features (cross_signal)
+    double click_logit = 0, cvr_logit = 0;      ///< the true logits, every term weighted (the base rates under null)
+  };
+
+  /// The logit terms of row `row` of `split`: what the labels of generate()'s row were drawn from.
+  LogitTerms logit_terms(Split split, int64_t row) const { return draw(split, row).terms; }
 
   /// Rows [first_row, first_row + rows) of `split`.
   Dataset generate(Split split, int64_t rows, int64_t first_row = 0) const {
@@ -198,10 +220,15 @@ class SyntheticGenerator {
   void build_entities() {
     const int64_t k = options_.latent_dim(), users = options_.num_users(), items = options_.num_items();
     const int64_t groups = vocab_[kProfile121], categories = vocab_[kCategory];
-    // Users: own factor blended with their profile group's, so profiles inform rare users.
-    std::vector<double> group_factor(groups * k), category_factor(categories * k);
+    // Users: own factor blended with their profile group's (kOwnShare, kGroupShare).
+    std::vector<double> group_factor(groups * k);
     for (int64_t g = 0; g < groups * k; ++g) group_factor[g] = centered(key(11, g));
-    for (int64_t c = 0; c < categories * k; ++c) category_factor[c] = centered(key(12, c));
+    // One category factor per taste (shared, click's own, purchase's own), so the three stay uncorrelated.
+    std::array<std::vector<double>, 3> category_factor;
+    for (int t = 0; t < 3; ++t) {
+      category_factor[t].resize(categories * k);
+      for (int64_t c = 0; c < categories * k; ++c) category_factor[t][c] = centered(key(12 + t, c));
+    }
     user_factor_.resize(users * k);
     user_attr_.resize(users);
     for (int64_t u = 0; u < users; ++u) {
@@ -214,12 +241,11 @@ class SyntheticGenerator {
       a.purchase_power = unit(key(25, u));
       a.activity = 1.0 - std::log1p(static_cast<double>(u)) / std::log1p(static_cast<double>(users));
       for (int64_t j = 0; j < k; ++j)
-        user_factor_[u * k + j] = 0.8 * centered(key(26, u, j)) + 0.6 * group_factor[a.profile[0] * k + j];
+        user_factor_[u * k + j] = kOwnShare * centered(key(26, u, j)) + kGroupShare * group_factor[a.profile[0] * k + j];
     }
-    // Items: click factor (category-informed), purchase-only factor, deep factor.
-    item_click_.resize(items * k), item_buy_.resize(items * k), item_deep_.resize(items * k);
+    // Items: taste factors (category-informed): one both tasks share, one each of their own.
+    item_shared_.resize(items * k), item_click_.resize(items * k), item_buy_.resize(items * k);
     item_attr_.resize(items);
-    const double rho = options_.task_relatedness(), rest = std::sqrt(1.0 - rho * rho);
     for (int64_t i = 0; i < items; ++i) {
       auto& b = item_attr_[i];
       b.category = key(30, i) % categories;
@@ -230,11 +256,21 @@ class SyntheticGenerator {
       b.price = 0.5 * unit(key(35, i)) + 0.5 * unit(key(36, b.category));
       b.popularity = 1.0 - std::log1p(static_cast<double>(i)) / std::log1p(static_cast<double>(items));
       for (int64_t j = 0; j < k; ++j) {
-        const double click = 0.8 * centered(key(37, i, j)) + 0.6 * category_factor[b.category * k + j];
-        item_click_[i * k + j] = click;
-        item_buy_[i * k + j] = rho * click + rest * centered(key(38, i, j));
-        item_deep_[i * k + j] = centered(key(39, i, j));
+        item_shared_[i * k + j] = kOwnShare * centered(key(37, i, j)) + kGroupShare * category_factor[0][b.category * k + j];
+        item_click_[i * k + j] = kOwnShare * centered(key(38, i, j)) + kGroupShare * category_factor[1][b.category * k + j];
+        item_buy_[i * k + j] = kOwnShare * centered(key(39, i, j)) + kGroupShare * category_factor[2][b.category * k + j];
       }
+    }
+    // Task-private non-linear terms: a sine of a profile-group factor . category factor product, one pair of
+    // factor tables per task, tabled per (group, category).
+    private_click_.resize(groups * categories), private_buy_.resize(groups * categories);
+    for (int task = 0; task < 2; ++task) {
+      std::vector<double> g_factor(groups * k), c_factor(categories * k);
+      for (int64_t g = 0; g < groups * k; ++g) g_factor[g] = centered(key(16 + 2 * task, g));
+      for (int64_t c = 0; c < categories * k; ++c) c_factor[c] = centered(key(17 + 2 * task, c));
+      auto& table = task == 0 ? private_click_ : private_buy_;
+      for (int64_t g = 0; g < groups; ++g)
+        for (int64_t c = 0; c < categories; ++c) table[g * categories + c] = 1.41 * std::sin(2.5 * dot(g_factor, g, c_factor, c));
     }
   }
 
@@ -244,16 +280,32 @@ class SyntheticGenerator {
     for (int64_t j = 0; j < k; ++j) s += a[ia * k + j] * b[ib * k + j];
     return s / std::sqrt(static_cast<double>(k));
   }
+  /// A user's (item's) factor: these parts its own and its profile group's (category's), unit variance in all.
+  /// Mostly the group's, so that a model learns most of the taste within one pass over the data.
+  static constexpr double kOwnShare = 0.5, kGroupShare = 0.8660254037844386;
+  /// Weight of the taste terms, the largest part of each logit.
+  static constexpr double kTasteWeight = 1.5;
+  /// Scales a product of three centred unit uniforms (variance 1/12 each) to unit variance.
+  static constexpr double kCubeOfSqrt12 = 41.569219381653056;
   static float sigmoid(double x) { return static_cast<float>(1.0 / (1.0 + std::exp(-x))); }
 
-  void append_row(Dataset& ds, Split split, int64_t row) const {
+  /// One row as drawn: ids, dense values, labels and the terms of its logits.
+  struct DrawnRow {
+    std::array<int64_t, kNumSparse> ids{};
+    std::array<double, kNumDense> dense{};
+    double click = 0, would_convert = 0;
+    LogitTerms terms;
+  };
+
+  DrawnRow draw(Split split, int64_t row) const {
+    DrawnRow out;
     Stream rng{key(static_cast<uint64_t>(split), static_cast<uint64_t>(row), 0xda7a)};
     const int64_t u = sample(user_cdf_, rng.uniform()), i = sample(item_cdf_, rng.uniform());
     const int64_t scenario = rng.uniform() < 0.6 ? 0 : (rng.uniform() < 0.7 ? 1 : 2);
     const auto& a = user_attr_[u];
     const auto& b = item_attr_[i];
 
-    std::array<int64_t, kNumSparse> id{};
+    auto& id = out.ids;
     id[kUser] = u;
     for (int c = kProfile121; c <= kProfile129; ++c) id[c] = a.profile[c - kProfile121];
     id[kItem] = i, id[kCategory] = b.category, id[kShop] = b.shop, id[kIntention] = b.intention, id[kBrand] = b.brand;
@@ -263,49 +315,56 @@ class SyntheticGenerator {
     id[kCross853] = key(43, a.history[0] == b.category, b.shop) % vocab_[kCross853];
     id[kScenario] = scenario;
     for (int h = 0; h < 4; ++h) id[kHistory109 + h] = a.history[h];
-    for (int64_t c : id) ds.ids.push_back(static_cast<int32_t>(c));
 
-    // Click: shared latent taste + attractiveness + explicit cross + deep term + context.
-    const double taste = dot(user_factor_, u, item_click_, i);
-    const double cross = centered(key(50, a.profile[1], b.category));
-    const double deep = 1.41 * std::sin(2.5 * dot(user_factor_, u, item_deep_, i));
+    auto& t = out.terms;
+    // Taste: sqrt(r) parts shared, sqrt(1 - r) parts each task's own, so the two terms correlate at r.
+    const double r = options_.task_relatedness();
+    const double shared_taste = dot(user_factor_, u, item_shared_, i);
+    t.click_taste = std::sqrt(r) * shared_taste + std::sqrt(1.0 - r) * dot(user_factor_, u, item_click_, i);
+    t.buy_taste = std::sqrt(r) * shared_taste + std::sqrt(1.0 - r) * dot(user_factor_, u, item_buy_, i);
+    const int64_t cell = a.profile[0] * vocab_[kCategory] + b.category;
+    t.private_click = private_click_[cell], t.private_buy = private_buy_[cell];
+    // The dense features of the cross: user-category affinity, shop score and the impression's context value.
+    const double affinity = unit(key(60, u, b.category)), shop_score = unit(key(61, b.shop)), context = rng.uniform();
+    t.cross = kCubeOfSqrt12 * (affinity - 0.5) * (shop_score - 0.5) * (context - 0.5);
+    t.selection_latent = rng.normal();
     static constexpr double kScenarioEffect[3] = {0.0, -0.5, 0.3};
-    const double click_logit = options_.ctr_bias() + taste + options_.selection_bias() * b.attractiveness +
-                               options_.cross_signal() * cross + options_.deep_signal() * deep +
-                               kScenarioEffect[scenario] + 0.5 * a.activity;
-    // Purchase: a factor shared with clicks by task_relatedness, minus attractiveness, plus affordability.
-    const double cvr_logit = options_.cvr_bias() + dot(user_factor_, u, item_buy_, i) -
-                             options_.selection_bias() * b.attractiveness + 2.0 * (a.purchase_power - b.price) +
-                             0.5 * options_.deep_signal() * deep;
+    const double click_logit = options_.ctr_bias() + kTasteWeight * t.click_taste + 0.5 * b.attractiveness +
+                               options_.private_signal() * t.private_click + options_.cross_signal() * t.cross +
+                               kScenarioEffect[scenario] + 0.5 * a.activity +
+                               options_.selection_latent_weight() * t.selection_latent;
+    const double cvr_logit = options_.cvr_bias() + kTasteWeight * t.buy_taste + (a.purchase_power - b.price) +
+                             options_.private_signal() * t.private_buy -
+                             options_.selection_latent_weight() * t.selection_latent;
 
     // Under the null scenario the labels take nothing from the row: the base rates alone.
     const bool null = options_.scenario() == SyntheticScenario::null;
-    const double true_click_logit = null ? options_.ctr_bias() : click_logit;
-    const double true_cvr_logit = null ? options_.cvr_bias() : cvr_logit;
+    t.click_logit = null ? options_.ctr_bias() : click_logit;
+    t.cvr_logit = null ? options_.cvr_bias() : cvr_logit;
     // One draw per statement, so that every compiler draws them in this order.
     const double noise = options_.label_noise();
     const double click_noise = noise * rng.normal();
     const double click_draw = rng.uniform();
     const double cvr_noise = noise * rng.normal();
     const double cvr_draw = rng.uniform();
-    const double click = click_draw < sigmoid(true_click_logit + click_noise) ? 1.0 : 0.0;
-    const double would_convert = cvr_draw < sigmoid(true_cvr_logit + cvr_noise) ? 1.0 : 0.0;
-    ds.click.push_back(static_cast<float>(click));
-    ds.conversion.push_back(static_cast<float>(click * would_convert));
-    ds.truth.p_click.push_back(sigmoid(true_click_logit));
-    ds.truth.p_cvr.push_back(sigmoid(true_cvr_logit));
-    ds.truth.counterfactual_conversion.push_back(static_cast<float>(would_convert));
+    out.click = click_draw < sigmoid(t.click_logit + click_noise) ? 1.0 : 0.0;
+    out.would_convert = cvr_draw < sigmoid(t.cvr_logit + cvr_noise) ? 1.0 : 0.0;
 
     // Dense features in [0, 1], as in the processed Ali-CCP files.
-    const double dense[kNumDense] = {a.activity,
-                                     b.popularity,
-                                     b.price,
-                                     a.purchase_power,
-                                     unit(key(61, b.shop)),
-                                     rng.uniform(),
-                                     unit(key(60, u, b.category)),
-                                     rng.uniform()};
-    for (double v : dense) ds.dense.push_back(static_cast<float>(v));
+    const double last = rng.uniform();
+    out.dense = {a.activity, b.popularity, b.price, a.purchase_power, shop_score, context, affinity, last};
+    return out;
+  }
+
+  void append_row(Dataset& ds, Split split, int64_t row) const {
+    const auto d = draw(split, row);
+    for (int64_t c : d.ids) ds.ids.push_back(static_cast<int32_t>(c));
+    for (double v : d.dense) ds.dense.push_back(static_cast<float>(v));
+    ds.click.push_back(static_cast<float>(d.click));
+    ds.conversion.push_back(static_cast<float>(d.click * d.would_convert));
+    ds.truth.p_click.push_back(sigmoid(d.terms.click_logit));
+    ds.truth.p_cvr.push_back(sigmoid(d.terms.cvr_logit));
+    ds.truth.counterfactual_conversion.push_back(static_cast<float>(d.would_convert));
   }
 
   struct UserAttributes {
@@ -322,7 +381,8 @@ class SyntheticGenerator {
   FeatureSchema schema_;
   std::array<int64_t, kNumSparse> vocab_{};
   std::vector<double> user_cdf_, item_cdf_;
-  std::vector<double> user_factor_, item_click_, item_buy_, item_deep_;
+  std::vector<double> user_factor_, item_shared_, item_click_, item_buy_;
+  std::vector<double> private_click_, private_buy_;  ///< [group * categories + category]
   std::vector<UserAttributes> user_attr_;
   std::vector<ItemAttributes> item_attr_;
 };
