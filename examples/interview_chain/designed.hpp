@@ -36,8 +36,8 @@ inline const std::vector<DesignedMechanism>& designed_mechanisms() {
        "selection_latent_weight", "none",
        "ESMM's p_cvr = p_ctcvr / p_ctr converges to P(conversion | x, click), the quantity a clicked-rows CVR model "
        "estimates, so an unseen selection latent biases both alike over the entire space (the argument of ESCM2, Wang "
-       "et al. 2022); the bias is there (the generator's test shows P(conversion | x, click) ranking the entire space "
-       "worse than P(conversion | x)), but ESMM does not remove it"},
+       "et al. 2022); the bias is there (P(conversion | x, click) ranks the entire space worse than P(conversion | x), "
+       "a test measures by how much), but ESMM does not remove it"},
       {"Q3", "each task has a non-linear term of its own (profile group x category, an independent table per task)",
        "private_signal", "gain",
        "each task's gate weights the experts that carry its own term; one shared layer must carry both terms to both "
