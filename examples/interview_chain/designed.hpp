@@ -28,8 +28,8 @@ struct DesignedMechanism {
 inline const std::vector<DesignedMechanism>& designed_mechanisms() {
   static const std::vector<DesignedMechanism> list{
       {"Q1", "the two tasks' taste terms share a component (their correlation is the knob)", "task_relatedness", "gain",
-       "the CTR task has about 25 times the CVR task's labels; sharing embeddings and a layer with it teaches the "
-       "CVR head the shared taste that its clicked rows alone hardly show"},
+       "the CTR task has about 1/CTR (here 16) times the CVR task's labels; sharing embeddings and a layer with it "
+       "teaches the CVR head the shared taste that its clicked rows alone hardly show"},
       {"Q2",
        "a per-impression latent no model sees raises the click logit and lowers the conversion logit (missing not at "
        "random)",

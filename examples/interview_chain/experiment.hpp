@@ -143,8 +143,7 @@ inline ExperimentConfig read_experiment(const FieldTable& f) {
       .num_users(f.get<int64_t>("data.synthetic.num_users", s.num_users()))
       .num_items(f.get<int64_t>("data.synthetic.num_items", s.num_items()))
       .task_relatedness(f.get<double>("data.synthetic.task_relatedness", s.task_relatedness()))
-      .selection_latent_weight(
-          f.get<double>("data.synthetic.selection_latent_weight", s.selection_latent_weight()))
+      .selection_latent_weight(f.get<double>("data.synthetic.selection_latent_weight", s.selection_latent_weight()))
       .private_signal(f.get<double>("data.synthetic.private_signal", s.private_signal()))
       .cross_signal(f.get<double>("data.synthetic.cross_signal", s.cross_signal()))
       .ctr_bias(f.get<double>("data.synthetic.ctr_bias", s.ctr_bias()))

@@ -622,8 +622,8 @@ inline void write_delta_analysis(const std::string& output, const std::vector<Ex
     for (const auto& d : designed) width = std::max(width, d.comparison.size() + d.knob.size() + d.knob_value.size());
     for (const auto& d : designed)
       out << fmt::format("  {}  {}, {}={}{:<{}}  designed {:<4}  found {:<4}  {}\n", d.question, d.comparison, d.knob,
-                         d.knob_value, "", width - d.comparison.size() - d.knob.size() - d.knob_value.size(), d.designed,
-                         d.found, d.as_designed ? "as designed" : "NOT as designed");
+                         d.knob_value, "", width - d.comparison.size() - d.knob.size() - d.knob_value.size(),
+                         d.designed, d.found, d.as_designed ? "as designed" : "NOT as designed");
     out << "\n";
   }
   out << "Declared choices\n";

@@ -49,15 +49,15 @@ struct SyntheticOptions {
   TORCH_ARG(double, item_zipf) = 1.1;
   /// Width of the latent user and item factors.
   TORCH_ARG(int64_t, latent_dim) = 8;
-  /// Base logits: lower is rarer. Defaults give CTR ~4% and CVR among clicks ~10%.
+  /// Base logits: lower is rarer. With the other defaults, CTR is about 6% and CVR among clicks about 19%.
   TORCH_ARG(double, ctr_bias) = -4.8;
   TORCH_ARG(double, cvr_bias) = -2.8;
   /// 0..1: the correlation of the two tasks' taste terms (user factor . item
   /// factor, the largest part of each logit). Each is sqrt(r) parts a taste
   /// both tasks share and sqrt(1 - r) parts one of its own, so the correlation
-  /// is r exactly. The CTR task, with 25 times the labels, teaches the shared
-  /// part to a model that shares embeddings: multi-task CVR over single-task
-  /// CVR (Q1).
+  /// is r (up to the finite draw of the entity tables). The CTR task, with
+  /// 1/CTR times the labels, teaches the shared part to a model that shares
+  /// embeddings: multi-task CVR over single-task CVR (Q1).
   TORCH_ARG(double, task_relatedness) = 0.8;
   /// Weight of a per-impression latent that no model sees (a mood, an
   /// impulse), standard normal, added to the click logit and subtracted from
@@ -101,7 +101,8 @@ class SyntheticGenerator {
     TORCH_CHECK(options_.task_relatedness() >= 0.0 && options_.task_relatedness() <= 1.0,
                 "SyntheticGenerator expects task_relatedness in [0, 1], but got ", options_.task_relatedness());
     TORCH_CHECK(options_.selection_latent_weight() >= 0.0,
-                "SyntheticGenerator expects selection_latent_weight >= 0, but got ", options_.selection_latent_weight());
+                "SyntheticGenerator expects selection_latent_weight >= 0, but got ",
+                options_.selection_latent_weight());
     TORCH_CHECK(options_.label_noise() >= 0.0, "SyntheticGenerator expects label_noise >= 0, but got ",
                 options_.label_noise());
     build_schema();
@@ -241,7 +242,8 @@ class SyntheticGenerator {
       a.purchase_power = unit(key(25, u));
       a.activity = 1.0 - std::log1p(static_cast<double>(u)) / std::log1p(static_cast<double>(users));
       for (int64_t j = 0; j < k; ++j)
-        user_factor_[u * k + j] = kOwnShare * centered(key(26, u, j)) + kGroupShare * group_factor[a.profile[0] * k + j];
+        user_factor_[u * k + j] =
+            kOwnShare * centered(key(26, u, j)) + kGroupShare * group_factor[a.profile[0] * k + j];
     }
     // Items: taste factors (category-informed): one both tasks share, one each of their own.
     item_shared_.resize(items * k), item_click_.resize(items * k), item_buy_.resize(items * k);
@@ -256,9 +258,12 @@ class SyntheticGenerator {
       b.price = 0.5 * unit(key(35, i)) + 0.5 * unit(key(36, b.category));
       b.popularity = 1.0 - std::log1p(static_cast<double>(i)) / std::log1p(static_cast<double>(items));
       for (int64_t j = 0; j < k; ++j) {
-        item_shared_[i * k + j] = kOwnShare * centered(key(37, i, j)) + kGroupShare * category_factor[0][b.category * k + j];
-        item_click_[i * k + j] = kOwnShare * centered(key(38, i, j)) + kGroupShare * category_factor[1][b.category * k + j];
-        item_buy_[i * k + j] = kOwnShare * centered(key(39, i, j)) + kGroupShare * category_factor[2][b.category * k + j];
+        item_shared_[i * k + j] =
+            kOwnShare * centered(key(37, i, j)) + kGroupShare * category_factor[0][b.category * k + j];
+        item_click_[i * k + j] =
+            kOwnShare * centered(key(38, i, j)) + kGroupShare * category_factor[1][b.category * k + j];
+        item_buy_[i * k + j] =
+            kOwnShare * centered(key(39, i, j)) + kGroupShare * category_factor[2][b.category * k + j];
       }
     }
     // Task-private non-linear terms: a sine of a profile-group factor . category factor product, one pair of
@@ -270,7 +275,8 @@ class SyntheticGenerator {
       for (int64_t c = 0; c < categories * k; ++c) c_factor[c] = centered(key(17 + 2 * task, c));
       auto& table = task == 0 ? private_click_ : private_buy_;
       for (int64_t g = 0; g < groups; ++g)
-        for (int64_t c = 0; c < categories; ++c) table[g * categories + c] = 1.41 * std::sin(2.5 * dot(g_factor, g, c_factor, c));
+        for (int64_t c = 0; c < categories; ++c)
+          table[g * categories + c] = 1.41 * std::sin(2.5 * dot(g_factor, g, c_factor, c));
     }
   }
 
