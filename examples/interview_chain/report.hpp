@@ -343,12 +343,18 @@ inline DeltaRow compare(const ExperimentRecord& a, const ExperimentRecord& b, co
   return row;
 }
 
-/// The synthetic scenario of the chain's runs, or nothing when their data is not synthetic.
-inline std::optional<std::string> chain_scenario(const std::vector<ExperimentRecord>& chain) {
+/// The first run of the chain with a config snapshot, or nullptr.
+inline const RunRecord* first_configured_run(const std::vector<ExperimentRecord>& chain) {
   for (const auto& e : chain)
     for (const auto& r : e.runs)
-      if (r.config.IsDefined() && r.config.IsMap()) return synthetic_scenario(r.config);
-  return std::nullopt;
+      if (r.config.IsDefined() && r.config.IsMap()) return &r;
+  return nullptr;
+}
+
+/// The synthetic scenario of the chain's runs, or nothing when their data is not synthetic.
+inline std::optional<std::string> chain_scenario(const std::vector<ExperimentRecord>& chain) {
+  const auto* run = first_configured_run(chain);
+  return run ? synthetic_scenario(run->config) : std::nullopt;
 }
 
 /// Every comparison with its test, the primaries Holm-adjusted together, and the verdicts.
@@ -539,10 +545,7 @@ struct DesignedVsFound {
 inline std::vector<DesignedVsFound> designed_vs_found(const std::vector<DeltaRow>& rows,
                                                       const std::vector<ExperimentRecord>& chain) {
   std::vector<DesignedVsFound> out;
-  const RunRecord* run = nullptr;
-  for (const auto& e : chain)
-    for (const auto& r : e.runs)
-      if (!run && r.config.IsDefined() && r.config.IsMap()) run = &r;
+  const RunRecord* run = first_configured_run(chain);
   for (const auto& r : rows) {
     if (r.designed.empty()) continue;
     const auto& m = designed_mechanism(r.comparison.question);
@@ -565,6 +568,7 @@ inline void write_delta_analysis(const std::string& output, const std::vector<Ex
   const auto method = method_lines(rows, chain, alpha);
   const auto choices = declared_choices(chain);
   const auto notes = run_notes(chain);
+  const auto scenario = chain_scenario(chain);
   for (const auto& line : method) out << line << "\n";
   out << "\n";
   nlohmann::json json = nlohmann::json::array();
@@ -617,7 +621,7 @@ inline void write_delta_analysis(const std::string& output, const std::vector<Ex
   }
   const auto designed = designed_vs_found(rows, chain);
   if (!designed.empty()) {
-    out << "Designed vs found (synthetic data, " << *chain_scenario(chain) << " scenario; primary comparisons)\n";
+    out << "Designed vs found (synthetic data, " << *scenario << " scenario; primary comparisons)\n";
     size_t width = 0;
     for (const auto& d : designed) width = std::max(width, d.comparison.size() + d.knob.size() + d.knob_value.size());
     for (const auto& d : designed)
@@ -638,8 +642,7 @@ inline void write_delta_analysis(const std::string& output, const std::vector<Ex
                                           {"method", method},
                                           {"comparisons", json},
                                           {"declared_choices", choices},
-                                          {"scenario", chain_scenario(chain) ? nlohmann::json(*chain_scenario(chain))
-                                                                             : nlohmann::json(nullptr)},
+                                          {"scenario", scenario ? nlohmann::json(*scenario) : nlohmann::json(nullptr)},
                                           {"notes", notes}}
                                    .dump(2) +
                                "\n");
