@@ -4,7 +4,9 @@ them (one nn.Embedding(sparse=True) per field, SparseAdam + Adam, ESMM v2 loss),
 with the shapes of benchmarks/bench_training.cpp: batch 1024, 23 sparse fields
 with the synthetic Ali-CCP-shaped vocabularies (700k users, 700k items), 8 dense
 features, embedding dim 8, DeepFM [256, 128] + FM projection 16, towers [64].
-Prints samples/s per model. Run by benchmarks/race.sh beside the C++ benchmark."""
+Prints samples/s per model and mode: eager, and with --compile also
+torch.compile (inductor, CPU) of the model's forward, its backward compiled
+with it (PyTorch 2.x). Run by benchmarks/race.sh beside the C++ benchmark."""
 import argparse
 import time
 
@@ -118,7 +120,7 @@ def esmm_v2(ctr, cvr, click, conv, lam=0.1):
     return ctr_loss + ctcvr + lam * aux
 
 
-def run(model, steps, warmup):
+def run(model, steps, warmup, compile_model=False):
     sparse = [p for n, p in model.named_parameters() if ".emb." in n or ".lin." in n]
     sparse_ids = {id(p) for p in sparse}
     dense = [p for p in model.parameters() if id(p) not in sparse_ids]
@@ -129,12 +131,13 @@ def run(model, steps, warmup):
         ids = torch.stack([torch.randint(v, (BATCH,), generator=g) for v in VOCABS], 1)
         click = (torch.rand(BATCH, generator=g) < 0.05).float()
         batches.append((ids, torch.rand(BATCH, DENSE, generator=g), click, click * (torch.rand(BATCH, generator=g) < 0.1).float()))
+    forward = torch.compile(model) if compile_model else model
     for i in range(warmup + steps):
         if i == warmup:
             start = time.perf_counter()
         ids, dense_x, click, conv = batches[i % len(batches)]
         opt_s.zero_grad(), opt_d.zero_grad()
-        ctr, cvr = model(ids, dense_x)
+        ctr, cvr = forward(ids, dense_x)
         esmm_v2(ctr, cvr, click, conv).backward()
         opt_s.step(), opt_d.step()
     return steps * BATCH / (time.perf_counter() - start)
@@ -144,11 +147,16 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--compile", action="store_true", help="also run each model under torch.compile")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    for name, cls in (("E1", E1), ("E5", E5)):
-        print(f"pytorch_eager {name} samples_per_s {run(cls(), args.steps, warmup=5):.0f}", flush=True)
+    modes = ["eager", "compile"] if args.compile else ["eager"]
+    for mode in modes:
+        for name, cls in (("E1", E1), ("E5", E5)):
+            torch.manual_seed(0)
+            # Under torch.compile the warm-up steps include the compilation.
+            rate = run(cls(), args.steps, warmup=5, compile_model=mode == "compile")
+            print(f"pytorch_{mode} {name} samples_per_s {rate:.0f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -219,6 +219,8 @@ config_errors)
   check 's/        - {type: cross, layers: 3}/        - {type: cross, layers: 0}/' "a cross expert needs layers >= 1, got 0"
   check 's/        - {type: cross, layers: 3}/        - {type: cross,  [3]}/' "an expert's value has the wrong type"
   check 's/  lambda_cvr_aux: 0.1/  lambda_cvr_aux: -0.5/' "field 'esmm.lambda_cvr_aux': expected lambda >= 0"
+  check 's/^use_esmm: true/use_esmm: true\nloss:\n  cvr_denominator: all_rows/' "field 'loss.cvr_denominator': applies to a model with ctr and cvr heads without ESMM"
+  check 's/^use_esmm: true/use_esmm: true\nloss:\n  cvr_denominator: impressions/' "field 'loss.cvr_denominator'"
   sed 's/^  batch_size: 1024/  batch_size: 0/' "$configs/base.yaml" > base.yaml
   sed 's/^base: base.yaml/base: base.yaml/' "$good" > case.yaml
   "$bin" train --config case.yaml --run-dir run > out.txt 2>&1 && fail "accepted batch size 0"

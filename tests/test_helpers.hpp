@@ -13,6 +13,7 @@
 #include <filesystem>
 #include <fstream>
 #include <memory>
+#include <set>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -31,6 +32,21 @@ class ErrorMessageContains : public Catch::MatcherBase<c10::Error> {
  private:
   std::string text_;
 };
+
+/// The shared libraries mapped into this process whose file name contains one of `names`.
+inline std::set<std::string> loaded_libraries(const std::vector<std::string>& names) {
+  std::set<std::string> found;
+  std::ifstream maps("/proc/self/maps");
+  for (std::string line; std::getline(maps, line);) {
+    const auto slash = line.find('/');
+    if (slash == std::string::npos) continue;
+    const std::string path = line.substr(slash);
+    const std::string file = path.substr(path.rfind('/') + 1);
+    for (const auto& name : names)
+      if (file.find(name) != std::string::npos) found.insert(path);
+  }
+  return found;
+}
 
 /// LibTorch's intra-op threads set to `threads` for a scope.
 class IntraOpThreads {

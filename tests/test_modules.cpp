@@ -200,11 +200,24 @@ TEST_CASE("MLP layers as one function equal Linear + ReLU through autograd") {
   REQUIRE(torch::equal(dropping->forward(x), dropping->forward(x)));
 }
 
+// With MTL_ONEDNN=AUTO the products go to oneDNN exactly where LibTorch has
+// loaded the shared libdnnl (Debian's LibTorch), and to ATen's elsewhere.
+TEST_CASE("oneDNN's sgemm is used where LibTorch loads the shared libdnnl") {
+  if (std::string(MTL_TEST_ONEDNN_SETTING) != "AUTO") {
+    WARN("skipped: built with MTL_ONEDNN=" MTL_TEST_ONEDNN_SETTING);
+    return;
+  }
+  const bool torch_loads_dnnl = !mtl_test::loaded_libraries({"libdnnl.so"}).empty();
+  INFO("LibTorch loads libdnnl: " << torch_loads_dnnl);
+  REQUIRE(mtl::detail::kWithOneDnn == torch_loads_dnnl);
+}
+
 // The products handed to oneDNN's sgemm equal float products computed in
 // double, for each layout sgemm reads (row-major, a transpose, rows longer than
 // the matrix) and one it cannot (a copy first); the cases oneDNN does not take
 // (double, empty, operands autograd tracks) give ATen's results.
 TEST_CASE("Matrix products through oneDNN equal ATen's") {
+  INFO("built with oneDNN: " << mtl::detail::kWithOneDnn);
   const auto in_double = [](const torch::Tensor& a, const torch::Tensor& b) {
     return torch::mm(a.to(torch::kDouble), b.to(torch::kDouble)).to(torch::kFloat);
   };

@@ -3,12 +3,15 @@
 // its state saved and restored.
 #include "test_helpers.hpp"
 
+#include <mtl/detail/join.hpp>
 #include <mtl/esmm.hpp>
 #include <mtl/model.hpp>
 #include <mtl/optim/cosine_schedule.hpp>
 #include <mtl/optim/dense_adam.hpp>
 #include <mtl/optim/dual_optimizer.hpp>
 #include <mtl/optim/sparse_adam.hpp>
+
+#include <torch/cuda.h>
 
 #include <cmath>
 #include <set>
@@ -123,8 +126,12 @@ TEST_CASE("DenseAdam equals torch::optim::Adam") {
 
 // The library's own loops (at::parallel_for in its headers) run on several
 // threads: they do only when the including code is compiled with OpenMP,
-// which the mtl target passes on. (Without it they silently ran on one.)
-TEST_CASE("parallel loops in the headers use the threads") {
+// which the mtl target passes on (without it they silently run on one); and
+// on the runtime LibTorch uses: one OpenMP runtime in the process.
+TEST_CASE("parallel loops in the headers use the threads of LibTorch's one OpenMP runtime") {
+  const auto runtimes = mtl_test::loaded_libraries({"libgomp", "libiomp", "libomp"});
+  INFO("OpenMP runtimes loaded: " << mtl::detail::join(runtimes));
+  REQUIRE(runtimes.size() == 1);
   if (std::thread::hardware_concurrency() < 2) {
     WARN("skipped: one core");
     return;
@@ -191,6 +198,79 @@ double train_step(PLEModel& model, DualSparseDenseOptimizer& opt, const FeatureI
   return loss.item<double>();
 }
 }  // namespace
+
+namespace {
+/// Every parameter (a sparse gradient coalesced, made dense) of `a` and `b` within the tolerances.
+void require_close_parameters(torch::nn::Module& a, torch::nn::Module& b, double rtol, double atol, bool gradients) {
+  const auto pa = a.named_parameters(), pb = b.named_parameters();
+  REQUIRE(pa.size() == pb.size());
+  for (size_t i = 0; i < pa.size(); ++i) {
+    INFO((gradients ? "gradient of " : "parameter ") << pa[i].key());
+    auto x = gradients ? pa[i].value().grad() : pa[i].value(), y = gradients ? pb[i].value().grad() : pb[i].value();
+    REQUIRE(x.defined() == y.defined());
+    if (!x.defined()) continue;
+    if (x.is_sparse()) x = x.coalesce().to_dense(), y = y.coalesce().to_dense();
+    REQUIRE(torch::allclose(x.cpu(), y.cpu(), rtol, atol));
+  }
+}
+
+/// One ESMM v2 step of `model` on the CPU and of a copy on CUDA: logits, loss, every gradient and every
+/// parameter after the dual optimizer's step agree. fp32 on both (no TF32 in LibTorch's default matrix
+/// products); the tolerances allow for other summation orders, and the step's for Adam's first update
+/// amplifying a difference of a gradient near zero.
+template <class Holder>
+void require_cuda_step_equals_cpu(Holder& model) {
+  auto copy = std::dynamic_pointer_cast<typename Holder::ContainedType>(model->clone());
+  Holder on_cuda(copy);
+  on_cuda->to(torch::Device(torch::kCUDA));
+  const auto options = DualSparseDenseOptions().total_steps(10).warmup_steps(0);
+  DualSparseDenseOptimizer cpu_opt(*model, options), cuda_opt(*on_cuda, options);
+  auto x = mtl_test::random_inputs(mtl_test::small_schema(), 512);
+  auto click = torch::bernoulli(torch::full({512}, 0.3));
+  auto conversion = click * torch::bernoulli(torch::full({512}, 0.4));
+  const auto cuda = torch::Device(torch::kCUDA);
+  cpu_opt.zero_grad(), cuda_opt.zero_grad();
+  const TaskLogits cpu_logits = model->forward(x);
+  const TaskLogits cuda_logits = on_cuda->forward(x.to(cuda));
+  for (const auto* task : {"ctr", "cvr"}) {
+    INFO("logits of " << task);
+    REQUIRE(cuda_logits.at(task).is_cuda());
+    REQUIRE(torch::allclose(cuda_logits.at(task).cpu(), cpu_logits.at(task), 1e-4, 1e-5));
+  }
+  torch::Tensor cpu_loss = ESMMLoss()->forward(cpu_logits.at("ctr"), cpu_logits.at("cvr"), click, conversion).total;
+  torch::Tensor cuda_loss =
+      ESMMLoss()->forward(cuda_logits.at("ctr"), cuda_logits.at("cvr"), click.to(cuda), conversion.to(cuda)).total;
+  REQUIRE(cuda_loss.item<double>() == Approx(cpu_loss.item<double>()).epsilon(1e-5));
+  cpu_loss.backward(), cuda_loss.backward();
+  require_close_parameters(*model, *on_cuda, 1e-3, 1e-5, /*gradients=*/true);
+  cpu_opt.step(), cuda_opt.step();
+  require_close_parameters(*model, *on_cuda, 1e-4, 1e-5, /*gradients=*/false);
+}
+}  // namespace
+
+// E1- and E5-shaped models (a shared bottom; heterogeneous PLE with the aligner) step alike on the CPU and
+// on CUDA. Skipped without a CUDA device.
+TEST_CASE("CPU and CUDA agree on one training step of E1- and E5-shaped models") {
+  if (!torch::cuda::is_available()) {
+    WARN("skipped: this LibTorch sees no CUDA device");
+    return;
+  }
+  torch::manual_seed(11);
+  const auto backbone = DeepFMOptions(mtl_test::small_schema()).deep_hidden_dims({32, 16}).fm_projection_dim(4);
+  SharedBottomModel e1(SharedBottomModelOptions(backbone, SharedBottomOptions(0, 0).hidden_dims({16}), {"ctr", "cvr"})
+                           .tower_hidden_dims({8}));
+  require_cuda_step_equals_cpu(e1);
+  PLEModel e5(PLEModelOptions(backbone,
+                              PLEOptions(0, 0)
+                                  .shared_experts({ExpertOptions::mlp({16}), ExpertOptions::mlp({32, 16}),
+                                                   ExpertOptions::cross(2), ExpertOptions::cross(3)})
+                                  .task_experts({{ExpertOptions::cross(2)}, {ExpertOptions::mlp({8})}})
+                                  .expert_dim(8)
+                                  .align_outputs(true),
+                              {"ctr", "cvr"})
+                  .tower_hidden_dims({8}));
+  require_cuda_step_equals_cpu(e5);
+}
 
 // The embedding table goes to SparseAdam, everything else to Adam, under one schedule.
 TEST_CASE("DualSparseDenseOptimizer splits parameters and follows the schedule") {

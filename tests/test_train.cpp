@@ -47,7 +47,8 @@ TEST_CASE("AutocastGuard on CPU") {
   REQUIRE(torch::mm(a, a).scalar_type() == torch::kFloat);
 }
 
-// The task list and ESMM switch pick the loss terms.
+// The task list and ESMM switch pick the loss terms; without ESMM the CVR term is averaged over the
+// clicked rows or over all rows, and a CVR-only model always averages over the clicked rows.
 TEST_CASE("Objective terms per experiment shape") {
   data::TrainingBatch batch{{}, torch::tensor({1.f, 0.f, 1.f}), torch::tensor({1.f, 0.f, 0.f})};
   TaskLogits logits{{"ctr", "cvr"}, {torch::tensor({0.5f, -1.f, 2.f}), torch::tensor({0.1f, 0.2f, -0.3f})}};
@@ -63,9 +64,23 @@ TEST_CASE("Objective terms per experiment shape") {
   auto naive = Objective({"ctr", "cvr"})(logits, batch);
   REQUIRE(names(naive) == std::vector<std::string>{"ctr", "cvr"});
   REQUIRE(naive.total.item<float>() == Approx((naive.terms[0].second + naive.terms[1].second).item<float>()));
+  // Over all rows, the clicked rows' BCE sums to the same as their mean times 2 clicked / 3 rows.
+  const float clicked_mean = clicked_cvr_loss(logits.logits[1], batch.conversion, batch.click).item<float>();
+  REQUIRE(naive.terms[1].second.item<float>() == Approx(clicked_mean));
+  const float per_row = torch::binary_cross_entropy_with_logits(logits.logits[1], batch.conversion, {}, {},
+                                                                at::Reduction::None)[0].item<float>() +
+                        torch::binary_cross_entropy_with_logits(logits.logits[1], batch.conversion, {}, {},
+                                                                at::Reduction::None)[2].item<float>();
+  auto all_rows = Objective({"ctr", "cvr"}, ObjectiveOptions().cvr_denominator(CvrDenominator::all_rows))(logits, batch);
+  REQUIRE(all_rows.terms[1].second.item<float>() == Approx(per_row / 3));
+  REQUIRE(all_rows.terms[0].second.item<float>() == Approx(naive.terms[0].second.item<float>()));
+  data::TrainingBatch no_click{{}, torch::zeros({3}), torch::zeros({3})};
+  REQUIRE(Objective({"ctr", "cvr"}, ObjectiveOptions().cvr_denominator(CvrDenominator::all_rows))(logits, no_click)
+              .terms[1]
+              .second.item<float>() == 0.f);
   TaskLogits cvr_only{{"cvr"}, {logits.logits[1]}};
-  REQUIRE(Objective({"cvr"})(cvr_only, batch).total.item<float>() ==
-          Approx(clicked_cvr_loss(logits.logits[1], batch.conversion, batch.click).item<float>()));
+  REQUIRE(Objective({"cvr"}, ObjectiveOptions().cvr_denominator(CvrDenominator::all_rows))(cvr_only, batch)
+              .total.item<float>() == Approx(clicked_mean));
   REQUIRE_TORCH_ERROR(Objective({"ctr"}, ObjectiveOptions().use_esmm(true)),
                       "ESMM needs both a 'ctr' and a 'cvr' head");
 }

@@ -107,6 +107,7 @@ inline const std::map<std::string, FieldSpec>& known_fields() {
       {"model.ple.expert_output_align.enabled", {T::boolean, false}},
       {"model.ple.expert_output_align.dropout", {T::number, false}},
       {"use_esmm", {T::boolean, true}},
+      {"loss.cvr_denominator", {T::text, false, {"clicked_rows", "all_rows"}}},
       {"esmm.version", {T::text, false, {"v1", "v2"}}},
       {"esmm.lambda_cvr_aux", {T::number, false}},
       {"optim.type", {T::text, true, {"dual_sparse_dense"}}},

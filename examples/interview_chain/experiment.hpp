@@ -9,6 +9,7 @@
 #include <mtl/data/synthetic.hpp>
 #include <mtl/esmm.hpp>
 #include <mtl/expert.hpp>
+#include <mtl/train/objective.hpp>
 
 #include <set>
 #include <string>
@@ -46,6 +47,7 @@ struct ExperimentConfig {
   bool use_esmm = false;
   mtl::ESMMVersion esmm_version = mtl::ESMMVersion::v2;
   double lambda_cvr_aux = 0.1;
+  mtl::train::CvrDenominator cvr_denominator = mtl::train::CvrDenominator::clicked_rows;  ///< two heads, no ESMM
   double sparse_lr = 0.001, dense_lr = 0.0006, weight_decay = 0.0, min_lr_ratio = 0.0;
   int64_t warmup_steps = 0, total_steps = 0;
 
@@ -190,6 +192,11 @@ inline ExperimentConfig read_experiment(const FieldTable& f) {
     c.lambda_cvr_aux = f.get<double>("esmm.lambda_cvr_aux", 0.1);
     refuse_if(c.lambda_cvr_aux < 0, f, "esmm.lambda_cvr_aux", "expected lambda >= 0");
   }
+
+  const auto denominator = f.get<std::string>("loss.cvr_denominator", "clicked_rows");
+  refuse_if(denominator != "clicked_rows" && (c.use_esmm || c.heads.size() != 2), f, "loss.cvr_denominator",
+            "applies to a model with ctr and cvr heads without ESMM; ESMM's terms are fixed by its version");
+  if (denominator == "all_rows") c.cvr_denominator = mtl::train::CvrDenominator::all_rows;
 
   c.shared_bottom_dims = f.get<std::vector<int64_t>>("model.shared_bottom.hidden_dims", {});
   if (c.mtl == "mmoe") {

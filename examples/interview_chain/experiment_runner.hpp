@@ -128,6 +128,7 @@ inline mtl::train::TrainResult run_experiment(const ExperimentConfig& c, const D
                                            .min_lr_ratio(c.min_lr_ratio),
                                        mtl::train::Objective(c.heads, mtl::train::ObjectiveOptions()
                                                                           .use_esmm(c.use_esmm)
+                                                                          .cvr_denominator(c.cvr_denominator)
                                                                           .esmm_version(c.esmm_version)
                                                                           .lambda_cvr_aux(c.lambda_cvr_aux)),
                                        data.train, data.valid, &data.test, trainer_options(c, run_dir, quiet));

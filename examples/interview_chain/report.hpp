@@ -470,15 +470,18 @@ inline std::vector<std::string> declared_choices(const std::vector<ExperimentRec
     out << YAML::Flow << nodes.back();
     return std::string(out.c_str());
   };
-  if (const auto* e1 = config_of("E1"))
+  if (const auto* e1 = config_of("E1")) {
     lines.push_back(fmt::format(
         "E1 and E2 put a shared layer model.shared_bottom.hidden_dims={} under their towers, which the single-task "
         "E0a and E0b do not have: Q1 compares that depth too.",
         text(e1->config, {"model", "shared_bottom", "hidden_dims"})));
-  lines.push_back(
-      "E1's loss is the CTR BCE (mean over all rows) plus the CVR BCE (mean over clicked rows), weight 1 each: a "
-      "clicked row weighs about 1/CTR times a CTR row in the CVR term, as in E0b; ESMM (E2-E5) weighs ctr, ctcvr and "
-      "lambda_cvr_aux x the clicked-row CVR term.");
+    const bool all_rows = text(e1->config, {"loss", "cvr_denominator"}) == "all_rows";
+    lines.push_back(fmt::format(
+        "E1's loss is the CTR BCE (mean over all rows) plus the clicked rows' CVR BCE {} (loss.cvr_denominator); "
+        "ESMM (E2-E5) takes ctr and ctcvr as means over all rows plus lambda_cvr_aux x the clicked-row CVR mean.",
+        all_rows ? "summed and divided by all rows, so every impression weighs the same in both terms"
+                 : "averaged over the clicked rows, so a clicked row weighs about 1/CTR times a CTR row"));
+  }
   if (const auto* e4 = config_of("E4"))
     if (const auto* e5 = config_of("E5")) {
       const auto align = [&](const RunRecord& r) {

@@ -70,10 +70,10 @@ struct SyntheticOptions {
   /// item factor product; the click and conversion terms use independent item
   /// factors): structure one task needs and the other does not (Q3, Q4).
   TORCH_ARG(double, private_signal) = 1.0;
-  /// Weight of a three-way product of centred dense features (item
-  /// popularity, user activity, shop score) in the click logit, scaled to unit
-  /// variance: one cross layer forms a product, a ReLU network only
-  /// approximates it (Q5).
+  /// Weight of a three-way product of dense features (user-category
+  /// affinity, shop score, the impression's context value), each centred on
+  /// its mean over rows, in the click logit, scaled to unit variance: one
+  /// cross layer forms a product, a ReLU network only approximates it (Q5).
   TORCH_ARG(double, cross_signal) = 1.0;
   /// Standard deviation of noise added to both logits before the labels are
   /// drawn, absent from the true p columns: lowers every achievable AUC.
@@ -266,6 +266,14 @@ class SyntheticGenerator {
             kOwnShare * centered(key(39, i, j)) + kGroupShare * category_factor[2][b.category * k + j];
       }
     }
+    // The shop score's mean and spread over rows (items drawn by popularity): the cross is centred where the
+    // rows are, so no pair of its factors carries part of it.
+    double mean = 0, second_moment = 0;
+    for (int64_t i = 0; i < items; ++i) {
+      const double weight = item_cdf_[i] - (i > 0 ? item_cdf_[i - 1] : 0.0), score = unit(key(61, item_attr_[i].shop));
+      mean += weight * score, second_moment += weight * score * score;
+    }
+    shop_score_mean_ = mean, shop_score_sd_ = std::sqrt(second_moment - mean * mean);
     // Task-private non-linear terms: a sine of a profile-group factor . category factor product, one pair of
     // factor tables per task, tabled per (group, category).
     private_click_.resize(groups * categories), private_buy_.resize(groups * categories);
@@ -291,8 +299,6 @@ class SyntheticGenerator {
   static constexpr double kOwnShare = 0.5, kGroupShare = 0.8660254037844386;
   /// Weight of the taste terms, the largest part of each logit.
   static constexpr double kTasteWeight = 1.5;
-  /// Scales a product of three centred unit uniforms (variance 1/12 each) to unit variance.
-  static constexpr double kCubeOfSqrt12 = 41.569219381653056;
   static float sigmoid(double x) { return static_cast<float>(1.0 / (1.0 + std::exp(-x))); }
 
   /// One row as drawn: ids, dense values, labels and the terms of its logits.
@@ -332,7 +338,8 @@ class SyntheticGenerator {
     t.private_click = private_click_[cell], t.private_buy = private_buy_[cell];
     // The dense features of the cross: user-category affinity, shop score and the impression's context value.
     const double affinity = unit(key(60, u, b.category)), shop_score = unit(key(61, b.shop)), context = rng.uniform();
-    t.cross = kCubeOfSqrt12 * (affinity - 0.5) * (shop_score - 0.5) * (context - 0.5);
+    // Unit variance: affinity and context are uniforms (variance 1/12 each), the shop score is standardised.
+    t.cross = 12.0 * (affinity - 0.5) * (context - 0.5) * (shop_score - shop_score_mean_) / shop_score_sd_;
     t.selection_latent = rng.normal();
     static constexpr double kScenarioEffect[3] = {0.0, -0.5, 0.3};
     const double click_logit = options_.ctr_bias() + kTasteWeight * t.click_taste + 0.5 * b.attractiveness +
@@ -389,6 +396,7 @@ class SyntheticGenerator {
   std::vector<double> user_cdf_, item_cdf_;
   std::vector<double> user_factor_, item_shared_, item_click_, item_buy_;
   std::vector<double> private_click_, private_buy_;  ///< [group * categories + category]
+  double shop_score_mean_ = 0.5, shop_score_sd_ = 0.28867513459481287;  ///< over rows; set by build_entities
   std::vector<UserAttributes> user_attr_;
   std::vector<ItemAttributes> item_attr_;
 };

@@ -1,15 +1,22 @@
 // Matrix products of the layers' own autograd functions (DenseLayers,
-// CrossLayers) through oneDNN's sgemm on the CPU in float: LibTorch 1.13 sends
-// a float `mm` to the system BLAS, while oneDNN (the library LibTorch itself
-// links) generates its kernels for the processor it runs on, about twice as
-// fast at the layers' thin shapes (benchmarks/README.md). Other devices and
-// dtypes, empty operands, and operands that autograd must track keep ATen's ops.
+// CrossLayers). Where mtl is built with oneDNN (MTL_WITH_ONEDNN, set by the
+// mtl CMake target where LibTorch loads the shared libdnnl, as Debian's does),
+// CPU float products go to oneDNN's sgemm: LibTorch 1.13 sends a float `mm` to
+// the system BLAS, while oneDNN generates its kernels for the processor it runs
+// on, about twice as fast at the layers' thin shapes (benchmarks/README.md).
+// Without it, and for other devices and dtypes, empty operands, and operands
+// that autograd must track, the products are ATen's.
 #pragma once
 
 #include <ATen/core/grad_mode.h>
 #include <torch/types.h>
 
+#ifndef MTL_WITH_ONEDNN
+#define MTL_WITH_ONEDNN 0
+#endif
+#if MTL_WITH_ONEDNN
 #include <dnnl.h>
+#endif
 
 #include <algorithm>
 
@@ -23,9 +30,12 @@ struct GemmOperand {
   const float* data;
 };
 
+/// Whether this build sends products to oneDNN at all.
+inline constexpr bool kWithOneDnn = MTL_WITH_ONEDNN != 0;
+
 // Whether a product of these operands goes to oneDNN.
 inline bool use_onednn_gemm(const torch::Tensor& a, const torch::Tensor& b) {
-  return a.dim() == 2 && b.dim() == 2 && a.device().is_cpu() && b.device().is_cpu() &&
+  return kWithOneDnn && a.dim() == 2 && b.dim() == 2 && a.device().is_cpu() && b.device().is_cpu() &&
          a.scalar_type() == torch::kFloat && b.scalar_type() == torch::kFloat && a.numel() > 0 && b.numel() > 0 &&
          a.size(1) == b.size(0) && !(at::GradMode::is_enabled() && (a.requires_grad() || b.requires_grad()));
 }
@@ -42,6 +52,7 @@ inline GemmOperand gemm_operand(const torch::Tensor& t, torch::Tensor& copy) {
 
 // out = a @ b + beta * out, out a contiguous [a.rows, b.columns] float tensor.
 inline void onednn_gemm(const torch::Tensor& a, const torch::Tensor& b, float beta, torch::Tensor& out) {
+#if MTL_WITH_ONEDNN
   torch::Tensor a_copy, b_copy;
   const auto left = gemm_operand(a, a_copy), right = gemm_operand(b, b_copy);
   const auto status =
@@ -49,6 +60,10 @@ inline void onednn_gemm(const torch::Tensor& a, const torch::Tensor& b, float be
                  right.data, right.leading_dim, beta, out.data_ptr<float>(), out.size(1));
   TORCH_CHECK(status == dnnl_success, "oneDNN's sgemm failed with status ", static_cast<int>(status), " on ", a.sizes(),
               " x ", b.sizes());
+#else
+  if (beta == 0.0f) out.zero_();
+  out.addmm_(a, b);
+#endif
 }
 
 /// a @ b, as torch::mm.

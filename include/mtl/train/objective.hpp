@@ -1,7 +1,8 @@
 // The training objective an experiment's task list and ESMM switch imply:
 // CTR alone (BCE on all rows), CVR alone (BCE on clicked rows), both heads
-// without ESMM (the two summed), or ESMM v1/v2. Terms are named, so a
-// non-finite loss can be traced to one.
+// without ESMM (the two summed, the CVR term averaged over the clicked rows or
+// over all rows), or ESMM v1/v2. Terms are named, so a non-finite loss can be
+// traced to one.
 #pragma once
 
 #include <mtl/data/dataset.hpp>
@@ -16,9 +17,18 @@
 
 namespace mtl::train {
 
+/// What the clicked-row CVR BCE is divided by, without ESMM.
+enum class CvrDenominator {
+  clicked_rows,  ///< a mean over the clicked rows: each clicked row weighs about 1/CTR rows of the CTR term
+  all_rows,      ///< the batch's row count: every impression weighs the same in both terms, as in ESMM's terms
+};
+
 /// Options of `Objective`.
 struct ObjectiveOptions {
   TORCH_ARG(bool, use_esmm) = false;
+  /// The CVR term's denominator when the model has both heads and no ESMM;
+  /// a CVR-only model always averages over the clicked rows.
+  TORCH_ARG(CvrDenominator, cvr_denominator) = CvrDenominator::clicked_rows;
   TORCH_ARG(ESMMVersion, esmm_version) = ESMMVersion::v2;
   TORCH_ARG(double, lambda_cvr_aux) = 0.1;
 };
@@ -57,7 +67,13 @@ class Objective {
       return out;
     }
     if (has_ctr_) out.terms.emplace_back("ctr", binary_cross_entropy_loss(ctr, batch.click));
-    if (has_cvr_) out.terms.emplace_back("cvr", clicked_cvr_loss(cvr, batch.conversion, batch.click));
+    if (has_cvr_) {
+      auto cvr_term = clicked_cvr_loss(cvr, batch.conversion, batch.click);
+      // The clicked-row mean times clicked / rows is the clicked rows' sum over all rows (0 without a click).
+      if (has_ctr_ && options_.cvr_denominator() == CvrDenominator::all_rows)
+        cvr_term = cvr_term * (batch.click.to(torch::kFloat).sum().clamp_min(1.0) / static_cast<double>(cvr.size(0)));
+      out.terms.emplace_back("cvr", cvr_term);
+    }
     out.total = out.terms.front().second;
     for (size_t i = 1; i < out.terms.size(); ++i) out.total = out.total + out.terms[i].second;
     return out;
