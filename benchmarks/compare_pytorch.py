@@ -5,8 +5,9 @@ with the shapes of benchmarks/bench_training.cpp: batch 1024, 23 sparse fields
 with the synthetic Ali-CCP-shaped vocabularies (700k users, 700k items), 8 dense
 features, embedding dim 8, DeepFM [256, 128] + FM projection 16, towers [64].
 Prints samples/s per model and mode: eager, and with --compile also
-torch.compile (inductor, CPU) of the model's forward, its backward compiled
-with it (PyTorch 2.x). Run by benchmarks/race.sh beside the C++ benchmark."""
+torch.compile (inductor, CPU; PyTorch 2.x) of everything after the sparse
+lookups, the loss and its backward included (inductor cannot compile sparse
+gradients, so the lookups stay eager). Run by benchmarks/race.sh beside the C++ benchmark."""
 import argparse
 import time
 
@@ -38,9 +39,13 @@ class DeepFM(nn.Module):
         self.fm_proj = nn.Linear(DIM + 1, 16)
         self.out_dim = 128 + 16
 
-    def forward(self, ids, dense):
+    def lookup(self, ids):
+        """The sparse lookups: the field embeddings and the sum of the first-order weights."""
         e = torch.stack([t(ids[:, i]) for i, t in enumerate(self.emb)], 1)
-        first = sum(t(ids[:, i]) for i, t in enumerate(self.lin)) + self.dense_lin(dense)
+        return e, sum(t(ids[:, i]) for i, t in enumerate(self.lin))
+
+    def forward(self, e, first_sparse, dense):
+        first = first_sparse + self.dense_lin(dense)
         s = e.sum(1)
         second = 0.5 * (s * s - (e * e).sum(1))
         deep = self.deep(torch.cat([e.flatten(1), dense], 1))
@@ -72,19 +77,30 @@ class Expert(nn.Module):
         return self.proj(self.body(x))
 
 
-class E1(nn.Module):
+class MultiTask(nn.Module):
+    """A model's step in two parts: the sparse lookups (`lookup`) and everything after them (`head`), so
+    that torch.compile can take the second: inductor cannot compile sparse gradients."""
+
+    def lookup(self, ids):
+        return self.backbone.lookup(ids)
+
+    def forward(self, ids, dense):
+        return self.head(*self.lookup(ids), dense)
+
+
+class E1(MultiTask):
     def __init__(self):
         super().__init__()
         self.backbone = DeepFM()
         self.bottom = mlp([self.backbone.out_dim, 128])
         self.towers = nn.ModuleList(mlp([128, 64, 1], last_act=False) for _ in range(2))
 
-    def forward(self, ids, dense):
-        h = self.bottom(self.backbone(ids, dense))
+    def head(self, e, first_sparse, dense):
+        h = self.bottom(self.backbone(e, first_sparse, dense))
         return [t(h).squeeze(1) for t in self.towers]
 
 
-class E5(nn.Module):
+class E5(MultiTask):
     def __init__(self):
         super().__init__()
         self.backbone = DeepFM()
@@ -97,8 +113,8 @@ class E5(nn.Module):
         self.scale = nn.Parameter(torch.ones(len(shared) + sum(len(o) for o in own)))
         self.towers = nn.ModuleList(mlp([e, 64, 1], last_act=False) for _ in range(2))
 
-    def forward(self, ids, dense):
-        x = self.backbone(ids, dense)
+    def head(self, e, first_sparse, dense):
+        x = self.backbone(e, first_sparse, dense)
         outs = [m(x) for m in self.shared] + [m(x) for o in self.own for m in o]
         all_ = F.layer_norm(torch.stack(outs, 1), (outs[0].shape[1],)) * self.scale.view(1, -1, 1)
         n_shared, logits, start = len(self.shared), [], len(self.shared)
@@ -131,14 +147,17 @@ def run(model, steps, warmup, compile_model=False):
         ids = torch.stack([torch.randint(v, (BATCH,), generator=g) for v in VOCABS], 1)
         click = (torch.rand(BATCH, generator=g) < 0.05).float()
         batches.append((ids, torch.rand(BATCH, DENSE, generator=g), click, click * (torch.rand(BATCH, generator=g) < 0.1).float()))
-    forward = torch.compile(model) if compile_model else model
+    if compile_model:  # the head and the loss compiled, the sparse lookups eager
+        head_loss = torch.compile(lambda e, first, d, c, v: esmm_v2(*model.head(e, first, d), c, v))
+        step_loss = lambda ids, d, c, v: head_loss(*model.lookup(ids), d, c, v)
+    else:
+        step_loss = lambda ids, d, c, v: esmm_v2(*model(ids, d), c, v)
     for i in range(warmup + steps):
         if i == warmup:
             start = time.perf_counter()
         ids, dense_x, click, conv = batches[i % len(batches)]
         opt_s.zero_grad(), opt_d.zero_grad()
-        ctr, cvr = forward(ids, dense_x)
-        esmm_v2(ctr, cvr, click, conv).backward()
+        step_loss(ids, dense_x, click, conv).backward()
         opt_s.step(), opt_d.step()
     return steps * BATCH / (time.perf_counter() - start)
 
