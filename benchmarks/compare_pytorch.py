@@ -7,8 +7,15 @@ features, embedding dim 8, DeepFM [256, 128] + FM projection 16, towers [64].
 Prints samples/s per model and mode: eager, and with --compile also
 torch.compile (inductor, CPU; PyTorch 2.x) of everything after the sparse
 lookups, the loss and its backward included (inductor cannot compile sparse
-gradients, so the lookups stay eager). Run by benchmarks/race.sh beside the C++ benchmark."""
+gradients, so the lookups stay eager). Run by benchmarks/race.sh beside the C++ benchmark.
+
+With --serve: E5 in eval mode under torch.inference_mode, as a Python server
+scores requests, beside benchmarks/bench_serving (serving_race.sh runs both):
+p50/p99 latency and throughput for batch 1, 16, 256 with 1 and 2 concurrent
+callers (threads; one intra-op thread). Its requests arrive as id tensors
+already encoded, so it skips the vocabulary lookups the C++ side does."""
 import argparse
+import threading
 import time
 
 import torch
@@ -162,12 +169,55 @@ def run(model, steps, warmup, compile_model=False):
     return steps * BATCH / (time.perf_counter() - start)
 
 
+def serve(model, batch, callers, calls, warmup):
+    g = torch.Generator().manual_seed(batch)
+    pool = [(torch.stack([torch.randint(v, (batch,), generator=g) for v in VOCABS], 1), torch.randn(batch, DENSE, generator=g))
+            for _ in range(32)]
+    latencies = [[] for _ in range(callers)]
+    barrier = threading.Barrier(callers + 1)
+
+    def caller(t):
+        with torch.inference_mode():
+            for i in range(warmup):
+                model(*pool[i % len(pool)])
+            barrier.wait()
+            for i in range(calls):
+                begin = time.perf_counter()
+                ctr, cvr = model(*pool[(i + t) % len(pool)])
+                p_ctr, p_cvr = torch.sigmoid(ctr), torch.sigmoid(cvr)
+                (p_ctr * p_cvr).tolist()
+                latencies[t].append((time.perf_counter() - begin) * 1e3)
+
+    threads = [threading.Thread(target=caller, args=(t,)) for t in range(callers)]
+    for th in threads:
+        th.start()
+    barrier.wait()
+    start = time.perf_counter()
+    for th in threads:
+        th.join()
+    seconds = time.perf_counter() - start
+    all_ = sorted(x for l in latencies for x in l)
+    pick = lambda q: all_[min(len(all_) - 1, int(q * len(all_)))]
+    print(f"pytorch_serve batch {batch} callers {callers} p50_ms {pick(0.5):.4f} p99_ms {pick(0.99):.4f} "
+          f"rows_per_s {batch * len(all_) / seconds:.0f}", flush=True)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--compile", action="store_true", help="also run each model under torch.compile")
+    parser.add_argument("--serve", action="store_true", help="serving latency of E5 in eval mode instead")
+    parser.add_argument("--calls", type=int, default=2000, help="--serve: calls per caller (a quarter at batch 256)")
     args = parser.parse_args()
+    if args.serve:
+        torch.set_num_threads(1)
+        torch.manual_seed(0)
+        model = E5().eval()
+        for batch in (1, 16, 256):
+            for callers in (1, 2):
+                serve(model, batch, callers, args.calls // 4 if batch == 256 else args.calls, 200)
+        return
     torch.set_num_threads(args.threads)
     modes = ["eager", "compile"] if args.compile else ["eager"]
     for mode in modes:

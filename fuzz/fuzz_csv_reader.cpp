@@ -33,9 +33,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   try {
     auto splits = mtl::data::load_csv_splits({path, "", ""}, layout,
                                              {/*min_count=*/1, /*embedding_dim=*/4, /*valid_fraction=*/0.5});
-    if (splits.train.num_rows() + splits.valid.num_rows() != rows) std::abort();
+    if (splits.train.num_rows() + splits.valid.num_rows() + splits.test.num_rows() != rows) std::abort();
   } catch (const c10::Error&) {
-    // too few rows to hold out a validation split
+    // too few rows to hold out validation and test shares
   }
   return 0;
 }

@@ -16,7 +16,7 @@ numbers() { cut -d, -f1,4-11 "$1/summary.csv"; }
 case "$name" in
 help)
   "$bin" --help | grep -q "usage: interview_chain" || fail "top-level --help"
-  for cmd in run train validate predict report; do
+  for cmd in run train validate predict export report; do
     "$bin" "$cmd" --help > out.txt || fail "$cmd --help exited non-zero"
     expect_in "usage: interview_chain $cmd" out.txt
   done
@@ -255,6 +255,58 @@ aliccp_samples)
   expect_in "aliccp from $shared/aliccp: 100 train / 50 valid / 50 test rows" log.txt
   [ "$(grep -c ',"finished",' chain/summary.csv)" = 2 ] || { cat chain/summary.csv; fail "E0a and E2 should finish"; }
   expect_in 'E1,"","not run"' chain/summary.csv
+  ;;
+
+bundle)
+  # A run exported to one file predicts what the run predicts, from raw CSV rows.
+  if [ ! -d "$shared/aliccp" ]; then echo "skipped: $shared/aliccp is absent"; exit 0; fi
+  "$bin" train --config "$configs/E5_deepfm_ple_lite_hetero_esmm.yaml" --data "aliccp:$shared/aliccp" --preset tiny \
+    --batch-size 16 --run-dir r5 --quiet > train.txt
+  "$bin" predict --run r5 --out run.csv > /dev/null
+  "$bin" export --run r5 --out model.mtl > export.txt
+  expect_in "23 sparse and 8 dense fields" export.txt
+  "$bin" predict --bundle model.mtl --data "$shared/aliccp/ali_ccp_test_sample.csv" --out bundle.csv > /dev/null
+  [ "$(wc -l < bundle.csv)" = 51 ] || fail "predict --bundle wrote $(wc -l < bundle.csv) lines, expected 51"
+  cmp run.csv bundle.csv || fail "the bundle predicts differently from its run"
+  # Rows without labels get probabilities only.
+  cut -d, -f3- "$shared/aliccp/ali_ccp_test_sample.csv" > unlabelled.csv
+  "$bin" predict --bundle model.mtl --data unlabelled.csv --out scores.csv > /dev/null
+  head -1 scores.csv | grep -q "^row,p_ctr,p_cvr,p_ctcvr$" || fail "the header of unlabelled scores"
+  cut -d, -f1-4 run.csv | cmp - scores.csv || fail "unlabelled rows scored differently"
+  # A file without a field the model reads, and a damaged bundle, are refused.
+  cut -d, -f1-2,4- "$shared/aliccp/ali_ccp_test_sample.csv" > no101.csv
+  ! "$bin" predict --bundle model.mtl --data no101.csv --out x.csv 2> err.txt || fail "a missing field was accepted"
+  expect_in "the header has no column '101'" err.txt
+  head -c 100000 model.mtl > cut.mtl
+  ! "$bin" predict --bundle cut.mtl --data unlabelled.csv --out x.csv 2> err.txt || fail "a damaged bundle was accepted"
+  expect_in "cannot load model bundle 'cut.mtl'" err.txt
+  # The 18 sparse fields most papers use, no dense columns, no validation file.
+  mkdir f18
+  for split in train test; do
+    cut -d, -f1-14,16-21 "$shared/aliccp/ali_ccp_${split}_sample.csv" > "f18/aliccp_$split.csv"
+  done
+  "$bin" train --config "$configs/E2_deepfm_shared_esmm.yaml" --data aliccp:f18 --preset tiny --batch-size 16 \
+    --run-dir r18 --quiet > t18.txt
+  expect_in "18 sparse and 0 dense fields" t18.txt
+  expect_in "no validation file: 10% of the training file's rows" t18.txt
+  "$bin" export --run r18 --out m18.mtl > /dev/null
+  "$bin" predict --bundle m18.mtl --data f18/aliccp_test.csv --out s18.csv > /dev/null
+  "$bin" predict --run r18 --out r18.csv > /dev/null
+  cmp r18.csv s18.csv || fail "the 18-field bundle predicts differently from its run"
+  ;;
+
+output_lock)
+  # Two chains into one folder: the second stops at once; a killed chain's lock blocks nothing.
+  "$bin" run --configs "$configs" --preset tiny --only E5 --max-steps 2000 --output chain --quiet > first.txt 2>&1 &
+  first=$!
+  for _ in $(seq 200); do [ -s chain/.chain.lock ] && break; sleep 0.1; done
+  ! "$bin" run --configs "$configs" --preset tiny --only E0a --output chain --quiet > second.txt 2>&1 ||
+    fail "a second chain ran in a folder another chain was writing"
+  expect_in "another interview_chain run (pid $first) is writing to 'chain'" second.txt
+  kill -9 "$first"
+  wait "$first" || true
+  "$bin" run --configs "$configs" --preset tiny --only E0a --output chain --quiet > third.txt 2>&1 ||
+    { cat third.txt; fail "a killed chain's lock blocked the next chain"; }
   ;;
 
 *) fail "unknown test $name" ;;

@@ -5,12 +5,14 @@
 #include <mtl/data/batch_loader.hpp>
 #include <mtl/data/binary_cache.hpp>
 #include <mtl/data/csv_reader.hpp>
+#include <mtl/data/layout_rules.hpp>
 #include <mtl/data/split_files.hpp>
 #include <mtl/data/synthetic.hpp>
 
 #include <filesystem>
 #include <fstream>
 #include <set>
+#include <sstream>
 
 using namespace mtl::data;
 using mtl_test::ScratchDir;
@@ -80,12 +82,12 @@ TEST_CASE("readers accept the real Ali-CCP and AliExpress samples") {
   REQUIRE(aliccp.train.num_rows() == 100);
   REQUIRE(aliccp.valid.num_rows() == 50);
   REQUIRE(aliccp.test.num_rows() == 50);
-  // AliExpress ships no validation file: a tenth of the training rows is held out.
-  auto aliexpress = load_csv_splits(find_split_files(dir + "/aliexpress"), CsvLayout::aliexpress());
+  // AliExpress ships no validation file: a share of the training rows (by position hash) is held out.
+  auto aliexpress = load_csv_splits(find_split_files(dir + "/aliexpress"), LayoutRules::aliexpress());
   REQUIRE(aliexpress.schema.num_sparse() == 16);
   REQUIRE(aliexpress.schema.num_dense() == 63);
-  REQUIRE(aliexpress.train.num_rows() == 90);
-  REQUIRE(aliexpress.valid.num_rows() == 10);
+  REQUIRE(aliexpress.train.num_rows() == 92);
+  REQUIRE(aliexpress.valid.num_rows() == 8);
   REQUIRE(aliexpress.test.num_rows() == 20);
 }
 
@@ -150,17 +152,123 @@ TEST_CASE("CSV reader refuses bad input with its place") {
 TEST_CASE("vocabularies from the training split") {
   ScratchDir tmp("vocab");
   const std::string h = kTinyHeader;
-  const auto train =
-      tmp.write("train.csv", h + "0,0,50,7,1,u\n0,0,50,8,1,u\n1,0,30,7,1,u\n0,0,30,9,1,u\n0,0,10,7,1,u\n");
+  const auto train = tmp.write(
+      "train.csv", h + "0,0,50,7,1,u\n0,0,50,8,1,u\n1,0,30,7,1,u\n0,0,30,9,1,u\n0,0,10,7,1,u\n0,0,30,8,1,u\n");
   const auto test = tmp.write("test.csv", h + "0,0,30,7,1,u\n0,0,99,9,1,u\n");
-  auto splits = load_csv_splits({train, "", test}, tiny_layout(), {/*min_count=*/2, 8, 0.2});
-  // user: 30 and 50 kept (rows 1, 2 in id order), 10 rare; item: 7 kept, 8 and 9 rare.
+  EncodeOptions options;
+  options.min_count = 2, options.valid_fraction = 0.3;
+  auto splits = load_csv_splits({train, "", test}, tiny_layout(), options);
+  // The position hash holds out the fourth row (30, 9) for validation; the
+  // vocabularies see the other five. user: 30 and 50 kept (rows 1, 2 in id
+  // order), 10 rare; item: 7 and 8 kept; 9, only in the held-out row, unseen.
   REQUIRE(splits.vocabularies[0].ids() == std::vector<int64_t>{30, 50});
-  REQUIRE(splits.vocabularies[1].ids() == std::vector<int64_t>{7});
+  REQUIRE(splits.vocabularies[1].ids() == std::vector<int64_t>{7, 8});
   REQUIRE(splits.schema.sparse_fields()[0].vocab_size == 3);
-  REQUIRE(splits.train.ids == std::vector<int32_t>{2, 1, 2, 0, 1, 1, 1, 0});
-  REQUIRE(splits.valid.ids == std::vector<int32_t>{0, 1});
+  REQUIRE(splits.train.ids == std::vector<int32_t>{2, 1, 2, 2, 1, 1, 0, 1, 1, 2});
+  REQUIRE(splits.valid.ids == std::vector<int32_t>{1, 0});
   REQUIRE(splits.test.ids == std::vector<int32_t>{1, 1, 0, 0});
+}
+
+// Without validation or test files, shares of the training rows are held out:
+// the same rows on every run, spread over the file, none in two splits.
+TEST_CASE("held-out shares of the training file") {
+  ScratchDir tmp("held_out");
+  std::string body = kTinyHeader;
+  for (int i = 0; i < 2000; ++i) body += "0,0," + std::to_string(i) + "," + std::to_string(i % 7) + ",1,u\n";
+  const auto train = tmp.write("train.csv", body);
+  EncodeOptions options;
+  options.valid_fraction = 0.1, options.test_fraction = 0.2;
+  const auto a = load_csv_splits({train, "", ""}, tiny_layout(), options);
+  const auto b = load_csv_splits({train, "", ""}, tiny_layout(), options);
+  REQUIRE(a.train.num_rows() + a.valid.num_rows() + a.test.num_rows() == 2000);
+  REQUIRE(a.valid.num_rows() > 150);
+  REQUIRE(a.valid.num_rows() < 250);
+  REQUIRE(a.test.num_rows() > 340);
+  REQUIRE(a.test.num_rows() < 460);
+  REQUIRE(a.valid.ids == b.valid.ids);
+  REQUIRE(a.test.ids == b.test.ids);
+  // Every user id is unique, so held-out rows have ids the vocabulary never saw.
+  for (int32_t id : a.valid.ids) REQUIRE(id <= 7);
+  // Held-out rows come from the whole file, not its tail.
+  int64_t first_half = 0;
+  for (int64_t p = 0; p < 1000; ++p) first_half += held_out_role(p, 0.1, 0.2) == HeldOutRole::valid;
+  REQUIRE(first_half > 60);
+  REQUIRE(first_half < 140);
+  REQUIRE_TORCH_ERROR(load_csv_splits({tmp.write("few.csv", std::string(kTinyHeader) + "0,0,1,1,1,u\n"), "", ""},
+                                      tiny_layout()),
+                      "too few to hold out a validation share of 0.1");
+}
+
+// The layout a header gives under each set of rules, and the errors of a header that does not fit.
+TEST_CASE("layouts from the header") {
+  auto split = [](const std::string& line) {
+    std::vector<std::string> out;
+    std::stringstream ss(line);
+    for (std::string item; std::getline(ss, item, ',');) out.push_back(item);
+    return out;
+  };
+  const auto full = split(
+      "click,purchase,101,121,122,124,125,126,127,128,129,205,206,207,210,216,508,509,702,853,301,109_14,110_14,"
+      "127_14,150_14,D109_14,D110_14,D127_14,D150_14,D508,D509,D702,D853");
+  const auto preset = CsvLayout::aliccp();
+  const auto found = LayoutRules::aliccp().resolve(full, "full.csv");
+  REQUIRE(found.sparse == preset.sparse);
+  REQUIRE(found.dense == preset.dense);
+  REQUIRE(found.signature() == preset.signature());
+  // The 18 sparse fields most papers use, without dense columns.
+  const auto paper = LayoutRules::aliccp().resolve(
+      split("click,purchase,101,121,122,124,125,126,127,128,129,205,206,207,216,508,509,702,853,301"), "p.csv");
+  REQUIRE(paper.sparse.size() == 18);
+  REQUIRE(paper.dense.empty());
+  REQUIRE(paper.conversion == "purchase");
+  std::vector<std::string> aliexpress{"search_id"};
+  for (int i = 1; i <= 16; ++i) aliexpress.push_back("categorical_" + std::to_string(i));
+  for (int i = 1; i <= 63; ++i) aliexpress.push_back("numerical_" + std::to_string(i));
+  aliexpress.insert(aliexpress.end(), {"click", "conversion"});
+  const auto ae = LayoutRules::aliexpress().resolve(aliexpress, "ae.csv");
+  REQUIRE(ae.sparse == CsvLayout::aliexpress().sparse);
+  REQUIRE(ae.dense == CsvLayout::aliexpress().dense);
+
+  const auto header = split("click,buy,user,item,price,score");
+  LayoutRules rules;
+  rules.name = "shop";
+  rules.conversion = "buy";
+  REQUIRE(rules.resolve(header, "s.csv").sparse == split("user,item,price,score"));
+  rules.dense = {"price"};
+  REQUIRE(rules.resolve(header, "s.csv").sparse == split("user,item,score"));
+  REQUIRE(rules.resolve(header, "s.csv").dense == split("price"));
+  rules.sparse = {"item", "user"};  // header order is kept
+  REQUIRE(rules.resolve(header, "s.csv").sparse == split("user,item"));
+  REQUIRE(rules.resolve(header, "s.csv").dense == split("price"));
+
+  REQUIRE_TORCH_ERROR(LayoutRules::aliccp().resolve(split("click,buy,101"), "x.csv"),
+                      "x.csv:1: the header has no column 'purchase', the aliccp layout's conversion label");
+  REQUIRE_TORCH_ERROR(LayoutRules::aliccp().resolve(split("click,buy,101"), "x.csv"),
+                      "the header holds 3 columns: click,buy,101");
+  REQUIRE_TORCH_ERROR(LayoutRules::aliccp().resolve(split("click,purchase,101,101"), "x.csv"),
+                      "x.csv:1: the header names column '101' twice");
+  REQUIRE_TORCH_ERROR(LayoutRules::aliccp().resolve(split("click,purchase,D101"), "x.csv"),
+                      "x.csv:1: the aliccp layout found no sparse id column");
+  rules.sparse = {"user", "age"};
+  REQUIRE_TORCH_ERROR(rules.resolve(header, "s.csv"), "s.csv:1: the header has no column 'age', the shop layout's "
+                                                      "listed sparse field");
+  rules.sparse = {"user", "price"};
+  REQUIRE_TORCH_ERROR(rules.resolve(header, "s.csv"), "'price' is listed as both a sparse and a dense field");
+  rules.sparse = {"user", "buy"};
+  REQUIRE_TORCH_ERROR(rules.resolve(header, "s.csv"), "'buy' is listed as a feature but it is a label column");
+}
+
+// Rows to be scored carry no labels: a layout without label columns reads them as 0.
+TEST_CASE("CSV reader reads rows without labels") {
+  ScratchDir tmp("unlabelled");
+  const auto path = tmp.write("score.csv", "user,item,price\n5,7,0.5\n6,8,1\n");
+  auto layout = tiny_layout();
+  layout.click.clear(), layout.conversion.clear();
+  std::vector<ParsedRow> rows;
+  read_csv(path, layout, [&](const ParsedRow& r) { rows.push_back(r); });
+  REQUIRE(rows.size() == 2);
+  REQUIRE(rows[1].sparse == std::vector<int64_t>{6, 8});
+  REQUIRE(rows[1].click == 0.f);
 }
 
 namespace {
@@ -261,11 +369,11 @@ TEST_CASE("binary cache round trip, hit and miss") {
   const auto train =
       tmp.write("train.csv", h + "0,0,50,7,0.5,u\n1,1,30,8,0.25,u\n0,0,30,9,1,u\n1,0,10,7,2,u\n0,0,10,7,3,u\n");
   const auto cache_dir = (tmp.path / "cache").string();
-  auto fresh = load_csv_splits({train, "", ""}, tiny_layout(), {1, 8, 0.2});
+  auto fresh = load_csv_splits({train, "", ""}, tiny_layout(), {1, 8, 0.2, 0.3});
   int encodes = 0;
   auto encode = [&] {
     ++encodes;
-    return load_csv_splits({train, "", ""}, tiny_layout(), {1, 8, 0.2});
+    return load_csv_splits({train, "", ""}, tiny_layout(), {1, 8, 0.2, 0.3});
   };
   auto first = mtl::data::detail::cached({train}, "opts", cache_dir, "tiny", encode);
   auto second = mtl::data::detail::cached({train}, "opts", cache_dir, "tiny", encode);

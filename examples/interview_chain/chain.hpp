@@ -10,7 +10,13 @@
 #include <fmt/core.h>
 #include <nlohmann/json.hpp>
 
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include <cerrno>
 #include <chrono>
+#include <cstring>
 #include <ctime>
 #include <filesystem>
 #include <fstream>
@@ -199,7 +205,38 @@ inline bool selected(const std::string& id, const RunOptions& o) {
   return std::count(o.skip.begin(), o.skip.end(), id) == 0;
 }
 
+/// One chain per output folder: an exclusive lock on `DIR/.chain.lock` held
+/// while the chain runs. The kernel drops the lock when the process ends, so
+/// a killed run never leaves a lock that blocks the next one.
+class OutputFolderLock {
+ public:
+  explicit OutputFolderLock(const std::string& output) {
+    const auto path = (fs::path(output) / ".chain.lock").string();
+    fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd_ < 0) throw mtl::train::StorageError("cannot open the lock file '" + path + "'", errno);
+    if (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
+      const int why = errno;
+      char holder[32] = {0};
+      const ssize_t got = ::pread(fd_, holder, sizeof holder - 1, 0);
+      ::close(fd_);
+      TORCH_CHECK(why == EWOULDBLOCK, "cannot lock '", path, "': ", std::strerror(why));
+      TORCH_CHECK(false, "another interview_chain run", got > 0 ? std::string(" (pid ") + holder + ")" : "",
+                  " is writing to '", output, "'; wait for it to end or choose another --output");
+    }
+    const auto pid = std::to_string(::getpid());
+    if (::ftruncate(fd_, 0) != 0 || ::pwrite(fd_, pid.data(), pid.size(), 0) != static_cast<ssize_t>(pid.size()))
+      throw mtl::train::StorageError("cannot write the lock file '" + path + "'", errno);
+  }
+  ~OutputFolderLock() { ::close(fd_); }
+  OutputFolderLock(const OutputFolderLock&) = delete;
+  OutputFolderLock& operator=(const OutputFolderLock&) = delete;
+
+ private:
+  int fd_ = -1;
+};
+
 /// Runs the chain; returns the number of experiments that did not finish.
+/// The caller holds the output folder's lock.
 inline int run_chain(const RunOptions& o) {
   TORCH_CHECK(o.seeds >= 1, "--seeds expects a count >= 1, got ", o.seeds);
   for (const auto& list : {o.only, o.skip})

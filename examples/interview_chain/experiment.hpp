@@ -6,6 +6,7 @@
 
 #include "config.hpp"
 
+#include <mtl/data/layout_rules.hpp>
 #include <mtl/data/synthetic.hpp>
 #include <mtl/esmm.hpp>
 #include <mtl/expert.hpp>
@@ -25,6 +26,8 @@ struct ExperimentConfig {
   std::string source, path, cache_dir;
   int64_t batch_size = 1024, min_count = 1;
   uint64_t data_seed = 0;
+  mtl::data::LayoutRules layout;  ///< CSV sources: labels, features, dense columns
+  double valid_fraction = 0.1, test_fraction = 0.1;  ///< held out of training where a split's file is missing
   mtl::data::SyntheticOptions synthetic;
   int64_t train_rows = 0, valid_rows = 0, test_rows = 0;
 
@@ -137,6 +140,17 @@ inline ExperimentConfig read_experiment(const FieldTable& f) {
   refuse_if(c.min_count < 1, f, "data.min_count", "expected >= 1");
   refuse_if(c.source != "synthetic" && c.path.empty(), f, "data.source",
             "data.source '" + c.source + "' needs data.path, the folder of its CSV files");
+  c.layout = c.source == "aliexpress" ? mtl::data::LayoutRules::aliexpress() : mtl::data::LayoutRules::aliccp();
+  c.layout.click = f.get<std::string>("data.labels.click", c.layout.click);
+  c.layout.conversion = f.get<std::string>("data.labels.conversion", c.layout.conversion);
+  c.layout.sparse = f.get<std::vector<std::string>>("data.features.sparse", {});
+  c.layout.dense = f.get<std::vector<std::string>>("data.features.dense", {});
+  c.layout.ignored = f.get<std::vector<std::string>>("data.features.ignored", c.layout.ignored);
+  c.valid_fraction = f.get<double>("data.valid_fraction", c.valid_fraction);
+  c.test_fraction = f.get<double>("data.test_fraction", c.test_fraction);
+  for (const char* key : {"data.valid_fraction", "data.test_fraction"})
+    refuse_if(f.get<double>(key, 0.1) <= 0 || f.get<double>(key, 0.1) >= 0.5, f, key,
+              "expected a share of the training rows in (0, 0.5)");
   auto& s = c.synthetic;
   s.seed(c.data_seed)
       .scenario(f.get<std::string>("data.synthetic.scenario", "designed") == "null"

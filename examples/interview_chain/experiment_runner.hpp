@@ -8,6 +8,7 @@
 #include <mtl/data/split_files.hpp>
 #include <mtl/data/synthetic.hpp>
 #include <mtl/model.hpp>
+#include <mtl/model_spec.hpp>
 #include <mtl/train/checkpoint.hpp>
 #include <mtl/train/trainer.hpp>
 
@@ -22,6 +23,8 @@ struct DataBundle {
   mtl::FeatureSchema schema;
   mtl::data::Dataset train, valid, test;
   std::string description;
+  /// Raw id -> row per sparse field; empty for synthetic data, whose ids are rows.
+  std::vector<mtl::data::Vocabulary> vocabularies;
 };
 
 inline mtl::FeatureSchema with_embedding_dim(const mtl::FeatureSchema& schema, int64_t dim) {
@@ -51,46 +54,66 @@ inline DataBundle load_data(const ExperimentConfig& c, const std::string& cache_
             "synthetic (seed " + std::to_string(c.data_seed) + "): " + std::to_string(c.train_rows) + " train / " +
                 std::to_string(c.valid_rows) + " valid / " + std::to_string(c.test_rows) + " test rows"};
   }
-  const auto layout = c.source == "aliccp" ? CsvLayout::aliccp() : CsvLayout::aliexpress();
-  auto splits = load_csv_splits(find_split_files(c.path), layout, {c.min_count, c.embedding_dim, 0.1},
-                                c.cache_dir.empty() ? cache_dir : c.cache_dir);
-  TORCH_CHECK(splits.test.num_rows() > 0, "data folder '", c.path,
-              "' has no test split (a CSV whose name holds 'test')");
+  const auto files = find_split_files(c.path);
+  EncodeOptions options;
+  options.min_count = c.min_count, options.embedding_dim = c.embedding_dim;
+  options.valid_fraction = c.valid_fraction, options.test_fraction = c.test_fraction;
+  auto splits = load_csv_splits(files, c.layout, options, c.cache_dir.empty() ? cache_dir : c.cache_dir);
+  auto held_out = [&](const std::string& file, const char* split, double share) {
+    return file.empty() ? std::string(" (no ") + split + " file: " + std::to_string(static_cast<int>(share * 100 + 0.5)) +
+                              "% of the training file's rows, chosen by a hash of their position)"
+                        : std::string();
+  };
   const auto desc = c.source + " from " + c.path + ": " + std::to_string(splits.train.num_rows()) + " train / " +
-                    std::to_string(splits.valid.num_rows()) + " valid / " + std::to_string(splits.test.num_rows()) +
-                    " test rows";
-  return {splits.schema, std::move(splits.train), std::move(splits.valid), std::move(splits.test), desc};
+                    std::to_string(splits.valid.num_rows()) + " valid" + held_out(files.valid, "validation", c.valid_fraction) +
+                    " / " + std::to_string(splits.test.num_rows()) + " test rows" +
+                    held_out(files.test, "test", c.test_fraction) + "; " +
+                    std::to_string(splits.schema.num_sparse()) + " sparse and " +
+                    std::to_string(splits.schema.num_dense()) + " dense fields";
+  return {splits.schema, std::move(splits.train), std::move(splits.valid), std::move(splits.test), desc,
+          std::move(splits.vocabularies)};
 }
 
-/// Builds the experiment's model and hands it to `fn` (each mixer is its own type).
+/// What a model reads of an experiment's data: the schema and, for files, the vocabularies.
+struct FeatureSet {
+  mtl::FeatureSchema schema;
+  std::vector<mtl::data::Vocabulary> vocabularies;  ///< empty for synthetic data, whose ids are rows
+  std::string description;
+};
+
+/// The features of an experiment's data; synthetic data is not generated for it.
+inline FeatureSet load_features(const ExperimentConfig& c, const std::string& cache_dir) {
+  if (c.source == "synthetic")
+    return {with_embedding_dim(mtl::data::SyntheticGenerator(c.synthetic).schema(), c.embedding_dim), {},
+            "synthetic (seed " + std::to_string(c.data_seed) + ")"};
+  auto data = load_data(c, cache_dir);
+  return {data.schema, std::move(data.vocabularies), data.description};
+}
+
+/// The model an experiment's config describes.
+inline mtl::ModelSpec model_spec(const ExperimentConfig& c) {
+  mtl::ModelSpec s;
+  s.mixer = c.mtl;
+  s.deep_hidden_dims = c.deep_hidden_dims;
+  s.fm_projection_dim = c.fm_projection_dim;
+  s.sparse_grad = c.sparse_grad;
+  s.heads = c.heads;
+  s.tower_hidden_dims = c.tower_hidden_dims;
+  s.shared_bottom_dims = c.shared_bottom_dims;
+  s.shared_experts = c.shared_experts;
+  s.task_experts = c.task_experts;
+  s.expert_dim = c.expert_dim;
+  s.num_levels = c.num_levels;
+  s.align_outputs = c.mtl == "ple" && c.align;  // the aligner is a PLE setting of the configs
+  s.aligner_dropout = c.align_dropout;
+  return s;
+}
+
+/// Builds the experiment's model, initialised from its seed, and hands it to `fn`.
 template <class Fn>
 void with_model(const ExperimentConfig& c, const mtl::FeatureSchema& schema, Fn&& fn) {
-  using namespace mtl;
   torch::manual_seed(c.seed);
-  const auto backbone = DeepFMOptions(schema)
-                            .deep_hidden_dims(c.deep_hidden_dims)
-                            .fm_projection_dim(c.fm_projection_dim)
-                            .sparse_grad(c.sparse_grad);
-  if (c.mtl == "single" || c.mtl == "sharedbottom") {
-    const auto dims = c.mtl == "single" ? std::vector<int64_t>{} : c.shared_bottom_dims;
-    fn(SharedBottomModel(SharedBottomModelOptions(backbone, SharedBottomOptions(0, 0).hidden_dims(dims), c.heads)
-                             .task_tower_hidden_dims(c.tower_hidden_dims)));
-  } else if (c.mtl == "mmoe") {
-    fn(MMoEModel(
-        MMoEModelOptions(backbone, MMoEOptions(0, 0).experts(c.shared_experts).expert_dim(c.expert_dim), c.heads)
-            .task_tower_hidden_dims(c.tower_hidden_dims)));
-  } else {
-    fn(PLEModel(PLEModelOptions(backbone,
-                                PLEOptions(0, 0)
-                                    .shared_experts(c.shared_experts)
-                                    .task_experts(c.task_experts)
-                                    .expert_dim(c.expert_dim)
-                                    .num_levels(c.num_levels)
-                                    .align_outputs(c.align)
-                                    .aligner_dropout(c.align_dropout),
-                                c.heads)
-                    .task_tower_hidden_dims(c.tower_hidden_dims)));
-  }
+  mtl::with_model(model_spec(c), schema, std::forward<Fn>(fn));
 }
 
 inline mtl::train::TrainerOptions trainer_options(const ExperimentConfig& c, const std::string& run_dir, bool quiet) {

@@ -5,9 +5,14 @@
 #include "report.hpp"
 #include "report_html.hpp"
 
+#include <mtl/serving/bundle.hpp>
+#include <mtl/serving/predictor.hpp>
+#include <torch/version.h>
+
 #include <cstdio>
 #include <cstring>
 #include <iostream>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -25,7 +30,8 @@ const char* kUsage =
     "  run        run the seven experiments (or some), then write the summaries and the report\n"
     "  train      run one experiment from its config file\n"
     "  validate   check that the controlled fields agree across the seven configs\n"
-    "  predict    score a data split with a run's best checkpoint\n"
+    "  predict    score a data split with a run's best checkpoint, or raw CSV rows with a model bundle\n"
+    "  export     write a run's best model as one bundle file for serving\n"
     "  report     rebuild the summaries and the report from a chain's run directories\n"
     "'interview_chain <command> --help' describes each.\n";
 
@@ -61,8 +67,15 @@ const char* kValidateHelp =
 
 const char* kPredictHelp =
     "usage: interview_chain predict --run DIR --out FILE.csv [--data SRC] [--split train|valid|test]\n"
-    "  scores a split (default test) with the run's best checkpoint; writes p_ctr, p_cvr, p_ctcvr and the labels per "
-    "row\n";
+    "       interview_chain predict --bundle FILE.mtl --data FILE.csv --out FILE.csv\n"
+    "  scores a split (default test) with the run's best checkpoint, or every row of a CSV file with an exported\n"
+    "  bundle (raw ids under the bundle's field names; label columns optional); writes p_ctr, p_cvr, p_ctcvr and\n"
+    "  the labels per row\n";
+
+const char* kExportHelp =
+    "usage: interview_chain export --run DIR --out FILE.mtl\n"
+    "  writes the run's best model, its config, feature schema, vocabularies and test metrics as one bundle,\n"
+    "  which `predict --bundle` and mtl::serving::Predictor load\n";
 
 const char* kReportHelp =
     "usage: interview_chain report DIR\n"
@@ -146,6 +159,8 @@ int cmd_run(int argc, char** argv) {
   o.quiet = a.flags.count("--quiet") > 0;
   o.overrides = overrides(a);
   const auto started = std::chrono::steady_clock::now();
+  std::optional<chain::OutputFolderLock> lock;
+  if (!o.dry_run) mtl::train::create_output_dir(o.output), lock.emplace(o.output);
   const int unfinished = chain::run_chain(o);
   if (o.dry_run) return 0;
   write_reports(o.output);
@@ -168,8 +183,13 @@ int cmd_train(int argc, char** argv) {
     std::printf("failed: %s\n", result.stopped_because.c_str());
     return 1;
   }
-  std::printf("finished: best %s %.5f at step %ld; outputs in %s\n", c.primary_key.c_str(), result.best_metric,
-              static_cast<long>(result.best_step), dir.c_str());
+  if (result.best_step < 0)
+    std::printf("finished: no validation gave a defined %s (its rows hold one class only), so the last model was "
+                "kept; outputs in %s\n",
+                c.primary_key.c_str(), dir.c_str());
+  else
+    std::printf("finished: best %s %.5f at step %ld; outputs in %s\n", c.primary_key.c_str(), result.best_metric,
+                static_cast<long>(result.best_step), dir.c_str());
   return 0;
 }
 
@@ -180,22 +200,95 @@ int cmd_validate(int argc, char** argv) {
   return chain::validate_controlled(configs, std::cout) ? 0 : 1;
 }
 
-/// One CSV line per row: row, p_ctr, p_cvr, p_ctcvr (empty where the model lacks a head), labels.
-void write_prediction_rows(std::ostream& out, const mtl::data::TrainingBatch& b, int64_t first,
-                           const torch::Tensor& p_ctr, const torch::Tensor& p_cvr) {
-  auto value = [](const torch::Tensor& t, int64_t i) { return t.defined() ? t[i].item<float>() : NAN; };
-  auto cell = [](float v) { return std::isnan(v) ? std::string() : fmt::format("{:.7g}", v); };
-  for (int64_t i = 0; i < b.size(); ++i) {
-    const float ctr = value(p_ctr, i), cvr = value(p_cvr, i);
-    out << first + i << "," << cell(ctr) << "," << cell(cvr) << "," << cell(ctr * cvr) << ","
-        << b.click[i].item<float>() << "," << b.conversion[i].item<float>() << "\n";
+/// The predictions file's header: probabilities, then the labels where known.
+void write_prediction_header(std::ostream& out, bool labelled) {
+  out << "row,p_ctr,p_cvr,p_ctcvr" << (labelled ? ",click,conversion" : "") << "\n";
+}
+
+/// One CSV line per row: row, p_ctr, p_cvr, p_ctcvr (empty where the model
+/// lacks a head), then the labels when `click` is given.
+void write_prediction_rows(std::ostream& out, int64_t first, const mtl::serving::Predictions& p, const float* click,
+                           const float* conversion) {
+  const size_t rows = std::max({p.p_ctr.size(), p.p_cvr.size()});
+  auto cell = [](const std::vector<float>& v, size_t i) { return v.empty() ? std::string() : fmt::format("{:.7g}", v[i]); };
+  for (size_t i = 0; i < rows; ++i) {
+    out << first + static_cast<int64_t>(i) << "," << cell(p.p_ctr, i) << "," << cell(p.p_cvr, i) << ","
+        << cell(p.p_ctcvr, i);
+    if (click) out << "," << click[i] << "," << conversion[i];
+    out << "\n";
   }
 }
 
+std::ofstream open_output(const std::string& path) {
+  std::ofstream out(path);
+  TORCH_CHECK(out.good(), "cannot write '", path, "'");
+  return out;
+}
+
+/// The best checkpoint of a run directory, in the model its config describes.
+template <class Fn>
+void with_best_model(const chain::ExperimentConfig& c, const mtl::FeatureSchema& schema, const std::string& run,
+                     Fn&& fn) {
+  const auto checkpoint = (fs::path(run) / "ckpt_best.pt").string();
+  chain::with_model(c, schema, [&](auto model) {
+    mtl::train::load_module_state(*model, mtl::train::load_tensor_dict(checkpoint), "", checkpoint);
+    model->eval();
+    fn(model);
+  });
+}
+
+/// Scores the rows of a CSV file with a bundle, streaming them in chunks.
+int predict_with_bundle(const std::string& bundle_path, const std::string& csv, const std::string& out_path) {
+  const mtl::serving::Predictor predictor(bundle_path, mtl::serving::PredictorOptions().threads_per_call(0));
+  const auto& bundle = predictor.bundle();
+  mtl::data::CsvLayout layout;
+  layout.name = "the bundle's";
+  for (const auto& f : predictor.schema().sparse_fields()) layout.sparse.push_back(f.name);
+  for (const auto& f : predictor.schema().dense_fields()) layout.dense.push_back(f.name);
+  const auto header = mtl::data::read_csv_header(csv);
+  const bool labelled = std::count(header.begin(), header.end(), bundle.click_label) > 0 &&
+                        std::count(header.begin(), header.end(), bundle.conversion_label) > 0;
+  layout.click = labelled ? bundle.click_label : "";
+  layout.conversion = labelled ? bundle.conversion_label : "";
+  auto out = open_output(out_path);
+  write_prediction_header(out, labelled);
+  constexpr size_t kChunk = 8192;
+  mtl::serving::RawRows chunk;
+  std::vector<float> click, conversion;
+  int64_t written = 0;
+  auto flush = [&] {
+    if (click.empty()) return;
+    write_prediction_rows(out, written, predictor.predict(chunk), labelled ? click.data() : nullptr,
+                          conversion.data());
+    written += static_cast<int64_t>(click.size());
+    for (auto& [name, values] : chunk.sparse) values.clear();
+    for (auto& [name, values] : chunk.dense) values.clear();
+    click.clear(), conversion.clear();
+  };
+  for (const auto& name : layout.sparse) chunk.sparse[name];
+  for (const auto& name : layout.dense) chunk.dense[name];
+  mtl::data::read_csv(csv, layout, [&](const mtl::data::ParsedRow& row) {
+    for (size_t j = 0; j < layout.sparse.size(); ++j) chunk.sparse[layout.sparse[j]].push_back(row.sparse[j]);
+    for (size_t j = 0; j < layout.dense.size(); ++j) chunk.dense[layout.dense[j]].push_back(row.dense[j]);
+    click.push_back(row.click), conversion.push_back(row.conversion);
+    if (click.size() == kChunk) flush();
+  });
+  flush();
+  out.flush();
+  TORCH_CHECK(out.good(), "writing '", out_path, "' failed");
+  std::printf("wrote %ld rows of %s to %s\n", static_cast<long>(written), csv.c_str(), out_path.c_str());
+  return 0;
+}
+
 int cmd_predict(int argc, char** argv) {
-  auto a = parse(argc, argv, 2, {"--run", "--out", "--data", "--split"}, {}, kPredictHelp);
-  TORCH_CHECK(a.values.count("--run") && a.values.count("--out"), "predict expects --run DIR and --out FILE\n",
-              kPredictHelp);
+  auto a = parse(argc, argv, 2, {"--run", "--bundle", "--out", "--data", "--split"}, {}, kPredictHelp);
+  TORCH_CHECK(a.values.count("--run") + a.values.count("--bundle") == 1 && a.values.count("--out"),
+              "predict expects --run DIR or --bundle FILE, and --out FILE\n", kPredictHelp);
+  if (a.values.count("--bundle")) {
+    TORCH_CHECK(a.values.count("--data") && !a.values.count("--split"),
+                "predict --bundle expects --data FILE.csv (and no --split)\n", kPredictHelp);
+    return predict_with_bundle(a.values["--bundle"], a.values["--data"], a.values["--out"]);
+  }
   const auto run = a.values["--run"];
   chain::Overrides o;
   if (a.values.count("--data")) o.data = a.values["--data"];
@@ -205,25 +298,64 @@ int cmd_predict(int argc, char** argv) {
   TORCH_CHECK(split == "train" || split == "valid" || split == "test", "--split expects train, valid or test, got '",
               split, "'");
   const auto& rows = split == "train" ? data.train : split == "valid" ? data.valid : data.test;
-  std::ofstream out(a.values["--out"]);
-  TORCH_CHECK(out.good(), "cannot write '", a.values["--out"], "'");
-  out << "row,p_ctr,p_cvr,p_ctcvr,click,conversion\n";
-  chain::with_model(c, data.schema, [&](auto model) {
-    mtl::train::load_module_state(*model, mtl::train::load_tensor_dict((fs::path(run) / "ckpt_best.pt").string()), "",
-                                  (fs::path(run) / "ckpt_best.pt").string());
-    model->eval();
+  auto out = open_output(a.values["--out"]);
+  write_prediction_header(out, true);
+  with_best_model(c, data.schema, run, [&](auto model) {
     torch::NoGradGuard no_grad;
     const auto& tasks = model->options.tasks();
     const bool has_ctr = std::count(tasks.begin(), tasks.end(), "ctr") > 0;
     const bool has_cvr = std::count(tasks.begin(), tasks.end(), "cvr") > 0;
+    auto values = [](const torch::Tensor& logits) {
+      const auto p = torch::sigmoid(logits).to(torch::kFloat).contiguous();
+      return std::vector<float>(p.data_ptr<float>(), p.data_ptr<float>() + p.numel());
+    };
     mtl::data::for_each_batch(rows, 8192, [&](const mtl::data::TrainingBatch& b, int64_t first) {
       const mtl::TaskLogits logits = model->forward(b.features);
-      write_prediction_rows(out, b, first, has_ctr ? torch::sigmoid(logits.at("ctr")) : torch::Tensor(),
-                            has_cvr ? torch::sigmoid(logits.at("cvr")) : torch::Tensor());
+      mtl::serving::Predictions p;
+      if (has_ctr) p.p_ctr = values(logits.at("ctr"));
+      if (has_cvr) p.p_cvr = values(logits.at("cvr"));
+      if (has_ctr && has_cvr)
+        for (size_t i = 0; i < p.p_ctr.size(); ++i) p.p_ctcvr.push_back(p.p_ctr[i] * p.p_cvr[i]);
+      write_prediction_rows(out, first, p, b.click.data_ptr<float>(), b.conversion.data_ptr<float>());
     });
   });
   std::printf("wrote %ld rows of the %s split to %s\n", static_cast<long>(rows.num_rows()), split.c_str(),
               a.values["--out"].c_str());
+  return 0;
+}
+
+std::string read_text(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  TORCH_CHECK(in.good(), "cannot read '", path, "'");
+  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
+int cmd_export(int argc, char** argv) {
+  auto a = parse(argc, argv, 2, {"--run", "--out"}, {}, kExportHelp);
+  TORCH_CHECK(a.values.count("--run") && a.values.count("--out"), "export expects --run DIR and --out FILE\n",
+              kExportHelp);
+  const auto run = a.values["--run"];
+  const auto config_path = (fs::path(run) / "config.yaml").string();
+  const auto eval_path = (fs::path(run) / "eval.json").string();
+  TORCH_CHECK(fs::exists(eval_path), "'", run, "' holds no eval.json: export takes a finished run");
+  auto c = chain::load_experiment(config_path, {});
+  const auto features = chain::load_features(c, (fs::path(run) / "data_cache").string());
+  mtl::serving::ModelBundle bundle;
+  bundle.model = chain::model_spec(c);
+  bundle.schema = features.schema;
+  bundle.vocabularies = features.vocabularies;
+  if (c.source != "synthetic") bundle.click_label = c.layout.click, bundle.conversion_label = c.layout.conversion;
+  with_best_model(c, features.schema, run, [&](auto model) { bundle.weights = mtl::train::module_state(*model); });
+  bundle.metadata = {{"experiment", c.id},
+                     {"description", c.description},
+                     {"run", fs::path(run).filename().string()},
+                     {"data", features.description},
+                     {"config_yaml", read_text(config_path)},
+                     {"test_evaluation", nlohmann::json::parse(read_text(eval_path))}};
+  mtl::serving::save_bundle(a.values["--out"], bundle);
+  std::printf("wrote %s: %s (%s), %ld sparse and %ld dense fields, mtl %s, LibTorch %s\n", a.values["--out"].c_str(),
+              c.id.c_str(), c.mtl.c_str(), static_cast<long>(features.schema.num_sparse()),
+              static_cast<long>(features.schema.num_dense()), mtl::version(), TORCH_VERSION);
   return 0;
 }
 
@@ -249,6 +381,7 @@ int main(int argc, char** argv) {
     if (command == "train") return cmd_train(argc, argv);
     if (command == "validate") return cmd_validate(argc, argv);
     if (command == "predict") return cmd_predict(argc, argv);
+    if (command == "export") return cmd_export(argc, argv);
     if (command == "report") return cmd_report(argc, argv);
     std::fprintf(stderr, "unknown command '%s'\n%s", command.c_str(), kUsage);
     return 2;

@@ -12,8 +12,11 @@ struct CsvLayout {
   std::string name;                 ///< for messages, e.g. "aliccp"
   std::vector<std::string> sparse;  ///< id columns, in schema order
   std::vector<std::string> dense;   ///< real-valued columns, in schema order
+  /// Label columns; both empty for rows to be scored, whose labels are unknown (read as 0).
   std::string click = "click";
   std::string conversion;
+
+  bool labelled() const noexcept { return !click.empty() || !conversion.empty(); }
 
   /// Processed Ali-CCP (the public preprocessed release): `click,purchase`,
   /// 23 id columns, 8 dense columns named D<field>.

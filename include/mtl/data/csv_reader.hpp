@@ -61,7 +61,8 @@ inline void read_csv(const std::string& path, const CsvLayout& layout,
   std::vector<size_t> sparse_cols, dense_cols;
   for (const auto& name : layout.sparse) sparse_cols.push_back(column(name));
   for (const auto& name : layout.dense) dense_cols.push_back(column(name));
-  const size_t click_col = column(layout.click), conversion_col = column(layout.conversion);
+  const bool labelled = layout.labelled();
+  const size_t click_col = labelled ? column(layout.click) : 0, conversion_col = labelled ? column(layout.conversion) : 0;
   const size_t width = fields.size();
 
   ParsedRow row;
@@ -78,6 +79,10 @@ inline void read_csv(const std::string& path, const CsvLayout& layout,
       row.sparse[j] = parse_id(fields[sparse_cols[j]], {path, line_number, layout.sparse[j]});
     for (size_t j = 0; j < dense_cols.size(); ++j)
       row.dense[j] = parse_dense(fields[dense_cols[j]], {path, line_number, layout.dense[j]});
+    if (!labelled) {
+      on_row(row);
+      continue;
+    }
     row.click = parse_label(fields[click_col], {path, line_number, layout.click});
     row.conversion = parse_label(fields[conversion_col], {path, line_number, layout.conversion});
     TORCH_CHECK(row.conversion <= row.click, path, ":", line_number, ": ", layout.conversion, " is 1 but ",

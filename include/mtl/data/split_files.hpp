@@ -8,6 +8,7 @@
 #include <mtl/data/csv_layout.hpp>
 #include <mtl/data/csv_reader.hpp>
 #include <mtl/data/encoded_splits.hpp>
+#include <mtl/data/layout_rules.hpp>
 
 #include <c10/util/Exception.h>
 
@@ -49,7 +50,8 @@ inline SplitFiles find_split_files(const std::string& folder) {
 namespace detail {
 inline std::string options_signature(const EncodeOptions& o) {
   return "min_count=" + std::to_string(o.min_count) + ",dim=" + std::to_string(o.embedding_dim) +
-         ",valid_fraction=" + std::to_string(o.valid_fraction);
+         ",valid_fraction=" + std::to_string(o.valid_fraction) + ",test_fraction=" + std::to_string(o.test_fraction) +
+         ",held_out=position_hash";
 }
 
 /// Encodes through the cache: a hit skips every source; a miss encodes and
@@ -90,6 +92,13 @@ inline EncodedSplits load_csv_splits(const SplitFiles& files, const CsvLayout& l
                           if (!files.test.empty()) sources.test = csv_source(files.test, layout);
                           return encode_splits(sources, {layout.sparse, layout.dense}, options);
                         });
+}
+
+/// As above, with the layout that `rules` find in the training file's header;
+/// the validation and test files must hold the same columns.
+inline EncodedSplits load_csv_splits(const SplitFiles& files, const LayoutRules& rules,
+                                     const EncodeOptions& options = {}, const std::string& cache_dir = "") {
+  return load_csv_splits(files, rules.resolve(read_csv_header(files.train), files.train), options, cache_dir);
 }
 
 /// Raw Ali-CCP: training skeleton and common features, and optionally the
