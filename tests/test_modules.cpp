@@ -465,7 +465,7 @@ TEST_CASE("ExpertOutputAligner as one function equals LayerNorm times the scale 
     }
 }
 
-// Gate weights are non-negative and sum to 1 per row; the last ones are kept.
+// Gate weights are non-negative and sum to 1 per row; the last ones are kept, outside inference mode.
 TEST_CASE("Gate weights form a distribution") {
   Gate gate(6, 4);
   REQUIRE_FALSE(gate->last_weights().defined());
@@ -476,6 +476,13 @@ TEST_CASE("Gate weights form a distribution") {
     REQUIRE(torch::allclose(w.sum(1), torch::ones({batch}), 1e-5, 1e-6));
     REQUIRE(torch::equal(gate->last_weights(), w));
   }
+  // Under inference mode (how a Predictor serves) a forward leaves the module as it was.
+  const auto kept = gate->last_weights();
+  {
+    const c10::InferenceMode serving;
+    gate->forward(torch::randn({3, 6}));
+  }
+  REQUIRE(gate->last_weights().is_same(kept));
   auto x = torch::randn({8, 6});
   require_gradient_everywhere(*gate, random_projection_loss(gate->forward(x)));
   require_independent_clone(gate, [&](GateImpl& m) { return m.forward(x); });

@@ -6,6 +6,7 @@
 // (detail/normalize_and_scale.hpp).
 #pragma once
 
+#include <mtl/detail/apply_function.hpp>
 #include <mtl/detail/autocast_state.hpp>
 #include <mtl/detail/normalize_and_scale.hpp>
 
@@ -59,7 +60,7 @@ class ExpertOutputAlignerImpl : public torch::nn::Cloneable<ExpertOutputAlignerI
   torch::Tensor forward(const torch::Tensor& outputs) {
     check_shape(outputs);
     const bool one_function = detail::NormalizeAndScale::applies_to(outputs, scale) && !detail::autocast_enabled();
-    auto aligned = one_function ? detail::NormalizeAndScale::apply(outputs.contiguous(), scale, options.eps())[0]
+    auto aligned = one_function ? detail::apply_function<detail::NormalizeAndScale>(outputs.contiguous(), scale, options.eps())[0]
                                 : normalize(outputs) * scale.view({1, -1, 1});
     return options.dropout() > 0.0 ? dropout->forward(aligned) : aligned;
   }

@@ -4,6 +4,7 @@
 // backward (detail/cross_layers.hpp).
 #pragma once
 
+#include <mtl/detail/apply_function.hpp>
 #include <mtl/detail/autocast_state.hpp>
 #include <mtl/detail/cross_layers.hpp>
 
@@ -73,7 +74,7 @@ class CrossNetV2Impl : public torch::nn::Cloneable<CrossNetV2Impl> {
       biases.push_back(layer->as<torch::nn::Linear>()->bias);
     }
     for (const auto& layer : *down) downs.push_back(layer->as<torch::nn::Linear>()->weight);
-    return detail::CrossLayers::apply(x0, torch::TensorList(ups), torch::TensorList(biases),
+    return detail::apply_function<detail::CrossLayers>(x0, torch::TensorList(ups), torch::TensorList(biases),
                                       torch::TensorList(downs))[0];
   }
 

@@ -1,10 +1,14 @@
 // A softmax gate: one linear layer scoring each expert, normalised per row.
-// It keeps the weights of its last forward for expert-health diagnostics.
+// It keeps the weights of its last forward for expert-health diagnostics,
+// except under inference mode, where forwards write nothing to the module
+// (so that several threads can serve one model at once).
 #pragma once
 
+#include <mtl/detail/apply_function.hpp>
 #include <mtl/detail/dense_layers.hpp>
 #include <mtl/detail/row_softmax.hpp>
 
+#include <c10/core/InferenceMode.h>
 #include <torch/nn/cloneable.h>
 #include <torch/nn/module.h>
 #include <torch/nn/modules/linear.h>
@@ -41,14 +45,14 @@ class GateImpl : public torch::nn::Cloneable<GateImpl> {
   torch::Tensor forward(const torch::Tensor& x) {
     // Softmax in fp32 at least: under bf16 autocast a low-precision softmax rounds the weights.
     const auto logits = detail::linear_forward(scorer, x);
-    auto weights = (detail::RowSoftmax::applies_to(logits) ? detail::RowSoftmax::apply(logits)[0]
+    auto weights = (detail::RowSoftmax::applies_to(logits) ? detail::apply_function<detail::RowSoftmax>(logits)[0]
                                                            : torch::softmax(logits, /*dim=*/1, torch::kFloat))
                        .to(x.scalar_type());
-    last_weights_ = weights.detach();
+    if (!c10::InferenceMode::is_enabled()) last_weights_ = weights.detach();
     return weights;
   }
 
-  /// The weights of the last forward (detached), or an undefined tensor.
+  /// The weights of the last forward outside inference mode (detached), or an undefined tensor.
   const torch::Tensor& last_weights() const noexcept { return last_weights_; }
 
   void pretty_print(std::ostream& stream) const override {

@@ -4,6 +4,7 @@
 // (detail/dense_layers.hpp).
 #pragma once
 
+#include <mtl/detail/apply_function.hpp>
 #include <mtl/detail/autocast_state.hpp>
 #include <mtl/detail/dense_layers.hpp>
 #include <mtl/detail/join.hpp>
@@ -110,7 +111,7 @@ class MLPImpl : public torch::nn::Cloneable<MLPImpl> {
       biases.push_back(layer->as<torch::nn::Linear>()->bias);
     }
     if (head_weight.defined()) weights.push_back(head_weight), biases.push_back(head_bias);
-    return detail::DenseLayers::apply(x, torch::TensorList(weights), torch::TensorList(biases), activate_last)[0];
+    return detail::apply_function<detail::DenseLayers>(x, torch::TensorList(weights), torch::TensorList(biases), activate_last)[0];
   }
 
   torch::Tensor forward_layer_by_layer(torch::Tensor x) {

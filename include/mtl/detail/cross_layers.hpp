@@ -117,8 +117,8 @@ class CrossLayers : public torch::autograd::Function<CrossLayers> {
     torch::autograd::variable_list saved{x0_rows};
     torch::Tensor x = x0_rows;
     for (size_t l = 0; l < ups.size(); ++l) {
-      const auto h = low_rank ? detail::mm(x, downs[l].t()) : x;
-      auto u = detail::mm(h, ups[l].t());
+      const auto h = low_rank ? detail::mm_transposed(x, downs[l]) : x;
+      auto u = detail::mm_transposed(h, ups[l]);
       auto next = add_bias_and_cross(u, up_biases[l], x0_rows, x);
       saved.push_back(x);
       if (low_rank) saved.push_back(h);

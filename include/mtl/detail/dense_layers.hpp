@@ -3,6 +3,7 @@
 // layer's bias gradient in one pass, and no input gradient where the input needs none.
 #pragma once
 
+#include <mtl/detail/apply_function.hpp>
 #include <mtl/detail/autocast_state.hpp>
 #include <mtl/detail/blocked_column_sums.hpp>
 #include <mtl/detail/cpu_loops.hpp>
@@ -102,7 +103,7 @@ class DenseLayers : public torch::autograd::Function<DenseLayers> {
     torch::autograd::variable_list saved{x0};
     torch::Tensor x = x0;
     for (size_t l = 0; l < weights.size(); ++l) {
-      x = detail::mm(x, weights[l].t());
+      x = detail::mm_transposed(x, weights[l]);
       add_bias_and_relu_(x, biases[l], l + 1 < weights.size() || activate_last);
       saved.push_back(x);
     }
@@ -142,7 +143,7 @@ class DenseLayers : public torch::autograd::Function<DenseLayers> {
 /// autocast, without a bias, or on an input that is not 2-D, the module's own forward.
 inline torch::Tensor linear_forward(torch::nn::Linear& layer, const torch::Tensor& x) {
   if (autocast_enabled() || !layer->options.bias() || x.dim() != 2) return layer->forward(x);
-  return DenseLayers::apply(x, torch::TensorList(layer->weight), torch::TensorList(layer->bias),
+  return apply_function<DenseLayers>(x, torch::TensorList(layer->weight), torch::TensorList(layer->bias),
                             /*activate_last=*/false)[0];
 }
 

@@ -6,6 +6,7 @@
 // stay finite.
 #pragma once
 
+#include <mtl/detail/apply_function.hpp>
 #include <mtl/detail/cpu_loops.hpp>
 
 #include <ATen/Dispatch.h>
@@ -130,7 +131,7 @@ inline torch::autograd::variable_list esmm_terms(const torch::Tensor& ctr_logits
                                                  const torch::Tensor& click, const torch::Tensor& conversion,
                                                  EsmmWeights weights) {
   const auto dtype = ctr_logits.scalar_type();
-  return EsmmTerms::apply(ctr_logits, cvr_logits, click.to(dtype), conversion.to(dtype), weights);
+  return apply_function<EsmmTerms>(ctr_logits, cvr_logits, click.to(dtype), conversion.to(dtype), weights);
 }
 
 }  // namespace mtl::detail

@@ -33,11 +33,16 @@ struct GemmOperand {
 /// Whether this build sends products to oneDNN at all.
 inline constexpr bool kWithOneDnn = MTL_WITH_ONEDNN != 0;
 
-// Whether a product of these operands goes to oneDNN.
-inline bool use_onednn_gemm(const torch::Tensor& a, const torch::Tensor& b) {
+// Whether oneDNN takes these two operands of a product, whatever their shapes.
+inline bool onednn_takes(const torch::Tensor& a, const torch::Tensor& b) {
   return kWithOneDnn && a.dim() == 2 && b.dim() == 2 && a.device().is_cpu() && b.device().is_cpu() &&
          a.scalar_type() == torch::kFloat && b.scalar_type() == torch::kFloat && a.numel() > 0 && b.numel() > 0 &&
-         a.size(1) == b.size(0) && !(at::GradMode::is_enabled() && (a.requires_grad() || b.requires_grad()));
+         !(at::GradMode::is_enabled() && (a.requires_grad() || b.requires_grad()));
+}
+
+// Whether a product of these operands goes to oneDNN.
+inline bool use_onednn_gemm(const torch::Tensor& a, const torch::Tensor& b) {
+  return onednn_takes(a, b) && a.size(1) == b.size(0);
 }
 
 // The operand sgemm reads for `t`: row-major or a transpose as it lies, else
@@ -72,6 +77,25 @@ inline torch::Tensor mm(const torch::Tensor& a, const torch::Tensor& b) {
   auto out = torch::empty({a.size(0), b.size(1)}, a.options());
   onednn_gemm(a, b, 0.0f, out);
   return out;
+}
+
+/// a @ w^T for a layer's weight w [out, in], as torch::mm(a, w.t()); where
+/// oneDNN takes it, w is read as it lies, without a transposed view.
+inline torch::Tensor mm_transposed(const torch::Tensor& a, const torch::Tensor& w) {
+#if MTL_WITH_ONEDNN
+  if (onednn_takes(a, w) && w.is_contiguous() && a.size(1) == w.size(1)) {
+    torch::Tensor a_copy;
+    const auto left = gemm_operand(a, a_copy);
+    auto out = torch::empty({a.size(0), w.size(0)}, a.options());
+    const auto status = dnnl_sgemm(left.transpose, 'T', a.size(0), w.size(0), a.size(1), 1.0f, left.data,
+                                   left.leading_dim, w.data_ptr<float>(), w.size(1), 0.0f, out.data_ptr<float>(),
+                                   w.size(0));
+    TORCH_CHECK(status == dnnl_success, "oneDNN's sgemm failed with status ", static_cast<int>(status), " on ",
+                a.sizes(), " x ", w.sizes(), "^T");
+    return out;
+  }
+#endif
+  return detail::mm(a, w.t());
 }
 
 /// out += a @ b in place, as out.addmm_(a, b).

@@ -7,6 +7,7 @@
 // and their backward).
 #pragma once
 
+#include <mtl/detail/apply_function.hpp>
 #include <mtl/detail/cpu_loops.hpp>
 #include <mtl/detail/fixed_width.hpp>
 
@@ -123,7 +124,7 @@ class RowGather : public torch::autograd::Function<RowGather> {
 
 /// Rows of `weight` for `rows`, split into embedding columns and the first-order column.
 inline RowGatherOutputs gather_rows(const torch::Tensor& weight, const torch::Tensor& rows, bool sparse_grad) {
-  auto out = RowGather::apply(weight, rows, sparse_grad);
+  auto out = apply_function<RowGather>(weight, rows, sparse_grad);
   return {out[0], out[1]};
 }
 

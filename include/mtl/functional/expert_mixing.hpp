@@ -3,6 +3,7 @@
 // once (`mix_chosen_experts`, one autograd node: detail/gated_mixtures.hpp).
 #pragma once
 
+#include <mtl/detail/apply_function.hpp>
 #include <mtl/detail/gated_mixtures.hpp>
 
 #include <torch/types.h>
@@ -56,7 +57,7 @@ inline std::vector<torch::Tensor> mix_chosen_experts(const torch::Tensor& expert
   std::vector<torch::Tensor> cast;
   for (const auto& w : weights) cast.push_back(w.to(experts.scalar_type()).contiguous());
   // As a TensorList, so that autograd sees each weight tensor as an input.
-  return detail::GatedMixtures::apply(experts.contiguous(), torch::TensorList(cast), flat, begin);
+  return detail::apply_function<detail::GatedMixtures>(experts.contiguous(), torch::TensorList(cast), flat, begin);
 }
 
 }  // namespace mtl

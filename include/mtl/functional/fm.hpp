@@ -3,6 +3,7 @@
 // DeepFM's deep input. On the CPU one autograd node (detail/fm_second_order.hpp).
 #pragma once
 
+#include <mtl/detail/apply_function.hpp>
 #include <mtl/detail/fm_second_order.hpp>
 
 #include <torch/types.h>
@@ -14,7 +15,7 @@ inline torch::Tensor fm_second_order(const torch::Tensor& embeddings) {
   TORCH_CHECK(embeddings.dim() == 3, "fm_second_order expects embeddings [batch, fields, dim], but got shape ",
               embeddings.sizes());
   if (detail::FmSecondOrder::applies_to(embeddings, {}))
-    return detail::FmSecondOrder::apply(embeddings, torch::empty({0, 0}, embeddings.options()), /*join=*/false)[0];
+    return detail::apply_function<detail::FmSecondOrder>(embeddings, torch::empty({0, 0}, embeddings.options()), /*join=*/false)[0];
   auto sum = embeddings.sum(1);  // other devices and dtypes: as tensor ops
   return 0.5 * (sum * sum - (embeddings * embeddings).sum(1));
 }
@@ -39,7 +40,7 @@ inline FmAndDeepInput fm_second_order_and_deep_input(const torch::Tensor& embedd
               "fm_second_order_and_deep_input expects dense values [", batch, ", columns], but got shape ",
               columns.sizes());
   if (detail::FmSecondOrder::applies_to(embeddings, columns)) {
-    const auto out = detail::FmSecondOrder::apply(
+    const auto out = detail::apply_function<detail::FmSecondOrder>(
         embeddings, columns.defined() ? columns : torch::empty({batch, 0}, embeddings.options()), /*join=*/true);
     return {out[0], out[1]};
   }
