@@ -305,8 +305,11 @@ TEST_CASE("raw Ali-CCP reader joins skeleton and common features") {
   REQUIRE(rows[1].conversion == 1.f);
   REQUIRE(rows[2].click == 0.f);
 
-  auto splits = load_aliccp_raw_splits(skeleton_path, common_path, "", "", {1, 8, 0.34});
-  REQUIRE(splits.train.num_rows() + splits.valid.num_rows() == 3);
+  // Without the test pair, validation and test are shares of the training rows (one row each here).
+  auto splits = load_aliccp_raw_splits(skeleton_path, common_path, "", "", {1, 8, 0.58, 0.1});
+  REQUIRE(splits.train.num_rows() == 1);
+  REQUIRE(splits.valid.num_rows() == 1);
+  REQUIRE(splits.test.num_rows() == 1);
   REQUIRE(splits.schema.num_sparse() == 23);
 
   const auto bad_key = tmp.write("s2.csv", std::string("1,1,0,zzz,1,") + feature("205", 1, 1.0) + "\n");

@@ -102,7 +102,7 @@ inline EncodedSplits load_csv_splits(const SplitFiles& files, const LayoutRules&
 }
 
 /// Raw Ali-CCP: training skeleton and common features, and optionally the
-/// test pair. Validation is held out from training.
+/// test pair. Validation (and test, without the pair) is held out from training.
 inline EncodedSplits load_aliccp_raw_splits(const std::string& train_skeleton, const std::string& train_common,
                                             const std::string& test_skeleton, const std::string& test_common,
                                             const EncodeOptions& options = {}, const std::string& cache_dir = "") {
