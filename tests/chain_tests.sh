@@ -299,11 +299,11 @@ output_lock)
   # Two chains into one folder: the second stops at once; a killed chain's lock blocks nothing.
   "$bin" run --configs "$configs" --preset tiny --only E5 --max-steps 2000 --output chain --quiet > first.txt 2>&1 &
   first=$!
-  for _ in $(seq 200); do [ -s chain/.chain.lock ] && break; sleep 0.1; done
+  for _ in $(seq 600); do [ -s chain/.chain.lock ] && break; sleep 0.1; done
   ! "$bin" run --configs "$configs" --preset tiny --only E0a --output chain --quiet > second.txt 2>&1 ||
     fail "a second chain ran in a folder another chain was writing"
   expect_in "another interview_chain run (pid $first) is writing to 'chain'" second.txt
-  kill -9 "$first"
+  kill -9 "$first" 2> /dev/null || true  # a fast machine may have finished it already
   wait "$first" || true
   "$bin" run --configs "$configs" --preset tiny --only E0a --output chain --quiet > third.txt 2>&1 ||
     { cat third.txt; fail "a killed chain's lock blocked the next chain"; }
