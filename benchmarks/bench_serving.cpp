@@ -18,6 +18,7 @@
 #include <mtl/train/heap_retention.hpp>
 #include <mtl/train/objective.hpp>
 
+#include <unistd.h>
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -27,7 +28,6 @@
 #include <random>
 #include <string>
 #include <thread>
-#include <unistd.h>
 #include <vector>
 
 namespace {
@@ -40,8 +40,8 @@ mtl::ModelSpec e5_spec() {
   s.deep_hidden_dims = {256, 128};
   s.fm_projection_dim = 16;
   s.tower_hidden_dims = {{64}, {64}};
-  s.shared_experts = {mtl::ExpertOptions::mlp({128}), mtl::ExpertOptions::mlp({256, 128}),
-                      mtl::ExpertOptions::cross(2), mtl::ExpertOptions::cross(3)};
+  s.shared_experts = {mtl::ExpertOptions::mlp({128}), mtl::ExpertOptions::mlp({256, 128}), mtl::ExpertOptions::cross(2),
+                      mtl::ExpertOptions::cross(3)};
   s.task_experts = {{mtl::ExpertOptions::cross(2)}, {mtl::ExpertOptions::mlp({64})}};
   s.expert_dim = 64;
   s.align_outputs = true;
@@ -54,7 +54,8 @@ int64_t raw_id(int64_t row, size_t field) { return 7 * row + static_cast<int64_t
 mtl::serving::ModelBundle e5_bundle() {
   mtl::serving::ModelBundle b;
   b.model = e5_spec();
-  b.schema = mtl::data::SyntheticGenerator(mtl::data::SyntheticOptions().num_users(700'000).num_items(700'000)).schema();
+  b.schema =
+      mtl::data::SyntheticGenerator(mtl::data::SyntheticOptions().num_users(700'000).num_items(700'000)).schema();
   for (size_t j = 0; j < b.schema.sparse_fields().size(); ++j) {
     std::vector<int64_t> ids;
     for (int64_t r = 1; r < b.schema.sparse_fields()[j].vocab_size; ++r) ids.push_back(raw_id(r, j));
@@ -136,7 +137,8 @@ double train_step_us_per_row(const mtl::serving::ModelBundle& bundle) {
       columns.push_back(torch::randint(f.vocab_size, {kBatch}, torch::kLong));
     const auto click = (torch::rand({kBatch}) < 0.05).to(torch::kFloat);
     const mtl::data::TrainingBatch batch{{torch::stack(columns, 1), torch::rand({kBatch, bundle.schema.num_dense()})},
-                                         click, click * (torch::rand({kBatch}) < 0.1).to(torch::kFloat)};
+                                         click,
+                                         click * (torch::rand({kBatch}) < 0.1).to(torch::kFloat)};
     for (int step = 0; step < 40; ++step) {
       const auto begin = Clock::now();
       opt.zero_grad();
@@ -160,7 +162,8 @@ int main(int argc, char** argv) {
   }
   mtl::train::retain_freed_memory();  // as the Trainer does; a server keeps its heap too
   const auto bundle = e5_bundle();
-  const auto path = (std::filesystem::temp_directory_path() / ("bench_serving_" + std::to_string(::getpid()) + ".mtl")).string();
+  const auto path =
+      (std::filesystem::temp_directory_path() / ("bench_serving_" + std::to_string(::getpid()) + ".mtl")).string();
   mtl::serving::save_bundle(path, bundle);
   const mtl::serving::Predictor predictor(path);
   const int cores = static_cast<int>(std::thread::hardware_concurrency());

@@ -194,9 +194,9 @@ TEST_CASE("held-out shares of the training file") {
   for (int64_t p = 0; p < 1000; ++p) first_half += held_out_role(p, 0.1, 0.2) == HeldOutRole::valid;
   REQUIRE(first_half > 60);
   REQUIRE(first_half < 140);
-  REQUIRE_TORCH_ERROR(load_csv_splits({tmp.write("few.csv", std::string(kTinyHeader) + "0,0,1,1,1,u\n"), "", ""},
-                                      tiny_layout()),
-                      "too few to hold out a validation share of 0.1");
+  REQUIRE_TORCH_ERROR(
+      load_csv_splits({tmp.write("few.csv", std::string(kTinyHeader) + "0,0,1,1,1,u\n"), "", ""}, tiny_layout()),
+      "too few to hold out a validation share of 0.1");
 }
 
 // The layout a header gives under each set of rules, and the errors of a header that does not fit.
@@ -250,8 +250,9 @@ TEST_CASE("layouts from the header") {
   REQUIRE_TORCH_ERROR(LayoutRules::aliccp().resolve(split("click,purchase,D101"), "x.csv"),
                       "x.csv:1: the aliccp layout found no sparse id column");
   rules.sparse = {"user", "age"};
-  REQUIRE_TORCH_ERROR(rules.resolve(header, "s.csv"), "s.csv:1: the header has no column 'age', the shop layout's "
-                                                      "listed sparse field");
+  REQUIRE_TORCH_ERROR(rules.resolve(header, "s.csv"),
+                      "s.csv:1: the header has no column 'age', the shop layout's "
+                      "listed sparse field");
   rules.sparse = {"user", "price"};
   REQUIRE_TORCH_ERROR(rules.resolve(header, "s.csv"), "'price' is listed as both a sparse and a dense field");
   rules.sparse = {"user", "buy"};

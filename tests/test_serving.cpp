@@ -152,7 +152,8 @@ TEST_CASE("model bundles round-trip and refuse damaged or foreign files") {
   entries = mtl::train::load_tensor_dict(path);
   entries.insert_or_assign("vocabulary/item", torch::arange(3, torch::kLong));
   mtl::train::save_tensor_dict(tmp / "short.mtl", entries);
-  REQUIRE_TORCH_ERROR(load_bundle(tmp / "short.mtl"), "the vocabulary of field 'item' holds 3 ids, but the field has 20");
+  REQUIRE_TORCH_ERROR(load_bundle(tmp / "short.mtl"),
+                      "the vocabulary of field 'item' holds 3 ids, but the field has 20");
   // Weights of another shape than the spec builds.
   entries = mtl::train::load_tensor_dict(path);
   entries.insert_or_assign("weight/backbone.fm_projection.bias", torch::zeros({3}));
@@ -233,7 +234,8 @@ TEST_CASE("Predictor refuses requests that do not match the schema") {
   auto missing = good;
   missing.sparse.erase("item");
   REQUIRE_TORCH_ERROR(predictor.predict(missing), "the request does not match the model's fields: missing item");
-  REQUIRE_TORCH_ERROR(predictor.predict(missing), "the model reads sparse fields user, item, ctx and dense fields price, age");
+  REQUIRE_TORCH_ERROR(predictor.predict(missing),
+                      "the model reads sparse fields user, item, ctx and dense fields price, age");
   auto unknown = good;
   unknown.sparse["shop"] = {1, 2, 3};
   unknown.sparse["price"] = {1, 2, 3};

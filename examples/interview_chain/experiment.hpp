@@ -26,7 +26,7 @@ struct ExperimentConfig {
   std::string source, path, cache_dir;
   int64_t batch_size = 1024, min_count = 1;
   uint64_t data_seed = 0;
-  mtl::data::LayoutRules layout;  ///< CSV sources: labels, features, dense columns
+  mtl::data::LayoutRules layout;                     ///< CSV sources: labels, features, dense columns
   double valid_fraction = 0.1, test_fraction = 0.1;  ///< held out of training where a split's file is missing
   mtl::data::SyntheticOptions synthetic;
   int64_t train_rows = 0, valid_rows = 0, test_rows = 0;
@@ -146,11 +146,12 @@ inline ExperimentConfig read_experiment(const FieldTable& f) {
   c.layout.sparse = f.get<std::vector<std::string>>("data.features.sparse", {});
   c.layout.dense = f.get<std::vector<std::string>>("data.features.dense", {});
   c.layout.ignored = f.get<std::vector<std::string>>("data.features.ignored", c.layout.ignored);
-  c.valid_fraction = f.get<double>("data.valid_fraction", c.valid_fraction);
-  c.test_fraction = f.get<double>("data.test_fraction", c.test_fraction);
-  for (const char* key : {"data.valid_fraction", "data.test_fraction"})
-    refuse_if(f.get<double>(key, 0.1) <= 0 || f.get<double>(key, 0.1) >= 0.5, f, key,
-              "expected a share of the training rows in (0, 0.5)");
+  const std::pair<const char*, double*> shares[] = {{"data.valid_fraction", &c.valid_fraction},
+                                                    {"data.test_fraction", &c.test_fraction}};
+  for (const auto& [key, share] : shares) {
+    *share = f.get<double>(key, *share);
+    refuse_if(*share <= 0 || *share >= 0.5, f, key, "expected a share of the training rows in (0, 0.5)");
+  }
   auto& s = c.synthetic;
   s.seed(c.data_seed)
       .scenario(f.get<std::string>("data.synthetic.scenario", "designed") == "null"

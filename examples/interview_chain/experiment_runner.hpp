@@ -60,18 +60,19 @@ inline DataBundle load_data(const ExperimentConfig& c, const std::string& cache_
   options.valid_fraction = c.valid_fraction, options.test_fraction = c.test_fraction;
   auto splits = load_csv_splits(files, c.layout, options, c.cache_dir.empty() ? cache_dir : c.cache_dir);
   auto held_out = [&](const std::string& file, const char* split, double share) {
-    return file.empty() ? std::string(" (no ") + split + " file: " + std::to_string(static_cast<int>(share * 100 + 0.5)) +
-                              "% of the training file's rows, chosen by a hash of their position)"
-                        : std::string();
+    return file.empty()
+               ? std::string(" (no ") + split + " file: " + std::to_string(static_cast<int>(share * 100 + 0.5)) +
+                     "% of the training file's rows, chosen by a hash of their position)"
+               : std::string();
   };
   const auto desc = c.source + " from " + c.path + ": " + std::to_string(splits.train.num_rows()) + " train / " +
-                    std::to_string(splits.valid.num_rows()) + " valid" + held_out(files.valid, "validation", c.valid_fraction) +
-                    " / " + std::to_string(splits.test.num_rows()) + " test rows" +
-                    held_out(files.test, "test", c.test_fraction) + "; " +
-                    std::to_string(splits.schema.num_sparse()) + " sparse and " +
-                    std::to_string(splits.schema.num_dense()) + " dense fields";
-  return {splits.schema, std::move(splits.train), std::move(splits.valid), std::move(splits.test), desc,
-          std::move(splits.vocabularies)};
+                    std::to_string(splits.valid.num_rows()) + " valid" +
+                    held_out(files.valid, "validation", c.valid_fraction) + " / " +
+                    std::to_string(splits.test.num_rows()) + " test rows" +
+                    held_out(files.test, "test", c.test_fraction) + "; " + std::to_string(splits.schema.num_sparse()) +
+                    " sparse and " + std::to_string(splits.schema.num_dense()) + " dense fields";
+  return {splits.schema, std::move(splits.train),       std::move(splits.valid), std::move(splits.test),
+          desc,          std::move(splits.vocabularies)};
 }
 
 /// What a model reads of an experiment's data: the schema and, for files, the vocabularies.
@@ -84,7 +85,8 @@ struct FeatureSet {
 /// The features of an experiment's data; synthetic data is not generated for it.
 inline FeatureSet load_features(const ExperimentConfig& c, const std::string& cache_dir) {
   if (c.source == "synthetic")
-    return {with_embedding_dim(mtl::data::SyntheticGenerator(c.synthetic).schema(), c.embedding_dim), {},
+    return {with_embedding_dim(mtl::data::SyntheticGenerator(c.synthetic).schema(), c.embedding_dim),
+            {},
             "synthetic (seed " + std::to_string(c.data_seed) + ")"};
   auto data = load_data(c, cache_dir);
   return {data.schema, std::move(data.vocabularies), data.description};

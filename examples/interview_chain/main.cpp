@@ -5,9 +5,9 @@
 #include "report.hpp"
 #include "report_html.hpp"
 
+#include <torch/version.h>
 #include <mtl/serving/bundle.hpp>
 #include <mtl/serving/predictor.hpp>
-#include <torch/version.h>
 
 #include <cstdio>
 #include <cstring>
@@ -184,9 +184,10 @@ int cmd_train(int argc, char** argv) {
     return 1;
   }
   if (result.best_step < 0)
-    std::printf("finished: no validation gave a defined %s (its rows hold one class only), so the last model was "
-                "kept; outputs in %s\n",
-                c.primary_key.c_str(), dir.c_str());
+    std::printf(
+        "finished: no validation gave a defined %s (its rows hold one class only), so the last model was "
+        "kept; outputs in %s\n",
+        c.primary_key.c_str(), dir.c_str());
   else
     std::printf("finished: best %s %.5f at step %ld; outputs in %s\n", c.primary_key.c_str(), result.best_metric,
                 static_cast<long>(result.best_step), dir.c_str());
@@ -210,7 +211,9 @@ void write_prediction_header(std::ostream& out, bool labelled) {
 void write_prediction_rows(std::ostream& out, int64_t first, const mtl::serving::Predictions& p, const float* click,
                            const float* conversion) {
   const size_t rows = std::max({p.p_ctr.size(), p.p_cvr.size()});
-  auto cell = [](const std::vector<float>& v, size_t i) { return v.empty() ? std::string() : fmt::format("{:.7g}", v[i]); };
+  auto cell = [](const std::vector<float>& v, size_t i) {
+    return v.empty() ? std::string() : fmt::format("{:.7g}", v[i]);
+  };
   for (size_t i = 0; i < rows; ++i) {
     out << first + static_cast<int64_t>(i) << "," << cell(p.p_ctr, i) << "," << cell(p.p_cvr, i) << ","
         << cell(p.p_ctcvr, i);
@@ -256,20 +259,22 @@ int predict_with_bundle(const std::string& bundle_path, const std::string& csv, 
   mtl::serving::RawRows chunk;
   std::vector<float> click, conversion;
   int64_t written = 0;
+  // The chunk's columns in layout order (a map's values stay where they are).
+  std::vector<std::vector<int64_t>*> sparse_columns;
+  std::vector<std::vector<float>*> dense_columns;
+  for (const auto& name : layout.sparse) sparse_columns.push_back(&chunk.sparse[name]);
+  for (const auto& name : layout.dense) dense_columns.push_back(&chunk.dense[name]);
   auto flush = [&] {
     if (click.empty()) return;
-    write_prediction_rows(out, written, predictor.predict(chunk), labelled ? click.data() : nullptr,
-                          conversion.data());
+    write_prediction_rows(out, written, predictor.predict(chunk), labelled ? click.data() : nullptr, conversion.data());
     written += static_cast<int64_t>(click.size());
-    for (auto& [name, values] : chunk.sparse) values.clear();
-    for (auto& [name, values] : chunk.dense) values.clear();
+    for (auto* column : sparse_columns) column->clear();
+    for (auto* column : dense_columns) column->clear();
     click.clear(), conversion.clear();
   };
-  for (const auto& name : layout.sparse) chunk.sparse[name];
-  for (const auto& name : layout.dense) chunk.dense[name];
   mtl::data::read_csv(csv, layout, [&](const mtl::data::ParsedRow& row) {
-    for (size_t j = 0; j < layout.sparse.size(); ++j) chunk.sparse[layout.sparse[j]].push_back(row.sparse[j]);
-    for (size_t j = 0; j < layout.dense.size(); ++j) chunk.dense[layout.dense[j]].push_back(row.dense[j]);
+    for (size_t j = 0; j < sparse_columns.size(); ++j) sparse_columns[j]->push_back(row.sparse[j]);
+    for (size_t j = 0; j < dense_columns.size(); ++j) dense_columns[j]->push_back(row.dense[j]);
     click.push_back(row.click), conversion.push_back(row.conversion);
     if (click.size() == kChunk) flush();
   });
@@ -302,21 +307,9 @@ int cmd_predict(int argc, char** argv) {
   write_prediction_header(out, true);
   with_best_model(c, data.schema, run, [&](auto model) {
     torch::NoGradGuard no_grad;
-    const auto& tasks = model->options.tasks();
-    const bool has_ctr = std::count(tasks.begin(), tasks.end(), "ctr") > 0;
-    const bool has_cvr = std::count(tasks.begin(), tasks.end(), "cvr") > 0;
-    auto values = [](const torch::Tensor& logits) {
-      const auto p = torch::sigmoid(logits).to(torch::kFloat).contiguous();
-      return std::vector<float>(p.data_ptr<float>(), p.data_ptr<float>() + p.numel());
-    };
     mtl::data::for_each_batch(rows, 8192, [&](const mtl::data::TrainingBatch& b, int64_t first) {
-      const mtl::TaskLogits logits = model->forward(b.features);
-      mtl::serving::Predictions p;
-      if (has_ctr) p.p_ctr = values(logits.at("ctr"));
-      if (has_cvr) p.p_cvr = values(logits.at("cvr"));
-      if (has_ctr && has_cvr)
-        for (size_t i = 0; i < p.p_ctr.size(); ++i) p.p_ctcvr.push_back(p.p_ctr[i] * p.p_cvr[i]);
-      write_prediction_rows(out, first, p, b.click.data_ptr<float>(), b.conversion.data_ptr<float>());
+      write_prediction_rows(out, first, mtl::serving::to_predictions(model->forward(b.features)),
+                            b.click.data_ptr<float>(), b.conversion.data_ptr<float>());
     });
   });
   std::printf("wrote %ld rows of the %s split to %s\n", static_cast<long>(rows.num_rows()), split.c_str(),

@@ -60,8 +60,9 @@ class ExpertOutputAlignerImpl : public torch::nn::Cloneable<ExpertOutputAlignerI
   torch::Tensor forward(const torch::Tensor& outputs) {
     check_shape(outputs);
     const bool one_function = detail::NormalizeAndScale::applies_to(outputs, scale) && !detail::autocast_enabled();
-    auto aligned = one_function ? detail::apply_function<detail::NormalizeAndScale>(outputs.contiguous(), scale, options.eps())[0]
-                                : normalize(outputs) * scale.view({1, -1, 1});
+    auto aligned =
+        one_function ? detail::apply_function<detail::NormalizeAndScale>(outputs.contiguous(), scale, options.eps())[0]
+                     : normalize(outputs) * scale.view({1, -1, 1});
     return options.dropout() > 0.0 ? dropout->forward(aligned) : aligned;
   }
 

@@ -75,7 +75,7 @@ class CrossNetV2Impl : public torch::nn::Cloneable<CrossNetV2Impl> {
     }
     for (const auto& layer : *down) downs.push_back(layer->as<torch::nn::Linear>()->weight);
     return detail::apply_function<detail::CrossLayers>(x0, torch::TensorList(ups), torch::TensorList(biases),
-                                      torch::TensorList(downs))[0];
+                                                       torch::TensorList(downs))[0];
   }
 
   int64_t output_dim() const noexcept { return options.input_dim(); }

@@ -111,7 +111,8 @@ class MLPImpl : public torch::nn::Cloneable<MLPImpl> {
       biases.push_back(layer->as<torch::nn::Linear>()->bias);
     }
     if (head_weight.defined()) weights.push_back(head_weight), biases.push_back(head_bias);
-    return detail::apply_function<detail::DenseLayers>(x, torch::TensorList(weights), torch::TensorList(biases), activate_last)[0];
+    return detail::apply_function<detail::DenseLayers>(x, torch::TensorList(weights), torch::TensorList(biases),
+                                                       activate_last)[0];
   }
 
   torch::Tensor forward_layer_by_layer(torch::Tensor x) {

@@ -24,9 +24,9 @@ struct ModelSpec {
   int64_t fm_projection_dim = 16;
   bool sparse_grad = true;
   std::vector<std::string> heads{"ctr", "cvr"};
-  std::vector<std::vector<int64_t>> tower_hidden_dims;  ///< one per head
-  std::vector<int64_t> shared_bottom_dims;              ///< sharedbottom
-  std::vector<ExpertOptions> shared_experts;            ///< mmoe, ple
+  std::vector<std::vector<int64_t>> tower_hidden_dims;   ///< one per head
+  std::vector<int64_t> shared_bottom_dims;               ///< sharedbottom
+  std::vector<ExpertOptions> shared_experts;             ///< mmoe, ple
   std::vector<std::vector<ExpertOptions>> task_experts;  ///< ple: one list per head
   int64_t expert_dim = 64;
   int64_t num_levels = 1;

@@ -36,7 +36,8 @@ int main() {
   const int64_t rows = 512;
   const auto category = torch::randint(20, {rows}, torch::kLong);
   const mtl::FeatureInputs batch{
-      torch::stack({torch::randint(1000, {rows}, torch::kLong), torch::randint(500, {rows}, torch::kLong), category}, 1),
+      torch::stack({torch::randint(1000, {rows}, torch::kLong), torch::randint(500, {rows}, torch::kLong), category},
+                   1),
       torch::rand({rows, 1})};
   const auto click = (category < 6).to(torch::kFloat);  // the first six categories are clicked
   const auto conversion = click * (category < 3).to(torch::kFloat);
@@ -56,8 +57,8 @@ int main() {
   const auto p_ctr = torch::sigmoid(model->forward(batch).at("ctr"));
   const double clicked = p_ctr.masked_select(click > 0).mean().item<double>();
   const double unclicked = p_ctr.masked_select(click == 0).mean().item<double>();
-  std::cout << "consumer: mtl " << mtl::version() << ", loss " << first << " -> " << last
-            << ", mean p_ctr clicked " << clicked << " vs not " << unclicked << "\n";
+  std::cout << "consumer: mtl " << mtl::version() << ", loss " << first << " -> " << last << ", mean p_ctr clicked "
+            << clicked << " vs not " << unclicked << "\n";
   if (!(last < 0.5 * first) || !(clicked > unclicked + 0.5)) {
     std::cerr << "consumer: the E5-shaped model did not learn its batch\n";
     return 1;
@@ -94,8 +95,8 @@ int main() {
   double worst = 0;
   for (int64_t i = 0; i < rows; ++i)
     worst = std::max(worst, std::abs(static_cast<double>(served[0][i]) - p_ctr[i].item<double>()));
-  std::cout << "consumer: served " << rows << " rows from two threads, largest difference to the model "
-            << worst << "\n";
+  std::cout << "consumer: served " << rows << " rows from two threads, largest difference to the model " << worst
+            << "\n";
   if (served[0] != served[1] || !(worst < 1e-5)) {
     std::cerr << "consumer: the Predictor does not give the model's scores\n";
     return 1;

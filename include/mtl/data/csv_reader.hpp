@@ -39,17 +39,33 @@ inline void split_commas(std::string_view line, std::vector<std::string_view>& f
 }
 }  // namespace detail
 
+namespace detail {
+/// Opens `path` and reads its header line into `line`, split into `fields`.
+inline std::ifstream open_with_header(const std::string& path, std::string& line,
+                                      std::vector<std::string_view>& fields) {
+  std::ifstream in(path, std::ios::binary);
+  TORCH_CHECK(in.good(), "cannot open '", path, "': ", std::strerror(errno));
+  TORCH_CHECK(static_cast<bool>(std::getline(in, line)), path, ": the file is empty, expected a header line");
+  trim_line(line, 1);
+  split_commas(line, fields);
+  return in;
+}
+}  // namespace detail
+
+/// The column names of a CSV file's header line.
+inline std::vector<std::string> read_csv_header(const std::string& path) {
+  std::string line;
+  std::vector<std::string_view> fields;
+  detail::open_with_header(path, line, fields);
+  return {fields.begin(), fields.end()};
+}
+
 /// Reads `path` with `layout`, calling `on_row` for each data row.
 inline void read_csv(const std::string& path, const CsvLayout& layout,
                      const std::function<void(const ParsedRow&)>& on_row) {
-  std::ifstream in(path, std::ios::binary);
-  TORCH_CHECK(in.good(), "cannot open '", path, "': ", std::strerror(errno));
   std::string line;
-  TORCH_CHECK(static_cast<bool>(std::getline(in, line)), path, ": the file is empty, expected a header line");
-  trim_line(line, 1);
-
   std::vector<std::string_view> fields;
-  detail::split_commas(line, fields);
+  auto in = detail::open_with_header(path, line, fields);
   std::unordered_map<std::string, size_t> column_of;
   for (size_t i = 0; i < fields.size(); ++i) column_of.emplace(std::string(fields[i]), i);
   auto column = [&](const std::string& name) {
@@ -62,7 +78,8 @@ inline void read_csv(const std::string& path, const CsvLayout& layout,
   for (const auto& name : layout.sparse) sparse_cols.push_back(column(name));
   for (const auto& name : layout.dense) dense_cols.push_back(column(name));
   const bool labelled = layout.labelled();
-  const size_t click_col = labelled ? column(layout.click) : 0, conversion_col = labelled ? column(layout.conversion) : 0;
+  const size_t click_col = labelled ? column(layout.click) : 0,
+               conversion_col = labelled ? column(layout.conversion) : 0;
   const size_t width = fields.size();
 
   ParsedRow row;

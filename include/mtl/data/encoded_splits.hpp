@@ -8,6 +8,7 @@
 #include <mtl/data/dataset.hpp>
 #include <mtl/data/parsed_row.hpp>
 #include <mtl/data/vocabulary.hpp>
+#include <mtl/detail/hash_mix.hpp>
 #include <mtl/features.hpp>
 
 #include <c10/util/Exception.h>
@@ -44,11 +45,7 @@ enum class HeldOutRole { train, valid, test };
 /// The role of the training source's row `position` (0-based): a 64-bit mix
 /// of the position, read as a number in [0, 1), against the shares.
 inline HeldOutRole held_out_role(int64_t position, double valid_share, double test_share) {
-  uint64_t z = static_cast<uint64_t>(position) + 0x9e3779b97f4a7c15ull;
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-  z ^= z >> 31;
-  const double u = static_cast<double>(z >> 11) * 0x1.0p-53;
+  const double u = mtl::detail::unit_interval(mtl::detail::mix64(static_cast<uint64_t>(position)));
   if (u < valid_share) return HeldOutRole::valid;
   if (u < valid_share + test_share) return HeldOutRole::test;
   return HeldOutRole::train;
@@ -106,7 +103,9 @@ inline EncodedSplits encode_splits(const SplitSources& sources, const FieldNames
   sources.train([&](const ParsedRow& row) {
     const auto role = held_out_role(position++, valid_share, test_share);
     encode_row(row, vocabularies,
-               role == HeldOutRole::train ? out.train : role == HeldOutRole::valid ? out.valid : out.test);
+               role == HeldOutRole::train   ? out.train
+               : role == HeldOutRole::valid ? out.valid
+                                            : out.test);
   });
   TORCH_CHECK(out.train.num_rows() > 0, "the training split holds no rows");
   if (sources.valid) encode_into(sources.valid, vocabularies, out.valid);

@@ -6,16 +6,12 @@
 #pragma once
 
 #include <mtl/data/csv_layout.hpp>
-#include <mtl/data/text_fields.hpp>
 #include <mtl/detail/join.hpp>
 
 #include <c10/util/Exception.h>
 
 #include <algorithm>
 #include <cctype>
-#include <cerrno>
-#include <cstring>
-#include <fstream>
 #include <set>
 #include <string>
 #include <vector>
@@ -57,7 +53,8 @@ struct LayoutRules {
 
   /// The layout these rules find in `header` (the columns of `file`, named in errors).
   CsvLayout resolve(const std::vector<std::string>& header, const std::string& file) const {
-    const std::string found = "; the header holds " + std::to_string(header.size()) + " columns: " + mtl::detail::join(header, ",");
+    const std::string found =
+        "; the header holds " + std::to_string(header.size()) + " columns: " + mtl::detail::join(header, ",");
     std::set<std::string> seen;
     for (const auto& column : header)
       TORCH_CHECK(seen.insert(column).second, file, ":1: the header names column '", column, "' twice", found);
@@ -105,22 +102,5 @@ struct LayoutRules {
     return false;
   }
 };
-
-/// The column names of a CSV file's header line.
-inline std::vector<std::string> read_csv_header(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  TORCH_CHECK(in.good(), "cannot open '", path, "': ", std::strerror(errno));
-  std::string line;
-  TORCH_CHECK(static_cast<bool>(std::getline(in, line)), path, ": the file is empty, expected a header line");
-  trim_line(line, 1);
-  std::vector<std::string> columns;
-  size_t start = 0;
-  while (true) {
-    const size_t comma = line.find(',', start);
-    columns.push_back(line.substr(start, comma == std::string::npos ? std::string::npos : comma - start));
-    if (comma == std::string::npos) return columns;
-    start = comma + 1;
-  }
-}
 
 }  // namespace mtl::data

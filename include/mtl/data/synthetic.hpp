@@ -13,6 +13,7 @@
 #pragma once
 
 #include <mtl/data/dataset.hpp>
+#include <mtl/detail/hash_mix.hpp>
 #include <mtl/features.hpp>
 
 #include <torch/arg.h>
@@ -138,14 +139,9 @@ class SyntheticGenerator {
 
  private:
   // ---- hashing and random numbers: a row's draws depend only on its key ----
-  static uint64_t mix(uint64_t x) {
-    x += 0x9e3779b97f4a7c15ULL;
-    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
-    return x ^ (x >> 31);
-  }
+  static uint64_t mix(uint64_t x) { return mtl::detail::mix64(x); }
   uint64_t key(uint64_t a, uint64_t b, uint64_t c = 0) const { return mix(mix(mix(options_.seed() ^ a) ^ b) ^ c); }
-  static double unit(uint64_t h) { return static_cast<double>(h >> 11) * 0x1.0p-53; }
+  static double unit(uint64_t h) { return mtl::detail::unit_interval(h); }
   /// Uniform with unit variance, a cheap stand-in for a normal where shape does not matter.
   static double centered(uint64_t h) { return (unit(h) - 0.5) * 3.4641016151377544; }
 
@@ -395,7 +391,7 @@ class SyntheticGenerator {
   std::array<int64_t, kNumSparse> vocab_{};
   std::vector<double> user_cdf_, item_cdf_;
   std::vector<double> user_factor_, item_shared_, item_click_, item_buy_;
-  std::vector<double> private_click_, private_buy_;  ///< [group * categories + category]
+  std::vector<double> private_click_, private_buy_;                     ///< [group * categories + category]
   double shop_score_mean_ = 0.5, shop_score_sd_ = 0.28867513459481287;  ///< over rows; set by build_entities
   std::vector<UserAttributes> user_attr_;
   std::vector<ItemAttributes> item_attr_;

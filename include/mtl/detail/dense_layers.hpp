@@ -144,7 +144,7 @@ class DenseLayers : public torch::autograd::Function<DenseLayers> {
 inline torch::Tensor linear_forward(torch::nn::Linear& layer, const torch::Tensor& x) {
   if (autocast_enabled() || !layer->options.bias() || x.dim() != 2) return layer->forward(x);
   return apply_function<DenseLayers>(x, torch::TensorList(layer->weight), torch::TensorList(layer->bias),
-                            /*activate_last=*/false)[0];
+                                     /*activate_last=*/false)[0];
 }
 
 }  // namespace mtl::detail

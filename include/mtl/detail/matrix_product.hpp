@@ -55,20 +55,24 @@ inline GemmOperand gemm_operand(const torch::Tensor& t, torch::Tensor& copy) {
   return {'N', std::max<int64_t>(1, columns), copy.data_ptr<float>()};
 }
 
+// out = left @ right + beta * out for [m, k] and [k, n] operands as sgemm reads
+// them, out a contiguous [m, n] float tensor. Callers ask onednn_takes first.
+inline void sgemm(const GemmOperand& left, const GemmOperand& right, int64_t m, int64_t n, int64_t k, float beta,
+                  torch::Tensor& out) {
+#if MTL_WITH_ONEDNN
+  const auto status = dnnl_sgemm(left.transpose, right.transpose, m, n, k, 1.0f, left.data, left.leading_dim,
+                                 right.data, right.leading_dim, beta, out.data_ptr<float>(), n);
+  TORCH_CHECK(status == dnnl_success, "oneDNN's sgemm failed with status ", static_cast<int>(status), " on [", m, ", ",
+              k, "] x [", k, ", ", n, "]");
+#else
+  TORCH_INTERNAL_ASSERT(false, "mtl::detail::sgemm called in a build without oneDNN");
+#endif
+}
+
 // out = a @ b + beta * out, out a contiguous [a.rows, b.columns] float tensor.
 inline void onednn_gemm(const torch::Tensor& a, const torch::Tensor& b, float beta, torch::Tensor& out) {
-#if MTL_WITH_ONEDNN
   torch::Tensor a_copy, b_copy;
-  const auto left = gemm_operand(a, a_copy), right = gemm_operand(b, b_copy);
-  const auto status =
-      dnnl_sgemm(left.transpose, right.transpose, a.size(0), b.size(1), a.size(1), 1.0f, left.data, left.leading_dim,
-                 right.data, right.leading_dim, beta, out.data_ptr<float>(), out.size(1));
-  TORCH_CHECK(status == dnnl_success, "oneDNN's sgemm failed with status ", static_cast<int>(status), " on ", a.sizes(),
-              " x ", b.sizes());
-#else
-  if (beta == 0.0f) out.zero_();
-  out.addmm_(a, b);
-#endif
+  sgemm(gemm_operand(a, a_copy), gemm_operand(b, b_copy), a.size(0), b.size(1), a.size(1), beta, out);
 }
 
 /// a @ b, as torch::mm.
@@ -82,20 +86,11 @@ inline torch::Tensor mm(const torch::Tensor& a, const torch::Tensor& b) {
 /// a @ w^T for a layer's weight w [out, in], as torch::mm(a, w.t()); where
 /// oneDNN takes it, w is read as it lies, without a transposed view.
 inline torch::Tensor mm_transposed(const torch::Tensor& a, const torch::Tensor& w) {
-#if MTL_WITH_ONEDNN
-  if (onednn_takes(a, w) && w.is_contiguous() && a.size(1) == w.size(1)) {
-    torch::Tensor a_copy;
-    const auto left = gemm_operand(a, a_copy);
-    auto out = torch::empty({a.size(0), w.size(0)}, a.options());
-    const auto status = dnnl_sgemm(left.transpose, 'T', a.size(0), w.size(0), a.size(1), 1.0f, left.data,
-                                   left.leading_dim, w.data_ptr<float>(), w.size(1), 0.0f, out.data_ptr<float>(),
-                                   w.size(0));
-    TORCH_CHECK(status == dnnl_success, "oneDNN's sgemm failed with status ", static_cast<int>(status), " on ",
-                a.sizes(), " x ", w.sizes(), "^T");
-    return out;
-  }
-#endif
-  return detail::mm(a, w.t());
+  if (!onednn_takes(a, w) || !w.is_contiguous() || a.size(1) != w.size(1)) return detail::mm(a, w.t());
+  torch::Tensor a_copy;
+  auto out = torch::empty({a.size(0), w.size(0)}, a.options());
+  sgemm(gemm_operand(a, a_copy), {'T', w.size(1), w.data_ptr<float>()}, a.size(0), w.size(0), a.size(1), 0.0f, out);
+  return out;
 }
 
 /// out += a @ b in place, as out.addmm_(a, b).

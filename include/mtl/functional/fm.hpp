@@ -15,7 +15,8 @@ inline torch::Tensor fm_second_order(const torch::Tensor& embeddings) {
   TORCH_CHECK(embeddings.dim() == 3, "fm_second_order expects embeddings [batch, fields, dim], but got shape ",
               embeddings.sizes());
   if (detail::FmSecondOrder::applies_to(embeddings, {}))
-    return detail::apply_function<detail::FmSecondOrder>(embeddings, torch::empty({0, 0}, embeddings.options()), /*join=*/false)[0];
+    return detail::apply_function<detail::FmSecondOrder>(embeddings, torch::empty({0, 0}, embeddings.options()),
+                                                         /*join=*/false)[0];
   auto sum = embeddings.sum(1);  // other devices and dtypes: as tensor ops
   return 0.5 * (sum * sum - (embeddings * embeddings).sum(1));
 }

@@ -13,8 +13,8 @@
 #include <mtl/version.hpp>
 
 #include <c10/util/Exception.h>
-#include <nlohmann/json.hpp>
 #include <torch/version.h>
+#include <nlohmann/json.hpp>
 
 #include <string>
 #include <vector>
@@ -66,10 +66,10 @@ inline FeatureSchema schema_from_json(const nlohmann::json& j) {
 
 /// Writes `bundle` to `path` atomically (a kill leaves no half-written file).
 inline void save_bundle(const std::string& path, const ModelBundle& bundle) {
-  TORCH_CHECK(bundle.vocabularies.empty() ||
-                  static_cast<int64_t>(bundle.vocabularies.size()) == bundle.schema.num_sparse(),
-              "save_bundle expects one vocabulary per sparse field (", bundle.schema.num_sparse(), "), but got ",
-              bundle.vocabularies.size());
+  TORCH_CHECK(
+      bundle.vocabularies.empty() || static_cast<int64_t>(bundle.vocabularies.size()) == bundle.schema.num_sparse(),
+      "save_bundle expects one vocabulary per sparse field (", bundle.schema.num_sparse(), "), but got ",
+      bundle.vocabularies.size());
   const nlohmann::json header{{"format", kBundleFormat},
                               {"mtl_version", version()},
                               {"libtorch_version", TORCH_VERSION},
@@ -81,9 +81,8 @@ inline void save_bundle(const std::string& path, const ModelBundle& bundle) {
   train::TensorDict entries;
   entries.insert(detail::kBundleHeaderKey, train::bytes_tensor(header.dump()));
   for (size_t j = 0; j < bundle.vocabularies.size(); ++j) {
-    const auto& ids = bundle.vocabularies[j].ids();
     entries.insert(detail::kVocabularyPrefix + bundle.schema.sparse_fields()[j].name,
-                   torch::tensor(ids.empty() ? std::vector<int64_t>{} : ids, torch::kLong));
+                   torch::tensor(bundle.vocabularies[j].ids(), torch::kLong));
   }
   for (const auto& w : bundle.weights) entries.insert(detail::kWeightPrefix + w.key(), w.value());
   train::save_tensor_dict(path, entries);
@@ -133,7 +132,8 @@ inline ModelBundle load_bundle(const std::string& path) {
   }
   const std::string prefix = detail::kWeightPrefix;
   for (const auto& entry : entries)
-    if (entry.key().compare(0, prefix.size(), prefix) == 0) bundle.weights.insert(entry.key().substr(prefix.size()), entry.value());
+    if (entry.key().compare(0, prefix.size(), prefix) == 0)
+      bundle.weights.insert(entry.key().substr(prefix.size()), entry.value());
   return bundle;
 }
 

@@ -55,6 +55,21 @@ struct Predictions {
   std::vector<float> p_ctr, p_cvr, p_ctcvr;
 };
 
+/// The probabilities of a forward's logits, for the heads among "ctr" and "cvr" the model has.
+inline Predictions to_predictions(const TaskLogits& logits) {
+  auto probabilities = [&](const char* task) {
+    if (std::find(logits.tasks.begin(), logits.tasks.end(), task) == logits.tasks.end()) return std::vector<float>();
+    const auto p = torch::sigmoid(logits.at(task)).to(torch::kFloat).contiguous();
+    return std::vector<float>(p.data_ptr<float>(), p.data_ptr<float>() + p.numel());
+  };
+  Predictions out{probabilities("ctr"), probabilities("cvr"), {}};
+  if (!out.p_ctr.empty() && !out.p_cvr.empty()) {
+    out.p_ctcvr.resize(out.p_ctr.size());
+    for (size_t i = 0; i < out.p_ctr.size(); ++i) out.p_ctcvr[i] = out.p_ctr[i] * out.p_cvr[i];
+  }
+  return out;
+}
+
 class Predictor {
  public:
   explicit Predictor(const std::string& bundle_path, PredictorOptions options = {})
@@ -77,9 +92,6 @@ class Predictor {
       sparse_index_.emplace(bundle_.schema.sparse_fields()[j].name, j);
     for (size_t j = 0; j < bundle_.schema.dense_fields().size(); ++j)
       dense_index_.emplace(bundle_.schema.dense_fields()[j].name, j);
-    const auto& heads = bundle_.model.heads;
-    has_ctr_ = std::count(heads.begin(), heads.end(), "ctr") > 0;
-    has_cvr_ = std::count(heads.begin(), heads.end(), "cvr") > 0;
   }
 
   /// What the model reads: field names, in the order `encode` lays them out.
@@ -129,19 +141,7 @@ class Predictor {
     if (options_.threads_per_call() > 0 && at::get_num_threads() != options_.threads_per_call())
       at::set_num_threads(options_.threads_per_call());
     const c10::InferenceMode inference;
-    const auto logits = forward_(inputs);
-    Predictions out;
-    auto probabilities = [](const torch::Tensor& t) {
-      const auto p = torch::sigmoid(t).to(torch::kFloat).contiguous();
-      return std::vector<float>(p.data_ptr<float>(), p.data_ptr<float>() + p.numel());
-    };
-    if (has_ctr_) out.p_ctr = probabilities(logits.at("ctr"));
-    if (has_cvr_) out.p_cvr = probabilities(logits.at("cvr"));
-    if (has_ctr_ && has_cvr_) {
-      out.p_ctcvr.resize(out.p_ctr.size());
-      for (size_t i = 0; i < out.p_ctr.size(); ++i) out.p_ctcvr[i] = out.p_ctr[i] * out.p_cvr[i];
-    }
-    return out;
+    return to_predictions(forward_(inputs));
   }
 
  private:
@@ -157,10 +157,12 @@ class Predictor {
     for (const auto& [name, values] : rows.dense)
       if (!dense_index_.count(name)) unknown.push_back(name + (sparse_index_.count(name) ? " (a sparse field)" : ""));
     TORCH_CHECK(missing.empty() && unknown.empty(), "the request does not match the model's fields:",
-                missing.empty() ? "" : " missing " + mtl::detail::join(missing), missing.empty() || unknown.empty() ? "" : ";",
+                missing.empty() ? "" : " missing " + mtl::detail::join(missing),
+                missing.empty() || unknown.empty() ? "" : ";",
                 unknown.empty() ? "" : " not read by the model: " + mtl::detail::join(unknown),
                 "; the model reads sparse fields ", mtl::detail::join(field_names(bundle_.schema.sparse_fields())),
-                " and dense fields ", bundle_.schema.num_dense() ? mtl::detail::join(field_names(bundle_.schema.dense_fields())) : "(none)");
+                " and dense fields ",
+                bundle_.schema.num_dense() ? mtl::detail::join(field_names(bundle_.schema.dense_fields())) : "(none)");
     int64_t n = -1;
     std::string first;
     auto check_length = [&](const std::string& name, size_t size) {
@@ -186,7 +188,6 @@ class Predictor {
   std::shared_ptr<torch::nn::Module> module_;
   std::function<TaskLogits(const FeatureInputs&)> forward_;
   std::unordered_map<std::string, size_t> sparse_index_, dense_index_;
-  bool has_ctr_ = false, has_cvr_ = false;
 };
 
 }  // namespace mtl::serving
