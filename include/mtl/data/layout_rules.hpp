@@ -27,7 +27,8 @@ struct LayoutRules {
   std::vector<std::string> dense_prefixes;
   /// Columns that are neither labels nor features (AliExpress's `search_id`).
   std::vector<std::string> ignored;
-  /// Explicit sparse fields. When given, a column in neither list is not a feature.
+  /// Explicit sparse fields. When given, an unlisted column is no sparse field:
+  /// it is dense where `dense` or the prefix rule says so, else not a feature.
   std::vector<std::string> sparse;
   /// Explicit dense fields. When given, the prefix rule is off: an unlisted
   /// column is sparse (or, when `sparse` is given too, not a feature).
