@@ -74,6 +74,19 @@ inline TensorDict load_tensor_dict(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   TORCH_CHECK(in.good(), "cannot open checkpoint '", path, "': ", std::strerror(errno));
   std::vector<char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  // A zip archive (torch.save's format) ends with its end-of-central-directory
+  // record. One cut short is refused here: LibTorch 1.13's reader can read past
+  // the buffer of a truncated archive rather than fail.
+  auto holds = [&](size_t at, const char* signature) {
+    return bytes.size() >= at + 4 &&
+           std::equal(signature, signature + 4, bytes.begin() + static_cast<std::ptrdiff_t>(at));
+  };
+  constexpr size_t kEndRecordSize = 22;
+  TORCH_CHECK(
+      !holds(0, "PK\x03\x04") || (bytes.size() >= kEndRecordSize && holds(bytes.size() - kEndRecordSize, "PK\x05\x06")),
+      "checkpoint '", path,
+      "' is not a readable tensor dict (truncated or corrupted?): it does not end with a zip archive's end "
+      "record");
   torch::IValue value;
   try {
     value = torch::pickle_load(bytes);
