@@ -1,0 +1,188 @@
+// Tests of data-parallel training on c10d's Gloo process group: two ranks,
+// each a thread of this process, meet over loopback; their averaged
+// gradients equal one process's on the whole batch, their replicas stay
+// equal, and a rank that leaves or never comes is an error, never a hang.
+#include "test_helpers.hpp"
+
+#include <mtl/distributed/replica_sync.hpp>
+#include <mtl/model.hpp>
+#include <mtl/optim/dual_optimizer.hpp>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include <chrono>
+#include <future>
+#include <map>
+
+using namespace mtl;
+using namespace std::chrono_literals;
+
+namespace {
+
+/// A TCP port that was free a moment ago (bound to port 0, then released).
+uint16_t free_port() {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  REQUIRE(bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) == 0);
+  socklen_t length = sizeof(address);
+  REQUIRE(getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length) == 0);
+  close(fd);
+  return ntohs(address.sin_port);
+}
+
+distributed::Environment rank_of(int64_t rank, int64_t world_size, uint16_t port) {
+  distributed::Environment e;
+  e.rank = rank, e.world_size = world_size, e.local_rank = rank, e.master_addr = "127.0.0.1", e.master_port = port;
+  return e;
+}
+
+/// Runs `body(rank)` for every rank of a `world_size` group on its own thread; rethrows the first error.
+template <class Body>
+void on_every_rank(int64_t world_size, Body body) {
+  std::vector<std::future<void>> ranks;
+  for (int64_t r = 0; r < world_size; ++r) ranks.push_back(std::async(std::launch::async, body, r));
+  for (auto& rank : ranks) rank.get();
+}
+
+PLEModel small_model(uint64_t seed) {
+  torch::manual_seed(seed);
+  return PLEModel(PLEModelOptions(DeepFMOptions(mtl_test::small_schema()).deep_hidden_dims({16}).fm_projection_dim(4),
+                                  PLEOptions(0, 0)
+                                      .shared_experts({ExpertOptions::mlp({8}), ExpertOptions::cross(2)})
+                                      .task_experts({{ExpertOptions::cross(1)}, {ExpertOptions::mlp({8})}})
+                                      .expert_dim(8),
+                                  {"ctr", "cvr"}));
+}
+
+/// The mean over rows of both tasks' BCE against fixed labels.
+torch::Tensor mean_loss(PLEModel& model, const FeatureInputs& inputs, const torch::Tensor& labels) {
+  const auto logits = model->forward(inputs);
+  return torch::binary_cross_entropy_with_logits(logits.at("ctr"), labels.select(1, 0)) +
+         torch::binary_cross_entropy_with_logits(logits.at("cvr"), labels.select(1, 1));
+}
+
+}  // namespace
+
+TEST_CASE("distributed environment: torchrun's variables") {
+  using distributed::Environment;
+  const auto from = [](std::map<std::string, std::string> vars) {
+    return Environment::from_process([vars = std::move(vars)](const char* name) -> const char* {
+      const auto it = vars.find(name);
+      return it == vars.end() ? nullptr : it->second.c_str();
+    });
+  };
+  REQUIRE_FALSE(from({}).has_value());
+  const auto e = from({{"RANK", "1"}, {"WORLD_SIZE", "4"}, {"MASTER_ADDR", "10.0.0.2"}, {"MASTER_PORT", "29400"}});
+  REQUIRE(e.has_value());
+  REQUIRE((e->rank == 1 && e->world_size == 4 && e->local_rank == 1 && e->master_addr == "10.0.0.2" &&
+           e->master_port == 29400 && !e->is_leader()));
+  REQUIRE(from({{"RANK", "3"}, {"LOCAL_RANK", "0"}, {"WORLD_SIZE", "4"}, {"MASTER_ADDR", "h"}, {"MASTER_PORT", "1"}})
+              ->local_rank == 0);
+  REQUIRE_TORCH_ERROR(from({{"RANK", "0"}}), "sets RANK but not WORLD_SIZE");
+  REQUIRE_TORCH_ERROR(from({{"RANK", "2"}, {"WORLD_SIZE", "2"}, {"MASTER_ADDR", "h"}, {"MASTER_PORT", "29400"}}),
+                      "the environment's RANK is '2': expected an integer in [0, 1]");
+  REQUIRE_TORCH_ERROR(from({{"WORLD_SIZE", "2"}, {"MASTER_ADDR", "h"}, {"MASTER_PORT", "29400"}}),
+                      "sets WORLD_SIZE but not RANK");
+  REQUIRE_TORCH_ERROR(from({{"RANK", "0"}, {"WORLD_SIZE", "two"}}), "WORLD_SIZE is 'two'");
+  REQUIRE_TORCH_ERROR(from({{"RANK", "0"}, {"WORLD_SIZE", "2"}, {"MASTER_PORT", "29400"}}),
+                      "sets WORLD_SIZE but not MASTER_ADDR");
+  REQUIRE_TORCH_ERROR(from({{"RANK", "0"}, {"WORLD_SIZE", "2"}, {"MASTER_ADDR", "h"}, {"MASTER_PORT", "70000"}}),
+                      "MASTER_PORT is '70000': expected an integer in [1, 65535]");
+}
+
+// Two ranks, each with half of a batch, average their gradients: the result
+// equals one process's gradient on the whole batch (dense parameters and the
+// embedding table's sparse rows); after an optimizer step on each rank the
+// replicas are equal, and a replica changed on one rank is found on both.
+TEST_CASE("distributed: two ranks' averaged gradients equal one process's on the whole batch") {
+  const auto schema = mtl_test::small_schema();
+  const auto batch = mtl_test::random_inputs(schema, 64);
+  const auto labels = torch::randint(2, {64, 2}).to(torch::kFloat);
+  const uint16_t port = free_port();
+  std::vector<PLEModel> models{small_model(1), small_model(2)};  // different until the broadcast
+  std::vector<std::map<std::string, torch::Tensor>> gradients(2);
+  std::vector<std::string> drift_errors(2);
+  std::string changed;  // the first parameter of the first tower, changed on rank 1
+  for (const auto& p : models[0]->named_parameters())
+    if (changed.empty() && p.key().rfind("towers.0.", 0) == 0) changed = p.key();
+  on_every_rank(2, [&](int64_t rank) {
+    const auto group = distributed::join_group(rank_of(rank, 2, port), 20s);
+    auto& model = models[rank];
+    distributed::broadcast_parameters(*model, group);
+    optim::DualSparseDenseOptimizer optimizer(*model);
+    optimizer.zero_grad();
+    const auto rows = torch::arange(rank * 32, rank * 32 + 32);
+    mean_loss(model, {batch.sparse_ids.index_select(0, rows), batch.dense.index_select(0, rows)},
+              labels.index_select(0, rows))
+        .backward();
+    distributed::average_gradients(*model, group);
+    for (const auto& p : model->named_parameters()) {
+      const auto& grad = p.value().grad();
+      gradients[rank][p.key()] = grad.is_sparse() ? grad.to_dense() : grad.clone();
+    }
+    optimizer.step();
+    distributed::check_replicas_equal(*model, group);
+    if (rank == 1) {
+      torch::NoGradGuard no_grad;
+      model->named_parameters()[changed].add_(1e-3);
+    }
+    try {
+      distributed::check_replicas_equal(*model, group);
+    } catch (const c10::Error& e) {
+      drift_errors[rank] = e.what_without_backtrace();
+    }
+  });
+  auto reference = small_model(1);  // rank 0's initial parameters
+  mean_loss(reference, batch, labels).backward();
+  for (const auto& p : reference->named_parameters()) {
+    INFO("parameter " << p.key());
+    auto expected = p.value().grad();
+    if (expected.is_sparse()) expected = expected.to_dense();
+    REQUIRE(torch::allclose(gradients[0][p.key()], expected, 1e-5, 1e-7));
+    REQUIRE(torch::equal(gradients[0][p.key()], gradients[1][p.key()]));
+  }
+  for (const auto& message : drift_errors) {
+    REQUIRE_THAT(message, Catch::Contains("the replicas have drifted apart: parameter '" + changed + "'"));
+    REQUIRE_THAT(message, Catch::Contains("on rank 1 but"));
+  }
+}
+
+// A rank that leaves the group makes the others' next collective fail with
+// a message naming the operation; a rank that never comes makes joining fail
+// within the timeout; a port in use is named.
+TEST_CASE("distributed: a rank that leaves or never comes is an error within the timeout") {
+  const uint16_t port = free_port();
+  std::string failure;
+  on_every_rank(2, [&](int64_t rank) {
+    const auto group = distributed::join_group(rank_of(rank, 2, port), 20s);
+    if (rank == 1) return;  // leaves: its group is destroyed
+    auto model = small_model(3);
+    std::this_thread::sleep_for(200ms);
+    try {
+      distributed::broadcast_parameters(*model, distributed::Group{group.environment, group.process_group, 5s});
+    } catch (const c10::Error& e) {
+      failure = e.what_without_backtrace();
+    }
+  });
+  REQUIRE_THAT(failure, Catch::Contains("rank 0 of 2: broadcast of the leader's parameters failed; another rank has "
+                                        "exited or stopped answering"));
+
+  const auto start = std::chrono::steady_clock::now();
+  REQUIRE_TORCH_ERROR(distributed::join_group(rank_of(0, 2, free_port()), 2s),
+                      "rank 0 of 2 could not join the process group at 127.0.0.1:");
+  REQUIRE(std::chrono::steady_clock::now() - start < 30s);
+
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);  // holds a port
+  sockaddr_in address{};
+  address.sin_family = AF_INET, address.sin_addr.s_addr = htonl(INADDR_ANY), address.sin_port = 0;
+  REQUIRE(bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) == 0);
+  REQUIRE(listen(fd, 1) == 0);
+  socklen_t length = sizeof(address);
+  getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length);
+  REQUIRE_TORCH_ERROR(distributed::join_group(rank_of(0, 2, ntohs(address.sin_port)), 2s), "is the port in use");
+  close(fd);
+}
