@@ -4,6 +4,9 @@
 // equal, and a rank that leaves or never comes is an error, never a hang.
 #include "test_helpers.hpp"
 
+#include <mtl/data/synthetic.hpp>
+#include <mtl/distributed/batch_share.hpp>
+#include <mtl/distributed/group_replicas.hpp>
 #include <mtl/distributed/replica_sync.hpp>
 #include <mtl/model.hpp>
 #include <mtl/optim/dual_optimizer.hpp>
@@ -82,6 +85,13 @@ TEST_CASE("distributed environment: torchrun's variables") {
            e->master_port == 29400 && !e->is_leader()));
   REQUIRE(from({{"RANK", "3"}, {"LOCAL_RANK", "0"}, {"WORLD_SIZE", "4"}, {"MASTER_ADDR", "h"}, {"MASTER_PORT", "1"}})
               ->local_rank == 0);
+  REQUIRE_FALSE(e->launcher_serves_store);
+  REQUIRE(from({{"RANK", "0"},
+                {"WORLD_SIZE", "2"},
+                {"MASTER_ADDR", "h"},
+                {"MASTER_PORT", "1"},
+                {"TORCHELASTIC_USE_AGENT_STORE", "True"}})
+              ->launcher_serves_store);
   REQUIRE_TORCH_ERROR(from({{"RANK", "0"}}), "sets RANK but not WORLD_SIZE");
   REQUIRE_TORCH_ERROR(from({{"RANK", "2"}, {"WORLD_SIZE", "2"}, {"MASTER_ADDR", "h"}, {"MASTER_PORT", "29400"}}),
                       "the environment's RANK is '2': expected an integer in [0, 1]");
@@ -151,6 +161,64 @@ TEST_CASE("distributed: two ranks' averaged gradients equal one process's on the
   }
 }
 
+// Two ranks, each training on its share of every global batch (97 rows:
+// shares of 49 and 48) with the loss divided by the global counts, end with
+// the parameters one process reaches on the whole batches, in ESMM and in the
+// two-head objective whose CVR term averages over clicked rows.
+TEST_CASE("distributed: two ranks train as one process") {
+  const data::SyntheticGenerator gen{data::SyntheticOptions().num_users(3000).num_items(3000)};
+  const auto rows = gen.generate(data::Split::train, 97 * 6);
+  const int64_t steps = 6;
+  for (const auto& options : {train::ObjectiveOptions().use_esmm(true), train::ObjectiveOptions()}) {
+    INFO("esmm " << options.use_esmm());
+    const train::Objective objective({"ctr", "cvr"}, options);
+    const auto model_of = [&](uint64_t seed) {
+      torch::manual_seed(seed);
+      return PLEModel(PLEModelOptions(DeepFMOptions(gen.schema()).deep_hidden_dims({16}).fm_projection_dim(4),
+                                      PLEOptions(0, 0)
+                                          .shared_experts({ExpertOptions::mlp({8}), ExpertOptions::cross(2)})
+                                          .task_experts({{ExpertOptions::cross(1)}, {ExpertOptions::mlp({8})}})
+                                          .expert_dim(8),
+                                      {"ctr", "cvr"}));
+    };
+    const auto optimizer_options = optim::DualSparseDenseOptions().total_steps(steps).warmup_steps(1);
+    auto single = model_of(1);
+    {
+      optim::DualSparseDenseOptimizer optimizer(*single, optimizer_options);
+      for (int64_t step = 0; step < steps; ++step) {
+        const auto batch = rows.slice(step * 97, step * 97 + 97);
+        optimizer.zero_grad();
+        objective(single->forward(batch.features), batch).total.backward();
+        optimizer.step();
+      }
+    }
+    const uint16_t port = free_port();
+    std::vector<PLEModel> ranks{model_of(1), model_of(2)};
+    on_every_rank(2, [&](int64_t rank) {
+      const auto group = distributed::join_group(rank_of(rank, 2, port), 20s);
+      auto& model = ranks[rank];
+      distributed::broadcast_parameters(*model, group);
+      optim::DualSparseDenseOptimizer optimizer(*model, optimizer_options);
+      for (int64_t step = 0; step < steps; ++step) {
+        const auto batch = rows.slice(step * 97, step * 97 + 97);
+        const auto share = distributed::share_of(batch, rank, 2);
+        optimizer.zero_grad();
+        objective(model->forward(share.features), share, distributed::share_denominators(batch, 2)).total.backward();
+        distributed::average_gradients(*model, group);
+        optimizer.step();
+      }
+      distributed::check_replicas_equal(*model, group);
+    });
+    for (const auto& p : single->named_parameters()) {
+      const auto other = ranks[0]->named_parameters()[p.key()];
+      const double scale = std::max(1e-3, p.value().abs().max().item<double>());
+      INFO("parameter " << p.key() << ": largest difference " << (other - p.value()).abs().max().item<double>()
+                        << " of largest value " << scale);
+      REQUIRE((other - p.value()).abs().max().item<double>() <= 1e-4 * scale);
+    }
+  }
+}
+
 // A rank that leaves the group makes the others' next collective fail with
 // a message naming the operation; a rank that never comes makes joining fail
 // within the timeout; a port in use is named.
@@ -185,4 +253,36 @@ TEST_CASE("distributed: a rank that leaves or never comes is an error within the
   getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length);
   REQUIRE_TORCH_ERROR(distributed::join_group(rank_of(0, 2, ntohs(address.sin_port)), 2s), "is the port in use");
   close(fd);
+}
+
+// What the Trainer asks of its replicas: predictions of unequal shares
+// gathered in rank order, values summed, and ranks started with other
+// settings refused by name.
+TEST_CASE("distributed: GroupReplicas gathers, sums and compares settings") {
+  const uint16_t port = free_port();
+  std::vector<std::vector<float>> gathered(3);
+  std::vector<double> sums(3);
+  std::vector<std::string> refusals(3);
+  on_every_rank(3, [&](int64_t rank) {
+    distributed::GroupReplicas replicas(distributed::join_group(rank_of(rank, 3, port), 20s));
+    std::vector<float> mine;
+    for (int64_t i = 0; i < rank + 1; ++i) mine.push_back(static_cast<float>(10 * rank + i));
+    gathered[static_cast<size_t>(rank)] = replicas.gather(mine);
+    auto value = torch::tensor({static_cast<double>(rank) + 0.5}, torch::kDouble);
+    replicas.sum(value);
+    sums[static_cast<size_t>(rank)] = value.item<double>();
+    replicas.barrier();
+    distributed::expect_same_settings(replicas.group(), "steps: 20", "settings");
+    try {
+      distributed::expect_same_settings(replicas.group(), rank == 2 ? "steps: 30" : "steps: 20", "settings");
+    } catch (const c10::Error& e) {
+      refusals[static_cast<size_t>(rank)] = e.what_without_backtrace();
+    }
+  });
+  for (int64_t rank = 0; rank < 3; ++rank) {
+    CHECK(gathered[static_cast<size_t>(rank)] == std::vector<float>{0, 10, 11, 20, 21, 22});
+    CHECK(sums[static_cast<size_t>(rank)] == 4.5);
+    CHECK_THAT(refusals[static_cast<size_t>(rank)],
+               Catch::Contains("rank 2 was started with other settings than rank 0"));
+  }
 }

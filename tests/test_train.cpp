@@ -4,6 +4,7 @@
 #include "test_helpers.hpp"
 
 #include <mtl/data/synthetic.hpp>
+#include <mtl/distributed/batch_share.hpp>
 #include <mtl/train/autocast.hpp>
 #include <mtl/train/checkpoint.hpp>
 #include <mtl/train/expert_health.hpp>
@@ -67,11 +68,13 @@ TEST_CASE("Objective terms per experiment shape") {
   // Over all rows, the clicked rows' BCE sums to the same as their mean times 2 clicked / 3 rows.
   const float clicked_mean = clicked_cvr_loss(logits.logits[1], batch.conversion, batch.click).item<float>();
   REQUIRE(naive.terms[1].second.item<float>() == Approx(clicked_mean));
-  const float per_row = torch::binary_cross_entropy_with_logits(logits.logits[1], batch.conversion, {}, {},
-                                                                at::Reduction::None)[0].item<float>() +
-                        torch::binary_cross_entropy_with_logits(logits.logits[1], batch.conversion, {}, {},
-                                                                at::Reduction::None)[2].item<float>();
-  auto all_rows = Objective({"ctr", "cvr"}, ObjectiveOptions().cvr_denominator(CvrDenominator::all_rows))(logits, batch);
+  const float per_row =
+      torch::binary_cross_entropy_with_logits(logits.logits[1], batch.conversion, {}, {}, at::Reduction::None)[0]
+          .item<float>() +
+      torch::binary_cross_entropy_with_logits(logits.logits[1], batch.conversion, {}, {}, at::Reduction::None)[2]
+          .item<float>();
+  auto all_rows =
+      Objective({"ctr", "cvr"}, ObjectiveOptions().cvr_denominator(CvrDenominator::all_rows))(logits, batch);
   REQUIRE(all_rows.terms[1].second.item<float>() == Approx(per_row / 3));
   REQUIRE(all_rows.terms[0].second.item<float>() == Approx(naive.terms[0].second.item<float>()));
   data::TrainingBatch no_click{{}, torch::zeros({3}), torch::zeros({3})};
@@ -83,6 +86,50 @@ TEST_CASE("Objective terms per experiment shape") {
               .total.item<float>() == Approx(clicked_mean));
   REQUIRE_TORCH_ERROR(Objective({"ctr"}, ObjectiveOptions().use_esmm(true)),
                       "ESMM needs both a 'ctr' and a 'cvr' head");
+}
+
+// Shares of a batch whose terms divide by the whole batch's counts over the
+// number of shares: the shares' mean loss is the whole batch's loss, in
+// every experiment shape, with shares of unequal size and a share without a click.
+TEST_CASE("Objective over shares of a batch equals the whole batch's") {
+  const auto click = torch::tensor({1.f, 0.f, 0.f, 1.f, 0.f, 0.f, 0.f, 0.f, 1.f, 1.f, 0.f});
+  const auto conversion = torch::tensor({1.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 1.f, 0.f});
+  const data::TrainingBatch batch{{}, click, conversion};
+  const auto ctr = torch::randn({11}), cvr = torch::randn({11});
+  const std::vector<std::pair<std::vector<std::string>, ObjectiveOptions>> shapes{
+      {{"ctr"}, {}},
+      {{"cvr"}, {}},
+      {{"ctr", "cvr"}, {}},
+      {{"ctr", "cvr"}, ObjectiveOptions().cvr_denominator(CvrDenominator::all_rows)},
+      {{"ctr", "cvr"}, ObjectiveOptions().use_esmm(true).esmm_version(ESMMVersion::v1)},
+      {{"ctr", "cvr"}, ObjectiveOptions().use_esmm(true).lambda_cvr_aux(0.3)}};
+  for (const auto& [tasks, options] : shapes) {
+    INFO("tasks " << tasks.size() << ", esmm " << options.use_esmm());
+    const Objective objective(tasks, options);
+    const auto logits_of = [&](const data::TrainingBatch& b, int64_t begin) {
+      TaskLogits l;
+      for (const auto& t : tasks)
+        l.tasks.push_back(t), l.logits.push_back((t == "ctr" ? ctr : cvr).narrow(0, begin, b.size()));
+      return l;
+    };
+    const auto whole = objective(logits_of(batch, 0), batch);
+    const int64_t shares = 3;  // 4, 4 and 3 rows; the second share has no click
+    const auto denominators = distributed::share_denominators(batch, shares);
+    double mean = 0;
+    std::vector<double> term_means(whole.terms.size(), 0.0);
+    for (int64_t r = 0, begin = 0; r < shares; ++r) {
+      const auto share = distributed::share_of(batch, r, shares);
+      const auto loss = objective(logits_of(share, begin), share, denominators);
+      mean += loss.total.item<double>() / shares;
+      for (size_t i = 0; i < loss.terms.size(); ++i) term_means[i] += loss.terms[i].second.item<double>() / shares;
+      begin += share.size();
+    }
+    REQUIRE(mean == Approx(whole.total.item<double>()).epsilon(1e-6));
+    for (size_t i = 0; i < whole.terms.size(); ++i)
+      REQUIRE(term_means[i] == Approx(whole.terms[i].second.item<double>()).epsilon(1e-6));
+  }
+  REQUIRE(distributed::share_of(batch, 1, 3).click.sum().item<float>() == 0.f);
+  REQUIRE_TORCH_ERROR(distributed::share_of(batch, 3, 3), "share_range expects a rank in [0, 3), but got 3");
 }
 
 // Gini is 0 for equal shares and (n-1)/n when one expert takes all; dead and

@@ -171,13 +171,21 @@ class BatchLoader {
   std::exception_ptr failure_;
 };
 
-/// Calls `fn` on consecutive batches of `dataset` in row order, the last one
-/// possibly short; for evaluation passes.
-inline void for_each_batch(const Dataset& dataset, int64_t batch_size,
+/// Calls `fn` on consecutive batches of rows [begin, end) of `dataset` in
+/// row order, the last one possibly short; for evaluation passes.
+inline void for_each_batch(const Dataset& dataset, int64_t begin, int64_t end, int64_t batch_size,
                            const std::function<void(const TrainingBatch&, int64_t first_row)>& fn) {
   TORCH_CHECK(batch_size > 0, "for_each_batch expects batch_size > 0, but got ", batch_size);
-  for (int64_t first = 0; first < dataset.num_rows(); first += batch_size)
-    fn(dataset.slice(first, std::min(first + batch_size, dataset.num_rows())), first);
+  TORCH_CHECK(0 <= begin && begin <= end && end <= dataset.num_rows(), "for_each_batch expects rows within [0, ",
+              dataset.num_rows(), "), but got [", begin, ", ", end, ")");
+  for (int64_t first = begin; first < end; first += batch_size)
+    fn(dataset.slice(first, std::min(first + batch_size, end)), first);
+}
+
+/// Every row of `dataset`, in batches of `batch_size`.
+inline void for_each_batch(const Dataset& dataset, int64_t batch_size,
+                           const std::function<void(const TrainingBatch&, int64_t first_row)>& fn) {
+  for_each_batch(dataset, 0, dataset.num_rows(), batch_size, fn);
 }
 
 }  // namespace mtl::data

@@ -20,6 +20,9 @@ struct Environment {
   int64_t local_rank = 0;
   std::string master_addr = "127.0.0.1";
   uint16_t master_port = 29500;
+  /// The launcher already serves the store at MASTER_ADDR:MASTER_PORT
+  /// (torchrun sets TORCHELASTIC_USE_AGENT_STORE=True): every rank joins it as a client.
+  bool launcher_serves_store = false;
 
   bool is_leader() const noexcept { return rank == 0; }
 
@@ -44,6 +47,8 @@ struct Environment {
                 "the environment sets WORLD_SIZE but not MASTER_ADDR: the group's store address is needed");
     e.master_addr = addr;
     e.master_port = static_cast<uint16_t>(integer(lookup, "MASTER_PORT", 1, 65535));
+    const char* agent_store = lookup("TORCHELASTIC_USE_AGENT_STORE");
+    e.launcher_serves_store = agent_store != nullptr && std::string(agent_store) == "True";
     return e;
   }
 

@@ -10,12 +10,14 @@
 
 #include <mtl/distributed/environment.hpp>
 
+#include <torch/types.h>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 
 #include <chrono>
 #include <exception>
 #include <string>
+#include <vector>
 
 namespace mtl::distributed {
 
@@ -40,6 +42,15 @@ struct Group {
                   " s): ", e.what());
     }
   }
+
+  /// Every rank's `mine` (of one shape on every rank), in rank order.
+  std::vector<torch::Tensor> all_gather(const torch::Tensor& mine, const std::string& operation) const {
+    std::vector<std::vector<torch::Tensor>> gathered(1);
+    for (int64_t r = 0; r < size(); ++r) gathered[0].push_back(torch::empty_like(mine));
+    std::vector<torch::Tensor> input{mine};
+    wait(process_group->allgather(gathered, input), operation);
+    return gathered[0];
+  }
 };
 
 /// Joins the group `environment` describes: every rank must call it with the
@@ -51,7 +62,7 @@ inline Group join_group(const Environment& environment, std::chrono::millisecond
   try {
     c10d::TCPStoreOptions store_options;
     store_options.port = environment.master_port;
-    store_options.isServer = environment.is_leader();
+    store_options.isServer = environment.is_leader() && !environment.launcher_serves_store;
     store_options.numWorkers = static_cast<size_t>(environment.world_size);
     store_options.waitWorkers = false;
     store_options.timeout = timeout;

@@ -101,14 +101,11 @@ inline void check_replicas_equal(torch::nn::Module& module, const Group& group, 
     sums.push_back(values.sum().item<double>());
     sums.push_back(values.square().sum().item<double>());
   }
-  auto mine = torch::tensor(sums, torch::kDouble);
-  std::vector<std::vector<torch::Tensor>> gathered(1);
-  for (int64_t r = 0; r < group.size(); ++r) gathered[0].push_back(torch::empty_like(mine));
-  std::vector<torch::Tensor> input{mine};
-  group.wait(group.process_group->allgather(gathered, input), "gathering the replicas' checksums");
-  const double* leader = gathered[0][0].data_ptr<double>();
+  const auto mine = torch::tensor(sums, torch::kDouble);
+  const auto gathered = group.all_gather(mine, "gathering the replicas' checksums");
+  const double* leader = gathered[0].data_ptr<double>();
   for (int64_t r = 1; r < group.size(); ++r) {
-    const double* other = gathered[0][static_cast<size_t>(r)].data_ptr<double>();
+    const double* other = gathered[static_cast<size_t>(r)].data_ptr<double>();
     for (int64_t i = 0; i < mine.numel(); ++i) {
       const double a = leader[i], b = other[i];
       TORCH_CHECK(std::fabs(a - b) <= tolerance * std::max(std::fabs(a), std::fabs(b)), "rank ", group.rank(),

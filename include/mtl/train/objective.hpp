@@ -54,8 +54,50 @@ class Objective {
   bool has_cvr() const noexcept { return has_cvr_; }
   bool uses_esmm() const noexcept { return options_.use_esmm(); }
 
+  /// What the terms' sums are divided by. Zero: the batch's own count (rows,
+  /// or clicked rows, at least 1). A rank of a data-parallel group passes its
+  /// share of the global batch's counts (distributed/batch_share.hpp), so that
+  /// the ranks' averaged gradients are the global batch's gradient.
+  struct Denominators {
+    double rows = 0;
+    double clicked_rows = 0;
+  };
+
   /// The loss of one batch, computed in fp32 whatever precision the logits came in.
   LossTerms operator()(const TaskLogits& logits, const data::TrainingBatch& batch) const {
+    return unscaled(logits, batch);
+  }
+
+  /// The loss of one batch with each term's sum divided by `denominators`
+  /// instead of the batch's own counts.
+  LossTerms operator()(const TaskLogits& logits, const data::TrainingBatch& batch,
+                       const Denominators& denominators) const {
+    auto out = unscaled(logits, batch);
+    const double own_rows = static_cast<double>(batch.size());
+    const double own_clicked = std::max(1.0, batch.click.to(torch::kDouble).sum().item<double>());
+    const double per_row = denominators.rows > 0 ? own_rows / denominators.rows : 1.0;
+    const double per_clicked = denominators.clicked_rows > 0 ? own_clicked / denominators.clicked_rows : 1.0;
+    // The clicked-row CVR terms divide by clicked rows; the others (and E1's all_rows CVR term) by rows.
+    const auto factor = [&](const std::string& name) {
+      const bool clicked = name == "cvr_aux" ||
+                           (name == "cvr" && (!has_ctr_ || options_.cvr_denominator() == CvrDenominator::clicked_rows));
+      return clicked ? per_clicked : per_row;
+    };
+    if (options_.use_esmm()) {  // total = weighted ctr and ctcvr terms + lambda * cvr_aux
+      const double lambda = options_.esmm_version() == ESMMVersion::v2 ? options_.lambda_cvr_aux() : 0.0;
+      const auto aux = out.terms.size() > 2 ? out.terms[2].second : torch::zeros({}, out.total.options());
+      out.total = per_row * (out.total - lambda * aux) + per_clicked * lambda * aux;
+    }
+    for (auto& [name, term] : out.terms) term = factor(name) * term;
+    if (!options_.use_esmm()) {
+      out.total = out.terms.front().second;
+      for (size_t i = 1; i < out.terms.size(); ++i) out.total = out.total + out.terms[i].second;
+    }
+    return out;
+  }
+
+ private:
+  LossTerms unscaled(const TaskLogits& logits, const data::TrainingBatch& batch) const {
     LossTerms out;
     const auto ctr = has_ctr_ ? logits.at("ctr").to(torch::kFloat) : torch::Tensor();
     const auto cvr = has_cvr_ ? logits.at("cvr").to(torch::kFloat) : torch::Tensor();
@@ -79,7 +121,6 @@ class Objective {
     return out;
   }
 
- private:
   ObjectiveOptions options_;
   mutable ESMMLoss esmm_;  // stateless; forward is not const
   bool has_ctr_ = false, has_cvr_ = false;

@@ -4,12 +4,15 @@
 // optimizer, schedule, RNG, data position) from which a resumed run continues
 // exactly; writes train.log, metrics.jsonl, eval.json (test split, best
 // checkpoint), test_predictions.pt and expert_health_diag.jsonl. A non-finite
-// loss stops the run naming the step and the term.
+// loss stops the run naming the step and the term. With `replicas`, each rank
+// trains on its share of every global batch and evaluates its share of the
+// rows; the leader alone writes files.
 #pragma once
 
 #include <mtl/data/batch_loader.hpp>
 #include <mtl/data/dataset.hpp>
 #include <mtl/detail/crash_points.hpp>
+#include <mtl/distributed/batch_share.hpp>
 #include <mtl/metrics/multitask_metrics.hpp>
 #include <mtl/model.hpp>
 #include <mtl/optim/dual_optimizer.hpp>
@@ -18,6 +21,7 @@
 #include <mtl/train/expert_health.hpp>
 #include <mtl/train/heap_retention.hpp>
 #include <mtl/train/objective.hpp>
+#include <mtl/train/replicas.hpp>
 
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Parallel.h>
@@ -32,6 +36,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <sstream>
 #include <string>
@@ -70,6 +75,11 @@ struct TrainerOptions {
   /// Keep freed memory in the process (`retain_freed_memory`, process-wide):
   /// saves the kernel re-zeroing pages every step.
   TORCH_ARG(bool, retain_freed_memory) = true;
+  /// The ranks of a data-parallel run (null: this process alone). Every rank
+  /// draws the same global batches of `batch_size` rows and trains on its
+  /// share; every rank must be able to read the output folder, which only
+  /// the leader writes.
+  TORCH_ARG(std::shared_ptr<Replicas>, replicas) = nullptr;
 };
 
 struct TrainResult {
@@ -122,8 +132,7 @@ class Trainer {
   std::string path(const std::string& name) const { return (std::filesystem::path(dir()) / name).string(); }
 
   TrainResult run() {
-    create_output_dir(dir());
-    remove_stale_temporaries(dir());
+    if (leader()) create_output_dir(dir()), remove_stale_temporaries(dir());
     if (options_.retain_freed_memory()) retain_freed_memory();
     at::set_num_threads(options_.threads() > 0 ? options_.threads()
                                                : static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
@@ -135,13 +144,16 @@ class Trainer {
                                          .prefetch(options_.prefetch())
                                          .device(options_.device()));
     TrainResult result;
-    if (options_.resume() &&
-        (std::filesystem::exists(path("ckpt_last.pt")) || std::filesystem::exists(path("ckpt_prev.pt")))) {
+    if (resuming()) {
       restore(optimizer, loader, result);
+      if (replicas()) replicas()->check_equal(*model_);
     } else {
       torch::manual_seed(options_.seed());
-      atomic_write(path("metrics.jsonl"), std::string());
-      atomic_write(path("expert_health_diag.jsonl"), std::string());
+      if (replicas()) replicas()->broadcast_parameters(*model_);
+      if (leader()) {
+        atomic_write(path("metrics.jsonl"), std::string());
+        atomic_write(path("expert_health_diag.jsonl"), std::string());
+      }
       log(fmt::format("training {} steps, batch {}, on {}{}; {} train / {} valid rows", options_.max_train_steps(),
                       options_.batch_size(), options_.device().str(), options_.amp() ? " with bf16 autocast" : "",
                       train_.num_rows(), valid_.num_rows()));
@@ -168,15 +180,22 @@ class Trainer {
       LossTerms loss;
       {
         AutocastGuard autocast(options_.device(), options_.amp());
-        loss = objective_(model_->forward(batch.features), batch);
+        if (replicas()) {
+          const auto share = distributed::share_of(batch, replicas()->rank(), replicas()->world_size());
+          loss = objective_(model_->forward(share.features), share,
+                            distributed::share_denominators(batch, replicas()->world_size()));
+        } else {
+          loss = objective_(model_->forward(batch.features), batch);
+        }
       }
-      window_loss += loss.total.detach().to(torch::kDouble);
+      const auto reported = replicas() ? averaged_over_ranks(loss) : loss;
+      window_loss += reported.total.detach().to(torch::kDouble);
       ++window_steps, ++steps_this_run;
       const bool log_now = step % options_.log_every() == 0;
       if (check_every_step || log_now) {
         if (!std::isfinite(scalar(window_loss))) {
           std::string terms;
-          for (const auto& [name, t] : loss.terms) {
+          for (const auto& [name, t] : reported.terms) {
             const double value = scalar(t);  // a NaN's sign bit depends on the arithmetic: show it as "nan"
             terms += std::isnan(value) ? fmt::format(" {}=nan", name) : fmt::format(" {}={}", name, value);
           }
@@ -192,6 +211,7 @@ class Trainer {
       }
       optimizer.zero_grad();
       loss.total.backward();
+      if (replicas()) replicas()->average_gradients(*model_);
       optimizer.step();
 
       if (log_now) {
@@ -204,8 +224,8 @@ class Trainer {
                               {"lr_dense", optimizer.dense_lr()},
                               {"lr_sparse", optimizer.sparse_lr()},
                               {"samples_per_s", window_steps * options_.batch_size() / std::max(seconds, 1e-9)}};
-        for (const auto& [name, t] : loss.terms) record["loss_" + name] = scalar(t);
-        append_line(path("metrics.jsonl"), record.dump());
+        for (const auto& [name, t] : reported.terms) record["loss_" + name] = scalar(t);
+        if (leader()) append_line(path("metrics.jsonl"), record.dump());
         progress(step, json_number(record["samples_per_s"]), mean_loss,
                  std::chrono::duration<double>(now - start).count(), step - first_step);
         window_loss.zero_(), window_steps = 0, window_start = now, window_first = step + 1;
@@ -213,10 +233,10 @@ class Trainer {
       if (step % options_.eval_every() == 0 || step == options_.max_train_steps()) {
         validate(step, result);
         mtl::detail::crash_point("after_validation");
-        save_last(optimizer, loader, result);
+        if (leader()) save_last(optimizer, loader, result);
       }
     }
-    if (!options_.quiet() && isatty(STDOUT_FILENO)) std::printf("\n");
+    if (!quiet() && isatty(STDOUT_FILENO)) std::printf("\n");
     finish(result);
     result.steps = optimizer.step_count();
     return result;
@@ -232,19 +252,31 @@ class Trainer {
     record_expert_outputs(health != nullptr);
     metrics::PredictionColumns columns;
     double loss_sum = 0;
-    data::for_each_batch(dataset, options_.eval_batch_size(), [&](const data::TrainingBatch& cpu_batch, int64_t) {
-      auto batch = cpu_batch.to(options_.device());
-      TaskLogits logits;
-      LossTerms loss;
-      logits = model_->forward(batch.features);  // no autocast: fp32
-      loss = objective_(logits, batch);
-      loss_sum += scalar(loss.total) * static_cast<double>(batch.size());
-      if (objective_.has_ctr()) append(columns.p_ctr, torch::sigmoid(logits.at("ctr").to(torch::kFloat)));
-      if (objective_.has_cvr()) append(columns.p_cvr, torch::sigmoid(logits.at("cvr").to(torch::kFloat)));
-      if (health) add_gates(*health);
-    });
+    const auto [begin, end] = replicas() ? share_range(dataset.num_rows(), replicas()->rank(), replicas()->world_size())
+                                         : std::pair<int64_t, int64_t>{0, dataset.num_rows()};
+    data::for_each_batch(dataset, begin, end, options_.eval_batch_size(),
+                         [&](const data::TrainingBatch& cpu_batch, int64_t) {
+                           auto batch = cpu_batch.to(options_.device());
+                           TaskLogits logits;
+                           LossTerms loss;
+                           logits = model_->forward(batch.features);  // no autocast: fp32
+                           loss = objective_(logits, batch);
+                           loss_sum += scalar(loss.total) * static_cast<double>(batch.size());
+                           if (objective_.has_ctr())
+                             append(columns.p_ctr, torch::sigmoid(logits.at("ctr").to(torch::kFloat)));
+                           if (objective_.has_cvr())
+                             append(columns.p_cvr, torch::sigmoid(logits.at("cvr").to(torch::kFloat)));
+                           if (health) add_gates(*health);
+                         });
     record_expert_outputs(false);
     model_->train();
+    if (replicas()) {  // every rank gets every rank's predictions, and so the same metrics
+      if (objective_.has_ctr()) columns.p_ctr = replicas()->gather(columns.p_ctr);
+      if (objective_.has_cvr()) columns.p_cvr = replicas()->gather(columns.p_cvr);
+      auto total = torch::tensor({loss_sum}, torch::kDouble);
+      replicas()->sum(total);
+      loss_sum = scalar(total);
+    }
     columns.click = dataset.click;
     columns.conversion = dataset.conversion;
     if (!dataset.truth.empty()) {
@@ -265,6 +297,9 @@ class Trainer {
 
   Model& model() { return model_; }
 
+  /// Whether this process writes the output folder: the only process, or the leader of the ranks.
+  bool leader() const { return !replicas() || replicas()->leader(); }
+
   /// The model's trainable values: embedding rows and dense weights alike.
   int64_t parameter_count() const {
     int64_t count = 0;
@@ -273,6 +308,35 @@ class Trainer {
   }
 
  private:
+  Replicas* replicas() const { return options_.replicas().get(); }
+  bool quiet() const { return options_.quiet() || !leader(); }
+
+  /// Whether the run continues from a checkpoint: the leader's answer, which
+  /// every rank follows (a rank that cannot read the checkpoint then fails).
+  bool resuming() {
+    bool found = options_.resume() &&
+                 (std::filesystem::exists(path("ckpt_last.pt")) || std::filesystem::exists(path("ckpt_prev.pt")));
+    if (!replicas()) return found;
+    auto flag = torch::tensor({leader() && found ? 1.0 : 0.0}, torch::kDouble);
+    replicas()->sum(flag);
+    return scalar(flag) > 0;
+  }
+
+  /// The loss terms' means over the ranks (each rank's terms are of its share
+  /// of the global batch, scaled so that their mean is the global batch's).
+  LossTerms averaged_over_ranks(const LossTerms& loss) const {
+    std::vector<torch::Tensor> values{loss.total.detach()};
+    for (const auto& term : loss.terms) values.push_back(term.second.detach());
+    auto stacked = torch::stack(values).to(torch::kCPU, torch::kDouble);
+    replicas()->sum(stacked);
+    stacked.div_(static_cast<double>(replicas()->world_size()));
+    LossTerms out;
+    out.total = stacked[0];
+    for (size_t i = 0; i < loss.terms.size(); ++i)
+      out.terms.emplace_back(loss.terms[i].first, stacked[static_cast<int64_t>(i) + 1]);
+    return out;
+  }
+
   static void append(std::vector<float>& out, const torch::Tensor& t) {
     auto c = t.detach().cpu().contiguous();
     out.insert(out.end(), c.data_ptr<float>(), c.data_ptr<float>() + c.numel());
@@ -307,10 +371,12 @@ class Trainer {
     nlohmann::json record = metrics_json(m);
     record["step"] = step;
     record["split"] = "valid";
-    append_line(path("metrics.jsonl"), record.dump());
-    for (auto r : health.records(step)) {
-      r["split"] = "valid";
-      append_line(path("expert_health_diag.jsonl"), r.dump());
+    if (leader()) {
+      append_line(path("metrics.jsonl"), record.dump());
+      for (auto r : health.records(step)) {
+        r["split"] = "valid";
+        append_line(path("expert_health_diag.jsonl"), r.dump());
+      }
     }
     auto it = m.find(options_.primary_key());
     TORCH_CHECK(it != m.end(), "the primary key '", options_.primary_key(),
@@ -320,10 +386,11 @@ class Trainer {
       if (v.defined()) line += fmt::format(" {}={:.5f}", k, v.value);
     if (it->second.defined() && (result.best_step < 0 || it->second.value > result.best_metric)) {
       result.best_step = step, result.best_metric = it->second.value, result.best_valid = m;
-      save_tensor_dict(path("ckpt_best.pt"), module_state(*model_));
+      if (leader()) save_tensor_dict(path("ckpt_best.pt"), module_state(*model_));
       line += fmt::format("  (best {} so far: saved ckpt_best.pt)", options_.primary_key());
     }
     log(line);
+    if (replicas()) replicas()->check_equal(*model_);
   }
 
   void save_last(const optim::DualSparseDenseOptimizer& optimizer, const data::BatchLoader& loader,
@@ -364,7 +431,8 @@ class Trainer {
     // Records written after the checkpoint belong to steps that will run again.
     const int64_t step = integer(state.at("step"));
     log(fmt::format("resumed from {} at step {}", source, step));
-    for (const char* name : {"metrics.jsonl", "expert_health_diag.jsonl"}) truncate_after(path(name), step);
+    if (leader())
+      for (const char* name : {"metrics.jsonl", "expert_health_diag.jsonl"}) truncate_after(path(name), step);
     if (result.best_step >= 0) {
       std::ifstream in(path("metrics.jsonl"));
       std::string line;
@@ -392,17 +460,19 @@ class Trainer {
   }
 
   void finish(TrainResult& result) {
+    if (replicas()) replicas()->barrier();  // the leader has written ckpt_best.pt
     if (result.best_step >= 0) {
       load_module_state(*model_, load_tensor_dict(path("ckpt_best.pt")), "", path("ckpt_best.pt"));
     } else {
       log(fmt::format("no validation gave a defined {}; ckpt_best.pt holds the last model", options_.primary_key()));
-      save_tensor_dict(path("ckpt_best.pt"), module_state(*model_));
+      if (leader()) save_tensor_dict(path("ckpt_best.pt"), module_state(*model_));
     }
     result.finished = true;
     if (!test_) return;
     auto health = make_health();
     metrics::PredictionColumns predictions;
     result.test = evaluate(*test_, &health, &predictions);
+    if (!leader()) return;
     nlohmann::json eval = metrics_json(result.test);
     eval["split"] = "test";
     eval["rows"] = test_->num_rows();
@@ -429,8 +499,9 @@ class Trainer {
   }
 
   void log(const std::string& line) {
+    if (!leader()) return;
     append_line(path("train.log"), line);
-    if (!options_.quiet()) {
+    if (!quiet()) {
       if (isatty(STDOUT_FILENO)) std::printf("\r\033[K");
       std::printf("%s\n", line.c_str());
       std::fflush(stdout);
@@ -439,7 +510,7 @@ class Trainer {
 
   /// A progress bar on a terminal, a plain line otherwise.
   void progress(int64_t step, double samples_per_s, double loss, double elapsed, int64_t steps_done) {
-    if (options_.quiet()) return;
+    if (quiet()) return;
     const double eta = steps_done > 0 ? elapsed / steps_done * (options_.max_train_steps() - step) : 0.0;
     const auto text =
         fmt::format("step {}/{} | {:.0f} samples/s | ETA {}m{:02d}s | loss {:.5f}", step, options_.max_train_steps(),
