@@ -91,6 +91,94 @@ PY
   python3 -c 'import json, sys; d = json.load(open(sys.argv[1])); assert d["scenario"] == "null" and {c["designed"] for c in d["comparisons"] if c["primary"]} == {"none"}, d' chain/delta_analysis.json || fail "the null scenario's designed answers are not all none"
   ;;
 
+distributed)
+  # train --nproc 2 over loopback against one process, E2 and E5: the best
+  # checkpoints equal within 1e-4 relative and the test AUCs within 1e-4. Both
+  # ranks killed after a validation and resumed: the same model again. A rank
+  # killed mid-run ends the run within the timeout, naming the rank; a rank
+  # started with other settings, or a WORLD_SIZE that --nproc contradicts, is refused.
+  : "${MTL_TORCH_PYTHON:?this test needs a python3 with PyTorch (python3-torch)}"
+  same_models() {
+    "$MTL_TORCH_PYTHON" - "$1" "$2" <<'PY' || fail "the runs in $1 and $2 differ"
+import json, sys, torch
+a, b = sys.argv[1:3]
+ca, cb = torch.load(f"{a}/ckpt_best.pt"), torch.load(f"{b}/ckpt_best.pt")
+assert ca.keys() == cb.keys(), (sorted(ca.keys()), sorted(cb.keys()))
+for k in ca:
+    if k == "__checksum__":
+        continue
+    x, y = ca[k].double(), cb[k].double()
+    scale = max(x.abs().max().item(), 1e-12)
+    assert (x - y).abs().max().item() <= 1e-4 * scale, (k, (x - y).abs().max().item(), scale)
+ea, eb = json.load(open(f"{a}/eval.json")), json.load(open(f"{b}/eval.json"))
+assert ea["best_step"] == eb["best_step"], (ea["best_step"], eb["best_step"])
+aucs = [k for k in ea["values"] if k.startswith("auc")]
+assert aucs, ea
+for k in aucs:
+    assert abs(ea["values"][k] - eb["values"][k]) <= 1e-4, (k, ea["values"][k], eb["values"][k])
+print(f"{a} = {b}: {len(ca) - 1} tensors, " + ", ".join(f"{k} {ea['values'][k]:.5f}" for k in aucs))
+PY
+  }
+  for e in E2 E5; do
+    config=$(ls "$configs"/${e}_*.yaml)
+    "$bin" train --config "$config" --preset tiny --max-steps 24 --run-dir one_$e --quiet > one_$e.txt
+    "$bin" train --config "$config" --preset tiny --max-steps 24 --run-dir two_$e --nproc 2 --quiet > two_$e.txt
+    expect_in "(2 processes)" two_$e.txt
+    same_models one_$e two_$e
+  done
+  [ "$(cat two_E2/config.yaml)" = "$(cat one_E2/config.yaml)" ] || fail "the ranks' run wrote another config.yaml"
+  e2=$(ls "$configs"/E2_*.yaml)
+  status=0
+  MTL_CRASH_AT=after_validation:3 "$bin" train --config "$e2" --preset tiny --max-steps 24 --run-dir resumed \
+    --nproc 2 --quiet > crashed.txt 2>&1 || status=$?
+  [ "$status" != 0 ] || fail "the ranks did not stop at MTL_CRASH_AT"
+  expect_in "killed by signal 9" crashed.txt
+  [ -e resumed/ckpt_last.pt ] && [ ! -e resumed/eval.json ] || fail "no unfinished run to resume"
+  "$bin" train --config "$e2" --preset tiny --max-steps 24 --run-dir resumed --nproc 2 --quiet > resumed.txt
+  expect_in "resumed from" resumed/train.log
+  same_models two_E2 resumed
+
+  "$bin" train --config "$e2" --preset tiny --max-steps 100000 --run-dir killed --nproc 2 --timeout 5 \
+    > killed.txt 2>&1 &
+  launcher=$!
+  for _ in $(seq 1 600); do  # until rank 0 has started training
+    [ -s killed/train.log ] && break
+    sleep 0.1
+  done
+  sleep 2
+  for child in /proc/[0-9]*; do  # the launcher's child with RANK=1
+    [ "$(awk '{print $4}' "$child/stat" 2> /dev/null)" = "$launcher" ] || continue
+    if tr '\0' '\n' < "$child/environ" 2> /dev/null | grep -qx RANK=1; then kill -9 "${child#/proc/}"; fi
+  done
+  started=$SECONDS
+  status=0
+  wait "$launcher" || status=$?
+  [ "$status" != 0 ] || fail "the run ended well after one of its ranks was killed"
+  [ $((SECONDS - started)) -lt 60 ] || fail "the other rank took $((SECONDS - started)) s to stop"
+  expect_in "rank 1 of 2 was killed by signal 9" killed.txt
+  expect_in "rank 0 of 2: " killed.txt
+  expect_in "another rank has exited or stopped answering" killed.txt
+  expect_in "rank 0 of 2 exited with status" killed.txt
+
+  port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  rank() {  # rank, max steps
+    RANK=$1 WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=$port "$bin" train --config "$e2" --preset tiny \
+      --max-steps "$2" --run-dir other --timeout 20 --quiet > "rank$1.txt" 2>&1
+  }
+  rank 0 24 &
+  first=$!
+  ! rank 1 30 || fail "a rank with other settings was accepted"
+  ! wait "$first" || fail "rank 0 accepted a rank with other settings"
+  expect_in "rank 1 was started with other settings (config, overrides and --run-dir) than rank 0" rank0.txt
+  ! RANK=0 WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=$port "$bin" train --config "$e2" --preset tiny --run-dir x \
+    --nproc 3 > mismatch.txt 2>&1 ||
+    fail "--nproc 3 with WORLD_SIZE=2 was accepted"
+  expect_in "--nproc is 3 but WORLD_SIZE is 2" mismatch.txt
+  ! RANK=2 WORLD_SIZE=2 "$bin" train --config "$e2" --preset tiny --run-dir x > rank_range.txt 2>&1 ||
+    fail "RANK=2 of WORLD_SIZE=2 was accepted"
+  expect_in "the environment's RANK is '2': expected an integer in [0, 1]" rank_range.txt
+  ;;
+
 kill_and_resume)
   # An uninterrupted reference; then one chain killed (SIGKILL) again and
   # again - at a moment chosen from outside, halfway through a checkpoint

@@ -14,6 +14,7 @@
 
 #include <torch/cuda.h>
 
+#include <memory>
 #include <string>
 
 namespace chain {
@@ -118,7 +119,8 @@ void with_model(const ExperimentConfig& c, const mtl::FeatureSchema& schema, Fn&
   mtl::with_model(model_spec(c), schema, std::forward<Fn>(fn));
 }
 
-inline mtl::train::TrainerOptions trainer_options(const ExperimentConfig& c, const std::string& run_dir, bool quiet) {
+inline mtl::train::TrainerOptions trainer_options(const ExperimentConfig& c, const std::string& run_dir, bool quiet,
+                                                  std::shared_ptr<mtl::train::Replicas> replicas = nullptr) {
   return mtl::train::TrainerOptions(run_dir)
       .max_train_steps(c.max_train_steps)
       .eval_every(c.eval_every)
@@ -130,14 +132,19 @@ inline mtl::train::TrainerOptions trainer_options(const ExperimentConfig& c, con
       .amp(c.amp_effective())
       .threads(c.threads)
       .primary_key(c.primary_key)
-      .quiet(quiet);
+      .quiet(quiet)
+      .replicas(std::move(replicas));
 }
 
-/// Trains one experiment into `run_dir` (continuing from its last checkpoint if there is one).
+/// Trains one experiment into `run_dir` (continuing from its last checkpoint
+/// if there is one); with `replicas`, as one rank of a data-parallel group.
 inline mtl::train::TrainResult run_experiment(const ExperimentConfig& c, const DataBundle& data,
-                                              const std::string& run_dir, bool quiet) {
-  mtl::train::create_output_dir(run_dir);
-  mtl::train::atomic_write((std::filesystem::path(run_dir) / "config.yaml").string(), c.fields.to_yaml());
+                                              const std::string& run_dir, bool quiet,
+                                              std::shared_ptr<mtl::train::Replicas> replicas = nullptr) {
+  if (!replicas || replicas->leader()) {
+    mtl::train::create_output_dir(run_dir);
+    mtl::train::atomic_write((std::filesystem::path(run_dir) / "config.yaml").string(), c.fields.to_yaml());
+  }
   TORCH_CHECK(c.device != "cuda" || torch::cuda::is_available(),
               "runtime.device is cuda, but this LibTorch sees no CUDA device");
   mtl::train::TrainResult result;
@@ -156,7 +163,8 @@ inline mtl::train::TrainResult run_experiment(const ExperimentConfig& c, const D
                                                                           .cvr_denominator(c.cvr_denominator)
                                                                           .esmm_version(c.esmm_version)
                                                                           .lambda_cvr_aux(c.lambda_cvr_aux)),
-                                       data.train, data.valid, &data.test, trainer_options(c, run_dir, quiet));
+                                       data.train, data.valid, &data.test,
+                                       trainer_options(c, run_dir, quiet, replicas));
     result = trainer.run();
   });
   return result;

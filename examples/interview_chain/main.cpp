@@ -2,12 +2,16 @@
 // task -> shared bottom -> ESMM -> MMoE -> PLE -> heterogeneous PLE) and says,
 // with numbers and DeLong tests, whether each step helps.
 #include "chain.hpp"
+#include "local_ranks.hpp"
 #include "report.hpp"
 #include "report_html.hpp"
 
 #include <torch/version.h>
 #include <mtl/serving/bundle.hpp>
 #include <mtl/serving/predictor.hpp>
+#ifdef MTL_CHAIN_DISTRIBUTED
+#include <mtl/distributed/group_replicas.hpp>
+#endif
 
 #include <cstdio>
 #include <cstring>
@@ -58,7 +62,13 @@ const char* kRunHelp =
 const char* kTrainHelp =
     "usage: interview_chain train --config FILE [--run-dir DIR] [--preset P] [--device D] [--data SRC] [--max-steps "
     "N]\n"
-    "  trains one experiment; with an existing --run-dir holding ckpt_last.pt it continues from there\n";
+    "                             [--batch-size N] [--nproc N] [--timeout S] [--quiet]\n"
+    "  trains one experiment; with an existing --run-dir holding ckpt_last.pt it continues from there\n"
+    "  --nproc N     train on N processes of this machine (data-parallel over loopback, Gloo): each takes its share\n"
+    "                of every global batch of data.batch_size rows, so the result is one process's up to rounding\n"
+    "  --timeout S   how long a rank waits for the others before it fails, naming itself (default 60)\n"
+    "  Started by an external launcher (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT set), the program joins that\n"
+    "  group instead; every rank then needs the same --run-dir, on storage every rank can read.\n";
 
 const char* kValidateHelp =
     "usage: interview_chain validate [--configs DIR] [--preset P] [--device D] [--data SRC]\n"
@@ -118,6 +128,19 @@ std::vector<std::string> split_list(const std::string& s) {
   return out;
 }
 
+/// A whole number of 1 or more given to `option`.
+int positive_count(const std::string& text, const char* option) {
+  size_t used = 0;
+  int value = 0;
+  try {
+    value = std::stoi(text, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  TORCH_CHECK(used == text.size() && value >= 1, option, " expects a whole number of 1 or more, but got '", text, "'");
+  return value;
+}
+
 chain::Overrides overrides(const Args& a) {
   chain::Overrides o;
   auto value = [&](const char* k, const std::string& d) { return a.values.count(k) ? a.values.at(k) : d; };
@@ -169,16 +192,61 @@ int cmd_run(int argc, char** argv) {
   return unfinished == 0 ? 0 : 1;
 }
 
+/// This process's place in a data-parallel group, when the environment gives
+/// one: the group joined, every rank's config and run folder checked equal.
+std::shared_ptr<mtl::train::Replicas> join_ranks(chain::ExperimentConfig& c, const std::string& dir,
+                                                 const std::optional<int>& nproc, std::chrono::seconds timeout) {
+#ifdef MTL_CHAIN_DISTRIBUTED
+  const auto environment = mtl::distributed::Environment::from_process();
+  if (!environment) return nullptr;
+  TORCH_CHECK(!nproc || *nproc == environment->world_size, "--nproc is ", *nproc, " but WORLD_SIZE is ",
+              environment->world_size, ": give one of them, or the same count to both");
+  TORCH_CHECK(c.device == "cpu", "runtime.device is ", c.device,
+              ": training on several processes runs on the CPU (Gloo); NCCL for CUDA is not supported yet");
+  if (const char* threads = std::getenv("MTL_RANK_THREADS"); threads && c.threads == 0) c.threads = std::atoi(threads);
+  auto group = mtl::distributed::join_group(*environment, timeout);
+  mtl::distributed::expect_same_settings(group, c.fields.to_yaml() + "\nrun directory: " + dir,
+                                         "settings (config, overrides and --run-dir)");
+  return std::make_shared<mtl::distributed::GroupReplicas>(std::move(group));
+#else
+  TORCH_CHECK(!std::getenv("WORLD_SIZE") && nproc.value_or(1) == 1,
+              "this interview_chain was built without distributed support (CMake found no Gloo headers: install "
+              "libgloo-dev and configure again), so it cannot run as one of several processes");
+  (void)c, (void)dir, (void)timeout;
+  return nullptr;
+#endif
+}
+
 int cmd_train(int argc, char** argv) {
-  auto a = parse(argc, argv, 2, with(kOverrideOptions, {"--config", "--run-dir"}), {"--quiet"}, kTrainHelp);
+  auto a = parse(argc, argv, 2, with(kOverrideOptions, {"--config", "--run-dir", "--nproc", "--timeout"}), {"--quiet"},
+                 kTrainHelp);
   TORCH_CHECK(a.values.count("--config"), "train expects --config FILE\n", kTrainHelp);
   auto c = chain::load_experiment(a.values["--config"], overrides(a));
+  const std::optional<int> nproc =
+      a.values.count("--nproc") ? std::optional<int>(positive_count(a.values["--nproc"], "--nproc")) : std::nullopt;
+  const std::chrono::seconds timeout(a.values.count("--timeout") ? positive_count(a.values["--timeout"], "--timeout")
+                                                                 : 60);
+  const bool in_group = std::getenv("WORLD_SIZE") != nullptr;
+  TORCH_CHECK(!in_group || a.values.count("--run-dir"),
+              "a rank of a process group needs --run-dir: every rank must name the same folder");
   const auto dir =
       a.values.count("--run-dir") ? a.values["--run-dir"] : "runs/interview_" + c.id + "_" + chain::timestamp();
+  if (!in_group && nproc.value_or(1) > 1) {
+    // Every rank is given this run folder; the launcher waits a rank's timeout past a failure, and a little more.
+    std::vector<char*> args(argv, argv + argc);
+    std::string run_dir_option = "--run-dir", run_dir = dir;
+    if (!a.values.count("--run-dir")) args.push_back(run_dir_option.data()), args.push_back(run_dir.data());
+    args.push_back(nullptr);
+    return chain::run_local_ranks(args.data(), *nproc, timeout + std::chrono::seconds(30));
+  }
+  const auto replicas = join_ranks(c, dir, nproc, timeout);
+  const bool leader = !replicas || replicas->leader();
   const auto data = chain::load_data(c, (fs::path(dir) / "data_cache").string());
-  std::printf("data: %s\n=== %s: %s -> %s\n", data.description.c_str(), c.id.c_str(), c.description.c_str(),
-              dir.c_str());
-  auto result = chain::run_experiment(c, data, dir, a.flags.count("--quiet") > 0);
+  if (leader)
+    std::printf("data: %s\n=== %s: %s -> %s%s\n", data.description.c_str(), c.id.c_str(), c.description.c_str(),
+                dir.c_str(), replicas ? fmt::format(" ({} processes)", replicas->world_size()).c_str() : "");
+  auto result = chain::run_experiment(c, data, dir, a.flags.count("--quiet") > 0, replicas);
+  if (!leader) return result.finished ? 0 : 1;
   if (!result.finished) {
     std::printf("failed: %s\n", result.stopped_because.c_str());
     return 1;

@@ -1,0 +1,106 @@
+// `--nproc N`: starts N copies of this program on this machine as the ranks
+// of one process group (torchrun's environment over loopback) and waits for
+// them. When a rank fails, the others fail too once their next collective
+// times out; a rank still running well past that is stopped, so nothing
+// waits forever.
+#pragma once
+
+#include <c10/util/Exception.h>
+#include <fmt/core.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace chain {
+
+/// A TCP port on the loopback address that nothing listens on now.
+inline int free_loopback_port() {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  TORCH_CHECK(fd >= 0, "cannot open a socket to find a free port: ", std::strerror(errno));
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  address.sin_port = 0;
+  socklen_t length = sizeof(address);
+  const bool ok = ::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) == 0 &&
+                  ::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length) == 0;
+  ::close(fd);
+  TORCH_CHECK(ok, "cannot find a free port on 127.0.0.1: ", std::strerror(errno));
+  return ntohs(address.sin_port);
+}
+
+/// How a child process ended, in words.
+inline std::string exit_description(int status) {
+  if (WIFEXITED(status)) return fmt::format("exited with status {}", WEXITSTATUS(status));
+  if (WIFSIGNALED(status))
+    return fmt::format("was killed by signal {} ({})", WTERMSIG(status), strsignal(WTERMSIG(status)));
+  return "ended";
+}
+
+/// Runs `argv` (this program's own arguments) as ranks 0..nproc-1 and
+/// returns 0 when every rank exits 0. A rank that fails is named on stderr;
+/// ranks still running `grace` after the first failure are killed.
+inline int run_local_ranks(char** argv, int nproc, std::chrono::seconds grace) {
+  TORCH_CHECK(nproc >= 1, "--nproc expects a count of 1 or more, but got ", nproc);
+  const int port = free_loopback_port();
+  const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
+  std::vector<pid_t> ranks;
+  for (int rank = 0; rank < nproc; ++rank) {
+    const pid_t pid = ::fork();
+    TORCH_CHECK(pid >= 0, "cannot start rank ", rank, ": ", std::strerror(errno));
+    if (pid == 0) {
+      ::setenv("RANK", std::to_string(rank).c_str(), 1);
+      ::setenv("LOCAL_RANK", std::to_string(rank).c_str(), 1);
+      ::setenv("WORLD_SIZE", std::to_string(nproc).c_str(), 1);
+      ::setenv("LOCAL_WORLD_SIZE", std::to_string(nproc).c_str(), 1);
+      ::setenv("MASTER_ADDR", "127.0.0.1", 1);
+      ::setenv("MASTER_PORT", std::to_string(port).c_str(), 1);
+      // Each rank's intra-op threads: its share of the cores, unless the config sets them.
+      ::setenv("MTL_RANK_THREADS", std::to_string(std::max(1u, cores / static_cast<unsigned>(nproc))).c_str(), 1);
+      ::execv("/proc/self/exe", argv);
+      std::fprintf(stderr, "error: rank %d could not start: %s\n", rank, std::strerror(errno));
+      std::_Exit(127);
+    }
+    ranks.push_back(pid);
+  }
+  int running = nproc, failures = 0;
+  std::chrono::steady_clock::time_point deadline = std::chrono::steady_clock::time_point::max();
+  while (running > 0) {
+    int status = 0;
+    const pid_t pid = ::waitpid(-1, &status, WNOHANG);
+    if (pid > 0) {
+      --running;
+      const auto rank = std::find(ranks.begin(), ranks.end(), pid) - ranks.begin();
+      ranks[static_cast<size_t>(rank)] = 0;
+      if (WIFEXITED(status) && WEXITSTATUS(status) == 0) continue;
+      std::fprintf(stderr, "rank %ld of %d %s\n", static_cast<long>(rank), nproc, exit_description(status).c_str());
+      if (failures++ == 0) deadline = std::chrono::steady_clock::now() + grace;
+      continue;
+    }
+    if (std::chrono::steady_clock::now() > deadline) {
+      for (size_t rank = 0; rank < ranks.size(); ++rank)
+        if (ranks[rank] > 0) {
+          std::fprintf(stderr, "rank %zu of %d still ran %lld s after a rank failed: stopped it\n", rank, nproc,
+                       static_cast<long long>(grace.count()));
+          ::kill(ranks[rank], SIGKILL);
+        }
+      deadline = std::chrono::steady_clock::time_point::max();
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  return failures == 0 ? 0 : 1;
+}
+
+}  // namespace chain
