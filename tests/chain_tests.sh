@@ -126,7 +126,27 @@ PY
     expect_in "(2 processes)" two_$e.txt
     same_models one_$e two_$e
   done
-  [ "$(cat two_E2/config.yaml)" = "$(cat one_E2/config.yaml)" ] || fail "the ranks' run wrote another config.yaml"
+  # The launcher gave each rank its share of the cores as --threads, recorded; the rest is the same config.
+  [ "$(sed -E 's/, threads: [0-9]+}/}/' two_E2/config.yaml)" = "$(cat one_E2/config.yaml)" ] ||
+    fail "the ranks' run wrote another config.yaml than --threads explains"
+  # run --nproc 2: each experiment trained by both ranks, one set of run folders, the same summary.
+  chain_args=(--configs "$configs" --preset tiny --max-steps 20 --only E2,E5 --quiet)
+  "$bin" run "${chain_args[@]}" --output chain_one/chain > run_one.txt
+  "$bin" run "${chain_args[@]}" --output chain_two/chain --nproc 2 > run_two.txt
+  [ "$(ls -d chain_two/interview_E* | wc -l)" = 2 ] || fail "two ranks made other run folders than two"
+  python3 - chain_one/chain/summary.json chain_two/chain/summary.json <<'PY' || fail "run --nproc 2 gave another summary"
+import json, sys
+a, b = (json.load(open(p)) for p in sys.argv[1:3])
+assert [r["exp_id"] for r in a] == [r["exp_id"] for r in b]
+compared = 0
+for x, y in zip(a, b):
+    assert x["status"] == y["status"] and x["best_step"] == y["best_step"], (x, y)
+    for k in x:
+        if k.startswith("auc") and x[k] is not None:
+            assert abs(x[k] - y[k]) <= 1e-4, (x["exp_id"], k, x[k], y[k])
+            compared += 1
+assert compared >= 8, compared
+PY
   e2=$(ls "$configs"/E2_*.yaml)
   status=0
   MTL_CRASH_AT=after_validation:3 "$bin" train --config "$e2" --preset tiny --max-steps 24 --run-dir resumed \
@@ -169,7 +189,7 @@ PY
   first=$!
   ! rank 1 30 || fail "a rank with other settings was accepted"
   ! wait "$first" || fail "rank 0 accepted a rank with other settings"
-  expect_in "rank 1 was started with other settings (config, overrides and --run-dir) than rank 0" rank0.txt
+  expect_in "rank 1 was started with other settings (config, overrides and output folder) than rank 0" rank0.txt
   ! RANK=0 WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=$port "$bin" train --config "$e2" --preset tiny --run-dir x \
     --nproc 3 > mismatch.txt 2>&1 ||
     fail "--nproc 3 with WORLD_SIZE=2 was accepted"

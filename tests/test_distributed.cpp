@@ -255,14 +255,14 @@ TEST_CASE("distributed: a rank that leaves or never comes is an error within the
   close(fd);
 }
 
-// What the Trainer asks of its replicas: predictions of unequal shares
-// gathered in rank order, values summed, and ranks started with other
-// settings refused by name.
-TEST_CASE("distributed: GroupReplicas gathers, sums and compares settings") {
+// What the Trainer and the chain ask of replicas: predictions of unequal
+// shares gathered in rank order, values summed, the leader's text on every
+// rank, and ranks started with other settings refused by name.
+TEST_CASE("distributed: GroupReplicas gathers, sums, shares the leader's text and compares settings") {
   const uint16_t port = free_port();
   std::vector<std::vector<float>> gathered(3);
   std::vector<double> sums(3);
-  std::vector<std::string> refusals(3);
+  std::vector<std::string> refusals(3), texts(3);
   on_every_rank(3, [&](int64_t rank) {
     distributed::GroupReplicas replicas(distributed::join_group(rank_of(rank, 3, port), 20s));
     std::vector<float> mine;
@@ -272,6 +272,7 @@ TEST_CASE("distributed: GroupReplicas gathers, sums and compares settings") {
     replicas.sum(value);
     sums[static_cast<size_t>(rank)] = value.item<double>();
     replicas.barrier();
+    texts[static_cast<size_t>(rank)] = replicas.leaders_text(rank == 0 ? "20261205_150000" : "another");
     distributed::expect_same_settings(replicas.group(), "steps: 20", "settings");
     try {
       distributed::expect_same_settings(replicas.group(), rank == 2 ? "steps: 30" : "steps: 20", "settings");
@@ -282,6 +283,7 @@ TEST_CASE("distributed: GroupReplicas gathers, sums and compares settings") {
   for (int64_t rank = 0; rank < 3; ++rank) {
     CHECK(gathered[static_cast<size_t>(rank)] == std::vector<float>{0, 10, 11, 20, 21, 22});
     CHECK(sums[static_cast<size_t>(rank)] == 4.5);
+    CHECK(texts[static_cast<size_t>(rank)] == "20261205_150000");
     CHECK_THAT(refusals[static_cast<size_t>(rank)],
                Catch::Contains("rank 2 was started with other settings than rank 0"));
   }

@@ -47,6 +47,7 @@ struct Overrides {
   std::string data;             ///< synthetic[:designed|null] | aliccp:DIR | aliexpress:DIR; empty keeps the configs'
   int64_t max_steps = 0;        ///< 0 keeps the preset's
   int64_t batch_size = 0;       ///< 0 keeps the preset's (small real samples need a small batch)
+  int64_t threads = 0;          ///< 0 keeps the configs'
 };
 
 inline void apply(FieldTable& f, const Overrides& o) {
@@ -94,6 +95,7 @@ inline void apply(FieldTable& f, const Overrides& o) {
     if (source != "synthetic") set("data.path", rest, "--data");
   }
   if (o.batch_size > 0) set("data.batch_size", o.batch_size, "--batch-size");
+  if (o.threads > 0) set("runtime.threads", o.threads, "--threads");
 }
 
 /// One experiment's config file, overrides applied, read and checked.
@@ -198,6 +200,8 @@ struct RunOptions {
   bool resume = false, dry_run = false, quiet = false;
   int seeds = 1;
   Overrides overrides;
+  /// The ranks that train each experiment together (null: this process alone).
+  std::shared_ptr<mtl::train::Replicas> replicas;
 };
 
 inline bool selected(const std::string& id, const RunOptions& o) {
@@ -260,6 +264,7 @@ inline int run_chain(const RunOptions& o) {
     std::printf("dry run: %d seed(s) per experiment; results would go to %s\n", o.seeds, o.output.c_str());
     return 0;
   }
+  const bool leader = !o.replicas || o.replicas->leader();
   mtl::train::create_output_dir(o.output);
   auto state = o.resume ? ChainState::load(o.output) : ChainState{};
   const auto runs_root = fs::absolute(o.output).parent_path();
@@ -268,7 +273,7 @@ inline int run_chain(const RunOptions& o) {
   const auto data = load_data(configs.front(), (fs::path(o.output) / "data_cache").string());
   std::printf("data: %s\n", data.description.c_str());
   int unfinished = 0;
-  const auto stamp = timestamp();
+  const auto stamp = o.replicas ? o.replicas->leaders_text(timestamp()) : timestamp();  // the run folders' names
   for (auto& c : configs) {
     if (!selected(c.id, o)) continue;
     auto& dirs = state.runs[c.id];
@@ -280,7 +285,7 @@ inline int run_chain(const RunOptions& o) {
         std::printf("%s%s: finished earlier in %s; skipped\n", c.id.c_str(), seed_tag.c_str(), dirs[k].c_str());
         continue;
       }
-      state.save(o.output);
+      if (leader) state.save(o.output);
       auto seeded = c;
       if (k > 0) {
         seeded.seed = c.seed + static_cast<uint64_t>(k);
@@ -290,7 +295,7 @@ inline int run_chain(const RunOptions& o) {
       std::fflush(stdout);
       const auto started = std::chrono::steady_clock::now();
       try {
-        auto result = run_experiment(seeded, data, dirs[k], o.quiet);
+        auto result = run_experiment(seeded, data, dirs[k], o.quiet, o.replicas);
         if (!result.finished) ++unfinished;
         std::printf("%s%s: %s in %.1f s\n", c.id.c_str(), seed_tag.c_str(),
                     result.finished ? "finished" : ("failed: " + result.stopped_because).c_str(),
@@ -300,6 +305,7 @@ inline int run_chain(const RunOptions& o) {
         std::fflush(stdout);
         throw;
       } catch (const std::exception& e) {
+        if (o.replicas) throw;  // the ranks' collectives are out of step: every rank stops
         ++unfinished;
         std::string what = e.what();
         if (auto* err = dynamic_cast<const c10::Error*>(&e)) what = err->what_without_backtrace();
@@ -311,7 +317,7 @@ inline int run_chain(const RunOptions& o) {
       std::fflush(stdout);
     }
   }
-  state.save(o.output);
+  if (leader) state.save(o.output);
   return unfinished;
 }
 

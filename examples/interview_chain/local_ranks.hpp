@@ -15,6 +15,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -55,7 +56,6 @@ inline std::string exit_description(int status) {
 inline int run_local_ranks(char** argv, int nproc, std::chrono::seconds grace) {
   TORCH_CHECK(nproc >= 1, "--nproc expects a count of 1 or more, but got ", nproc);
   const int port = free_loopback_port();
-  const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
   std::vector<pid_t> ranks;
   for (int rank = 0; rank < nproc; ++rank) {
     const pid_t pid = ::fork();
@@ -67,8 +67,6 @@ inline int run_local_ranks(char** argv, int nproc, std::chrono::seconds grace) {
       ::setenv("LOCAL_WORLD_SIZE", std::to_string(nproc).c_str(), 1);
       ::setenv("MASTER_ADDR", "127.0.0.1", 1);
       ::setenv("MASTER_PORT", std::to_string(port).c_str(), 1);
-      // Each rank's intra-op threads: its share of the cores, unless the config sets them.
-      ::setenv("MTL_RANK_THREADS", std::to_string(std::max(1u, cores / static_cast<unsigned>(nproc))).c_str(), 1);
       ::execv("/proc/self/exe", argv);
       std::fprintf(stderr, "error: rank %d could not start: %s\n", rank, std::strerror(errno));
       std::_Exit(127);

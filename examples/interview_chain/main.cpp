@@ -18,6 +18,7 @@
 #include <iostream>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #ifndef MTL_CHAIN_CONFIG_DIR
@@ -57,15 +58,20 @@ const char* kRunHelp =
     "                    seed, and verdicts need 3 seeds or more\n"
     "  --max-steps N     override the steps of all seven (and the schedule with them)\n"
     "  --batch-size N    override data.batch_size for all seven\n"
+    "  --threads N       override runtime.threads (intra-op threads) for all seven\n"
+    "  --nproc N         train each experiment on N processes of this machine (data-parallel over loopback, Gloo);\n"
+    "                    the same results as one process up to rounding; see train --help\n"
+    "  --timeout S       how long a rank waits for the others before it fails, naming itself (default 60)\n"
     "  --quiet           no per-step progress\n";
 
 const char* kTrainHelp =
     "usage: interview_chain train --config FILE [--run-dir DIR] [--preset P] [--device D] [--data SRC] [--max-steps "
     "N]\n"
-    "                             [--batch-size N] [--nproc N] [--timeout S] [--quiet]\n"
+    "                             [--batch-size N] [--threads N] [--nproc N] [--timeout S] [--quiet]\n"
     "  trains one experiment; with an existing --run-dir holding ckpt_last.pt it continues from there\n"
     "  --nproc N     train on N processes of this machine (data-parallel over loopback, Gloo): each takes its share\n"
-    "                of every global batch of data.batch_size rows, so the result is one process's up to rounding\n"
+    "                of every global batch of data.batch_size rows, so the result is one process's up to rounding;\n"
+    "                each rank gets the cores / N as --threads unless --threads is given\n"
     "  --timeout S   how long a rank waits for the others before it fails, naming itself (default 60)\n"
     "  Started by an external launcher (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT set), the program joins that\n"
     "  group instead; every rank then needs the same --run-dir, on storage every rank can read.\n";
@@ -149,10 +155,12 @@ chain::Overrides overrides(const Args& a) {
   o.data = value("--data", "");
   o.max_steps = std::stoll(value("--max-steps", "0"));
   o.batch_size = std::stoll(value("--batch-size", "0"));
+  if (a.values.count("--threads")) o.threads = positive_count(a.values.at("--threads"), "--threads");
   return o;
 }
 
-const std::set<std::string> kOverrideOptions{"--preset", "--device", "--data", "--max-steps", "--batch-size"};
+const std::set<std::string> kOverrideOptions{"--preset",    "--device",     "--data",
+                                             "--max-steps", "--batch-size", "--threads"};
 
 std::set<std::string> with(std::set<std::string> s, std::initializer_list<std::string> more) {
   s.insert(more);
@@ -168,9 +176,74 @@ void write_reports(const std::string& output) {
               output.c_str());
 }
 
+/// What --nproc and --timeout ask of train and run.
+struct RankOptions {
+  std::optional<int> nproc;
+  std::chrono::seconds timeout{60};
+  bool in_group = false;  ///< started as one rank of a group: WORLD_SIZE is set
+};
+
+RankOptions rank_options(const Args& a) {
+  RankOptions r;
+  if (a.values.count("--nproc")) r.nproc = positive_count(a.values.at("--nproc"), "--nproc");
+  if (a.values.count("--timeout"))
+    r.timeout = std::chrono::seconds(positive_count(a.values.at("--timeout"), "--timeout"));
+  r.in_group = std::getenv("WORLD_SIZE") != nullptr;
+#ifndef MTL_CHAIN_DISTRIBUTED
+  TORCH_CHECK(!r.in_group && r.nproc.value_or(1) == 1,
+              "this interview_chain was built without distributed support (CMake found no Gloo headers: install "
+              "libgloo-dev and configure again), so it cannot run as one of several processes");
+#endif
+  return r;
+}
+
+/// Whether this process should start the ranks itself: --nproc above 1, outside a group.
+bool starts_ranks(const RankOptions& r) { return !r.in_group && r.nproc.value_or(1) > 1; }
+
+/// Starts the ranks on this machine, each with this process's arguments, then
+/// `more`, then its share of the cores as --threads unless that is given;
+/// returns 0 when every rank succeeded. The launcher waits a rank's timeout
+/// past a failure, and a little more, before it stops the ranks left.
+int start_ranks(int argc, char** argv, const Args& a, const RankOptions& r, std::vector<std::string> more) {
+  if (!a.values.count("--threads")) {
+    const unsigned cores = std::max(1u, std::thread::hardware_concurrency());
+    more.push_back("--threads");
+    more.push_back(std::to_string(std::max(1u, cores / static_cast<unsigned>(*r.nproc))));
+  }
+  std::vector<char*> args(argv, argv + argc);
+  for (auto& arg : more) args.push_back(arg.data());
+  args.push_back(nullptr);
+  return chain::run_local_ranks(args.data(), *r.nproc, r.timeout + std::chrono::seconds(30));
+}
+
+/// Joins the group the environment describes, when this process is one of its
+/// ranks: `settings` (the resolved configs and the output folders) must be
+/// the same on every rank. A rank other than the leader prints nothing on
+/// stdout; errors still go to stderr.
+std::shared_ptr<mtl::train::Replicas> join_ranks(const RankOptions& r, const std::string& settings, bool on_cpu) {
+  if (!r.in_group) return nullptr;
+#ifdef MTL_CHAIN_DISTRIBUTED
+  const auto environment = mtl::distributed::Environment::from_process();
+  TORCH_CHECK(!r.nproc || *r.nproc == environment->world_size, "--nproc is ", r.nproc.value_or(0),
+              " but WORLD_SIZE is ", environment->world_size, ": give one of them, or the same count to both");
+  TORCH_CHECK(on_cpu,
+              "runtime.device is cuda: training on several processes runs on the CPU (Gloo); NCCL for CUDA "
+              "is not supported yet");
+  auto group = mtl::distributed::join_group(*environment, r.timeout);
+  mtl::distributed::expect_same_settings(group, settings, "settings (config, overrides and output folder)");
+  if (!environment->is_leader()) TORCH_CHECK(std::freopen("/dev/null", "w", stdout), "cannot silence stdout");
+  return std::make_shared<mtl::distributed::GroupReplicas>(std::move(group));
+#else
+  (void)settings, (void)on_cpu;
+  return nullptr;
+#endif
+}
+
 int cmd_run(int argc, char** argv) {
-  auto a = parse(argc, argv, 2, with(kOverrideOptions, {"--configs", "--output", "--only", "--skip", "--seeds"}),
-                 {"--resume", "--dry-run", "--quiet"}, kRunHelp);
+  auto a =
+      parse(argc, argv, 2,
+            with(kOverrideOptions, {"--configs", "--output", "--only", "--skip", "--seeds", "--nproc", "--timeout"}),
+            {"--resume", "--dry-run", "--quiet"}, kRunHelp);
   chain::RunOptions o;
   o.config_dir = a.values.count("--configs") ? a.values["--configs"] : MTL_CHAIN_CONFIG_DIR;
   if (a.values.count("--output")) o.output = a.values["--output"];
@@ -181,40 +254,30 @@ int cmd_run(int argc, char** argv) {
   o.dry_run = a.flags.count("--dry-run") > 0;
   o.quiet = a.flags.count("--quiet") > 0;
   o.overrides = overrides(a);
+  const auto ranks = rank_options(a);
+  if (starts_ranks(ranks) && !o.dry_run) return start_ranks(argc, argv, a, ranks, {});
+  if (ranks.in_group && !o.dry_run) {
+    std::string settings = "output: " + o.output + "\nseeds: " + std::to_string(o.seeds) +
+                           "\nresume: " + std::to_string(o.resume) + "\nonly:";
+    for (const auto& id : o.only) settings += " " + id;
+    settings += "\nskip:";
+    for (const auto& id : o.skip) settings += " " + id;
+    bool on_cpu = true;
+    for (const auto& c : chain::load_chain(o.config_dir, o.overrides))
+      settings += "\n" + c.fields.to_yaml(), on_cpu = on_cpu && c.device == "cpu";
+    o.replicas = join_ranks(ranks, settings, on_cpu);
+  }
+  const bool leader = !o.replicas || o.replicas->leader();
   const auto started = std::chrono::steady_clock::now();
   std::optional<chain::OutputFolderLock> lock;
-  if (!o.dry_run) mtl::train::create_output_dir(o.output), lock.emplace(o.output);
+  if (!o.dry_run && leader) mtl::train::create_output_dir(o.output), lock.emplace(o.output);
   const int unfinished = chain::run_chain(o);
   if (o.dry_run) return 0;
+  if (!leader) return unfinished == 0 ? 0 : 1;
   write_reports(o.output);
   std::printf("chain wall time %.1f s; %d run(s) did not finish\n",
               std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count(), unfinished);
   return unfinished == 0 ? 0 : 1;
-}
-
-/// This process's place in a data-parallel group, when the environment gives
-/// one: the group joined, every rank's config and run folder checked equal.
-std::shared_ptr<mtl::train::Replicas> join_ranks(chain::ExperimentConfig& c, const std::string& dir,
-                                                 const std::optional<int>& nproc, std::chrono::seconds timeout) {
-#ifdef MTL_CHAIN_DISTRIBUTED
-  const auto environment = mtl::distributed::Environment::from_process();
-  if (!environment) return nullptr;
-  TORCH_CHECK(!nproc || *nproc == environment->world_size, "--nproc is ", *nproc, " but WORLD_SIZE is ",
-              environment->world_size, ": give one of them, or the same count to both");
-  TORCH_CHECK(c.device == "cpu", "runtime.device is ", c.device,
-              ": training on several processes runs on the CPU (Gloo); NCCL for CUDA is not supported yet");
-  if (const char* threads = std::getenv("MTL_RANK_THREADS"); threads && c.threads == 0) c.threads = std::atoi(threads);
-  auto group = mtl::distributed::join_group(*environment, timeout);
-  mtl::distributed::expect_same_settings(group, c.fields.to_yaml() + "\nrun directory: " + dir,
-                                         "settings (config, overrides and --run-dir)");
-  return std::make_shared<mtl::distributed::GroupReplicas>(std::move(group));
-#else
-  TORCH_CHECK(!std::getenv("WORLD_SIZE") && nproc.value_or(1) == 1,
-              "this interview_chain was built without distributed support (CMake found no Gloo headers: install "
-              "libgloo-dev and configure again), so it cannot run as one of several processes");
-  (void)c, (void)dir, (void)timeout;
-  return nullptr;
-#endif
 }
 
 int cmd_train(int argc, char** argv) {
@@ -222,31 +285,20 @@ int cmd_train(int argc, char** argv) {
                  kTrainHelp);
   TORCH_CHECK(a.values.count("--config"), "train expects --config FILE\n", kTrainHelp);
   auto c = chain::load_experiment(a.values["--config"], overrides(a));
-  const std::optional<int> nproc =
-      a.values.count("--nproc") ? std::optional<int>(positive_count(a.values["--nproc"], "--nproc")) : std::nullopt;
-  const std::chrono::seconds timeout(a.values.count("--timeout") ? positive_count(a.values["--timeout"], "--timeout")
-                                                                 : 60);
-  const bool in_group = std::getenv("WORLD_SIZE") != nullptr;
-  TORCH_CHECK(!in_group || a.values.count("--run-dir"),
+  const auto ranks = rank_options(a);
+  TORCH_CHECK(!ranks.in_group || a.values.count("--run-dir"),
               "a rank of a process group needs --run-dir: every rank must name the same folder");
   const auto dir =
       a.values.count("--run-dir") ? a.values["--run-dir"] : "runs/interview_" + c.id + "_" + chain::timestamp();
-  if (!in_group && nproc.value_or(1) > 1) {
-    // Every rank is given this run folder; the launcher waits a rank's timeout past a failure, and a little more.
-    std::vector<char*> args(argv, argv + argc);
-    std::string run_dir_option = "--run-dir", run_dir = dir;
-    if (!a.values.count("--run-dir")) args.push_back(run_dir_option.data()), args.push_back(run_dir.data());
-    args.push_back(nullptr);
-    return chain::run_local_ranks(args.data(), *nproc, timeout + std::chrono::seconds(30));
-  }
-  const auto replicas = join_ranks(c, dir, nproc, timeout);
-  const bool leader = !replicas || replicas->leader();
+  if (starts_ranks(ranks))
+    return start_ranks(
+        argc, argv, a, ranks,
+        a.values.count("--run-dir") ? std::vector<std::string>{} : std::vector<std::string>{"--run-dir", dir});
+  const auto replicas = join_ranks(ranks, c.fields.to_yaml() + "\nrun directory: " + dir, c.device == "cpu");
   const auto data = chain::load_data(c, (fs::path(dir) / "data_cache").string());
-  if (leader)
-    std::printf("data: %s\n=== %s: %s -> %s%s\n", data.description.c_str(), c.id.c_str(), c.description.c_str(),
-                dir.c_str(), replicas ? fmt::format(" ({} processes)", replicas->world_size()).c_str() : "");
+  std::printf("data: %s\n=== %s: %s -> %s%s\n", data.description.c_str(), c.id.c_str(), c.description.c_str(),
+              dir.c_str(), replicas ? fmt::format(" ({} processes)", replicas->world_size()).c_str() : "");
   auto result = chain::run_experiment(c, data, dir, a.flags.count("--quiet") > 0, replicas);
-  if (!leader) return result.finished ? 0 : 1;
   if (!result.finished) {
     std::printf("failed: %s\n", result.stopped_because.c_str());
     return 1;

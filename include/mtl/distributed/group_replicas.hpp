@@ -10,6 +10,7 @@
 #include <torch/torch.h>
 
 #include <algorithm>
+#include <cstring>
 #include <functional>
 #include <string>
 #include <vector>
@@ -51,6 +52,17 @@ class GroupReplicas : public train::Replicas {
   }
 
   void barrier() override { group_.wait(group_.process_group->barrier(), "a barrier"); }
+
+  std::string leaders_text(const std::string& text) override {
+    std::vector<torch::Tensor> length{torch::tensor({static_cast<int64_t>(text.size())})};
+    group_.wait(group_.process_group->broadcast(length), "broadcast of the leader's text length");
+    const int64_t size = length[0].item<int64_t>();
+    if (size == 0) return {};
+    std::vector<torch::Tensor> bytes{torch::zeros({size}, torch::kUInt8)};
+    if (leader()) std::memcpy(bytes[0].data_ptr<uint8_t>(), text.data(), text.size());
+    group_.wait(group_.process_group->broadcast(bytes), "broadcast of the leader's text");
+    return std::string(reinterpret_cast<const char*>(bytes[0].data_ptr<uint8_t>()), static_cast<size_t>(size));
+  }
 
  private:
   Group group_;

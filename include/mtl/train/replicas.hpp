@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -33,6 +34,8 @@ class Replicas {
   virtual void check_equal(torch::nn::Module& module) = 0;
   /// Returns once every rank has called it.
   virtual void barrier() = 0;
+  /// The leader's `text` on every rank (what the others pass is ignored).
+  virtual std::string leaders_text(const std::string& text) = 0;
 };
 
 /// Rows [begin, end) of `rows` that rank `rank` of `world_size` takes:
