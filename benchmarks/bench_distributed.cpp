@@ -1,7 +1,7 @@
 // Communication of data-parallel training at 2 ranks for the E5 model
-// (bench_training's shapes on the synthetic schema: 23 fields, 100k users,
-// 200k items, dim 8, DeepFM [256, 128], heterogeneous PLE with the aligner,
-// towers [64]), a global batch of 1024 rows split in two. The ranks are
+// (bench_training's widths on the default synthetic schema: 23 fields, 100k
+// users, 200k items, dim 8, DeepFM [256, 128], heterogeneous PLE with the
+// aligner, towers [64]), a global batch of 1024 rows split in two. The ranks are
 // threads of this process meeting over loopback, one intra-op thread each.
 // Per step: each rank's forward and backward, the dense gradients'
 // bucketed all-reduce, and the embedding table's gradient rows exchanged two
