@@ -95,7 +95,8 @@ distributed)
   # train --nproc 2 over loopback against one process, E2 and E5: the best
   # checkpoints equal within 1e-4 relative and the test AUCs within 1e-4. Both
   # ranks killed after a validation and resumed: the same model again. A rank
-  # killed mid-run ends the run within the timeout, naming the rank; a rank
+  # killed mid-run ends the run within the timeout, naming the rank. Ranks
+  # started from outside (torchrun's variables) train the same model; a rank
   # started with other settings, or a WORLD_SIZE that --nproc contradicts, is refused.
   : "${MTL_TORCH_PYTHON:?this test needs a python3 with PyTorch (python3-torch)}"
   same_models() {
@@ -181,13 +182,19 @@ PY
   expect_in "rank 0 of 2 exited with status" killed.txt
 
   port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-  rank() {  # rank, max steps
+  rank() {  # rank, max steps, run folder: one rank as an external launcher starts it
     RANK=$1 WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=$port "$bin" train --config "$e2" --preset tiny \
-      --max-steps "$2" --run-dir other --timeout 20 --quiet > "rank$1.txt" 2>&1
+      --max-steps "$2" --run-dir "$3" --threads 1 --timeout 20 --quiet > "rank$1.txt" 2>&1
   }
-  rank 0 24 &
+  rank 0 24 external &
   first=$!
-  ! rank 1 30 || fail "a rank with other settings was accepted"
+  rank 1 24 external || { cat rank1.txt; fail "a rank started from outside failed"; }
+  wait "$first" || { cat rank0.txt; fail "rank 0 started from outside failed"; }
+  same_models two_E2 external
+  port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  rank 0 24 other &
+  first=$!
+  ! rank 1 30 other || fail "a rank with other settings was accepted"
   ! wait "$first" || fail "rank 0 accepted a rank with other settings"
   expect_in "rank 1 was started with other settings (config, overrides and output folder) than rank 0" rank0.txt
   ! RANK=0 WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=$port "$bin" train --config "$e2" --preset tiny --run-dir x \

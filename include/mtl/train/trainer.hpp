@@ -126,6 +126,9 @@ class Trainer {
                 "Trainer expects eval_every and log_every > 0, but got ", options_.eval_every(), " and ",
                 options_.log_every());
     TORCH_CHECK(!options_.output_dir().empty(), "Trainer expects an output folder");
+    TORCH_CHECK(!options_.replicas() || options_.batch_size() >= options_.replicas()->world_size(),
+                "Trainer expects a batch_size of at least one row per rank, but got ", options_.batch_size(),
+                " rows for ", options_.replicas() ? options_.replicas()->world_size() : 1, " ranks");
   }
 
   const std::string& dir() const { return options_.output_dir(); }
