@@ -60,7 +60,7 @@ const char* kRunHelp =
     "  --batch-size N    override data.batch_size for all seven\n"
     "  --threads N       override runtime.threads (intra-op threads) for all seven\n"
     "  --nproc N         train each experiment on N processes of this machine (data-parallel over loopback, Gloo);\n"
-    "                    the same results as one process up to rounding; see train --help\n"
+    "                    one process's computation, its sums in another order; see train --help\n"
     "  --timeout S       how long a rank waits for the others before it fails, naming itself (default 60)\n"
     "  --quiet           no per-step progress\n";
 
@@ -70,7 +70,8 @@ const char* kTrainHelp =
     "                             [--batch-size N] [--threads N] [--nproc N] [--timeout S] [--quiet]\n"
     "  trains one experiment; with an existing --run-dir holding ckpt_last.pt it continues from there\n"
     "  --nproc N     train on N processes of this machine (data-parallel over loopback, Gloo): each takes its share\n"
-    "                of every global batch of data.batch_size rows, so the result is one process's up to rounding;\n"
+    "                of every global batch of data.batch_size rows: one process's computation, its sums in another\n"
+    "                order;\n"
     "                each rank gets the cores / N as --threads unless --threads is given\n"
     "  --timeout S   how long a rank waits for the others before it fails, naming itself (default 60)\n"
     "  Started by an external launcher (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT set), the program joins that\n"
