@@ -247,7 +247,9 @@ class Trainer {
 
   /// Metrics (and mean loss) of the current model on `dataset`, computed in
   /// fp32 whatever the training precision (bf16 scores would tie many rows);
-  /// feeds `health` with gate weights when given.
+  /// feeds `health` with gate weights when given. With replicas, every rank
+  /// must call it: each scores its share of the rows, and every rank gets the
+  /// metrics of all of them (`health` sees this rank's share).
   std::map<std::string, metrics::MetricValue> evaluate(const data::Dataset& dataset, ExpertHealth* health = nullptr,
                                                        metrics::PredictionColumns* keep = nullptr) {
     torch::NoGradGuard no_grad;
