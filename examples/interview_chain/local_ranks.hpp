@@ -56,20 +56,36 @@ inline std::string exit_description(int status) {
 inline int run_local_ranks(char** argv, int nproc, std::chrono::seconds grace) {
   TORCH_CHECK(nproc >= 1, "--nproc expects a count of 1 or more, but got ", nproc);
   const int port = free_loopback_port();
+  // Each rank's environment is built before fork: the child only calls execve.
+  std::vector<std::vector<std::string>> environments;
+  for (int rank = 0; rank < nproc; ++rank) {
+    std::vector<std::string> env{"RANK=" + std::to_string(rank),
+                                 "LOCAL_RANK=" + std::to_string(rank),
+                                 "WORLD_SIZE=" + std::to_string(nproc),
+                                 "LOCAL_WORLD_SIZE=" + std::to_string(nproc),
+                                 "MASTER_ADDR=127.0.0.1",
+                                 "MASTER_PORT=" + std::to_string(port)};
+    const auto launcher_set = env.size();  // then the rest of this process's environment
+    for (char** var = environ; *var != nullptr; ++var) {
+      const std::string entry = *var, name = entry.substr(0, entry.find('='));
+      const bool replaced = std::any_of(env.begin(), env.begin() + static_cast<std::ptrdiff_t>(launcher_set),
+                                        [&](const std::string& mine) { return mine.rfind(name + "=", 0) == 0; });
+      if (!replaced) env.push_back(entry);
+    }
+    environments.push_back(std::move(env));
+  }
   std::vector<pid_t> ranks;
   for (int rank = 0; rank < nproc; ++rank) {
+    std::vector<char*> envp;
+    for (auto& entry : environments[static_cast<size_t>(rank)]) envp.push_back(entry.data());
+    envp.push_back(nullptr);
     const pid_t pid = ::fork();
     TORCH_CHECK(pid >= 0, "cannot start rank ", rank, ": ", std::strerror(errno));
     if (pid == 0) {
-      ::setenv("RANK", std::to_string(rank).c_str(), 1);
-      ::setenv("LOCAL_RANK", std::to_string(rank).c_str(), 1);
-      ::setenv("WORLD_SIZE", std::to_string(nproc).c_str(), 1);
-      ::setenv("LOCAL_WORLD_SIZE", std::to_string(nproc).c_str(), 1);
-      ::setenv("MASTER_ADDR", "127.0.0.1", 1);
-      ::setenv("MASTER_PORT", std::to_string(port).c_str(), 1);
-      ::execv("/proc/self/exe", argv);
-      std::fprintf(stderr, "error: rank %d could not start: %s\n", rank, std::strerror(errno));
-      std::_Exit(127);
+      ::execve("/proc/self/exe", argv, envp.data());
+      static const char message[] = "error: a rank could not start this program again (execve failed)\n";
+      [[maybe_unused]] const auto written = ::write(STDERR_FILENO, message, sizeof message - 1);
+      ::_exit(127);
     }
     ranks.push_back(pid);
   }
