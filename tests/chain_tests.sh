@@ -9,6 +9,8 @@ cd "$work/$name"
 
 fail() { echo "FAIL: $*" >&2; exit 1; }
 expect_in() { grep -qF -- "$1" "$2" || { echo "--- $2:"; cat "$2"; fail "expected '$1' in $2"; }; }
+# A TCP port on the loopback address that was free a moment ago.
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
 # Summary numbers of a chain folder: experiment id and every metric column.
 numbers() { cut -d, -f1,4-11 "$1/summary.csv"; }
@@ -181,7 +183,7 @@ PY
   expect_in "another rank has exited or stopped answering" killed.txt
   expect_in "rank 0 of 2 exited with status" killed.txt
 
-  port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  port=$(free_port)
   rank() {  # rank, max steps, run folder: one rank as an external launcher starts it
     RANK=$1 WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=$port "$bin" train --config "$e2" --preset tiny \
       --max-steps "$2" --run-dir "$3" --threads 1 --timeout 20 --quiet > "rank$1.txt" 2>&1
@@ -191,7 +193,7 @@ PY
   rank 1 24 external || { cat rank1.txt; fail "a rank started from outside failed"; }
   wait "$first" || { cat rank0.txt; fail "rank 0 started from outside failed"; }
   same_models two_E2 external
-  port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  port=$(free_port)
   rank 0 24 other &
   first=$!
   ! rank 1 30 other || fail "a rank with other settings was accepted"

@@ -7,6 +7,7 @@
 #include "report_html.hpp"
 
 #include <torch/version.h>
+#include <mtl/detail/join.hpp>
 #include <mtl/serving/bundle.hpp>
 #include <mtl/serving/predictor.hpp>
 #ifdef MTL_CHAIN_DISTRIBUTED
@@ -71,8 +72,7 @@ const char* kTrainHelp =
     "  trains one experiment; with an existing --run-dir holding ckpt_last.pt it continues from there\n"
     "  --nproc N     train on N processes of this machine (data-parallel over loopback, Gloo): each takes its share\n"
     "                of every global batch of data.batch_size rows: one process's computation, its sums in another\n"
-    "                order;\n"
-    "                each rank gets the cores / N as --threads unless --threads is given\n"
+    "                order; each rank gets the cores / N as --threads unless --threads is given\n"
     "  --timeout S   how long a rank waits for the others before it fails, naming itself (default 60)\n"
     "  Started by an external launcher (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT set), the program joins that\n"
     "  group instead; every rank then needs the same --run-dir, on storage every rank can read.\n";
@@ -259,10 +259,8 @@ int cmd_run(int argc, char** argv) {
   if (starts_ranks(ranks) && !o.dry_run) return start_ranks(argc, argv, a, ranks, {});
   if (ranks.in_group && !o.dry_run) {
     std::string settings = "output: " + o.output + "\nseeds: " + std::to_string(o.seeds) +
-                           "\nresume: " + std::to_string(o.resume) + "\nonly:";
-    for (const auto& id : o.only) settings += " " + id;
-    settings += "\nskip:";
-    for (const auto& id : o.skip) settings += " " + id;
+                           "\nresume: " + std::to_string(o.resume) + "\nonly: " + mtl::detail::join(o.only) +
+                           "\nskip: " + mtl::detail::join(o.skip);
     bool on_cpu = true;
     for (const auto& c : chain::load_chain(o.config_dir, o.overrides))
       settings += "\n" + c.fields.to_yaml(), on_cpu = on_cpu && c.device == "cpu";

@@ -78,20 +78,17 @@ class Objective {
     const double per_row = denominators.rows > 0 ? own_rows / denominators.rows : 1.0;
     const double per_clicked = denominators.clicked_rows > 0 ? own_clicked / denominators.clicked_rows : 1.0;
     // The clicked-row CVR terms divide by clicked rows; the others (and E1's all_rows CVR term) by rows.
-    const auto factor = [&](const std::string& name) {
+    // The total is the terms' weighted sum (cvr_aux weighs lambda_cvr_aux): it is scaled per row, then
+    // each clicked-row term's share of it moves to the clicked-row factor.
+    out.total = per_row * out.total;
+    for (auto& [name, term] : out.terms) {
       const bool clicked = name == "cvr_aux" ||
                            (name == "cvr" && (!has_ctr_ || options_.cvr_denominator() == CvrDenominator::clicked_rows));
-      return clicked ? per_clicked : per_row;
-    };
-    if (options_.use_esmm()) {  // total = weighted ctr and ctcvr terms + lambda * cvr_aux
-      const double lambda = options_.esmm_version() == ESMMVersion::v2 ? options_.lambda_cvr_aux() : 0.0;
-      const auto aux = out.terms.size() > 2 ? out.terms[2].second : torch::zeros({}, out.total.options());
-      out.total = per_row * (out.total - lambda * aux) + per_clicked * lambda * aux;
-    }
-    for (auto& [name, term] : out.terms) term = factor(name) * term;
-    if (!options_.use_esmm()) {
-      out.total = out.terms.front().second;
-      for (size_t i = 1; i < out.terms.size(); ++i) out.total = out.total + out.terms[i].second;
+      if (clicked) {
+        const double weight_in_total = name == "cvr_aux" ? options_.lambda_cvr_aux() : 1.0;
+        out.total = out.total + (per_clicked - per_row) * weight_in_total * term;
+      }
+      term = (clicked ? per_clicked : per_row) * term;
     }
     return out;
   }
