@@ -439,3 +439,26 @@ TEST_CASE("BatchLoader order, epochs, seek and prefetch") {
   REQUIRE(first_ids(other_seed.next()) != seen[0]);
   REQUIRE_TORCH_ERROR(BatchLoader(ds, LoaderOptions().batch_size(64)), "holds 40 rows, fewer than one batch of 64");
 }
+
+// Rows generated as batches are drawn: the rows generate() gives, read in index order (each an independent draw),
+// one pass per epoch, resumable by position; nothing outside [0, rows) is made.
+TEST_CASE("BatchLoader over rows generated on demand") {
+  SyntheticGenerator gen(SyntheticOptions().num_users(500).num_items(500));
+  const auto ds = gen.generate(Split::train, 40);
+  const auto source = gen.rows_on_demand(Split::train, 40);
+  REQUIRE(source.independent_rows());
+  REQUIRE_FALSE(TrainingRows(ds).independent_rows());
+  BatchLoader loader(source, LoaderOptions().batch_size(8).seed(3));
+  REQUIRE(loader.batches_per_epoch() == 5);
+  for (int i = 0; i < 7; ++i) {
+    const auto expected = ds.slice((i % 5) * 8, (i % 5) * 8 + 8);
+    const auto got = loader.next();
+    REQUIRE(torch::equal(got.features.sparse_ids, expected.features.sparse_ids));
+    REQUIRE(torch::equal(got.features.dense, expected.features.dense));
+    REQUIRE(torch::equal(got.click, expected.click));
+    REQUIRE(torch::equal(got.conversion, expected.conversion));
+  }
+  loader.seek({3, 4});
+  REQUIRE(torch::equal(loader.next().features.sparse_ids, ds.slice(32, 40).features.sparse_ids));
+  REQUIRE_TORCH_ERROR(source.batch({40}), "row 40 is outside [0, 40)");
+}

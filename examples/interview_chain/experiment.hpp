@@ -221,6 +221,8 @@ inline ExperimentConfig read_experiment(const FieldTable& f) {
     refuse_if(dims.empty(), f, "model.mmoe.expert_hidden_dims", "expected at least one layer");
     c.shared_experts.assign(n, mtl::ExpertOptions::mlp(dims));
     c.expert_dim = f.get<int64_t>("model.mmoe.expert_dim", 64);
+    c.align = f.get<bool>("model.mmoe.expert_output_align.enabled", false);
+    c.align_dropout = f.get<double>("model.mmoe.expert_output_align.dropout", 0.0);
   }
   if (c.mtl == "ple") {
     c.hetero = f.get<bool>("model.ple.hetero_enabled", false);

@@ -22,10 +22,22 @@ namespace chain {
 /// The three splits an experiment reads, shared by the experiments of a chain.
 struct DataBundle {
   mtl::FeatureSchema schema;
+  /// `train` is empty for synthetic data: its training rows are generated as batches are drawn.
   mtl::data::Dataset train, valid, test;
   std::string description;
   /// Raw id -> row per sparse field; empty for synthetic data, whose ids are rows.
   std::vector<mtl::data::Vocabulary> vocabularies;
+  /// Synthetic data: the generator of the training rows, and how many there are.
+  std::shared_ptr<const mtl::data::SyntheticGenerator> generator;
+  int64_t generated_train_rows = 0;
+
+  /// The rows training draws its batches from.
+  mtl::data::TrainingRows training_rows() const {
+    return generator ? generator->rows_on_demand(mtl::data::Split::train, generated_train_rows)
+                     : mtl::data::TrainingRows(train);
+  }
+  /// Synthetic data: the training rows, generated in memory.
+  mtl::data::Dataset generated_train() const;
 };
 
 inline mtl::FeatureSchema with_embedding_dim(const mtl::FeatureSchema& schema, int64_t dim) {
@@ -47,13 +59,19 @@ inline mtl::data::Dataset rebind(mtl::data::Dataset&& ds, const mtl::FeatureSche
 inline DataBundle load_data(const ExperimentConfig& c, const std::string& cache_dir) {
   using namespace mtl::data;
   if (c.source == "synthetic") {
-    SyntheticGenerator gen(c.synthetic);
-    const auto schema = with_embedding_dim(gen.schema(), c.embedding_dim);
-    return {schema, rebind(gen.generate(Split::train, c.train_rows), schema),
-            rebind(gen.generate(Split::valid, c.valid_rows), schema),
-            rebind(gen.generate(Split::test, c.test_rows), schema),
-            "synthetic (seed " + std::to_string(c.data_seed) + "): " + std::to_string(c.train_rows) + " train / " +
-                std::to_string(c.valid_rows) + " valid / " + std::to_string(c.test_rows) + " test rows"};
+    auto gen = std::make_shared<const SyntheticGenerator>(c.synthetic);
+    const auto schema = with_embedding_dim(gen->schema(), c.embedding_dim);
+    DataBundle data{schema,
+                    Dataset(schema),
+                    rebind(gen->generate(Split::valid, c.valid_rows), schema),
+                    rebind(gen->generate(Split::test, c.test_rows), schema),
+                    "synthetic (seed " + std::to_string(c.data_seed) + "): " + std::to_string(c.train_rows) +
+                        " train rows (generated as batches are drawn) / " + std::to_string(c.valid_rows) +
+                        " valid / " + std::to_string(c.test_rows) + " test rows",
+                    {},
+                    gen,
+                    c.train_rows};
+    return data;
   }
   const auto files = find_split_files(c.path);
   EncodeOptions options;
@@ -74,6 +92,11 @@ inline DataBundle load_data(const ExperimentConfig& c, const std::string& cache_
                     " sparse and " + std::to_string(splits.schema.num_dense()) + " dense fields";
   return {splits.schema, std::move(splits.train),       std::move(splits.valid), std::move(splits.test),
           desc,          std::move(splits.vocabularies)};
+}
+
+inline mtl::data::Dataset DataBundle::generated_train() const {
+  TORCH_CHECK(generator, "generated_train: the data is not synthetic");
+  return rebind(generator->generate(mtl::data::Split::train, generated_train_rows), schema);
 }
 
 /// What a model reads of an experiment's data: the schema and, for files, the vocabularies.
@@ -107,7 +130,7 @@ inline mtl::ModelSpec model_spec(const ExperimentConfig& c) {
   s.task_experts = c.task_experts;
   s.expert_dim = c.expert_dim;
   s.num_levels = c.num_levels;
-  s.align_outputs = c.mtl == "ple" && c.align;  // the aligner is a PLE setting of the configs
+  s.align_outputs = (c.mtl == "ple" || c.mtl == "mmoe") && c.align;
   s.aligner_dropout = c.align_dropout;
   return s;
 }
@@ -163,7 +186,7 @@ inline mtl::train::TrainResult run_experiment(const ExperimentConfig& c, const D
                                                                           .cvr_denominator(c.cvr_denominator)
                                                                           .esmm_version(c.esmm_version)
                                                                           .lambda_cvr_aux(c.lambda_cvr_aux)),
-                                       data.train, data.valid, &data.test,
+                                       data.training_rows(), data.valid, &data.test,
                                        trainer_options(c, run_dir, quiet, replicas));
     result = trainer.run();
   });

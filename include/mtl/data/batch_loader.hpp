@@ -1,10 +1,12 @@
-// Training batches from a Dataset: fixed batch size, an order shuffled per
-// epoch from a seed, a background thread that prepares the next batches
+// Training batches from a TrainingRows (a Dataset, or rows made on demand):
+// fixed batch size, an order shuffled per epoch from a seed (index order for
+// rows made on demand, each an independent draw), a background thread that prepares the next batches
 // (pinned for a non-blocking copy when the device is CUDA), and a position
 // that can be saved and sought, so a resumed run reads the same batches.
 #pragma once
 
 #include <mtl/data/dataset.hpp>
+#include <mtl/data/training_rows.hpp>
 
 #include <torch/arg.h>
 #include <torch/types.h>
@@ -19,6 +21,7 @@
 #include <numeric>
 #include <random>
 #include <thread>
+#include <utility>
 #include <vector>
 
 namespace mtl::data {
@@ -45,9 +48,9 @@ struct LoaderPosition {
 
 class BatchLoader {
  public:
-  BatchLoader(const Dataset& dataset, LoaderOptions options) : dataset_(dataset), options_(options) {
+  BatchLoader(TrainingRows rows, LoaderOptions options) : rows_(std::move(rows)), options_(options) {
     TORCH_CHECK(options_.batch_size() > 0, "BatchLoader expects batch_size > 0, but got ", options_.batch_size());
-    TORCH_CHECK(dataset_.num_rows() >= options_.batch_size(), "BatchLoader: the data set holds ", dataset_.num_rows(),
+    TORCH_CHECK(rows_.num_rows() >= options_.batch_size(), "BatchLoader: the data set holds ", rows_.num_rows(),
                 " rows, fewer than one batch of ", options_.batch_size(), "; lower data.batch_size");
     TORCH_CHECK(options_.prefetch() >= 0, "BatchLoader expects prefetch >= 0, but got ", options_.prefetch());
     start_worker();
@@ -57,7 +60,7 @@ class BatchLoader {
   BatchLoader& operator=(const BatchLoader&) = delete;
 
   /// Full batches per epoch (the remainder of a shuffled epoch is dropped).
-  int64_t batches_per_epoch() const { return dataset_.num_rows() / options_.batch_size(); }
+  int64_t batches_per_epoch() const { return rows_.num_rows() / options_.batch_size(); }
 
   /// The next batch, on the loader's device; epochs follow one another without end.
   TrainingBatch next() {
@@ -95,25 +98,28 @@ class BatchLoader {
     if (++p.batch == batches_per_epoch()) p.batch = 0, ++p.epoch;
   }
 
-  /// The row order of `epoch`: a permutation drawn from (seed, epoch), or file order.
-  const std::vector<int64_t>& order_of(int64_t epoch) {
+  /// The row order of `epoch`: a permutation drawn from (seed, epoch).
+  const std::vector<int64_t>& shuffled_order(int64_t epoch) {
     if (order_epoch_ != epoch) {
-      order_.resize(dataset_.num_rows());
+      order_.resize(rows_.num_rows());
       std::iota(order_.begin(), order_.end(), int64_t{0});
-      if (options_.shuffle()) {
-        std::mt19937_64 rng(options_.seed() * 0x9e3779b97f4a7c15ULL + static_cast<uint64_t>(epoch));
-        std::shuffle(order_.begin(), order_.end(), rng);
-      }
+      std::mt19937_64 rng(options_.seed() * 0x9e3779b97f4a7c15ULL + static_cast<uint64_t>(epoch));
+      std::shuffle(order_.begin(), order_.end(), rng);
       order_epoch_ = epoch;
     }
     return order_;
   }
 
   TrainingBatch make(const LoaderPosition& p) {
-    const auto& order = order_of(p.epoch);
     const int64_t b = options_.batch_size();
-    std::vector<int64_t> rows(order.begin() + p.batch * b, order.begin() + (p.batch + 1) * b);
-    auto batch = dataset_.batch(rows);
+    std::vector<int64_t> rows(b);
+    if (options_.shuffle() && !rows_.independent_rows()) {
+      const auto& order = shuffled_order(p.epoch);
+      std::copy(order.begin() + p.batch * b, order.begin() + (p.batch + 1) * b, rows.begin());
+    } else {
+      std::iota(rows.begin(), rows.end(), p.batch * b);
+    }
+    auto batch = rows_.batch(rows);
     if (options_.device().is_cuda()) {
       batch.features.sparse_ids = batch.features.sparse_ids.pin_memory();
       if (batch.features.dense.defined()) batch.features.dense = batch.features.dense.pin_memory();
@@ -157,7 +163,7 @@ class BatchLoader {
     queue_.clear();
   }
 
-  const Dataset& dataset_;
+  TrainingRows rows_;
   LoaderOptions options_;
   LoaderPosition position_;
   std::vector<int64_t> order_;

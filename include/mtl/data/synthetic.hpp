@@ -13,6 +13,7 @@
 #pragma once
 
 #include <mtl/data/dataset.hpp>
+#include <mtl/data/training_rows.hpp>
 #include <mtl/detail/hash_mix.hpp>
 #include <mtl/features.hpp>
 
@@ -135,6 +136,22 @@ class SyntheticGenerator {
     ds.truth.p_click.reserve(rows), ds.truth.p_cvr.reserve(rows), ds.truth.counterfactual_conversion.reserve(rows);
     for (int64_t r = first_row; r < first_row + rows; ++r) append_row(ds, split, r);
     return ds;
+  }
+
+  /// Rows [0, rows) of `split` as a loader's source: each batch is generated
+  /// when it is drawn, so memory holds no more than the batches in flight, and
+  /// they are the rows generate() gives. The generator must outlive the source.
+  TrainingRows rows_on_demand(Split split, int64_t rows) const {
+    TORCH_CHECK(rows >= 0, "SyntheticGenerator::rows_on_demand expects rows >= 0, but got ", rows);
+    return TrainingRows(rows, [this, split, rows](const std::vector<int64_t>& indices) {
+      Dataset ds(schema_);
+      ds.reserve(static_cast<int64_t>(indices.size()));
+      for (int64_t r : indices) {
+        TORCH_CHECK(r >= 0 && r < rows, "SyntheticGenerator::rows_on_demand: row ", r, " is outside [0, ", rows, ")");
+        append_row(ds, split, r);
+      }
+      return ds.slice(0, ds.num_rows());
+    });
   }
 
  private:

@@ -111,11 +111,11 @@ inline nlohmann::json metrics_json(const std::map<std::string, metrics::MetricVa
 template <class Model>
 class Trainer {
  public:
-  Trainer(Model model, optim::DualSparseDenseOptions optimizer_options, Objective objective, const data::Dataset& train,
+  Trainer(Model model, optim::DualSparseDenseOptions optimizer_options, Objective objective, data::TrainingRows train,
           const data::Dataset& valid, const data::Dataset* test, TrainerOptions options)
       : model_(std::move(model)),
         objective_(std::move(objective)),
-        train_(train),
+        train_(std::move(train)),
         valid_(valid),
         test_(test),
         options_(std::move(options)),
@@ -530,7 +530,7 @@ class Trainer {
 
   Model model_;
   Objective objective_;
-  const data::Dataset& train_;
+  data::TrainingRows train_;
   const data::Dataset& valid_;
   const data::Dataset* test_;
   TrainerOptions options_;
