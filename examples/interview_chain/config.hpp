@@ -102,6 +102,7 @@ inline const std::map<std::string, FieldSpec>& known_fields() {
       {"model.mmoe.num_experts", {T::integer, false}},
       {"model.mmoe.expert_hidden_dims", {T::integer_list, false}},
       {"model.mmoe.expert_dim", {T::integer, false}},
+      {"model.shared_bottom.output_align.enabled", {T::boolean, false}},
       {"model.mmoe.expert_output_align.enabled", {T::boolean, false}},
       {"model.mmoe.expert_output_align.dropout", {T::number, false}},
       {"model.ple.hetero_enabled", {T::boolean, false}},

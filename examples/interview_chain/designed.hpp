@@ -27,9 +27,14 @@ struct DesignedMechanism {
 
 inline const std::vector<DesignedMechanism>& designed_mechanisms() {
   static const std::vector<DesignedMechanism> list{
-      {"Q1", "the two tasks' taste terms share a component (their correlation is the knob)", "task_relatedness", "gain",
-       "the CTR task has about 1/CTR (here 16) times the CVR task's labels; sharing embeddings and a layer with it "
-       "teaches the CVR head the shared taste that its clicked rows alone hardly show"},
+      {"Q1",
+       "the tasks share part of their taste (task_relatedness, 0.8) and each has structure of its own: the rest of "
+       "its taste, a private non-linear term (private_signal), and in the conversion logit purchase power minus price",
+       "private_signal", "loss",
+       "the CTR task, with about 1/CTR (16) times the labels, shapes the shared embeddings and layer; the CVR head of "
+       "the shared-bottom model then lacks the conversion-only structure that a dedicated CVR model keeps (negative "
+       "transfer). With the tasks' tastes equal and no private terms (task_relatedness 1, private_signal 0) the "
+       "direction turns: sharing then lifts CVR a little"},
       {"Q2",
        "a per-impression latent no model sees raises the click logit and lowers the conversion logit (missing not at "
        "random)",
@@ -39,13 +44,17 @@ inline const std::vector<DesignedMechanism>& designed_mechanisms() {
        "et al. 2022); the bias is there (P(conversion | x, click) ranks the entire space worse than P(conversion | x), "
        "a test measures by how much), but ESMM does not remove it"},
       {"Q3", "each task has a non-linear term of its own (profile group x category, an independent table per task)",
-       "private_signal", "gain",
-       "each task's gate weights the experts that carry its own term; one shared layer must carry both terms to both "
-       "towers"},
-      {"Q4", "each task has a non-linear term of its own (as in Q3)", "private_signal", "gain",
-       "PLE adds, per task, an expert that only that task trains, beside the shared ones"},
-      {"Q5", "a three-way product of centred dense features in the click logit", "cross_signal", "gain",
-       "a cross layer forms products of its inputs exactly; an MLP expert of similar size only approximates them"}};
+       "private_signal", "none",
+       "every mixer sits on the same DeepFM representation and hands each task its own tower; a normalised shared "
+       "layer of 128 carries both tasks' terms to the towers as well as per-task mixtures of experts do, so the data "
+       "plant nothing that one kind of sharing captures and the other does not"},
+      {"Q4", "each task has a non-linear term of its own (as in Q3)", "private_signal", "none",
+       "with every expert's output normalised, MMoE's per-task gates can already give each task experts of its own; "
+       "PLE's private experts add capacity only one task trains, which the towers already provide"},
+      {"Q5", "a product of three centred dense features in the click logit", "cross_signal", "none",
+       "the backbone's deep MLP reads the dense features and forms the product before any expert sees them (every "
+       "model's CTR rises alike with cross_signal), so a cross expert on the backbone's output finds nothing an MLP "
+       "expert of similar size misses"}};
   return list;
 }
 

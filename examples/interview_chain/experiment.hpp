@@ -214,6 +214,8 @@ inline ExperimentConfig read_experiment(const FieldTable& f) {
   if (denominator == "all_rows") c.cvr_denominator = mtl::train::CvrDenominator::all_rows;
 
   c.shared_bottom_dims = f.get<std::vector<int64_t>>("model.shared_bottom.hidden_dims", {});
+  if (c.mtl == "single" || c.mtl == "sharedbottom")
+    c.align = f.get<bool>("model.shared_bottom.output_align.enabled", false);
   if (c.mtl == "mmoe") {
     const auto n = f.get<int64_t>("model.mmoe.num_experts", 4);
     refuse_if(n < 1, f, "model.mmoe.num_experts", "expected at least one expert, got " + std::to_string(n));

@@ -130,7 +130,7 @@ inline mtl::ModelSpec model_spec(const ExperimentConfig& c) {
   s.task_experts = c.task_experts;
   s.expert_dim = c.expert_dim;
   s.num_levels = c.num_levels;
-  s.align_outputs = (c.mtl == "ple" || c.mtl == "mmoe") && c.align;
+  s.align_outputs = c.align;
   s.aligner_dropout = c.align_dropout;
   return s;
 }

@@ -24,6 +24,7 @@
 #include <map>
 #include <optional>
 #include <sstream>
+#include <set>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -482,16 +483,29 @@ inline std::vector<std::string> declared_choices(const std::vector<ExperimentRec
         all_rows ? "summed and divided by all rows, so every impression weighs the same in both terms"
                  : "averaged over the clicked rows, so a clicked row weighs about 1/CTR times a CTR row"));
   }
-  if (const auto* e4 = config_of("E4"))
-    if (const auto* e5 = config_of("E5")) {
-      const auto align = [&](const RunRecord& r) {
-        return text(r.config, {"model", "ple", "expert_output_align", "enabled"}) + " (dropout " +
-               text(r.config, {"model", "ple", "expert_output_align", "dropout"}) + ")";
-      };
-      lines.push_back(
-          fmt::format("The expert-output aligner: E4 {}, E5 {}{}.", align(*e4), align(*e5),
-                      align(*e4) == align(*e5) ? ": Q5 compares expert kinds alone" : ": Q5 compares the aligner too"));
+  // Whether a run normalises what its towers read (an ExpertOutputAligner on the bottom's or each expert's output).
+  const auto normalised = [&](const RunRecord& r) {
+    const auto mtl = text(r.config, {"model", "mtl"});
+    const bool experts = mtl == "mmoe" || mtl == "ple";
+    const auto value = text(r.config, {"model", experts ? mtl : std::string("shared_bottom"),
+                                       experts ? "expert_output_align" : "output_align", "enabled"});
+    if (value == "(unset)") return mtl == "ple" && text(r.config, {"model", "ple", "hetero_enabled"}) == "true";
+    return value == "true";
+  };
+  std::string which;
+  std::set<bool> seen;
+  for (const auto& e : chain)
+    if (const auto* r = config_of(e.id)) {
+      seen.insert(normalised(*r));
+      which += fmt::format("{}{} {}", which.empty() ? "" : ", ", e.id, normalised(*r) ? "on" : "off");
     }
+  if (!which.empty())
+    lines.push_back(fmt::format(
+        "Output normalisation (LayerNorm and a learnable scale on the shared layer's or each expert's output, "
+        "model.*.output_align / expert_output_align): {}{}.",
+        which,
+        seen.size() == 1 ? "; the same in every experiment, so no comparison carries it"
+                         : "; a comparison of one with it and one without compares the normalisation too"));
   std::string counts;
   for (const auto& e : chain)
     if (const auto* r = e.first_finished(); r && r->parameters >= 0)

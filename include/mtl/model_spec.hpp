@@ -30,6 +30,7 @@ struct ModelSpec {
   std::vector<std::vector<ExpertOptions>> task_experts;  ///< ple: one list per head
   int64_t expert_dim = 64;
   int64_t num_levels = 1;
+  /// An `ExpertOutputAligner` on each expert's output (mmoe, ple) or on the bottom's output (single, sharedbottom).
   bool align_outputs = false;
   double aligner_dropout = 0.0;
 };
@@ -114,7 +115,7 @@ void with_model(const ModelSpec& spec, const FeatureSchema& schema, Fn&& fn) {
                             .sparse_grad(spec.sparse_grad);
   if (spec.mixer == "single" || spec.mixer == "sharedbottom") {
     const auto dims = spec.mixer == "single" ? std::vector<int64_t>{} : spec.shared_bottom_dims;
-    fn(SharedBottomModel(SharedBottomModelOptions(backbone, SharedBottomOptions(0, 0).hidden_dims(dims), spec.heads)
+    fn(SharedBottomModel(SharedBottomModelOptions(backbone, SharedBottomOptions(0, 0).hidden_dims(dims).align_output(spec.align_outputs), spec.heads)
                              .task_tower_hidden_dims(spec.tower_hidden_dims)));
   } else if (spec.mixer == "mmoe") {
     fn(MMoEModel(MMoEModelOptions(backbone,

@@ -3,6 +3,7 @@
 // model the same composition as a multi-task one.
 #pragma once
 
+#include <mtl/aligner.hpp>
 #include <mtl/mixer.hpp>
 #include <mtl/mlp.hpp>
 
@@ -28,6 +29,10 @@ struct SharedBottomOptions {
   /// Layers of the shared bottom; empty passes the input through.
   TORCH_ARG(std::vector<int64_t>, hidden_dims);
   TORCH_ARG(double, dropout) = 0.0;
+  /// Put the bottom's output through an `ExpertOutputAligner` of one expert
+  /// (LayerNorm and a learnable scale), as MMoE and PLE may do to each
+  /// expert's output: a comparison with them then compares the sharing alone.
+  TORCH_ARG(bool, align_output) = false;
 };
 
 class SharedBottomImpl : public torch::nn::Cloneable<SharedBottomImpl> {
@@ -38,11 +43,15 @@ class SharedBottomImpl : public torch::nn::Cloneable<SharedBottomImpl> {
     TORCH_CHECK(options.num_tasks() > 0, "SharedBottom expects at least one task, but got ", options.num_tasks());
     bottom = register_module("bottom",
                              MLP(MLPOptions(options.input_dim(), options.hidden_dims()).dropout(options.dropout())));
+    if (options.align_output())
+      aligner = register_module("aligner", ExpertOutputAligner(ExpertOutputAlignerOptions(1, output_dim())));
   }
 
   /// [batch, input_dim] -> one [batch, output_dim()] per task (the same tensor).
   std::vector<torch::Tensor> forward(const torch::Tensor& x) {
-    return std::vector<torch::Tensor>(options.num_tasks(), bottom->forward(x));
+    auto out = bottom->forward(x);
+    if (aligner) out = aligner->forward(out.unsqueeze(1)).squeeze(1);
+    return std::vector<torch::Tensor>(options.num_tasks(), out);
   }
 
   int64_t output_dim() const { return bottom->output_dim(); }
@@ -55,6 +64,7 @@ class SharedBottomImpl : public torch::nn::Cloneable<SharedBottomImpl> {
 
   SharedBottomOptions options;
   MLP bottom{nullptr};
+  ExpertOutputAligner aligner{nullptr};
 };
 TORCH_MODULE(SharedBottom);
 

@@ -58,8 +58,9 @@ struct SyntheticOptions {
   /// factor, the largest part of each logit). Each is sqrt(r) parts a taste
   /// both tasks share and sqrt(1 - r) parts one of its own, so the correlation
   /// is r (up to the finite draw of the entity tables). The CTR task, with
-  /// 1/CTR times the labels, teaches the shared part to a model that shares
-  /// embeddings: multi-task CVR over single-task CVR (Q1).
+  /// 1/CTR times the labels, can teach the shared part to a model that shares
+  /// embeddings; the tasks' own parts (1 - r) and private terms pull the
+  /// shared layers apart (Q1 weighs the two).
   TORCH_ARG(double, task_relatedness) = 0.8;
   /// Weight of a per-impression latent that no model sees (a mood, an
   /// impulse), standard normal, added to the click logit and subtracted from
@@ -68,9 +69,9 @@ struct SyntheticOptions {
   /// features make clicking unlikely, so P(conversion | x, click) ranks the
   /// entire space worse than P(conversion | x) (Q2).
   TORCH_ARG(double, selection_latent_weight) = 1.0;
-  /// Weight of each task's own non-linear user-item term (a sine of a user .
-  /// item factor product; the click and conversion terms use independent item
-  /// factors): structure one task needs and the other does not (Q3, Q4).
+  /// Weight of each task's own non-linear term (a sine of a profile-group
+  /// factor . category factor product, an independent pair of factor tables
+  /// per task): structure one task needs and the other does not (Q1, Q3, Q4).
   TORCH_ARG(double, private_signal) = 1.0;
   /// Weight of a three-way product of dense features (user-category
   /// affinity, shop score, the impression's context value), each centred on
