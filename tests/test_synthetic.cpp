@@ -122,7 +122,7 @@ TEST_CASE("synthetic data: a seed gives the same rows on every build") {
     for (size_t i = 0; i < values.size() * sizeof(values[0]); ++i) sum = (sum ^ bytes[i]) * 1099511628211ULL;
   };
   add(ds.ids), add(ds.dense), add(ds.click), add(ds.conversion), add(ds.truth.counterfactual_conversion);
-  REQUIRE(sum == 10201665846375225318ULL);
+  REQUIRE(sum == 17808597879146083891ULL);
 }
 
 // ctr_bias and cvr_bias move the label levels.
@@ -236,15 +236,16 @@ TEST_CASE("synthetic mechanism Q3, Q4: each task's private term") {
   REQUIRE(std::fabs(correlation(click, column(on, [](const auto& t) { return t.click_taste; }))) < 0.05);
 }
 
-// cross_signal adds a product of three dense features (user-category
-// affinity D702, shop score D508, context D509) to the click logit: unit
-// variance, nothing of it in any one feature or pair (at the chain's entity counts).
-TEST_CASE("synthetic mechanism Q5: a three-way cross of dense features") {
+// cross_signal adds a product of four dense features (user-category
+// affinity D702, shop score D508, context values D509 and D853) to the click
+// logit: unit variance, nothing of it in any one feature, pair or triple (at
+// the chain's entity counts).
+TEST_CASE("synthetic mechanism Q5: a four-way cross of dense features") {
   SyntheticGenerator gen{SyntheticOptions()};
   const auto terms = terms_of(gen, 100000);
   const auto ds = gen.generate(Split::train, 100000);
   const auto off = terms_of(SyntheticGenerator(SyntheticOptions().cross_signal(0)), 100000);
-  // The three features, each centred on its mean over these rows.
+  // The four features, each centred on its mean over these rows.
   const auto feature = [&](int64_t column) {
     std::vector<double> v;
     for (int64_t r = 0; r < ds.num_rows(); ++r) v.push_back(ds.dense[r * 8 + column]);
@@ -252,20 +253,29 @@ TEST_CASE("synthetic mechanism Q5: a three-way cross of dense features") {
     for (auto& x : v) x -= m;
     return v;
   };
-  auto a = feature(6), b = feature(4), c = feature(5);
-  std::vector<double> ab, ac, bc, abc;
-  for (int64_t r = 0; r < ds.num_rows(); ++r) {
-    ab.push_back(a[r] * b[r]), ac.push_back(a[r] * c[r]), bc.push_back(b[r] * c[r]);
-    abc.push_back(a[r] * b[r] * c[r]);
-    REQUIRE(terms[r].click_logit - off[r].click_logit == Approx(terms[r].cross).margin(1e-9));
+  const std::vector<std::vector<double>> factors{feature(6), feature(4), feature(5), feature(7)};
+  // The product of all four, and of every proper subset of them (each one, each pair, each triple).
+  std::vector<double> all;
+  std::vector<std::vector<double>> parts;
+  for (int subset = 1; subset < 16; ++subset) {
+    std::vector<double> product(ds.num_rows(), 1.0);
+    for (int f = 0; f < 4; ++f)
+      if (subset & (1 << f))
+        for (int64_t r = 0; r < ds.num_rows(); ++r) product[r] *= factors[f][r];
+    if (subset == 15)
+      all = std::move(product);
+    else
+      parts.push_back(std::move(product));
   }
+  for (int64_t r = 0; r < ds.num_rows(); ++r)
+    REQUIRE(terms[r].click_logit - off[r].click_logit == Approx(terms[r].cross).margin(1e-9));
   const auto cross = column(terms, [](const auto& t) { return t.cross; });
   REQUIRE(variance(cross) == Approx(1.0).margin(0.05));
-  REQUIRE(correlation(cross, abc) > 0.999);
-  // Nothing of it in any one feature, nor in a pair's product: each factor is centred on its mean over rows.
-  for (const auto* part : {&a, &b, &c, &ab, &ac, &bc}) {
-    INFO("correlation with one factor or a pair's product: " << correlation(cross, *part));
-    REQUIRE(std::fabs(correlation(cross, *part)) < 0.05);
+  REQUIRE(correlation(cross, all) > 0.999);
+  // Nothing of it in any one feature, pair or triple: each factor is centred on its mean over rows.
+  for (const auto& part : parts) {
+    INFO("correlation with a product of fewer factors: " << correlation(cross, part));
+    REQUIRE(std::fabs(correlation(cross, part)) < 0.05);
   }
 }
 

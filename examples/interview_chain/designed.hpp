@@ -51,10 +51,13 @@ inline const std::vector<DesignedMechanism>& designed_mechanisms() {
       {"Q4", "each task has a non-linear term of its own (as in Q3)", "private_signal", "none",
        "with every expert's output normalised, MMoE's per-task gates can already give each task experts of its own; "
        "PLE's private experts add capacity only one task trains, which the towers already provide"},
-      {"Q5", "a product of three centred dense features in the click logit", "cross_signal", "none",
-       "the backbone's deep MLP reads the dense features and forms the product before any expert sees them (every "
-       "model's CTR rises alike with cross_signal), so a cross expert on the backbone's output finds nothing an MLP "
-       "expert of similar size misses"}};
+      {"Q5",
+       "a product of four centred dense features (user-category affinity, shop score, two context values of the "
+       "impression) in the click logit, scaled to unit variance: nothing of it lies in any one, two or three of them",
+       "cross_signal", "gain",
+       "a cross expert of three layers forms a product of four of its inputs exactly, an MLP expert of similar size "
+       "only approximates it; at the default weight the backbone's deep MLP does not form it by itself (at twice the "
+       "weight it does, and every model gains alike)"}};
   return list;
 }
 

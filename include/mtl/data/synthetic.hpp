@@ -3,7 +3,7 @@
 // carry latent factors; click and conversion propensities come from them
 // through one mechanism per question of the interview chain (shared and
 // task-private taste, a selection latent no model sees, task-private
-// non-linear terms, a multiplicative cross of dense features), each with a
+// non-linear terms, a four-way product of dense features), each with a
 // knob, plus label levels and noise. Every row also carries its true p_click,
 // true p_cvr and a counterfactual conversion label, so the entire-space CVR
 // AUC is measurable. Deterministic for a seed: row r
@@ -73,10 +73,11 @@ struct SyntheticOptions {
   /// factor . category factor product, an independent pair of factor tables
   /// per task): structure one task needs and the other does not (Q1, Q3, Q4).
   TORCH_ARG(double, private_signal) = 1.0;
-  /// Weight of a three-way product of dense features (user-category
-  /// affinity, shop score, the impression's context value), each centred on
-  /// its mean over rows, in the click logit, scaled to unit variance: one
-  /// cross layer forms a product, a ReLU network only approximates it (Q5).
+  /// Weight of a four-way product of dense features (user-category
+  /// affinity, shop score, two context values of the impression), each
+  /// centred on its mean over rows, in the click logit, scaled to unit
+  /// variance: a cross network of three layers forms it exactly, a ReLU
+  /// network only approximates it (Q5).
   TORCH_ARG(double, cross_signal) = 1.0;
   /// Standard deviation of noise added to both logits before the labels are
   /// drawn, absent from the true p columns: lowers every achievable AUC.
@@ -122,7 +123,7 @@ class SyntheticGenerator {
     double click_taste = 0, buy_taste = 0;      ///< the taste terms; their correlation is task_relatedness
     double selection_latent = 0;                ///< the unseen latent, standard normal (selection_latent_weight)
     double private_click = 0, private_buy = 0;  ///< each task's own non-linear term (private_signal)
-    double cross = 0;                           ///< the three-way product of dense features (cross_signal)
+    double cross = 0;                           ///< the four-way product of dense features (cross_signal)
     double click_logit = 0, cvr_logit = 0;      ///< the true logits, every term weighted (the base rates under null)
   };
 
@@ -350,10 +351,12 @@ class SyntheticGenerator {
     t.buy_taste = std::sqrt(r) * shared_taste + std::sqrt(1.0 - r) * dot(user_factor_, u, item_buy_, i);
     const int64_t cell = a.profile[0] * vocab_[kCategory] + b.category;
     t.private_click = private_click_[cell], t.private_buy = private_buy_[cell];
-    // The dense features of the cross: user-category affinity, shop score and the impression's context value.
+    // The dense features of the cross: user-category affinity, shop score and two context values of the impression.
     const double affinity = unit(key(60, u, b.category)), shop_score = unit(key(61, b.shop)), context = rng.uniform();
-    // Unit variance: affinity and context are uniforms (variance 1/12 each), the shop score is standardised.
-    t.cross = 12.0 * (affinity - 0.5) * (context - 0.5) * (shop_score - shop_score_mean_) / shop_score_sd_;
+    const double second_context = rng.uniform();
+    // Unit variance: three uniforms (variance 1/12 each, so 12^1.5 = 41.57) and the standardised shop score.
+    t.cross = 41.569219381653056 * (affinity - 0.5) * (context - 0.5) * (second_context - 0.5) *
+              (shop_score - shop_score_mean_) / shop_score_sd_;
     t.selection_latent = rng.normal();
     static constexpr double kScenarioEffect[3] = {0.0, -0.5, 0.3};
     const double click_logit = options_.ctr_bias() + kTasteWeight * t.click_taste + 0.5 * b.attractiveness +
@@ -378,8 +381,7 @@ class SyntheticGenerator {
     out.would_convert = cvr_draw < sigmoid(t.cvr_logit + cvr_noise) ? 1.0 : 0.0;
 
     // Dense features in [0, 1], as in the processed Ali-CCP files.
-    const double last = rng.uniform();
-    out.dense = {a.activity, b.popularity, b.price, a.purchase_power, shop_score, context, affinity, last};
+    out.dense = {a.activity, b.popularity, b.price, a.purchase_power, shop_score, context, affinity, second_context};
     return out;
   }
 
