@@ -43,6 +43,8 @@ tiny_chain)
   ! grep -q -- "-> significant" chain/delta_analysis.txt || fail "a one-seed chain called a difference significant"
   expect_in "cannot be measured" chain/report.html
   expect_in "<svg" chain/report.html
+  # Every experiment normalises what its towers read, and the report says so.
+  expect_in "E0a on, E0b on, E1 on, E2 on, E3 on, E4 on, E5 on; the same in every experiment" chain/delta_analysis.txt
   # report DIR rebuilds the same summary from the run directories alone.
   cp chain/summary.csv before.csv
   "$bin" report chain > /dev/null
@@ -51,6 +53,9 @@ tiny_chain)
   "$bin" predict --run interview_E5_* --out e5.csv > /dev/null
   [ "$(wc -l < e5.csv)" = 4001 ] || fail "predict wrote $(wc -l < e5.csv) lines, expected 4001"
   head -1 e5.csv | grep -q "^row,p_ctr,p_cvr,p_ctcvr,click,conversion$" || fail "predict header"
+  # The synthetic training rows, generated as batches were drawn, are generated whole for --split train.
+  "$bin" predict --run interview_E5_* --split train --out e5_train.csv > /dev/null
+  [ "$(wc -l < e5_train.csv)" = 20001 ] || fail "predict --split train wrote $(wc -l < e5_train.csv) lines, expected 20001"
   # --skip and --resume: a second run skips every finished experiment.
   "$bin" run --configs "$configs" --preset tiny --output chain --resume --quiet > resume.txt
   [ "$(grep -c 'finished earlier' resume.txt)" = 7 ] || fail "resume did not skip finished experiments"

@@ -66,8 +66,8 @@ inline DataBundle load_data(const ExperimentConfig& c, const std::string& cache_
                     rebind(gen->generate(Split::valid, c.valid_rows), schema),
                     rebind(gen->generate(Split::test, c.test_rows), schema),
                     "synthetic (seed " + std::to_string(c.data_seed) + "): " + std::to_string(c.train_rows) +
-                        " train rows (generated as batches are drawn) / " + std::to_string(c.valid_rows) +
-                        " valid / " + std::to_string(c.test_rows) + " test rows",
+                        " train rows (generated as batches are drawn) / " + std::to_string(c.valid_rows) + " valid / " +
+                        std::to_string(c.test_rows) + " test rows",
                     {},
                     gen,
                     c.train_rows};

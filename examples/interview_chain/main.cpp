@@ -421,8 +421,12 @@ int cmd_predict(int argc, char** argv) {
   const auto split = a.values.count("--split") ? a.values["--split"] : "test";
   TORCH_CHECK(split == "train" || split == "valid" || split == "test", "--split expects train, valid or test, got '",
               split, "'");
-  const auto generated = split == "train" && data.generator ? data.generated_train() : mtl::data::Dataset(data.schema);
-  const auto& rows = split != "train" ? (split == "valid" ? data.valid : data.test) : data.generator ? generated : data.train;
+  mtl::data::Dataset generated(data.schema);  // synthetic training rows exist only when generated
+  if (split == "train" && data.generator) generated = data.generated_train();
+  const auto& rows = split == "valid"  ? data.valid
+                     : split == "test" ? data.test
+                     : data.generator  ? generated
+                                       : data.train;
   auto out = open_output(a.values["--out"]);
   write_prediction_header(out, true);
   with_best_model(c, data.schema, run, [&](auto model) {

@@ -23,8 +23,8 @@
 #include <fstream>
 #include <map>
 #include <optional>
-#include <sstream>
 #include <set>
+#include <sstream>
 #include <string>
 #include <tuple>
 #include <vector>

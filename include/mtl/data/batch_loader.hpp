@@ -1,8 +1,9 @@
-// Training batches from a TrainingRows (a Dataset, or rows made on demand):
+// Training batches from TrainingRows (a Dataset, or rows made on demand):
 // fixed batch size, an order shuffled per epoch from a seed (index order for
-// rows made on demand, each an independent draw), a background thread that prepares the next batches
-// (pinned for a non-blocking copy when the device is CUDA), and a position
-// that can be saved and sought, so a resumed run reads the same batches.
+// rows made on demand, each an independent draw), a background thread that
+// prepares the next batches (pinned for a non-blocking copy when the device
+// is CUDA), and a position that can be saved and sought, so a resumed run
+// reads the same batches.
 #pragma once
 
 #include <mtl/data/dataset.hpp>
