@@ -86,7 +86,7 @@ for c in primaries:  # Holm: never below the raw p, at most the family size time
 assert all(c["p_adjusted"] is None for c in rows if not c["primary"])
 # Synthetic data: each primary carries the designed answer, the exploratory lines none.
 assert d["scenario"] == "designed", d["scenario"]
-assert [c["designed"] for c in sorted(primaries, key=lambda c: c["question"])] == ["loss", "none", "none", "none", "gain"]
+assert [c["designed"] for c in sorted(primaries, key=lambda c: c["question"])] == ["loss", "gain", "loss", "none", "gain"]
 assert all(c["designed"] is None for c in rows if not c["primary"])
 PY
   expect_in "here 3 seed(s) were paired" chain/delta_analysis.txt
