@@ -245,6 +245,11 @@ kill_and_resume)
   compgen -G "$(unfinished)/ckpt_*.pt.tmp.*" > /dev/null || fail "no half-written checkpoint after checkpoint_write"
   crash_then_resume checkpoint_rotate:9
   d=$(unfinished)
+  # Where the rotation was a run's first, it had nothing to move aside: the run's second one has.
+  if [ ! -e "$d/ckpt_prev.pt" ] && [ ! -e "$d/ckpt_last.pt" ]; then
+    crash_then_resume checkpoint_rotate:2
+    d=$(unfinished)
+  fi
   [ -e "$d/ckpt_prev.pt" ] && [ ! -e "$d/ckpt_last.pt" ] || fail "checkpoint_rotate should leave $d with ckpt_prev.pt only"
   crash_then_resume after_validation:7
   # Damage the last checkpoint of the interrupted experiment: resuming refuses it and takes the previous one.
@@ -293,7 +298,7 @@ validate)
   sed -i 's/^runtime:$/optim:\n  dense:\n    lr: 0.001\nruntime:/' changed/E3_deepfm_mmoe_esmm.yaml
   if "$bin" validate --configs changed > bad.txt; then fail "validate passed a changed locked field"; fi
   expect_in "[FAIL] optim.dense.lr differs:" bad.txt
-  expect_in "0.001  in E3 at changed/E3_deepfm_mmoe_esmm.yaml:18" bad.txt
+  expect_in "0.001  in E3 at changed/E3_deepfm_mmoe_esmm.yaml:21" bad.txt
   if "$bin" run --configs changed --preset tiny --output refused > refused.txt 2>&1; then fail "run accepted differing configs"; fi
   expect_in "refusing to run" refused.txt
   # The synthetic scenario: null is a controlled field like any other; an unknown one is refused.
