@@ -483,14 +483,9 @@ inline std::vector<std::string> declared_choices(const std::vector<ExperimentRec
         all_rows ? "summed and divided by all rows, so every impression weighs the same in both terms"
                  : "averaged over the clicked rows, so a clicked row weighs about 1/CTR times a CTR row"));
   }
-  // Whether a run normalises what its towers read (an ExpertOutputAligner on the bottom's or each expert's output).
-  const auto normalised = [&](const RunRecord& r) {
-    const auto mtl = text(r.config, {"model", "mtl"});
-    const bool experts = mtl == "mmoe" || mtl == "ple";
-    const auto value = text(r.config, {"model", experts ? mtl : std::string("shared_bottom"),
-                                       experts ? "expert_output_align" : "output_align", "enabled"});
-    if (value == "(unset)") return mtl == "ple" && text(r.config, {"model", "ple", "hetero_enabled"}) == "true";
-    return value == "true";
+  // Whether a run normalises what its towers read, as its config snapshot resolves (the predict command's reading).
+  const auto normalised = [](const RunRecord& r) {
+    return load_experiment((fs::path(r.dir) / "config.yaml").string(), Overrides{}).align;
   };
   std::string which;
   std::set<bool> seen;
