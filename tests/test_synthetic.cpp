@@ -277,6 +277,12 @@ TEST_CASE("synthetic mechanism Q5: a four-way cross of dense features") {
     INFO("correlation with a product of fewer factors: " << correlation(cross, part));
     REQUIRE(std::fabs(correlation(cross, part)) < 0.05);
   }
+  // What it is worth: the true click logit ranks the clicks clearly better with the term than without it.
+  const auto click_logit = column(terms, [](const auto& t) { return t.click_logit; });
+  const auto without_cross = column(terms, [](const auto& t) { return t.click_logit - t.cross; });
+  const double worth = metrics::roc_auc(click_logit, ds.click).value - metrics::roc_auc(without_cross, ds.click).value;
+  INFO("CTR AUC the term is worth to the true logit: " << worth);
+  REQUIRE(worth > 0.03);
 }
 
 // label_noise lowers the AUC that even the true probabilities reach.
