@@ -88,14 +88,23 @@ assert all(c["p_adjusted"] is None for c in rows if not c["primary"])
 assert d["scenario"] == "designed", d["scenario"]
 assert [c["designed"] for c in sorted(primaries, key=lambda c: c["question"])] == ["loss", "gain", "loss", "none", "gain"]
 assert all(c["designed"] is None for c in rows if not c["primary"])
+# What each model learned of each mechanism: a finite slope per head the model has and term the data plant.
+u = d["mechanism_uptake"]
+heads = {"E0a": ["ctr"], "E0b": ["cvr"]}
+for e in ["E0a", "E0b", "E1", "E2", "E3", "E4", "E5"]:
+    want = [(h, t) for h in heads.get(e, ["ctr", "cvr"]) for t in (["taste", "private", "cross"] if h == "ctr" else ["taste", "private"])]
+    assert [(t["head"], t["term"]) for t in u[e]] == want, (e, u[e])
+    assert all(abs(t["slope"]) < 100 for t in u[e]), u[e]
 PY
+  expect_in "What the models learned of each mechanism" chain/delta_analysis.txt
+  expect_in "<h2>Mechanisms learned</h2>" chain/report.html
   expect_in "here 3 seed(s) were paired" chain/delta_analysis.txt
   expect_in "Designed vs found (synthetic data, designed scenario; primary comparisons)" chain/delta_analysis.txt
   expect_in "<h2>Designed vs found</h2>" chain/report.html
   # Under the null scenario every designed answer is none (the runs' config snapshots say which scenario).
   sed -i 's/scenario: designed/scenario: "null"/' interview_E*/config.yaml
   "$bin" report chain > /dev/null
-  python3 -c 'import json, sys; d = json.load(open(sys.argv[1])); assert d["scenario"] == "null" and {c["designed"] for c in d["comparisons"] if c["primary"]} == {"none"}, d' chain/delta_analysis.json || fail "the null scenario's designed answers are not all none"
+  python3 -c 'import json, sys; d = json.load(open(sys.argv[1])); assert d["scenario"] == "null" and {c["designed"] for c in d["comparisons"] if c["primary"]} == {"none"} and d["mechanism_uptake"] is None, d' chain/delta_analysis.json || fail "the null scenario's designed answers are not all none, or it reports mechanisms"
   ;;
 
 distributed)

@@ -8,6 +8,7 @@
 
 #include "chain.hpp"
 #include "designed.hpp"
+#include "mechanism_uptake.hpp"
 
 #include <mtl/metrics/delong.hpp>
 #include <mtl/metrics/paired_seeds.hpp>
@@ -573,6 +574,42 @@ inline std::vector<DesignedVsFound> designed_vs_found(const std::vector<DeltaRow
   return out;
 }
 
+/// What each experiment's first finished run learned of every designed mechanism; empty off designed synthetic data.
+struct ExperimentUptake {
+  std::string experiment;
+  std::vector<TermUptake> terms;
+};
+
+inline std::vector<ExperimentUptake> uptake_by_experiment(const std::vector<ExperimentRecord>& chain) {
+  std::vector<ExperimentUptake> out;
+  for (const auto& e : chain) {
+    const auto* run = e.first_finished();
+    if (!run || !e.predictions) continue;
+    const auto config = load_experiment((fs::path(run->dir) / "config.yaml").string(), Overrides{});
+    auto terms = mechanism_uptake(config, e.predictions->p_ctr, e.predictions->p_cvr);
+    if (!terms.empty()) out.push_back({e.id, std::move(terms)});
+  }
+  return out;
+}
+
+/// The heading of the uptake table, in the text and the HTML report.
+inline constexpr const char* kUptakeHeading =
+    "What the models learned of each mechanism (synthetic data, first seed's test rows): the slope of the model's "
+    "logit on each weighted term of the true logit; 1 when the model moves with the term as the truth does, 0 when "
+    "it ignores it";
+
+/// The uptake table's columns: head and term, in the order mechanism_uptake gives them.
+inline std::vector<std::pair<std::string, std::string>> uptake_columns() {
+  return {{"ctr", "taste"}, {"ctr", "private"}, {"ctr", "cross"}, {"cvr", "taste"}, {"cvr", "private"}};
+}
+
+/// An experiment's slope for one column, if its model has that head.
+inline std::optional<TermUptake> uptake_of(const ExperimentUptake& e, const std::pair<std::string, std::string>& column) {
+  for (const auto& t : e.terms)
+    if (t.head == column.first && t.term == column.second) return t;
+  return std::nullopt;
+}
+
 inline void write_delta_analysis(const std::string& output, const std::vector<ExperimentRecord>& chain, double alpha) {
   const auto rows = delta_rows(chain, alpha);
   std::ostringstream out;
@@ -642,6 +679,26 @@ inline void write_delta_analysis(const std::string& output, const std::vector<Ex
                          d.designed, d.found, d.as_designed ? "as designed" : "NOT as designed");
     out << "\n";
   }
+  const auto uptake = uptake_by_experiment(chain);
+  nlohmann::json uptake_json = nullptr;
+  if (!uptake.empty()) {
+    out << kUptakeHeading << "\n      ";
+    for (const auto& [head, term] : uptake_columns()) out << fmt::format("  {:>11}", head + " " + term);
+    out << "\n";
+    uptake_json = nlohmann::json::object();
+    for (const auto& e : uptake) {
+      std::string line = fmt::format("  {:<4}", e.experiment);
+      for (const auto& column : uptake_columns()) {
+        const auto t = uptake_of(e, column);
+        line += t ? fmt::format("  {:>11.3f}", t->slope) : fmt::format("  {:>11}", "");
+      }
+      out << line.substr(0, line.find_last_not_of(' ') + 1) << "\n";
+      for (const auto& t : e.terms)
+        uptake_json[e.experiment].push_back(
+            {{"head", t.head}, {"term", t.term}, {"questions", t.questions}, {"slope", t.slope}});
+    }
+    out << "  (taste: Q1; private: Q3, Q4; cross: Q5)\n\n";
+  }
   out << "Declared choices\n";
   for (const auto& line : choices) out << "  " << line << "\n";
   out << "\n";
@@ -654,6 +711,7 @@ inline void write_delta_analysis(const std::string& output, const std::vector<Ex
                                           {"method", method},
                                           {"comparisons", json},
                                           {"declared_choices", choices},
+                                          {"mechanism_uptake", uptake_json},
                                           {"scenario", scenario ? nlohmann::json(*scenario) : nlohmann::json(nullptr)},
                                           {"notes", notes}}
                                    .dump(2) +

@@ -118,6 +118,9 @@ class SyntheticGenerator {
   const FeatureSchema& schema() const noexcept { return schema_; }
   const SyntheticOptions& options() const noexcept { return options_; }
 
+  /// Weight of the taste terms in both logits, the largest part of each.
+  static constexpr double kTasteWeight = 1.5;
+
   /// The terms of one row's logits, by mechanism, before their knobs' weights.
   struct LogitTerms {
     double click_taste = 0, buy_taste = 0;      ///< the taste terms; their correlation is task_relatedness
@@ -312,8 +315,6 @@ class SyntheticGenerator {
   /// A user's (item's) factor: these parts its own and its profile group's (category's), unit variance in all.
   /// Mostly the group's, so that a model learns most of the taste within one pass over the data.
   static constexpr double kOwnShare = 0.5, kGroupShare = 0.8660254037844386;
-  /// Weight of the taste terms, the largest part of each logit.
-  static constexpr double kTasteWeight = 1.5;
   static float sigmoid(double x) { return static_cast<float>(1.0 / (1.0 + std::exp(-x))); }
 
   /// One row as drawn: ids, dense values, labels and the terms of its logits.
