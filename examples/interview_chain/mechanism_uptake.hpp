@@ -11,7 +11,9 @@
 
 #include <mtl/data/synthetic.hpp>
 
+#include <algorithm>
 #include <cmath>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -25,66 +27,92 @@ struct TermUptake {
   double slope = NAN;     ///< of the model's logit on the weighted term
 };
 
-namespace detail {
-
-/// cov(x, y) / var(x); NaN when x does not vary.
-inline double slope_of(const std::vector<double>& x, const std::vector<double>& y) {
-  const double n = static_cast<double>(x.size());
-  double mx = 0, my = 0;
-  for (size_t i = 0; i < x.size(); ++i) mx += x[i], my += y[i];
-  mx /= n, my /= n;
-  double sxy = 0, sxx = 0;
-  for (size_t i = 0; i < x.size(); ++i) sxy += (x[i] - mx) * (y[i] - my), sxx += (x[i] - mx) * (x[i] - mx);
-  return sxx > 0 ? sxy / sxx : NAN;
-}
-
-inline std::vector<double> logits_of(const std::vector<float>& p) {
-  std::vector<double> out(p.size());
-  for (size_t i = 0; i < p.size(); ++i) {
-    const double q = std::min(std::max(static_cast<double>(p[i]), 1e-7), 1.0 - 1e-7);
-    out[i] = std::log(q) - std::log1p(-q);
+/// The weighted terms of the true logits on a synthetic test split, by head:
+/// what a model's logits are regressed on.
+class DesignedTerms {
+ public:
+  /// The terms of the test split that `c` describes; nothing (`empty()`)
+  /// unless its data are synthetic under the designed scenario.
+  explicit DesignedTerms(const ExperimentConfig& c) {
+    using mtl::data::SyntheticGenerator;
+    if (c.source != "synthetic" || c.synthetic.scenario() != mtl::data::SyntheticScenario::designed) return;
+    const SyntheticGenerator generator(c.synthetic);
+    const auto& o = c.synthetic;
+    columns_ = {{"ctr", "taste", "Q1", SyntheticGenerator::kTasteWeight, {}},
+                {"ctr", "private", "Q3, Q4", o.private_signal(), {}},
+                {"ctr", "cross", "Q5", o.cross_signal(), {}},
+                {"cvr", "taste", "Q1", SyntheticGenerator::kTasteWeight, {}},
+                {"cvr", "private", "Q3, Q4", o.private_signal(), {}}};
+    columns_.erase(std::remove_if(columns_.begin(), columns_.end(), [](const Column& k) { return k.weight == 0; }),
+                   columns_.end());
+    for (auto& k : columns_) k.values.reserve(static_cast<size_t>(c.test_rows));
+    for (int64_t r = 0; r < c.test_rows; ++r) {
+      const auto t = generator.logit_terms(mtl::data::Split::test, r);
+      for (auto& k : columns_) {
+        const bool ctr = k.head == "ctr";
+        const double raw = k.term == "taste"     ? (ctr ? t.click_taste : t.buy_taste)
+                           : k.term == "private" ? (ctr ? t.private_click : t.private_buy)
+                                                 : t.cross;
+        k.values.push_back(k.weight * raw);
+      }
+    }
   }
-  return out;
-}
 
-}  // namespace detail
+  bool empty() const noexcept { return columns_.empty(); }
 
-/// The uptake of every designed term by a run whose config is `c` and whose
-/// test predictions are `p_ctr` and `p_cvr` (either may be empty: a head the
-/// model lacks), in the order of the test split's rows. Empty unless the data
-/// is synthetic under the designed scenario.
-inline std::vector<TermUptake> mechanism_uptake(const ExperimentConfig& c, const std::vector<float>& p_ctr,
-                                                const std::vector<float>& p_cvr) {
-  using mtl::data::SyntheticGenerator;
-  if (c.source != "synthetic" || c.synthetic.scenario() != mtl::data::SyntheticScenario::designed) return {};
-  const size_t rows = std::max(p_ctr.size(), p_cvr.size());
-  TORCH_CHECK(rows <= static_cast<size_t>(c.test_rows), "mechanism_uptake: ", rows,
-              " test predictions, but the config's test split has ", c.test_rows, " rows");
-  const SyntheticGenerator generator(c.synthetic);
-  const auto& o = c.synthetic;
-  struct Term {
-    const char *head, *term, *questions;
+  /// The slopes of a run's logits on every term, from its test predictions
+  /// (`p_ctr` or `p_cvr` empty: a head the model lacks), in the split's row order.
+  std::vector<TermUptake> uptake(const std::vector<float>& p_ctr, const std::vector<float>& p_cvr) const {
+    std::vector<TermUptake> out;
+    const auto ctr_logit = logits_of(p_ctr), cvr_logit = logits_of(p_cvr);
+    for (const auto& k : columns_) {
+      const auto& logit = k.head == "ctr" ? ctr_logit : cvr_logit;
+      if (logit.empty()) continue;
+      TORCH_CHECK(logit.size() == k.values.size(), "mechanism uptake: ", logit.size(),
+                  " test predictions, but the test split has ", k.values.size(), " rows");
+      out.push_back({k.head, k.term, k.questions, slope_of(k.values, logit)});
+    }
+    return out;
+  }
+
+ private:
+  struct Column {
+    std::string head, term, questions;
     double weight;
-    double SyntheticGenerator::LogitTerms::*value;
+    std::vector<double> values;
   };
-  const std::vector<Term> terms{
-      {"ctr", "taste", "Q1", SyntheticGenerator::kTasteWeight, &SyntheticGenerator::LogitTerms::click_taste},
-      {"ctr", "private", "Q3, Q4", o.private_signal(), &SyntheticGenerator::LogitTerms::private_click},
-      {"ctr", "cross", "Q5", o.cross_signal(), &SyntheticGenerator::LogitTerms::cross},
-      {"cvr", "taste", "Q1", SyntheticGenerator::kTasteWeight, &SyntheticGenerator::LogitTerms::buy_taste},
-      {"cvr", "private", "Q3, Q4", o.private_signal(), &SyntheticGenerator::LogitTerms::private_buy}};
-  std::vector<SyntheticGenerator::LogitTerms> truth;
-  truth.reserve(rows);
-  for (size_t r = 0; r < rows; ++r)
-    truth.push_back(generator.logit_terms(mtl::data::Split::test, static_cast<int64_t>(r)));
-  const auto ctr_logit = detail::logits_of(p_ctr), cvr_logit = detail::logits_of(p_cvr);
-  std::vector<TermUptake> out;
-  for (const auto& t : terms) {
-    const auto& logit = std::string(t.head) == "ctr" ? ctr_logit : cvr_logit;
-    if (logit.size() != rows || t.weight == 0) continue;
-    std::vector<double> weighted(rows);
-    for (size_t r = 0; r < rows; ++r) weighted[r] = t.weight * truth[r].*t.value;
-    out.push_back({t.head, t.term, t.questions, detail::slope_of(weighted, logit)});
+
+  /// cov(x, y) / var(x); NaN when x does not vary.
+  static double slope_of(const std::vector<double>& x, const std::vector<double>& y) {
+    const double n = static_cast<double>(x.size());
+    double mx = 0, my = 0;
+    for (size_t i = 0; i < x.size(); ++i) mx += x[i], my += y[i];
+    mx /= n, my /= n;
+    double sxy = 0, sxx = 0;
+    for (size_t i = 0; i < x.size(); ++i) sxy += (x[i] - mx) * (y[i] - my), sxx += (x[i] - mx) * (x[i] - mx);
+    return sxx > 0 ? sxy / sxx : NAN;
+  }
+
+  static std::vector<double> logits_of(const std::vector<float>& p) {
+    std::vector<double> out(p.size());
+    for (size_t i = 0; i < p.size(); ++i) {
+      const double q = std::min(std::max(static_cast<double>(p[i]), 1e-7), 1.0 - 1e-7);
+      out[i] = std::log(q) - std::log1p(-q);
+    }
+    return out;
+  }
+
+  std::vector<Column> columns_;
+};
+
+/// The mean of several runs' uptakes of the same terms (one per seed), term by term.
+inline std::vector<TermUptake> mean_uptake(const std::vector<std::vector<TermUptake>>& runs) {
+  if (runs.empty()) return {};
+  auto out = runs.front();
+  for (size_t k = 0; k < out.size(); ++k) {
+    double sum = 0;
+    for (const auto& run : runs) sum += run.at(k).slope;
+    out[k].slope = sum / static_cast<double>(runs.size());
   }
   return out;
 }

@@ -106,6 +106,8 @@ struct ExperimentRecord {
   std::vector<RunRecord> runs;
   /// Test predictions of the first finished run, read once for every comparison and chart.
   std::optional<Predictions> predictions;
+  /// On designed synthetic data, what the models learned of each mechanism: the mean over finished seeds.
+  std::vector<TermUptake> uptake;
 
   const RunRecord* first_finished() const {
     for (const auto& r : runs)
@@ -131,9 +133,27 @@ struct ExperimentRecord {
   }
 };
 
+/// Each finished run's slopes on the designed terms, averaged over the seeds.
+/// `terms` holds the test split's terms, rebuilt when a run's data section differs from the one they describe.
+inline std::vector<TermUptake> experiment_uptake(const ExperimentRecord& e,
+                                                 std::pair<std::string, std::optional<DesignedTerms>>& terms) {
+  std::vector<std::vector<TermUptake>> per_seed;
+  for (const auto& r : e.runs) {
+    if (!r.status.finished || !r.config.IsDefined()) continue;
+    const auto data = YAML::Dump(r.config["data"]);
+    if (!terms.second || terms.first != data)
+      terms = {data, DesignedTerms(load_experiment((fs::path(r.dir) / "config.yaml").string(), Overrides{}))};
+    if (terms.second->empty()) return {};
+    const auto p = &r == e.first_finished() ? e.predictions : read_predictions(r);
+    if (p) per_seed.push_back(terms.second->uptake(p->p_ctr, p->p_cvr));
+  }
+  return mean_uptake(per_seed);
+}
+
 inline std::vector<ExperimentRecord> read_chain(const std::string& output) {
   const auto state = ChainState::load(output);
   std::vector<ExperimentRecord> out;
+  std::pair<std::string, std::optional<DesignedTerms>> terms;
   for (const auto& [id, file] : experiments()) {
     ExperimentRecord e{id, "", {}};
     auto it = state.runs.find(id);
@@ -141,6 +161,7 @@ inline std::vector<ExperimentRecord> read_chain(const std::string& output) {
       for (const auto& dir : it->second) e.runs.push_back(read_run(dir));
     if (e.runs.empty()) e.runs.push_back(read_run(""));
     if (const auto* first = e.first_finished()) e.predictions = read_predictions(*first);
+    e.uptake = experiment_uptake(e, terms);
     for (const auto& r : e.runs)
       if (e.description.empty() && fs::exists(fs::path(r.dir) / "config.yaml"))
         e.description =
@@ -574,38 +595,25 @@ inline std::vector<DesignedVsFound> designed_vs_found(const std::vector<DeltaRow
   return out;
 }
 
-/// What each experiment's first finished run learned of every designed mechanism; empty off designed synthetic data.
-struct ExperimentUptake {
-  std::string experiment;
-  std::vector<TermUptake> terms;
-};
-
-inline std::vector<ExperimentUptake> uptake_by_experiment(const std::vector<ExperimentRecord>& chain) {
-  std::vector<ExperimentUptake> out;
-  for (const auto& e : chain) {
-    const auto* run = e.first_finished();
-    if (!run || !e.predictions) continue;
-    const auto config = load_experiment((fs::path(run->dir) / "config.yaml").string(), Overrides{});
-    auto terms = mechanism_uptake(config, e.predictions->p_ctr, e.predictions->p_cvr);
-    if (!terms.empty()) out.push_back({e.id, std::move(terms)});
-  }
-  return out;
-}
-
 /// The heading of the uptake table, in the text and the HTML report.
 inline constexpr const char* kUptakeHeading =
-    "What the models learned of each mechanism (synthetic data, first seed's test rows): the slope of the model's "
-    "logit on each weighted term of the true logit; 1 when the model moves with the term as the truth does, 0 when "
-    "it ignores it";
+    "What the models learned of each mechanism (synthetic data, test rows, mean over the seeds): the slope of the "
+    "model's logit on each weighted term of the true logit; 1 when the model moves with the term as the truth does, "
+    "0 when it ignores it";
 
-/// The uptake table's columns: head and term, in the order mechanism_uptake gives them.
+/// The uptake table's columns: head and term, in the order DesignedTerms gives them.
 inline std::vector<std::pair<std::string, std::string>> uptake_columns() {
   return {{"ctr", "taste"}, {"ctr", "private"}, {"ctr", "cross"}, {"cvr", "taste"}, {"cvr", "private"}};
 }
 
+/// Whether any experiment reports what it learned of the mechanisms (designed synthetic data).
+inline bool any_uptake(const std::vector<ExperimentRecord>& chain) {
+  return std::any_of(chain.begin(), chain.end(), [](const ExperimentRecord& e) { return !e.uptake.empty(); });
+}
+
 /// An experiment's slope for one column, if its model has that head.
-inline std::optional<TermUptake> uptake_of(const ExperimentUptake& e, const std::pair<std::string, std::string>& column) {
-  for (const auto& t : e.terms)
+inline std::optional<TermUptake> uptake_of(const ExperimentRecord& e, const std::pair<std::string, std::string>& column) {
+  for (const auto& t : e.uptake)
     if (t.head == column.first && t.term == column.second) return t;
   return std::nullopt;
 }
@@ -679,22 +687,22 @@ inline void write_delta_analysis(const std::string& output, const std::vector<Ex
                          d.designed, d.found, d.as_designed ? "as designed" : "NOT as designed");
     out << "\n";
   }
-  const auto uptake = uptake_by_experiment(chain);
   nlohmann::json uptake_json = nullptr;
-  if (!uptake.empty()) {
+  if (any_uptake(chain)) {
     out << kUptakeHeading << "\n      ";
     for (const auto& [head, term] : uptake_columns()) out << fmt::format("  {:>11}", head + " " + term);
     out << "\n";
     uptake_json = nlohmann::json::object();
-    for (const auto& e : uptake) {
-      std::string line = fmt::format("  {:<4}", e.experiment);
+    for (const auto& e : chain) {
+      if (e.uptake.empty()) continue;
+      std::string line = fmt::format("  {:<4}", e.id);
       for (const auto& column : uptake_columns()) {
         const auto t = uptake_of(e, column);
         line += t ? fmt::format("  {:>11.3f}", t->slope) : fmt::format("  {:>11}", "");
       }
       out << line.substr(0, line.find_last_not_of(' ') + 1) << "\n";
-      for (const auto& t : e.terms)
-        uptake_json[e.experiment].push_back(
+      for (const auto& t : e.uptake)
+        uptake_json[e.id].push_back(
             {{"head", t.head}, {"term", t.term}, {"questions", t.questions}, {"slope", t.slope}});
     }
     out << "  (taste: Q1; private: Q3, Q4; cross: Q5)\n\n";

@@ -264,14 +264,14 @@ inline void write_report_html(const std::string& output, const std::vector<Exper
     }
     page += "</table>";
   }
-  const auto uptake = uptake_by_experiment(chain);
-  if (!uptake.empty()) {
+  if (any_uptake(chain)) {
     page += "<h2>Mechanisms learned</h2><p>" + html::escape(kUptakeHeading) +
             " (taste: Q1; private: Q3, Q4; cross: Q5).</p><table><tr><th>experiment</th>";
     for (const auto& [head, term] : uptake_columns()) page += "<th>" + head + " " + term + "</th>";
     page += "</tr>";
-    for (const auto& e : uptake) {
-      page += "<tr><td class='l'>" + e.experiment + "</td>";
+    for (const auto& e : chain) {
+      if (e.uptake.empty()) continue;
+      page += "<tr><td class='l'>" + e.id + "</td>";
       for (const auto& column : uptake_columns()) {
         const auto t = uptake_of(e, column);
         page += t ? fmt::format("<td>{:.3f}</td>", t->slope) : std::string("<td></td>");
