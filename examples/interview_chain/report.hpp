@@ -139,7 +139,7 @@ inline std::vector<TermUptake> experiment_uptake(const ExperimentRecord& e,
                                                  std::pair<std::string, std::optional<DesignedTerms>>& terms) {
   std::vector<std::vector<TermUptake>> per_seed;
   for (const auto& r : e.runs) {
-    if (!r.status.finished || !r.config.IsDefined()) continue;
+    if (!r.status.finished || !r.config.IsMap()) continue;
     const auto data = YAML::Dump(r.config["data"]);
     if (!terms.second || terms.first != data)
       terms = {data, DesignedTerms(load_experiment((fs::path(r.dir) / "config.yaml").string(), Overrides{}))};
