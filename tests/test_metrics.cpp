@@ -173,6 +173,46 @@ TEST_CASE("DeLong edge cases") {
   REQUIRE(std::isnan(one_class.p_value));
 }
 
+// The test rows' variance that seeds share: the rows' own part of a difference, not each seed's own noise.
+TEST_CASE("shared_test_row_variance") {
+  const size_t rows = 4000, seeds = 5;
+  std::mt19937 rng(17);
+  std::normal_distribution<double> normal;
+  std::vector<double> signal(rows), row_effect(rows);
+  std::vector<float> labels(rows);
+  for (size_t i = 0; i < rows; ++i) {
+    signal[i] = normal(rng), row_effect[i] = normal(rng);
+    labels[i] = std::bernoulli_distribution(1.0 / (1.0 + std::exp(-signal[i])))(rng) ? 1.f : 0.f;
+  }
+  // Each seed's model: the signal, plus (for a) a per-row effect every seed shares, plus noise of its own.
+  auto model = [&](double shared_weight) {
+    std::vector<float> out(rows);
+    for (size_t i = 0; i < rows; ++i) out[i] = static_cast<float>(signal[i] + shared_weight * row_effect[i] + normal(rng));
+    return out;
+  };
+  std::vector<std::vector<float>> a_alike, b, a_apart;
+  for (size_t k = 0; k < seeds; ++k) a_alike.push_back(model(0)), b.push_back(model(0)), a_apart.push_back(model(2));
+
+  // One seed: DeLong's variance of its difference.
+  const auto one = shared_test_row_variance(std::vector<std::vector<float>>{a_alike[0]}, std::vector<std::vector<float>>{b[0]}, labels);
+  const auto t = delong_test(a_alike[0], b[0], labels);
+  REQUIRE(one.shared == Approx(t.se_difference * t.se_difference).epsilon(1e-10));
+  // The same seed repeated: nothing differs between seeds, so all of it is shared.
+  const auto repeated = shared_test_row_variance(std::vector(3, a_apart[0]), std::vector(3, b[0]), labels);
+  REQUIRE(repeated.of_mean == Approx(repeated.of_each).epsilon(1e-10));
+  REQUIRE(repeated.shared == Approx(repeated.of_each).epsilon(1e-10));
+  // Models that differ by their own noise only share little; a per-row effect in every seed is shared.
+  const auto alike = shared_test_row_variance(a_alike, b, labels);
+  const auto apart = shared_test_row_variance(a_apart, b, labels);
+  INFO("alike: shared " << alike.shared << " of " << alike.of_each << "; apart: " << apart.shared << " of "
+                        << apart.of_each);
+  REQUIRE(alike.shared < 0.2 * alike.of_each);
+  REQUIRE(apart.shared > 0.4 * apart.of_each);
+  REQUIRE(alike.of_mean < alike.of_each);
+  // A one-class column has no AUC.
+  REQUIRE_FALSE(shared_test_row_variance(a_alike, b, std::vector<float>(rows, 1.f)).defined());
+}
+
 // GAUC weights each two-class group's AUC by its rows and skips one-class groups.
 TEST_CASE("grouped_auc") {
   // Group 7: AUC 1 over 4 rows; group 8: AUC 0 over 2 rows; group 9: one class.

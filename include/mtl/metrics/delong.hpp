@@ -111,4 +111,57 @@ DeLongTest delong_test(const std::vector<Score>& scores_a, const std::vector<Sco
   return t;
 }
 
+/// The test rows' sampling variance of a difference of AUCs that several
+/// training seeds share. Seed k scores the same rows with two models (a_k,
+/// b_k). DeLong's variance of one seed's difference holds a part every seed
+/// shares (which rows were drawn) and a part that differs between seeds (how
+/// each pair of training runs meets those rows); the spread of the per-seed
+/// differences already holds the second. With V_mean DeLong's variance of the
+/// seed-averaged difference (each row's structural components averaged over
+/// the seeds: shared + own / n) and V_each the seeds' mean DeLong variance
+/// (shared + own), shared = (n V_mean - V_each) / (n - 1), at least 0. One
+/// seed cannot separate the parts: shared is then V_each.
+struct SharedTestRowVariance {
+  double shared = NAN;  ///< what a test over the seeds adds to their s^2 / n
+  double of_mean = NAN, of_each = NAN;
+  std::string undefined_because;
+  bool defined() const noexcept { return undefined_because.empty(); }
+};
+
+template <class Score, class Label>
+SharedTestRowVariance shared_test_row_variance(const std::vector<std::vector<Score>>& scores_a,
+                                               const std::vector<std::vector<Score>>& scores_b,
+                                               const std::vector<Label>& labels) {
+  TORCH_CHECK(!scores_a.empty() && scores_a.size() == scores_b.size(),
+              "shared_test_row_variance expects one score column per seed for each model, but got ", scores_a.size(),
+              " and ", scores_b.size());
+  SharedTestRowVariance out;
+  std::vector<double> mean10, mean01;
+  double each = 0;
+  const double seeds = static_cast<double>(scores_a.size());
+  for (size_t k = 0; k < scores_a.size(); ++k) {
+    TORCH_CHECK(scores_a[k].size() == labels.size() && scores_b[k].size() == labels.size(),
+                "shared_test_row_variance expects score columns as long as the labels (", labels.size(),
+                "), but seed ", k, " has ", scores_a[k].size(), " and ", scores_b[k].size());
+    for (const auto* column : {&scores_a[k], &scores_b[k]})
+      if (out.undefined_because.empty()) out.undefined_because = auc_undefined_because(*column, labels);
+    if (!out.defined()) return out;
+    const auto a = detail::structural_components(scores_a[k], labels);
+    const auto b = detail::structural_components(scores_b[k], labels);
+    std::vector<double> d10(a.v10.size()), d01(a.v01.size());
+    for (size_t i = 0; i < d10.size(); ++i) d10[i] = a.v10[i] - b.v10[i];
+    for (size_t j = 0; j < d01.size(); ++j) d01[j] = a.v01[j] - b.v01[j];
+    const double m = static_cast<double>(d10.size()), n = static_cast<double>(d01.size());
+    each += detail::covariance(d10, d10) / m + detail::covariance(d01, d01) / n;
+    mean10.resize(d10.size()), mean01.resize(d01.size());
+    for (size_t i = 0; i < d10.size(); ++i) mean10[i] += d10[i] / seeds;
+    for (size_t j = 0; j < d01.size(); ++j) mean01[j] += d01[j] / seeds;
+  }
+  out.of_each = each / seeds;
+  out.of_mean = detail::covariance(mean10, mean10) / static_cast<double>(mean10.size()) +
+                detail::covariance(mean01, mean01) / static_cast<double>(mean01.size());
+  out.shared = scores_a.size() == 1 ? out.of_each : std::max(0.0, (seeds * out.of_mean - out.of_each) / (seeds - 1));
+  return out;
+}
+
 }  // namespace mtl::metrics
