@@ -2,7 +2,7 @@
 // ESMM model, E2's shape, small) trained with different seeds and compared
 // with itself the way the chain compares two experiments: per-seed
 // differences of the test CTCVR AUC, the paired t-test over 3 seeds with the
-// test rows' variance (DeLong, first seed) added. There is no true
+// test rows' variance that the seeds share added. There is no true
 // difference, so the share of replicates called significant at 0.05 must be
 // at most 0.05 within its sampling error; the seeds-only test (no test-row
 // term) is shown beside it. Each replicate trains 6 fresh runs (seeds never
@@ -98,17 +98,16 @@ int main(int argc, char** argv) {
   std::vector<double> all_differences;
   for (int r = 0; r < replicates; ++r) {
     std::vector<double> differences;
-    double test_row_variance = 0;
+    std::vector<std::vector<float>> scores_a, scores_b;
     for (int k = 0; k < kSeedsPerSide; ++k) {
       const uint64_t base = 1000 + static_cast<uint64_t>(r) * 2 * kSeedsPerSide + 2 * static_cast<uint64_t>(k);
-      const auto a = train_and_test(d, base, steps), b = train_and_test(d, base + 1, steps);
+      auto a = train_and_test(d, base, steps), b = train_and_test(d, base + 1, steps);
       differences.push_back(a.auc - b.auc);
-      if (k == 0) {  // as the chain does: DeLong on the first seed's predictions
-        const auto delong = metrics::delong_test(a.p_ctcvr, b.p_ctcvr, ctcvr_labels);
-        if (delong.defined()) test_row_variance = delong.se_difference * delong.se_difference;
-      }
+      scores_a.push_back(std::move(a.p_ctcvr)), scores_b.push_back(std::move(b.p_ctcvr));
     }
-    const auto test = metrics::paired_seed_test(differences, 0.95, 2, test_row_variance);
+    // As the chain does: the test rows' variance that the seeds share.
+    const auto shared = metrics::shared_test_row_variance(scores_a, scores_b, ctcvr_labels);
+    const auto test = metrics::paired_seed_test(differences, 0.95, 2, shared.defined() ? shared.shared : 0.0);
     const auto seeds_only = metrics::paired_seed_test(differences);
     significant += test.p_value < 0.05;
     significant_seeds_only += seeds_only.p_value < 0.05;

@@ -106,6 +106,8 @@ struct ExperimentRecord {
   std::vector<RunRecord> runs;
   /// Test predictions of the first finished run, read once for every comparison and chart.
   std::optional<Predictions> predictions;
+  /// Test predictions of every run, by seed index (nothing for a run that did not finish).
+  std::vector<std::optional<Predictions>> seed_predictions;
   /// On designed synthetic data, what the models learned of each mechanism: the mean over finished seeds.
   std::vector<TermUptake> uptake;
 
@@ -144,8 +146,8 @@ inline std::vector<TermUptake> experiment_uptake(const ExperimentRecord& e,
     if (!terms.second || terms.first != data)
       terms = {data, DesignedTerms(load_experiment((fs::path(r.dir) / "config.yaml").string(), Overrides{}))};
     if (terms.second->empty()) return {};
-    const auto p = &r == e.first_finished() ? e.predictions : read_predictions(r);
-    if (p) per_seed.push_back(terms.second->uptake(p->p_ctr, p->p_cvr));
+    if (const auto& p = e.seed_predictions[static_cast<size_t>(&r - e.runs.data())])
+      per_seed.push_back(terms.second->uptake(p->p_ctr, p->p_cvr));
   }
   return mean_uptake(per_seed);
 }
@@ -160,7 +162,8 @@ inline std::vector<ExperimentRecord> read_chain(const std::string& output) {
     if (it != state.runs.end())
       for (const auto& dir : it->second) e.runs.push_back(read_run(dir));
     if (e.runs.empty()) e.runs.push_back(read_run(""));
-    if (const auto* first = e.first_finished()) e.predictions = read_predictions(*first);
+    for (const auto& r : e.runs) e.seed_predictions.push_back(read_predictions(r));
+    if (const auto* first = e.first_finished()) e.predictions = e.seed_predictions[first - e.runs.data()];
     e.uptake = experiment_uptake(e, terms);
     for (const auto& r : e.runs)
       if (e.description.empty() && fs::exists(fs::path(r.dir) / "config.yaml"))
@@ -313,7 +316,7 @@ struct DeltaRow {
   mtl::metrics::PairedSeedTest test;    ///< over the seeds both runs finished
   double p_adjusted = NAN;              ///< Holm across the primaries; NaN for exploratory lines
   double delong_p = NAN;                ///< DeLong on the first seed's test rows: test-row noise only
-  double test_row_variance = NAN;       ///< DeLong's variance of the difference, added to the seeds' spread
+  double test_row_variance = NAN;       ///< the test rows' variance the paired seeds share, added to their spread
   std::string verdict;                  ///< significant gain | significant loss | no significant difference
   std::string designed;                 ///< on synthetic data, a primary's designed answer (gain | loss | none)
 };
@@ -324,6 +327,27 @@ inline std::map<size_t, double> per_seed(const ExperimentRecord& e, const std::s
   for (size_t k = 0; k < e.runs.size(); ++k)
     if (e.runs[k].status.finished && e.runs[k].test.count(metric)) values[k] = e.runs[k].test.at(metric);
   return values;
+}
+
+/// The test rows' sampling variance of the difference that the paired seeds share
+/// (mtl::metrics::shared_test_row_variance): every seed is tested on the same rows, so their spread cannot
+/// show it. NaN where a seed's predictions are missing or the two experiments scored different rows.
+inline double shared_test_row_variance(const ExperimentRecord& a, const ExperimentRecord& b, const std::string& metric,
+                                       const std::vector<size_t>& seeds) {
+  std::vector<std::vector<float>> scores_a, scores_b;
+  std::vector<float> labels;
+  for (size_t seed : seeds) {
+    const auto& pa = a.seed_predictions.at(seed);
+    const auto& pb = b.seed_predictions.at(seed);
+    if (!pa || !pb) return NAN;
+    auto sa = ranked(*pa, metric), sb = ranked(*pb, metric);
+    if (!sa || !sb || sa->second != sb->second || (!scores_a.empty() && sa->second != labels)) return NAN;
+    labels = std::move(sa->second);
+    scores_a.push_back(std::move(sa->first)), scores_b.push_back(std::move(sb->first));
+  }
+  if (scores_a.empty()) return NAN;
+  const auto v = mtl::metrics::shared_test_row_variance(scores_a, scores_b, labels);
+  return v.defined() ? v.shared : NAN;
 }
 
 inline DeltaRow compare(const ExperimentRecord& a, const ExperimentRecord& b, const Comparison& c) {
@@ -338,11 +362,13 @@ inline DeltaRow compare(const ExperimentRecord& a, const ExperimentRecord& b, co
     return row;
   }
   std::vector<double> differences;
+  std::vector<size_t> paired;
   double sum_a = 0, sum_b = 0;
   for (const auto& [seed, value] : va) {
     auto it = vb.find(seed);
     if (it == vb.end()) continue;
     differences.push_back(value - it->second), sum_a += value, sum_b += it->second;
+    paired.push_back(seed);
   }
   if (differences.empty()) {
     row.why_not = "no seed finished in both";
@@ -350,17 +376,16 @@ inline DeltaRow compare(const ExperimentRecord& a, const ExperimentRecord& b, co
   }
   row.available = true;
   row.value_a = sum_a / differences.size(), row.value_b = sum_b / differences.size();
-  // The test rows' sampling variance of the difference (DeLong, first seed's predictions): every seed is
-  // tested on the same rows, so the spread over seeds cannot show it.
-  double test_row_variance = NAN;
+  // DeLong on the first seed's predictions: test-row noise alone, shown where the seeds cannot make a test.
   if (a.predictions && b.predictions) {
     auto sa = ranked(*a.predictions, c.metric), sb = ranked(*b.predictions, c.metric);
     if (sa && sb && sa->second == sb->second) {
       const auto t = mtl::metrics::delong_test(sa->first, sb->first, sa->second);
-      if (t.defined()) row.delong_p = t.p_value, test_row_variance = t.se_difference * t.se_difference;
+      if (t.defined()) row.delong_p = t.p_value;
     }
   }
-  row.test_row_variance = test_row_variance;
+  row.test_row_variance = shared_test_row_variance(a, b, c.metric, paired);
+  const double test_row_variance = row.test_row_variance;
   row.test = mtl::metrics::paired_seed_test(differences, /*confidence=*/0.95, kMinSeeds,
                                             std::isnan(test_row_variance) ? 0.0 : test_row_variance);
   return row;
@@ -547,10 +572,11 @@ inline std::vector<std::string> method_lines(const std::vector<DeltaRow>& rows,
                   "metric (best checkpoint of each run); here {} seed(s) were paired.",
                   seeds),
       fmt::format("The verdict is the paired t-test of those differences, so it includes the variation between "
-                  "training runs; it needs {} seeds or more. Every seed is tested on the same rows, so the test rows' "
-                  "own sampling variance (DeLong's variance of the difference, first seed) is added to the seeds' "
-                  "s^2/n, with Welch-Satterthwaite degrees of freedom; where DeLong is undefined the seeds' spread "
-                  "stands alone.",
+                  "training runs; it needs {} seeds or more. Every seed is tested on the same rows, so the part of the "
+                  "test rows' sampling variance that the seeds share is added to the seeds' s^2/n, with "
+                  "Welch-Satterthwaite degrees of freedom: DeLong's variance of the seed-averaged difference less "
+                  "what differs between seeds, which their spread already holds; where DeLong is undefined the "
+                  "seeds' spread stands alone.",
                   kMinSeeds),
       fmt::format("One comparison per question is primary, fixed in advance; the primaries' p-values are Holm-adjusted "
                   "across the chain (family-wise alpha {}). The other lines are exploratory: unadjusted, and not an "
