@@ -13,7 +13,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <memory>
 #include <string>
 #include <vector>
 
@@ -27,6 +26,18 @@ struct TermUptake {
   double slope = NAN;     ///< of the model's logit on the weighted term
 };
 
+/// A term of a true logit whose uptake is measured: its head, its name and the questions it answers.
+struct DesignedTermName {
+  const char *head, *term, *questions;
+};
+
+/// Every such term, in the order of the report's columns.
+inline constexpr DesignedTermName kDesignedTermNames[] = {{"ctr", "taste", "Q1"},
+                                                          {"ctr", "private", "Q3, Q4"},
+                                                          {"ctr", "cross", "Q5"},
+                                                          {"cvr", "taste", "Q1"},
+                                                          {"cvr", "private", "Q3, Q4"}};
+
 /// The weighted terms of the true logits on a synthetic test split, by head:
 /// what a model's logits are regressed on.
 class DesignedTerms {
@@ -37,14 +48,13 @@ class DesignedTerms {
     using mtl::data::SyntheticGenerator;
     if (c.source != "synthetic" || c.synthetic.scenario() != mtl::data::SyntheticScenario::designed) return;
     const SyntheticGenerator generator(c.synthetic);
-    const auto& o = c.synthetic;
-    columns_ = {{"ctr", "taste", "Q1", SyntheticGenerator::kTasteWeight, {}},
-                {"ctr", "private", "Q3, Q4", o.private_signal(), {}},
-                {"ctr", "cross", "Q5", o.cross_signal(), {}},
-                {"cvr", "taste", "Q1", SyntheticGenerator::kTasteWeight, {}},
-                {"cvr", "private", "Q3, Q4", o.private_signal(), {}}};
-    columns_.erase(std::remove_if(columns_.begin(), columns_.end(), [](const Column& k) { return k.weight == 0; }),
-                   columns_.end());
+    for (const auto& name : kDesignedTermNames) {
+      const std::string term = name.term;
+      const double weight = term == "taste"     ? SyntheticGenerator::kTasteWeight
+                            : term == "private" ? c.synthetic.private_signal()
+                                                : c.synthetic.cross_signal();
+      if (weight != 0) columns_.push_back({name.head, name.term, name.questions, weight, {}});
+    }
     for (auto& k : columns_) k.values.reserve(static_cast<size_t>(c.test_rows));
     for (int64_t r = 0; r < c.test_rows; ++r) {
       const auto t = generator.logit_terms(mtl::data::Split::test, r);

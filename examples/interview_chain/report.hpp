@@ -104,9 +104,8 @@ inline std::optional<Predictions> read_predictions(const RunRecord& r) {
 struct ExperimentRecord {
   std::string id, description;
   std::vector<RunRecord> runs;
-  /// Test predictions of the first finished run, read once for every comparison and chart.
-  std::optional<Predictions> predictions;
-  /// Test predictions of every run, by seed index (nothing for a run that did not finish).
+  /// Test predictions of every run, by seed index (nothing for a run that did not finish), read once for every
+  /// comparison and chart.
   std::vector<std::optional<Predictions>> seed_predictions;
   /// On designed synthetic data, what the models learned of each mechanism: the mean over finished seeds.
   std::vector<TermUptake> uptake;
@@ -115,6 +114,11 @@ struct ExperimentRecord {
     for (const auto& r : runs)
       if (r.status.finished) return &r;
     return nullptr;
+  }
+  /// Test predictions of the first finished run, or nullptr.
+  const Predictions* first_predictions() const {
+    const auto* first = first_finished();
+    return first && seed_predictions[first - runs.data()] ? &*seed_predictions[first - runs.data()] : nullptr;
   }
   /// Mean and sample standard deviation of a test metric over finished seeds.
   std::optional<std::pair<double, double>> spread(const std::string& key) const {
@@ -140,14 +144,14 @@ struct ExperimentRecord {
 inline std::vector<TermUptake> experiment_uptake(const ExperimentRecord& e,
                                                  std::pair<std::string, std::optional<DesignedTerms>>& terms) {
   std::vector<std::vector<TermUptake>> per_seed;
-  for (const auto& r : e.runs) {
+  for (size_t k = 0; k < e.runs.size(); ++k) {
+    const auto& r = e.runs[k];
     if (!r.status.finished || !r.config.IsMap()) continue;
     const auto data = YAML::Dump(r.config["data"]);
     if (!terms.second || terms.first != data)
       terms = {data, DesignedTerms(load_experiment((fs::path(r.dir) / "config.yaml").string(), Overrides{}))};
     if (terms.second->empty()) return {};
-    if (const auto& p = e.seed_predictions[static_cast<size_t>(&r - e.runs.data())])
-      per_seed.push_back(terms.second->uptake(p->p_ctr, p->p_cvr));
+    if (const auto& p = e.seed_predictions[k]) per_seed.push_back(terms.second->uptake(p->p_ctr, p->p_cvr));
   }
   return mean_uptake(per_seed);
 }
@@ -163,7 +167,6 @@ inline std::vector<ExperimentRecord> read_chain(const std::string& output) {
       for (const auto& dir : it->second) e.runs.push_back(read_run(dir));
     if (e.runs.empty()) e.runs.push_back(read_run(""));
     for (const auto& r : e.runs) e.seed_predictions.push_back(read_predictions(r));
-    if (const auto* first = e.first_finished()) e.predictions = e.seed_predictions[first - e.runs.data()];
     e.uptake = experiment_uptake(e, terms);
     for (const auto& r : e.runs)
       if (e.description.empty() && fs::exists(fs::path(r.dir) / "config.yaml"))
@@ -377,17 +380,16 @@ inline DeltaRow compare(const ExperimentRecord& a, const ExperimentRecord& b, co
   row.available = true;
   row.value_a = sum_a / differences.size(), row.value_b = sum_b / differences.size();
   // DeLong on the first seed's predictions: test-row noise alone, shown where the seeds cannot make a test.
-  if (a.predictions && b.predictions) {
-    auto sa = ranked(*a.predictions, c.metric), sb = ranked(*b.predictions, c.metric);
+  if (a.first_predictions() && b.first_predictions()) {
+    auto sa = ranked(*a.first_predictions(), c.metric), sb = ranked(*b.first_predictions(), c.metric);
     if (sa && sb && sa->second == sb->second) {
       const auto t = mtl::metrics::delong_test(sa->first, sb->first, sa->second);
       if (t.defined()) row.delong_p = t.p_value;
     }
   }
   row.test_row_variance = shared_test_row_variance(a, b, c.metric, paired);
-  const double test_row_variance = row.test_row_variance;
   row.test = mtl::metrics::paired_seed_test(differences, /*confidence=*/0.95, kMinSeeds,
-                                            std::isnan(test_row_variance) ? 0.0 : test_row_variance);
+                                            std::isnan(row.test_row_variance) ? 0.0 : row.test_row_variance);
   return row;
 }
 
@@ -538,8 +540,9 @@ inline std::vector<std::string> declared_choices(const std::vector<ExperimentRec
   std::set<bool> seen;
   for (const auto& e : chain)
     if (const auto* r = config_of(e.id)) {
-      seen.insert(normalised(*r));
-      which += fmt::format("{}{} {}", which.empty() ? "" : ", ", e.id, normalised(*r) ? "on" : "off");
+      const bool on = normalised(*r);
+      seen.insert(on);
+      which += fmt::format("{}{} {}", which.empty() ? "" : ", ", e.id, on ? "on" : "off");
     }
   if (!which.empty())
     lines.push_back(fmt::format(
@@ -627,20 +630,18 @@ inline constexpr const char* kUptakeHeading =
     "model's logit on each weighted term of the true logit; 1 when the model moves with the term as the truth does, "
     "0 when it ignores it";
 
-/// The uptake table's columns: head and term, in the order DesignedTerms gives them.
-inline std::vector<std::pair<std::string, std::string>> uptake_columns() {
-  return {{"ctr", "taste"}, {"ctr", "private"}, {"ctr", "cross"}, {"cvr", "taste"}, {"cvr", "private"}};
-}
+/// Which question each term's mechanism answers, under the uptake table.
+inline constexpr const char* kUptakeLegend = "taste: Q1; private: Q3, Q4; cross: Q5";
 
 /// Whether any experiment reports what it learned of the mechanisms (designed synthetic data).
 inline bool any_uptake(const std::vector<ExperimentRecord>& chain) {
   return std::any_of(chain.begin(), chain.end(), [](const ExperimentRecord& e) { return !e.uptake.empty(); });
 }
 
-/// An experiment's slope for one column, if its model has that head.
-inline std::optional<TermUptake> uptake_of(const ExperimentRecord& e, const std::pair<std::string, std::string>& column) {
+/// An experiment's slope on one term, if its model has that head.
+inline std::optional<TermUptake> uptake_of(const ExperimentRecord& e, const DesignedTermName& name) {
   for (const auto& t : e.uptake)
-    if (t.head == column.first && t.term == column.second) return t;
+    if (t.head == name.head && t.term == name.term) return t;
   return std::nullopt;
 }
 
@@ -716,14 +717,14 @@ inline void write_delta_analysis(const std::string& output, const std::vector<Ex
   nlohmann::json uptake_json = nullptr;
   if (any_uptake(chain)) {
     out << kUptakeHeading << "\n      ";
-    for (const auto& [head, term] : uptake_columns()) out << fmt::format("  {:>11}", head + " " + term);
+    for (const auto& name : kDesignedTermNames) out << fmt::format("  {:>11}", std::string(name.head) + " " + name.term);
     out << "\n";
     uptake_json = nlohmann::json::object();
     for (const auto& e : chain) {
       if (e.uptake.empty()) continue;
       std::string line = fmt::format("  {:<4}", e.id);
-      for (const auto& column : uptake_columns()) {
-        const auto t = uptake_of(e, column);
+      for (const auto& name : kDesignedTermNames) {
+        const auto t = uptake_of(e, name);
         line += t ? fmt::format("  {:>11.3f}", t->slope) : fmt::format("  {:>11}", "");
       }
       out << line.substr(0, line.find_last_not_of(' ') + 1) << "\n";
@@ -731,7 +732,7 @@ inline void write_delta_analysis(const std::string& output, const std::vector<Ex
         uptake_json[e.id].push_back(
             {{"head", t.head}, {"term", t.term}, {"questions", t.questions}, {"slope", t.slope}});
     }
-    out << "  (taste: Q1; private: Q3, Q4; cross: Q5)\n\n";
+    out << "  (" << kUptakeLegend << ")\n\n";
   }
   out << "Declared choices\n";
   for (const auto& line : choices) out << "  " << line << "\n";

@@ -201,8 +201,9 @@ inline void write_report_html(const std::string& output, const std::vector<Exper
     std::vector<std::tuple<std::string, double, double, const char*>> rows;
     for (size_t i = 0; i < chain.size(); ++i) {
       const auto& e = chain[i];
-      if (!e.predictions) continue;
-      auto s = ranked(*e.predictions, metric);
+      const auto* predictions = e.first_predictions();
+      if (!predictions) continue;
+      auto s = ranked(*predictions, metric);
       if (!s) continue;
       auto se = mtl::metrics::delong_standard_error(s->first, s->second);
       auto auc = mtl::metrics::roc_auc(s->first, s->second);
@@ -265,15 +266,15 @@ inline void write_report_html(const std::string& output, const std::vector<Exper
     page += "</table>";
   }
   if (any_uptake(chain)) {
-    page += "<h2>Mechanisms learned</h2><p>" + html::escape(kUptakeHeading) +
-            " (taste: Q1; private: Q3, Q4; cross: Q5).</p><table><tr><th>experiment</th>";
-    for (const auto& [head, term] : uptake_columns()) page += "<th>" + head + " " + term + "</th>";
+    page += "<h2>Mechanisms learned</h2><p>" + html::escape(kUptakeHeading) + " (" + kUptakeLegend +
+            ").</p><table><tr><th>experiment</th>";
+    for (const auto& name : kDesignedTermNames) page += std::string("<th>") + name.head + " " + name.term + "</th>";
     page += "</tr>";
     for (const auto& e : chain) {
       if (e.uptake.empty()) continue;
       page += "<tr><td class='l'>" + e.id + "</td>";
-      for (const auto& column : uptake_columns()) {
-        const auto t = uptake_of(e, column);
+      for (const auto& name : kDesignedTermNames) {
+        const auto t = uptake_of(e, name);
         page += t ? fmt::format("<td>{:.3f}</td>", t->slope) : std::string("<td></td>");
       }
       page += "</tr>";

@@ -66,6 +66,12 @@ inline double covariance(const std::vector<double>& a, const std::vector<double>
   return s / static_cast<double>(k - 1);
 }
 
+/// DeLong's variance from structural components (of one AUC, or of the difference of two).
+inline double delong_variance(const std::vector<double>& v10, const std::vector<double>& v01) {
+  return covariance(v10, v10) / static_cast<double>(v10.size()) +
+         covariance(v01, v01) / static_cast<double>(v01.size());
+}
+
 }  // namespace detail
 
 /// DeLong's standard error of the AUC of `scores`.
@@ -74,8 +80,7 @@ MetricValue delong_standard_error(const std::vector<Score>& scores, const std::v
   auto why = auc_undefined_because(scores, labels);
   if (!why.empty()) return MetricValue::undefined(why);
   const auto c = detail::structural_components(scores, labels);
-  return MetricValue::of(std::sqrt(detail::covariance(c.v10, c.v10) / static_cast<double>(c.v10.size()) +
-                                   detail::covariance(c.v01, c.v01) / static_cast<double>(c.v01.size())));
+  return MetricValue::of(std::sqrt(detail::delong_variance(c.v10, c.v01)));
 }
 
 /// DeLong test of two score columns against the same labels.
@@ -93,8 +98,7 @@ DeLongTest delong_test(const std::vector<Score>& scores_a, const std::vector<Sco
   const auto b = detail::structural_components(scores_b, labels);
   const double m = static_cast<double>(a.v10.size()), n = static_cast<double>(a.v01.size());
   using detail::covariance;
-  const double var_a = covariance(a.v10, a.v10) / m + covariance(a.v01, a.v01) / n;
-  const double var_b = covariance(b.v10, b.v10) / m + covariance(b.v01, b.v01) / n;
+  const double var_a = detail::delong_variance(a.v10, a.v01), var_b = detail::delong_variance(b.v10, b.v01);
   const double cov_ab = covariance(a.v10, b.v10) / m + covariance(a.v01, b.v01) / n;
   t.auc_a = a.auc, t.auc_b = b.auc;
   t.se_a = std::sqrt(var_a), t.se_b = std::sqrt(var_b);
@@ -151,15 +155,13 @@ SharedTestRowVariance shared_test_row_variance(const std::vector<std::vector<Sco
     std::vector<double> d10(a.v10.size()), d01(a.v01.size());
     for (size_t i = 0; i < d10.size(); ++i) d10[i] = a.v10[i] - b.v10[i];
     for (size_t j = 0; j < d01.size(); ++j) d01[j] = a.v01[j] - b.v01[j];
-    const double m = static_cast<double>(d10.size()), n = static_cast<double>(d01.size());
-    each += detail::covariance(d10, d10) / m + detail::covariance(d01, d01) / n;
+    each += detail::delong_variance(d10, d01);
     mean10.resize(d10.size()), mean01.resize(d01.size());
     for (size_t i = 0; i < d10.size(); ++i) mean10[i] += d10[i] / seeds;
     for (size_t j = 0; j < d01.size(); ++j) mean01[j] += d01[j] / seeds;
   }
   out.of_each = each / seeds;
-  out.of_mean = detail::covariance(mean10, mean10) / static_cast<double>(mean10.size()) +
-                detail::covariance(mean01, mean01) / static_cast<double>(mean01.size());
+  out.of_mean = detail::delong_variance(mean10, mean01);
   out.shared = scores_a.size() == 1 ? out.of_each : std::max(0.0, (seeds * out.of_mean - out.of_each) / (seeds - 1));
   return out;
 }
