@@ -58,8 +58,8 @@ inline const std::vector<DesignedMechanism>& designed_mechanisms() {
        "impression) in the click logit, scaled to unit variance: nothing of it lies in any one, two or three of them",
        "cross_signal", "gain",
        "a cross expert of three layers forms a product of four of its inputs exactly, an MLP expert of similar size "
-       "only approximates it; at the default weight the backbone's deep MLP does not form it by itself (at twice the "
-       "weight it does, and every model gains alike)"}};
+       "only approximates it; how much of the product each model does learn is the cross term's slope in the "
+       "mechanism uptake table"}};
   return list;
 }
 
