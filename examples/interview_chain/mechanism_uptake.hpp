@@ -48,23 +48,22 @@ class DesignedTerms {
     using mtl::data::SyntheticGenerator;
     if (c.source != "synthetic" || c.synthetic.scenario() != mtl::data::SyntheticScenario::designed) return;
     const SyntheticGenerator generator(c.synthetic);
+    using Terms = SyntheticGenerator::LogitTerms;
     for (const auto& name : kDesignedTermNames) {
       const std::string term = name.term;
+      const bool ctr = std::string(name.head) == "ctr";
       const double weight = term == "taste"     ? SyntheticGenerator::kTasteWeight
                             : term == "private" ? c.synthetic.private_signal()
                                                 : c.synthetic.cross_signal();
-      if (weight != 0) columns_.push_back({name.head, name.term, name.questions, weight, {}});
+      const double Terms::*field = term == "taste"     ? (ctr ? &Terms::click_taste : &Terms::buy_taste)
+                                   : term == "private" ? (ctr ? &Terms::private_click : &Terms::private_buy)
+                                                       : &Terms::cross;
+      if (weight != 0) columns_.push_back({name, weight, field, {}});
     }
     for (auto& k : columns_) k.values.reserve(static_cast<size_t>(c.test_rows));
     for (int64_t r = 0; r < c.test_rows; ++r) {
       const auto t = generator.logit_terms(mtl::data::Split::test, r);
-      for (auto& k : columns_) {
-        const bool ctr = k.head == "ctr";
-        const double raw = k.term == "taste"     ? (ctr ? t.click_taste : t.buy_taste)
-                           : k.term == "private" ? (ctr ? t.private_click : t.private_buy)
-                                                 : t.cross;
-        k.values.push_back(k.weight * raw);
-      }
+      for (auto& k : columns_) k.values.push_back(k.weight * t.*k.field);
     }
   }
 
@@ -76,19 +75,20 @@ class DesignedTerms {
     std::vector<TermUptake> out;
     const auto ctr_logit = logits_of(p_ctr), cvr_logit = logits_of(p_cvr);
     for (const auto& k : columns_) {
-      const auto& logit = k.head == "ctr" ? ctr_logit : cvr_logit;
+      const auto& logit = std::string(k.name.head) == "ctr" ? ctr_logit : cvr_logit;
       if (logit.empty()) continue;
       TORCH_CHECK(logit.size() == k.values.size(), "mechanism uptake: ", logit.size(),
                   " test predictions, but the test split has ", k.values.size(), " rows");
-      out.push_back({k.head, k.term, k.questions, slope_of(k.values, logit)});
+      out.push_back({k.name.head, k.name.term, k.name.questions, slope_of(k.values, logit)});
     }
     return out;
   }
 
  private:
   struct Column {
-    std::string head, term, questions;
+    DesignedTermName name;
     double weight;
+    const double mtl::data::SyntheticGenerator::LogitTerms::*field;  ///< the term's raw value in a row's terms
     std::vector<double> values;
   };
 
