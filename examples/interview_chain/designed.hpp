@@ -1,8 +1,10 @@
 // The answers the built-in synthetic data is designed to give: per question
 // of the chain, the mechanism the generator plants (include/mtl/data/
 // synthetic.hpp), the knob that sets its strength and the verdict the
-// question's primary comparison should reach. Under the null scenario every
-// mechanism is off and every designed answer is "none".
+// question's primary comparison should reach at the quick preset's budget
+// (at the full preset's the models learn more of every term and the answers
+// can differ). Under the null scenario every mechanism is off and every
+// designed answer is "none".
 #pragma once
 
 #include <mtl/data/synthetic.hpp>
