@@ -40,6 +40,9 @@ inline const std::vector<std::pair<std::string, std::string>>& experiments() {
   return list;
 }
 
+/// Training steps of `--preset quick`, the budget the synthetic data's designed answers are set for.
+inline constexpr int64_t kQuickPresetSteps = 2500;
+
 /// Settings applied to every experiment alike, so the controlled fields stay equal.
 struct Overrides {
   std::string preset = "full";  ///< full | quick | tiny
@@ -63,7 +66,7 @@ inline void apply(FieldTable& f, const Overrides& o) {
     set("runtime.log_every", std::max<int64_t>(1, steps / 20), origin);
   };
   if (o.preset == "quick") {
-    scale_steps(2500, preset);
+    scale_steps(kQuickPresetSteps, preset);
     set("data.synthetic.train_rows", 2'560'000, preset);
     set("data.synthetic.valid_rows", 100'000, preset);
     set("data.synthetic.test_rows", 200'000, preset);
