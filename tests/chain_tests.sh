@@ -101,9 +101,13 @@ PY
   expect_in "here 3 seed(s) were paired" chain/delta_analysis.txt
   expect_in "Designed vs found (synthetic data, designed scenario; primary comparisons)" chain/delta_analysis.txt
   expect_in "<h2>Designed vs found</h2>" chain/report.html
+  expect_in "The designed answers are set for the quick preset's budget (2500 steps)" chain/delta_analysis.txt
+  expect_in "The answers are set for the quick preset's budget (2500 steps)" chain/report.html
   # Under the null scenario every designed answer is none (the runs' config snapshots say which scenario).
   sed -i 's/scenario: designed/scenario: "null"/' interview_E*/config.yaml
   "$bin" report chain > /dev/null
+  ! grep -qF "set for the quick preset's budget" chain/delta_analysis.txt chain/report.html ||
+    fail "the null scenario's report ties its answers to a budget"
   python3 -c 'import json, sys; d = json.load(open(sys.argv[1])); assert d["scenario"] == "null" and {c["designed"] for c in d["comparisons"] if c["primary"]} == {"none"} and d["mechanism_uptake"] is None, d' chain/delta_analysis.json || fail "the null scenario's designed answers are not all none, or it reports mechanisms"
   ;;
 

@@ -250,10 +250,14 @@ inline void write_report_html(const std::string& output, const std::vector<Exper
   page += "</table>";
   const auto designed = designed_vs_found(rows, chain);
   if (!designed.empty()) {
-    page += "<h2>Designed vs found</h2><p>The synthetic data (" + html::escape(*chain_scenario(chain)) +
+    const auto scenario = *chain_scenario(chain);
+    page += "<h2>Designed vs found</h2><p>The synthetic data (" + html::escape(scenario) +
             " scenario) plants one mechanism per question; the designed answer is what the primary comparison should "
-            "find at the quick preset's budget (" + std::to_string(kQuickPresetSteps) +
-            " steps). With more steps the models learn more of every mechanism and an answer can change.</p><table><tr><th>question</th><th>mechanism</th><th>knob</th><th>why</th><th>primary "
+            "find.";
+    if (scenario == "designed")
+      page += " The answers are set for the quick preset's budget (" + std::to_string(kQuickPresetSteps) +
+              " steps); with more steps the models learn more of every mechanism and an answer can change.";
+    page += "</p><table><tr><th>question</th><th>mechanism</th><th>knob</th><th>why</th><th>primary "
             "comparison</th><th>designed</th><th>found</th><th></th></tr>";
     for (const auto& d : designed) {
       const auto& m = designed_mechanism(d.question);
