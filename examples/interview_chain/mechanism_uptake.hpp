@@ -14,6 +14,7 @@
 #include <algorithm>
 #include <cmath>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace chain {
@@ -29,6 +30,7 @@ struct TermUptake {
 /// A term of a true logit whose uptake is measured: its head, its name and the questions it answers.
 struct DesignedTermName {
   const char *head, *term, *questions;
+  bool on_ctr_head() const { return std::string_view(head) == "ctr"; }
 };
 
 /// Every such term, in the order of the report's columns.
@@ -51,7 +53,7 @@ class DesignedTerms {
     using Terms = SyntheticGenerator::LogitTerms;
     for (const auto& name : kDesignedTermNames) {
       const std::string term = name.term;
-      const bool ctr = std::string(name.head) == "ctr";
+      const bool ctr = name.on_ctr_head();
       const double weight = term == "taste"     ? SyntheticGenerator::kTasteWeight
                             : term == "private" ? c.synthetic.private_signal()
                                                 : c.synthetic.cross_signal();
@@ -75,7 +77,7 @@ class DesignedTerms {
     std::vector<TermUptake> out;
     const auto ctr_logit = logits_of(p_ctr), cvr_logit = logits_of(p_cvr);
     for (const auto& k : columns_) {
-      const auto& logit = std::string(k.name.head) == "ctr" ? ctr_logit : cvr_logit;
+      const auto& logit = k.name.on_ctr_head() ? ctr_logit : cvr_logit;
       if (logit.empty()) continue;
       TORCH_CHECK(logit.size() == k.values.size(), "mechanism uptake: ", logit.size(),
                   " test predictions, but the test split has ", k.values.size(), " rows");

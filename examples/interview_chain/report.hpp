@@ -393,6 +393,13 @@ inline DeltaRow compare(const ExperimentRecord& a, const ExperimentRecord& b, co
   return row;
 }
 
+/// The budget the designed scenario's answers hold for, as the end of a sentence on them ("The answers are ...").
+inline std::string designed_answers_budget() {
+  return fmt::format("set for the quick preset's budget ({} steps); with more steps the models learn more of every "
+                     "mechanism and an answer can change.",
+                     kQuickPresetSteps);
+}
+
 /// The first run of the chain with a config snapshot, or nullptr.
 inline const RunRecord* first_configured_run(const std::vector<ExperimentRecord>& chain) {
   for (const auto& e : chain)
@@ -706,9 +713,7 @@ inline void write_delta_analysis(const std::string& output, const std::vector<Ex
   const auto designed = designed_vs_found(rows, chain);
   if (!designed.empty()) {
     out << "Designed vs found (synthetic data, " << *scenario << " scenario; primary comparisons)\n";
-    if (*scenario == "designed")
-      out << "  The designed answers are set for the quick preset's budget (" << kQuickPresetSteps
-          << " steps); with more steps the models learn more of every mechanism and an answer can change.\n";
+    if (*scenario == "designed") out << "  The designed answers are " << designed_answers_budget() << "\n";
     size_t width = 0;
     for (const auto& d : designed) width = std::max(width, d.comparison.size() + d.knob.size() + d.knob_value.size());
     for (const auto& d : designed)

@@ -254,9 +254,7 @@ inline void write_report_html(const std::string& output, const std::vector<Exper
     page += "<h2>Designed vs found</h2><p>The synthetic data (" + html::escape(scenario) +
             " scenario) plants one mechanism per question; the designed answer is what the primary comparison should "
             "find.";
-    if (scenario == "designed")
-      page += " The answers are set for the quick preset's budget (" + std::to_string(kQuickPresetSteps) +
-              " steps); with more steps the models learn more of every mechanism and an answer can change.";
+    if (scenario == "designed") page += " The answers are " + designed_answers_budget();
     page += "</p><table><tr><th>question</th><th>mechanism</th><th>knob</th><th>why</th><th>primary "
             "comparison</th><th>designed</th><th>found</th><th></th></tr>";
     for (const auto& d : designed) {
