@@ -64,7 +64,7 @@ mtl::serving::ModelBundle e5_bundle() {
     b.vocabularies.push_back(std::move(v));
   }
   torch::manual_seed(0);
-  mtl::with_model(b.model, b.schema, [&](auto model) { b.weights = mtl::train::module_state(*model); });
+  mtl::with_model(b.model, b.schema, [&](auto model) { b.weights = mtl::io::module_state(*model); });
   return b;
 }
 

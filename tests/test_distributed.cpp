@@ -5,7 +5,7 @@
 #include "test_helpers.hpp"
 
 #include <mtl/data/synthetic.hpp>
-#include <mtl/distributed/batch_share.hpp>
+#include <mtl/train/batch_share.hpp>
 #include <mtl/distributed/group_replicas.hpp>
 #include <mtl/distributed/replica_sync.hpp>
 #include <mtl/model.hpp>
@@ -201,9 +201,9 @@ TEST_CASE("distributed: two ranks train as one process") {
       optim::DualSparseDenseOptimizer optimizer(*model, optimizer_options);
       for (int64_t step = 0; step < steps; ++step) {
         const auto batch = rows.slice(step * 97, step * 97 + 97);
-        const auto share = distributed::share_of(batch, rank, 2);
+        const auto share = train::share_of(batch, rank, 2);
         optimizer.zero_grad();
-        objective(model->forward(share.features), share, distributed::share_denominators(batch, 2)).total.backward();
+        objective(model->forward(share.features), share, train::share_denominators(batch, 2)).total.backward();
         distributed::average_gradients(*model, group);
         optimizer.step();
       }

@@ -52,7 +52,7 @@ ModelBundle make_bundle(const mtl::ModelSpec& spec) {
   b.conversion_label = "buy";
   b.metadata = {{"note", "made by a test"}};
   torch::manual_seed(7);
-  mtl::with_model(spec, b.schema, [&](auto model) { b.weights = mtl::train::module_state(*model); });
+  mtl::with_model(spec, b.schema, [&](auto model) { b.weights = mtl::io::module_state(*model); });
   return b;
 }
 
@@ -137,27 +137,27 @@ TEST_CASE("model bundles round-trip and refuse damaged or foreign files") {
   REQUIRE_TORCH_ERROR(load_bundle(tmp.write("damaged.mtl", damaged)), "cannot load model bundle");
   REQUIRE_TORCH_ERROR(load_bundle(tmp.write("cut.mtl", bytes.substr(0, bytes.size() / 2))), "cannot load model bundle");
   // A checkpoint is not a bundle.
-  mtl::train::TensorDict checkpoint;
+  mtl::io::TensorDict checkpoint;
   checkpoint.insert("w", torch::ones({2}));
-  mtl::train::save_tensor_dict(tmp / "ckpt.pt", checkpoint);
+  mtl::io::save_tensor_dict(tmp / "ckpt.pt", checkpoint);
   REQUIRE_TORCH_ERROR(load_bundle(tmp / "ckpt.pt"), "is not an mtl model bundle");
   // A bundle of another format is refused with both versions named.
-  auto entries = mtl::train::load_tensor_dict(path);
-  auto header = nlohmann::json::parse(mtl::train::tensor_bytes(entries.at("bundle.json")));
+  auto entries = mtl::io::load_tensor_dict(path);
+  auto header = nlohmann::json::parse(mtl::io::tensor_bytes(entries.at("bundle.json")));
   header["format"] = kBundleFormat + 1;
-  entries.insert_or_assign("bundle.json", mtl::train::bytes_tensor(header.dump()));
-  mtl::train::save_tensor_dict(tmp / "future.mtl", entries);
+  entries.insert_or_assign("bundle.json", mtl::io::bytes_tensor(header.dump()));
+  mtl::io::save_tensor_dict(tmp / "future.mtl", entries);
   REQUIRE_TORCH_ERROR(load_bundle(tmp / "future.mtl"), "reads format " + std::to_string(kBundleFormat));
   // A vocabulary that does not fit its field.
-  entries = mtl::train::load_tensor_dict(path);
+  entries = mtl::io::load_tensor_dict(path);
   entries.insert_or_assign("vocabulary/item", torch::arange(3, torch::kLong));
-  mtl::train::save_tensor_dict(tmp / "short.mtl", entries);
+  mtl::io::save_tensor_dict(tmp / "short.mtl", entries);
   REQUIRE_TORCH_ERROR(load_bundle(tmp / "short.mtl"),
                       "the vocabulary of field 'item' holds 3 ids, but the field has 20");
   // Weights of another shape than the spec builds.
-  entries = mtl::train::load_tensor_dict(path);
+  entries = mtl::io::load_tensor_dict(path);
   entries.insert_or_assign("weight/backbone.fm_projection.bias", torch::zeros({3}));
-  mtl::train::save_tensor_dict(tmp / "shape.mtl", entries);
+  mtl::io::save_tensor_dict(tmp / "shape.mtl", entries);
   REQUIRE_TORCH_ERROR(Predictor(tmp / "shape.mtl"), "tensor 'backbone.fm_projection.bias' has shape [3]");
 }
 

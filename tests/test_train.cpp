@@ -4,9 +4,9 @@
 #include "test_helpers.hpp"
 
 #include <mtl/data/synthetic.hpp>
-#include <mtl/distributed/batch_share.hpp>
+#include <mtl/train/batch_share.hpp>
 #include <mtl/train/autocast.hpp>
-#include <mtl/train/checkpoint.hpp>
+#include <mtl/io/checkpoint.hpp>
 #include <mtl/train/expert_health.hpp>
 #include <mtl/train/objective.hpp>
 #include <mtl/train/trainer.hpp>
@@ -19,6 +19,7 @@
 
 using namespace mtl;
 using namespace mtl::train;
+using namespace mtl::io;
 namespace fs = std::filesystem;
 using mtl_test::ScratchDir;
 
@@ -114,11 +115,11 @@ TEST_CASE("Objective over shares of a batch equals the whole batch's") {
     };
     const auto whole = objective(logits_of(batch, 0), batch);
     const int64_t shares = 3;  // 4, 4 and 3 rows; the second share has no click
-    const auto denominators = distributed::share_denominators(batch, shares);
+    const auto denominators = share_denominators(batch, shares);
     double mean = 0;
     std::vector<double> term_means(whole.terms.size(), 0.0);
     for (int64_t r = 0, begin = 0; r < shares; ++r) {
-      const auto share = distributed::share_of(batch, r, shares);
+      const auto share = share_of(batch, r, shares);
       const auto loss = objective(logits_of(share, begin), share, denominators);
       mean += loss.total.item<double>() / shares;
       for (size_t i = 0; i < loss.terms.size(); ++i) term_means[i] += loss.terms[i].second.item<double>() / shares;
@@ -128,8 +129,8 @@ TEST_CASE("Objective over shares of a batch equals the whole batch's") {
     for (size_t i = 0; i < whole.terms.size(); ++i)
       REQUIRE(term_means[i] == Approx(whole.terms[i].second.item<double>()).epsilon(1e-6));
   }
-  REQUIRE(distributed::share_of(batch, 1, 3).click.sum().item<float>() == 0.f);
-  REQUIRE_TORCH_ERROR(distributed::share_of(batch, 3, 3), "share_range expects a rank in [0, 3), but got 3");
+  REQUIRE(share_of(batch, 1, 3).click.sum().item<float>() == 0.f);
+  REQUIRE_TORCH_ERROR(share_of(batch, 3, 3), "share_range expects a rank in [0, 3), but got 3");
 }
 
 // Gini is 0 for equal shares and (n-1)/n when one expert takes all; dead and
@@ -327,8 +328,8 @@ struct SmallRun {
             .batch_size(256)
             .eval_batch_size(2048)
             .quiet(true)
-            .threads(2));
-    const mtl::detail::StopAfterStepsGuard stop(stop_after);
+            .threads(2)
+            .hooks(std::make_shared<StopAfterSteps>(stop_after)));
     return trainer.run();
   }
 };

@@ -157,7 +157,7 @@ struct ChainState {
   }
   void save(const std::string& output) const {
     nlohmann::json j{{"runs", runs}};
-    mtl::train::atomic_write((fs::path(output) / "chain_state.json").string(), j.dump(2) + "\n");
+    mtl::io::atomic_write((fs::path(output) / "chain_state.json").string(), j.dump(2) + "\n");
   }
 };
 
@@ -169,8 +169,9 @@ struct RunStatus {
 
 inline RunStatus run_status(const std::string& dir) {
   if (dir.empty() || !fs::exists(dir)) return {"not run", false};
-  if (fs::exists(fs::path(dir) / "eval.json")) return {"finished", true};
-  std::ifstream log(fs::path(dir) / "train.log");
+  const mtl::train::RunDirectory run(dir);
+  if (run.finished()) return {"finished", true};
+  std::ifstream log(run.path(mtl::train::run_files::kLog));
   std::string line, stopped;
   while (std::getline(log, line))
     if (line.rfind("stopped: ", 0) == 0) stopped = line.substr(9);
@@ -181,11 +182,8 @@ inline RunStatus run_status(const std::string& dir) {
     return {"failed: " + line, false};
   }
   int64_t step = 0;
-  if (fs::exists(fs::path(dir) / "metrics.jsonl")) {
-    std::ifstream m(fs::path(dir) / "metrics.jsonl");
-    while (std::getline(m, line))
-      if (!line.empty()) step = std::max<int64_t>(step, nlohmann::json::parse(line).value("step", int64_t{0}));
-  }
+  for (const char* split : {"train", "valid"})
+    for (const auto& record : run.metric_records(split)) step = std::max(step, record.value("step", int64_t{0}));
   return {"interrupted (last record at step " + std::to_string(step) + "); run again with --resume", false};
 }
 
@@ -220,7 +218,7 @@ class OutputFolderLock {
   explicit OutputFolderLock(const std::string& output) {
     const auto path = (fs::path(output) / ".chain.lock").string();
     fd_ = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-    if (fd_ < 0) throw mtl::train::StorageError("cannot open the lock file '" + path + "'", errno);
+    if (fd_ < 0) throw mtl::io::StorageError("cannot open the lock file '" + path + "'", errno);
     if (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
       const int why = errno;
       char holder[32] = {0};
@@ -232,7 +230,7 @@ class OutputFolderLock {
     }
     const auto pid = std::to_string(::getpid());
     if (::ftruncate(fd_, 0) != 0 || ::pwrite(fd_, pid.data(), pid.size(), 0) != static_cast<ssize_t>(pid.size()))
-      throw mtl::train::StorageError("cannot write the lock file '" + path + "'", errno);
+      throw mtl::io::StorageError("cannot write the lock file '" + path + "'", errno);
   }
   ~OutputFolderLock() { ::close(fd_); }
   OutputFolderLock(const OutputFolderLock&) = delete;
@@ -268,7 +266,7 @@ inline int run_chain(const RunOptions& o) {
     return 0;
   }
   const bool leader = !o.replicas || o.replicas->leader();
-  mtl::train::create_output_dir(o.output);
+  mtl::io::create_output_dir(o.output);
   auto state = o.resume ? ChainState::load(o.output) : ChainState{};
   const auto runs_root = fs::absolute(o.output).parent_path();
   std::printf("loading data ...\n");
@@ -303,7 +301,7 @@ inline int run_chain(const RunOptions& o) {
         std::printf("%s%s: %s in %.1f s\n", c.id.c_str(), seed_tag.c_str(),
                     result.finished ? "finished" : ("failed: " + result.stopped_because).c_str(),
                     std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
-      } catch (const mtl::train::StorageError&) {
+      } catch (const mtl::io::StorageError&) {
         // The disk, not the experiment: the next one would fail the same way.
         std::fflush(stdout);
         throw;
@@ -314,7 +312,7 @@ inline int run_chain(const RunOptions& o) {
         if (auto* err = dynamic_cast<const c10::Error*>(&e)) what = err->what_without_backtrace();
         if (what.find("out of memory") != std::string::npos)
           what += " (advice: lower data.batch_size, keep runtime.amp on, or use fewer / narrower experts)";
-        mtl::train::atomic_write((fs::path(dirs[k]) / "failure.txt").string(), what.substr(0, what.find('\n')) + "\n");
+        mtl::io::atomic_write((fs::path(dirs[k]) / "failure.txt").string(), what.substr(0, what.find('\n')) + "\n");
         std::printf("%s%s: failed: %s\n", c.id.c_str(), seed_tag.c_str(), what.c_str());
       }
       std::fflush(stdout);

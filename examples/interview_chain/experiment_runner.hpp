@@ -9,7 +9,8 @@
 #include <mtl/data/synthetic.hpp>
 #include <mtl/model.hpp>
 #include <mtl/model_spec.hpp>
-#include <mtl/train/checkpoint.hpp>
+#include <mtl/io/checkpoint.hpp>
+#include <mtl/train/run_directory.hpp>
 #include <mtl/train/trainer.hpp>
 
 #include <torch/cuda.h>
@@ -142,6 +143,13 @@ void with_model(const ExperimentConfig& c, const mtl::FeatureSchema& schema, Fn&
   mtl::with_model(model_spec(c), schema, std::forward<Fn>(fn));
 }
 
+/// Ali-CCP's user id field, which the synthetic data names alike: GAUC groups rows by it where a layout has it.
+inline constexpr const char* kUserField = "101";
+
+/// What a non-finite loss's message advises, in this program's config keys.
+inline constexpr const char* kNonFiniteAdvice =
+    "lower optim.dense.lr, or for heterogeneous experts turn on model.ple.expert_output_align";
+
 inline mtl::train::TrainerOptions trainer_options(const ExperimentConfig& c, const std::string& run_dir, bool quiet,
                                                   std::shared_ptr<mtl::train::Replicas> replicas = nullptr) {
   return mtl::train::TrainerOptions(run_dir)
@@ -155,6 +163,8 @@ inline mtl::train::TrainerOptions trainer_options(const ExperimentConfig& c, con
       .amp(c.amp_effective())
       .threads(c.threads)
       .primary_key(c.primary_key)
+      .gauc_group_field(kUserField)
+      .non_finite_advice(kNonFiniteAdvice)
       .quiet(quiet)
       .replicas(std::move(replicas));
 }
@@ -165,8 +175,8 @@ inline mtl::train::TrainResult run_experiment(const ExperimentConfig& c, const D
                                               const std::string& run_dir, bool quiet,
                                               std::shared_ptr<mtl::train::Replicas> replicas = nullptr) {
   if (!replicas || replicas->leader()) {
-    mtl::train::create_output_dir(run_dir);
-    mtl::train::atomic_write((std::filesystem::path(run_dir) / "config.yaml").string(), c.fields.to_yaml());
+    mtl::io::create_output_dir(run_dir);
+    mtl::train::RunDirectory(run_dir).write_config(c.fields.to_yaml());
   }
   TORCH_CHECK(c.device != "cuda" || torch::cuda::is_available(),
               "runtime.device is cuda, but this LibTorch sees no CUDA device");

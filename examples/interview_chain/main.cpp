@@ -269,7 +269,7 @@ int cmd_run(int argc, char** argv) {
   const bool leader = !o.replicas || o.replicas->leader();
   const auto started = std::chrono::steady_clock::now();
   std::optional<chain::OutputFolderLock> lock;
-  if (!o.dry_run && leader) mtl::train::create_output_dir(o.output), lock.emplace(o.output);
+  if (!o.dry_run && leader) mtl::io::create_output_dir(o.output), lock.emplace(o.output);
   const int unfinished = chain::run_chain(o);
   if (o.dry_run) return 0;
   if (!leader) return unfinished == 0 ? 0 : 1;
@@ -351,9 +351,9 @@ std::ofstream open_output(const std::string& path) {
 template <class Fn>
 void with_best_model(const chain::ExperimentConfig& c, const mtl::FeatureSchema& schema, const std::string& run,
                      Fn&& fn) {
-  const auto checkpoint = (fs::path(run) / "ckpt_best.pt").string();
+  const auto checkpoint = mtl::train::RunDirectory(run).path(mtl::train::run_files::kBestCheckpoint);
   chain::with_model(c, schema, [&](auto model) {
-    mtl::train::load_module_state(*model, mtl::train::load_tensor_dict(checkpoint), "", checkpoint);
+    mtl::io::load_module_state(*model, mtl::io::load_tensor_dict(checkpoint), "", checkpoint);
     model->eval();
     fn(model);
   });
@@ -416,7 +416,7 @@ int cmd_predict(int argc, char** argv) {
   const auto run = a.values["--run"];
   chain::Overrides o;
   if (a.values.count("--data")) o.data = a.values["--data"];
-  auto c = chain::load_experiment((fs::path(run) / "config.yaml").string(), o);
+  auto c = chain::load_experiment(mtl::train::RunDirectory(run).path(mtl::train::run_files::kConfig), o);
   const auto data = chain::load_data(c, (fs::path(run) / "data_cache").string());
   const auto split = a.values.count("--split") ? a.values["--split"] : "test";
   TORCH_CHECK(split == "train" || split == "valid" || split == "test", "--split expects train, valid or test, got '",
@@ -452,8 +452,8 @@ int cmd_export(int argc, char** argv) {
   TORCH_CHECK(a.values.count("--run") && a.values.count("--out"), "export expects --run DIR and --out FILE\n",
               kExportHelp);
   const auto run = a.values["--run"];
-  const auto config_path = (fs::path(run) / "config.yaml").string();
-  const auto eval_path = (fs::path(run) / "eval.json").string();
+  const auto config_path = mtl::train::RunDirectory(run).path(mtl::train::run_files::kConfig);
+  const auto eval_path = mtl::train::RunDirectory(run).path(mtl::train::run_files::kEvaluation);
   TORCH_CHECK(fs::exists(eval_path), "'", run, "' holds no eval.json: export takes a finished run");
   auto c = chain::load_experiment(config_path, {});
   const auto features = chain::load_features(c, (fs::path(run) / "data_cache").string());
@@ -462,7 +462,7 @@ int cmd_export(int argc, char** argv) {
   bundle.schema = features.schema;
   bundle.vocabularies = features.vocabularies;
   if (c.source != "synthetic") bundle.click_label = c.layout.click, bundle.conversion_label = c.layout.conversion;
-  with_best_model(c, features.schema, run, [&](auto model) { bundle.weights = mtl::train::module_state(*model); });
+  with_best_model(c, features.schema, run, [&](auto model) { bundle.weights = mtl::io::module_state(*model); });
   bundle.metadata = {{"experiment", c.id},
                      {"description", c.description},
                      {"run", fs::path(run).filename().string()},
@@ -502,7 +502,7 @@ int main(int argc, char** argv) {
     if (command == "report") return cmd_report(argc, argv);
     std::fprintf(stderr, "unknown command '%s'\n%s", command.c_str(), kUsage);
     return 2;
-  } catch (const mtl::train::StorageError& e) {
+  } catch (const mtl::io::StorageError& e) {
     std::fprintf(stderr,
                  "error: %s\nfinished results are kept; make room (or fix the folder), then run the command again "
                  "(run: with --resume)\n",

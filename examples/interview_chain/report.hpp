@@ -12,7 +12,8 @@
 
 #include <mtl/metrics/delong.hpp>
 #include <mtl/metrics/paired_seeds.hpp>
-#include <mtl/train/checkpoint.hpp>
+#include <mtl/metrics/multitask_metrics.hpp>
+#include <mtl/train/run_directory.hpp>
 
 #include <fmt/core.h>
 #include <yaml-cpp/yaml.h>
@@ -50,54 +51,33 @@ inline RunRecord read_run(const std::string& dir) {
   r.dir = dir;
   r.status = run_status(dir);
   if (dir.empty() || !fs::exists(dir)) return r;
-  if (fs::exists(fs::path(dir) / "config.yaml")) {
-    auto cfg = YAML::LoadFile((fs::path(dir) / "config.yaml").string());
+  const mtl::train::RunDirectory run(dir);
+  if (run.has(mtl::train::run_files::kConfig)) {
+    auto cfg = YAML::LoadFile(run.path(mtl::train::run_files::kConfig));
     r.config = cfg;
     r.max_steps = cfg["runtime"]["max_train_steps"].as<int64_t>(0);
     r.primary_key = cfg["runtime"]["best_selection"]["primary_key"].as<std::string>("");
   }
-  auto read_lines = [&](const char* name, auto&& keep) {
-    std::ifstream in(fs::path(dir) / name);
-    std::string line;
-    while (std::getline(in, line))
-      if (!line.empty()) keep(nlohmann::json::parse(line));
-  };
-  read_lines("metrics.jsonl", [&](nlohmann::json j) {
-    if (j["split"] == "valid") r.valid_records.push_back(std::move(j));
-  });
-  read_lines("expert_health_diag.jsonl", [&](nlohmann::json j) {
-    if (j["split"] == "test" && j["record"] == "gate") r.gate_records.push_back(std::move(j));
-  });
-  if (r.status.finished) {
-    std::ifstream in(fs::path(dir) / "eval.json");
-    const auto eval = nlohmann::json::parse(in);
-    r.best_step = eval.value("best_step", int64_t{-1});
-    r.parameters = eval.value("parameters", int64_t{-1});
-    for (const auto& [k, v] : eval["values"].items())
-      if (!v.is_null()) r.test[k] = v.get<double>();
-    for (const auto& [k, v] : eval["undefined"].items()) r.undefined[k] = v.get<std::string>();
-  }
+  r.valid_records = run.metric_records("valid");
+  for (auto& j : run.expert_health_records("test"))
+    if (j["record"] == "gate") r.gate_records.push_back(std::move(j));
+  if (r.status.finished)
+    if (const auto eval = run.evaluation()) {
+      r.best_step = eval->best_step;
+      r.parameters = eval->parameters;
+      for (const auto& [k, v] : eval->metrics)
+        if (v.defined())
+          r.test[k] = v.value;
+        else
+          r.undefined[k] = v.undefined_because;
+    }
   return r;
 }
 
-/// Test predictions of one run, read from test_predictions.pt.
-struct Predictions {
-  std::vector<float> p_ctr, p_cvr, click, conversion, counterfactual;
-};
-
-inline std::optional<Predictions> read_predictions(const RunRecord& r) {
-  const auto file = fs::path(r.dir) / "test_predictions.pt";
-  if (!r.status.finished || !fs::exists(file)) return std::nullopt;
-  auto dict = mtl::train::load_tensor_dict(file.string());
-  auto column = [&](const char* name) {
-    std::vector<float> v;
-    if (!dict.contains(name)) return v;
-    auto t = dict.at(name).contiguous();
-    v.assign(t.data_ptr<float>(), t.data_ptr<float>() + t.numel());
-    return v;
-  };
-  return Predictions{column("p_ctr"), column("p_cvr"), column("click"), column("conversion"),
-                     column("counterfactual_conversion")};
+/// Test predictions of one run (test_predictions.pt), or nothing for a run that did not finish.
+inline std::optional<mtl::metrics::PredictionColumns> read_predictions(const RunRecord& r) {
+  if (!r.status.finished) return std::nullopt;
+  return mtl::train::RunDirectory(r.dir).test_predictions();
 }
 
 /// An experiment's runs (one per seed) and its description.
@@ -106,7 +86,7 @@ struct ExperimentRecord {
   std::vector<RunRecord> runs;
   /// Test predictions of every run, by seed index (nothing for a run that did not finish), read once for every
   /// comparison and chart.
-  std::vector<std::optional<Predictions>> seed_predictions;
+  std::vector<std::optional<mtl::metrics::PredictionColumns>> seed_predictions;
   /// On designed synthetic data, what the models learned of each mechanism: the mean over finished seeds.
   std::vector<TermUptake> uptake;
 
@@ -116,7 +96,7 @@ struct ExperimentRecord {
     return nullptr;
   }
   /// Test predictions of the first finished run, or nullptr.
-  const Predictions* first_predictions() const {
+  const mtl::metrics::PredictionColumns* first_predictions() const {
     const auto* first = first_finished();
     return first && seed_predictions[first - runs.data()] ? &*seed_predictions[first - runs.data()] : nullptr;
   }
@@ -149,7 +129,7 @@ inline std::vector<TermUptake> experiment_uptake(const ExperimentRecord& e,
     if (!r.status.finished || !r.config.IsMap()) continue;
     const auto data = YAML::Dump(r.config["data"]);
     if (!terms.second || terms.first != data)
-      terms = {data, DesignedTerms(load_experiment((fs::path(r.dir) / "config.yaml").string(), Overrides{}))};
+      terms = {data, DesignedTerms(load_experiment(mtl::train::RunDirectory(r.dir).path(mtl::train::run_files::kConfig), Overrides{}))};
     if (terms.second->empty()) return {};
     if (const auto& p = e.seed_predictions[k]) per_seed.push_back(terms.second->uptake(p->p_ctr, p->p_cvr));
   }
@@ -169,9 +149,9 @@ inline std::vector<ExperimentRecord> read_chain(const std::string& output) {
     for (const auto& r : e.runs) e.seed_predictions.push_back(read_predictions(r));
     e.uptake = experiment_uptake(e, terms);
     for (const auto& r : e.runs)
-      if (e.description.empty() && fs::exists(fs::path(r.dir) / "config.yaml"))
+      if (e.description.empty() && mtl::train::RunDirectory(r.dir).has(mtl::train::run_files::kConfig))
         e.description =
-            YAML::LoadFile((fs::path(r.dir) / "config.yaml").string())["experiment"]["description"].as<std::string>("");
+            YAML::LoadFile(mtl::train::RunDirectory(r.dir).path(mtl::train::run_files::kConfig))["experiment"]["description"].as<std::string>("");
     out.push_back(std::move(e));
   }
   return out;
@@ -240,31 +220,11 @@ inline void write_summaries(const std::string& output, const std::vector<Experim
     row["runs"] = runs;
     json.push_back(row);
   }
-  mtl::train::atomic_write((fs::path(output) / "summary.csv").string(), csv.str());
-  mtl::train::atomic_write((fs::path(output) / "summary.json").string(), json.dump(2) + "\n");
+  mtl::io::atomic_write((fs::path(output) / "summary.csv").string(), csv.str());
+  mtl::io::atomic_write((fs::path(output) / "summary.json").string(), json.dump(2) + "\n");
 }
 
 // ---------------------------------------------------------------- deltas
-
-/// The scores and labels a metric ranks, or nothing if the run lacks the head.
-inline std::optional<std::pair<std::vector<float>, std::vector<float>>> ranked(const Predictions& p,
-                                                                               const std::string& key) {
-  std::vector<float> s, y;
-  if (key == "auc_ctr" && !p.p_ctr.empty()) return std::make_pair(p.p_ctr, p.click);
-  if (key == "auc_cvr" && !p.p_cvr.empty()) {
-    for (size_t i = 0; i < p.click.size(); ++i)
-      if (p.click[i] > 0.5f) s.push_back(p.p_cvr[i]), y.push_back(p.conversion[i]);
-    return std::make_pair(s, y);
-  }
-  if (key == "auc_cvr_entire_space" && !p.p_cvr.empty() && !p.counterfactual.empty())
-    return std::make_pair(p.p_cvr, p.counterfactual);
-  if (key == "auc_ctcvr" && !p.p_ctr.empty() && !p.p_cvr.empty()) {
-    for (size_t i = 0; i < p.click.size(); ++i)
-      s.push_back(p.p_ctr[i] * p.p_cvr[i]), y.push_back(p.click[i] * p.conversion[i]);
-    return std::make_pair(s, y);
-  }
-  return std::nullopt;
-}
 
 /// One comparison of the chain: a challenger against a reference on one
 /// metric. One comparison per question is primary, fixed before any run: its
@@ -343,10 +303,10 @@ inline double shared_test_row_variance(const ExperimentRecord& a, const Experime
     const auto& pa = a.seed_predictions.at(seed);
     const auto& pb = b.seed_predictions.at(seed);
     if (!pa || !pb) return NAN;
-    auto sa = ranked(*pa, metric), sb = ranked(*pb, metric);
-    if (!sa || !sb || sa->second != sb->second || (!scores_a.empty() && sa->second != labels)) return NAN;
-    labels = std::move(sa->second);
-    scores_a.push_back(std::move(sa->first)), scores_b.push_back(std::move(sb->first));
+    auto sa = mtl::metrics::ranked_rows(*pa, metric), sb = mtl::metrics::ranked_rows(*pb, metric);
+    if (!sa || !sb || sa->labels != sb->labels || (!scores_a.empty() && sa->labels != labels)) return NAN;
+    labels = std::move(sa->labels);
+    scores_a.push_back(std::move(sa->scores)), scores_b.push_back(std::move(sb->scores));
   }
   if (scores_a.empty()) return NAN;
   const auto v = mtl::metrics::shared_test_row_variance(scores_a, scores_b, labels);
@@ -381,9 +341,10 @@ inline DeltaRow compare(const ExperimentRecord& a, const ExperimentRecord& b, co
   row.value_a = sum_a / differences.size(), row.value_b = sum_b / differences.size();
   // DeLong on the first seed's predictions: test-row noise alone, shown where the seeds cannot make a test.
   if (a.first_predictions() && b.first_predictions()) {
-    auto sa = ranked(*a.first_predictions(), c.metric), sb = ranked(*b.first_predictions(), c.metric);
-    if (sa && sb && sa->second == sb->second) {
-      const auto t = mtl::metrics::delong_test(sa->first, sb->first, sa->second);
+    auto sa = mtl::metrics::ranked_rows(*a.first_predictions(), c.metric);
+    auto sb = mtl::metrics::ranked_rows(*b.first_predictions(), c.metric);
+    if (sa && sb && sa->labels == sb->labels) {
+      const auto t = mtl::metrics::delong_test(sa->scores, sb->scores, sa->labels);
       if (t.defined()) row.delong_p = t.p_value;
     }
   }
@@ -541,7 +502,7 @@ inline std::vector<std::string> declared_choices(const std::vector<ExperimentRec
   }
   // Whether a run normalises what its towers read, as its config snapshot resolves (the predict command's reading).
   const auto normalised = [](const RunRecord& r) {
-    return load_experiment((fs::path(r.dir) / "config.yaml").string(), Overrides{}).align;
+    return load_experiment(mtl::train::RunDirectory(r.dir).path(mtl::train::run_files::kConfig), Overrides{}).align;
   };
   std::string which;
   std::set<bool> seen;
@@ -746,8 +707,8 @@ inline void write_delta_analysis(const std::string& output, const std::vector<Ex
   for (const auto& line : choices) out << "  " << line << "\n";
   out << "\n";
   for (const auto& note : notes) out << "note: " << note << "\n";
-  mtl::train::atomic_write((fs::path(output) / "delta_analysis.txt").string(), out.str());
-  mtl::train::atomic_write((fs::path(output) / "delta_analysis.json").string(),
+  mtl::io::atomic_write((fs::path(output) / "delta_analysis.txt").string(), out.str());
+  mtl::io::atomic_write((fs::path(output) / "delta_analysis.json").string(),
                            nlohmann::json{{"alpha", alpha},
                                           {"paired_seeds", paired_seeds(rows)},
                                           {"min_seeds_for_a_verdict", kMinSeeds},

@@ -203,10 +203,10 @@ inline void write_report_html(const std::string& output, const std::vector<Exper
       const auto& e = chain[i];
       const auto* predictions = e.first_predictions();
       if (!predictions) continue;
-      auto s = ranked(*predictions, metric);
+      auto s = mtl::metrics::ranked_rows(*predictions, metric);
       if (!s) continue;
-      auto se = mtl::metrics::delong_standard_error(s->first, s->second);
-      auto auc = mtl::metrics::roc_auc(s->first, s->second);
+      auto se = mtl::metrics::delong_standard_error(s->scores, s->labels);
+      auto auc = mtl::metrics::roc_auc(s->scores, s->labels);
       if (se.defined() && auc.defined()) rows.emplace_back(e.id, auc.value, 1.96 * se.value, html::color(i));
     }
     page += html::interval_chart(metric + " (test)", rows);
@@ -294,7 +294,7 @@ inline void write_report_html(const std::string& output, const std::vector<Exper
     page += "</ul>";
   }
   page += "</body></html>\n";
-  mtl::train::atomic_write((fs::path(output) / "report.html").string(), page);
+  mtl::io::atomic_write((fs::path(output) / "report.html").string(), page);
 }
 
 }  // namespace chain

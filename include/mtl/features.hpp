@@ -30,7 +30,7 @@ struct DenseField {
 ///
 /// Example:
 ///   FeatureSchema schema(/*default_embedding_dim=*/8);
-///   schema.add_sparse("101", 100000).add_sparse("205", 50000).add_dense("D109_14");
+///   schema.add_sparse("user_id", 100000).add_sparse("item_id", 50000).add_dense("price");
 class FeatureSchema {
  public:
   explicit FeatureSchema(int64_t default_embedding_dim = 8) : default_embedding_dim_(default_embedding_dim) {

@@ -74,7 +74,7 @@ int main() {
   bundle.model.expert_dim = 16;
   bundle.model.align_outputs = true;
   bundle.schema = schema;  // no vocabularies: the ids are rows already
-  bundle.weights = mtl::train::module_state(*model);
+  bundle.weights = mtl::io::module_state(*model);
   const auto path =
       (std::filesystem::temp_directory_path() / ("mtl_consumer_" + std::to_string(::getpid()) + ".mtl")).string();
   mtl::serving::save_bundle(path, bundle);

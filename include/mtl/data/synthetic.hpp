@@ -1,10 +1,9 @@
 // Built-in synthetic data with ground truth, shaped like Ali-CCP (23 sparse
 // fields named as Ali-CCP's, 8 dense features). Users, items and context
 // carry latent factors; click and conversion propensities come from them
-// through one mechanism per question of the interview chain (shared and
-// task-private taste, a selection latent no model sees, task-private
-// non-linear terms, a four-way product of dense features), each with a
-// knob, plus label levels and noise. Every row also carries its true p_click,
+// through named mechanisms (shared and task-private taste, a selection
+// latent no model sees, task-private non-linear terms, a four-way product of
+// dense features), each with a knob, plus label levels and noise. Every row also carries its true p_click,
 // true p_cvr and a counterfactual conversion label, so the entire-space CVR
 // AUC is measurable. Deterministic for a seed: row r
 // of a split depends only on (seed, split, r), whatever the compiler (every
@@ -12,6 +11,7 @@
 // every mechanism off: the same features, labels drawn at the base rates.
 #pragma once
 
+#include <mtl/data/csv_layout.hpp>
 #include <mtl/data/dataset.hpp>
 #include <mtl/data/training_rows.hpp>
 #include <mtl/detail/hash_mix.hpp>
@@ -36,7 +36,7 @@ enum class SyntheticScenario { designed, null };
 
 inline const char* scenario_name(SyntheticScenario s) { return s == SyntheticScenario::null ? "null" : "designed"; }
 
-/// Knobs of the generator. Each says what it should do to the chain.
+/// Knobs of the generator, one per mechanism, each saying what it plants in the labels.
 ///
 /// Example:
 ///   SyntheticGenerator gen(SyntheticOptions().seed(20260127).task_relatedness(0.5));
@@ -60,24 +60,24 @@ struct SyntheticOptions {
   /// is r (up to the finite draw of the entity tables). The CTR task, with
   /// 1/CTR times the labels, can teach the shared part to a model that shares
   /// embeddings; the tasks' own parts (1 - r) and private terms pull the
-  /// shared layers apart (Q1 weighs the two).
+  /// shared layers apart.
   TORCH_ARG(double, task_relatedness) = 0.8;
   /// Weight of a per-impression latent that no model sees (a mood, an
   /// impulse), standard normal, added to the click logit and subtracted from
   /// the conversion logit: missing-not-at-random selection. Clicks then come
   /// from impressions that convert less, and most so where the visible
   /// features make clicking unlikely, so P(conversion | x, click) ranks the
-  /// entire space worse than P(conversion | x) (Q2).
+  /// entire space worse than P(conversion | x).
   TORCH_ARG(double, selection_latent_weight) = 1.0;
   /// Weight of each task's own non-linear term (a sine of a profile-group
   /// factor . category factor product, an independent pair of factor tables
-  /// per task): structure one task needs and the other does not (Q1, Q3, Q4).
+  /// per task): structure one task needs and the other does not.
   TORCH_ARG(double, private_signal) = 1.0;
   /// Weight of a four-way product of dense features (user-category
   /// affinity, shop score, two context values of the impression), each
   /// centred on its mean over rows, in the click logit, scaled to unit
   /// variance: a cross network of three layers forms it exactly, a ReLU
-  /// network only approximates it (Q5).
+  /// network only approximates it.
   TORCH_ARG(double, cross_signal) = 1.0;
   /// Standard deviation of noise added to both logits before the labels are
   /// drawn, absent from the true p columns: lowers every achievable AUC.
@@ -85,12 +85,6 @@ struct SyntheticOptions {
 };
 
 enum class Split : uint64_t { train = 1, valid = 2, test = 3 };
-
-/// The generator's fields, in Ali-CCP's column order, with their vocabularies.
-struct SyntheticField {
-  const char* name;
-  int64_t vocab;  ///< 0: the number of users or items
-};
 
 class SyntheticGenerator {
  public:
@@ -218,21 +212,21 @@ class SyntheticGenerator {
   };
 
   void build_schema() {
-    static const std::array<SyntheticField, kNumSparse> fields{{
-        {"101", 0},     {"121", 98},      {"122", 14},       {"124", 3},        {"125", 8},        {"126", 4},
-        {"127", 4},     {"128", 3},       {"129", 5},        {"205", 0},        {"206", 2000},     {"207", 40000},
-        {"210", 30000}, {"216", 20000},   {"508", 5000},     {"509", 20000},    {"702", 6000},     {"853", 10000},
-        {"301", 3},     {"109_14", 2000}, {"110_14", 40000}, {"127_14", 20000}, {"150_14", 30000},
-    }};
-    static const std::array<const char*, kNumDense> dense{"D109_14", "D110_14", "D127_14", "D150_14",
-                                                          "D508",    "D509",    "D702",    "D853"};
+    // Vocabulary sizes in the order of Ali-CCP's sparse columns, whose names the fields take (0: users or items).
+    static const std::array<int64_t, kNumSparse> vocab_sizes{0,     98,    14,    3,     8,    4,     4,     3,
+                                                             5,     0,     2000,  40000, 30000, 20000, 5000, 20000,
+                                                             6000,  10000, 3,     2000,  40000, 20000, 30000};
+    const auto aliccp = CsvLayout::aliccp();
+    TORCH_CHECK(aliccp.sparse.size() == kNumSparse && aliccp.dense.size() == kNumDense,
+                "SyntheticGenerator expects Ali-CCP's layout to have ", kNumSparse, " sparse and ", kNumDense,
+                " dense columns");
     schema_ = FeatureSchema(/*default_embedding_dim=*/8);
     for (int c = 0; c < kNumSparse; ++c) {
-      const int64_t vocab = c == kUser ? options_.num_users() : c == kItem ? options_.num_items() : fields[c].vocab;
-      schema_.add_sparse(fields[c].name, vocab);
+      const int64_t vocab = c == kUser ? options_.num_users() : c == kItem ? options_.num_items() : vocab_sizes[c];
+      schema_.add_sparse(aliccp.sparse[c], vocab);
       vocab_[c] = vocab;
     }
-    for (const char* name : dense) schema_.add_dense(name);
+    for (const auto& name : aliccp.dense) schema_.add_dense(name);
   }
 
   // ---- entities: latent factors and attributes, fixed for a seed ----

@@ -1,5 +1,4 @@
-// Deterministic interruptions for the resume tests: a run stopped after a
-// number of steps as if killed (StopAfterStepsGuard), and fault injection. With
+// Fault injection for the resume tests (train/trainer_hooks.hpp). With
 // MTL_CRASH_AT=NAME:N in the environment, the N-th time the program passes
 // crash point NAME it sends itself SIGKILL, as `kill -9` would at that
 // instant. Without the variable a crash point is one comparison.
@@ -14,7 +13,6 @@
 #include <c10/util/Exception.h>
 
 #include <csignal>
-#include <cstdint>
 #include <cstdlib>
 #include <string>
 
@@ -50,24 +48,5 @@ inline void crash_point(const char* name) {
   if (target.count == 0 || target.name != name) return;
   if (++target.passed == target.count) std::raise(SIGKILL);
 }
-
-/// The steps after which Trainer::run on this thread returns as if killed (0: never).
-inline int64_t& stop_after_steps() {
-  thread_local int64_t steps = 0;
-  return steps;
-}
-
-/// While alive, Trainer::run on this thread stops after `steps` steps of its
-/// invocation, as if killed there, leaving its files as a kill would.
-class StopAfterStepsGuard {
- public:
-  explicit StopAfterStepsGuard(int64_t steps) : previous_(stop_after_steps()) { stop_after_steps() = steps; }
-  ~StopAfterStepsGuard() { stop_after_steps() = previous_; }
-  StopAfterStepsGuard(const StopAfterStepsGuard&) = delete;
-  StopAfterStepsGuard& operator=(const StopAfterStepsGuard&) = delete;
-
- private:
-  int64_t previous_;
-};
 
 }  // namespace mtl::detail

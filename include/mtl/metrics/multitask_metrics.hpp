@@ -9,6 +9,7 @@
 #include <mtl/metrics/log_loss.hpp>
 
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -26,13 +27,62 @@ struct PredictionColumns {
   std::vector<int64_t> user;
 };
 
+/// The scores a ranking metric orders and the labels it orders them against,
+/// on the rows it covers.
+struct RankedRows {
+  std::vector<float> scores, labels;
+};
+
+/// Which rows and labels each AUC uses: `auc_ctr` every row, p_ctr against
+/// click; `auc_cvr` the clicked rows, p_cvr against conversion;
+/// `auc_cvr_entire_space` every row, p_cvr against the counterfactual
+/// conversion (synthetic data); `auc_ctcvr` every row, p_ctr p_cvr against
+/// click x conversion. `<metric>_oracle` is the same rows with the true
+/// probabilities as scores, defined where the model's own metric is. Nothing
+/// when the columns lack what the metric needs.
+inline std::optional<RankedRows> ranked_rows(const PredictionColumns& c, const std::string& metric) {
+  static const std::string kOracle = "_oracle";
+  if (metric.size() > kOracle.size() && metric.compare(metric.size() - kOracle.size(), kOracle.size(), kOracle) == 0) {
+    const auto own = metric.substr(0, metric.size() - kOracle.size());
+    if (!ranked_rows(c, own)) return std::nullopt;
+    PredictionColumns truth;
+    truth.p_ctr = c.true_p_click, truth.p_cvr = c.true_p_cvr;
+    truth.click = c.click, truth.conversion = c.conversion;
+    truth.counterfactual_conversion = c.counterfactual_conversion;
+    return ranked_rows(truth, own);
+  }
+  const size_t n = c.click.size();
+  RankedRows r;
+  if (metric == "auc_ctr") {
+    if (c.p_ctr.empty()) return std::nullopt;
+    return RankedRows{c.p_ctr, c.click};
+  }
+  if (c.p_cvr.empty() || c.conversion.empty()) return std::nullopt;
+  if (metric == "auc_cvr") {
+    for (size_t i = 0; i < n; ++i)
+      if (is_positive(c.click[i])) r.scores.push_back(c.p_cvr[i]), r.labels.push_back(c.conversion[i]);
+    return r;
+  }
+  if (metric == "auc_cvr_entire_space") {
+    if (c.counterfactual_conversion.empty()) return std::nullopt;
+    return RankedRows{c.p_cvr, c.counterfactual_conversion};
+  }
+  if (metric == "auc_ctcvr") {
+    if (c.p_ctr.empty()) return std::nullopt;
+    r.scores.resize(n), r.labels.resize(n);
+    for (size_t i = 0; i < n; ++i) r.scores[i] = c.p_ctr[i] * c.p_cvr[i], r.labels[i] = c.click[i] * c.conversion[i];
+    return r;
+  }
+  return std::nullopt;
+}
+
 /// Named metrics: auc_ctr, logloss_ctr, calibration_ctr, gauc_ctr; auc_cvr,
 /// logloss_cvr, calibration_cvr (clicked rows) and auc_cvr_masked (the same
 /// AUC taken over the whole stream with the click as a label mask); auc_ctcvr,
 /// logloss_ctcvr; on synthetic data auc_cvr_entire_space and the oracle AUC of
 /// every AUC (`<metric>_oracle`: the true probabilities ranked against the
 /// same labels, the ceiling a model can reach). Only the keys the columns
-/// allow are present.
+/// allow are present; `ranked_rows` says which rows each AUC reads.
 inline std::map<std::string, MetricValue> evaluate_predictions(const PredictionColumns& c) {
   const size_t n = c.click.size();
   auto check = [&](const std::vector<float>& column, const char* name) {
@@ -45,42 +95,25 @@ inline std::map<std::string, MetricValue> evaluate_predictions(const PredictionC
   TORCH_CHECK(c.user.empty() || c.user.size() == n, "evaluate_predictions expects one user per row");
 
   std::map<std::string, MetricValue> out;
+  const auto auc = [&](const std::string& key) {
+    auto rows = ranked_rows(c, key);
+    if (!rows) return;
+    const bool clicked_rows = key == "auc_cvr" || key == "auc_cvr_oracle";
+    out[key] = !rows->scores.empty() ? roc_auc(rows->scores, rows->labels)
+                                     : MetricValue::undefined(clicked_rows ? "no clicked row" : "no rows");
+    if (key == "auc_cvr") {
+      out["logloss_cvr"] = log_loss(rows->scores, rows->labels);
+      out["calibration_cvr"] = calibration(rows->scores, rows->labels);
+    }
+    if (key == "auc_ctcvr") out["logloss_ctcvr"] = log_loss(rows->scores, rows->labels);
+  };
+  for (const std::string key : {"auc_ctr", "auc_cvr", "auc_cvr_entire_space", "auc_ctcvr"}) auc(key), auc(key + "_oracle");
   if (!c.p_ctr.empty()) {
-    out["auc_ctr"] = roc_auc(c.p_ctr, c.click);
     out["logloss_ctr"] = log_loss(c.p_ctr, c.click);
     out["calibration_ctr"] = calibration(c.p_ctr, c.click);
     if (!c.user.empty()) out["gauc_ctr"] = grouped_auc(c.p_ctr, c.click, c.user).gauc;
   }
-  if (!c.p_cvr.empty() && !c.conversion.empty()) {
-    std::vector<float> clicked_p, clicked_y;
-    for (size_t i = 0; i < n; ++i)
-      if (is_positive(c.click[i])) clicked_p.push_back(c.p_cvr[i]), clicked_y.push_back(c.conversion[i]);
-    out["auc_cvr"] = clicked_p.empty() ? MetricValue::undefined("no clicked row") : roc_auc(clicked_p, clicked_y);
-    out["logloss_cvr"] = log_loss(clicked_p, clicked_y);
-    out["calibration_cvr"] = calibration(clicked_p, clicked_y);
-    out["auc_cvr_masked"] = masked_auc(c.p_cvr, c.conversion, c.click);
-    if (!c.counterfactual_conversion.empty())
-      out["auc_cvr_entire_space"] = roc_auc(c.p_cvr, c.counterfactual_conversion);
-  }
-  if (!c.p_ctr.empty() && !c.p_cvr.empty() && !c.conversion.empty()) {
-    std::vector<float> p_ctcvr(n), ctcvr(n);
-    for (size_t i = 0; i < n; ++i) p_ctcvr[i] = c.p_ctr[i] * c.p_cvr[i], ctcvr[i] = c.click[i] * c.conversion[i];
-    out["auc_ctcvr"] = roc_auc(p_ctcvr, ctcvr);
-    out["logloss_ctcvr"] = log_loss(p_ctcvr, ctcvr);
-  }
-  // Oracles: the true probabilities in place of the predictions, for every AUC the predictions gave.
-  if (!c.true_p_click.empty() && out.count("auc_ctr")) out["auc_ctr_oracle"] = roc_auc(c.true_p_click, c.click);
-  if (!c.true_p_cvr.empty() && out.count("auc_cvr")) {
-    out["auc_cvr_oracle"] = masked_auc(c.true_p_cvr, c.conversion, c.click);
-    if (!c.counterfactual_conversion.empty())
-      out["auc_cvr_entire_space_oracle"] = roc_auc(c.true_p_cvr, c.counterfactual_conversion);
-  }
-  if (!c.true_p_click.empty() && !c.true_p_cvr.empty() && out.count("auc_ctcvr")) {
-    std::vector<float> p_ctcvr(n), ctcvr(n);
-    for (size_t i = 0; i < n; ++i)
-      p_ctcvr[i] = c.true_p_click[i] * c.true_p_cvr[i], ctcvr[i] = c.click[i] * c.conversion[i];
-    out["auc_ctcvr_oracle"] = roc_auc(p_ctcvr, ctcvr);
-  }
+  if (!c.p_cvr.empty() && !c.conversion.empty()) out["auc_cvr_masked"] = masked_auc(c.p_cvr, c.conversion, c.click);
   return out;
 }
 

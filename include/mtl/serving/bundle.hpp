@@ -9,7 +9,7 @@
 #include <mtl/data/vocabulary.hpp>
 #include <mtl/features.hpp>
 #include <mtl/model_spec.hpp>
-#include <mtl/train/checkpoint.hpp>
+#include <mtl/io/checkpoint.hpp>
 #include <mtl/version.hpp>
 
 #include <c10/util/Exception.h>
@@ -34,7 +34,7 @@ struct ModelBundle {
   /// The label columns of the data the model was trained on.
   std::string click_label = "click", conversion_label = "conversion";
   /// The model's parameters and buffers by name.
-  train::TensorDict weights;
+  io::TensorDict weights;
   /// Free-form facts: the resolved training config, metrics, where it came from.
   nlohmann::json metadata = nlohmann::json::object();
   /// Set by `load_bundle`: the versions that wrote the file.
@@ -78,22 +78,22 @@ inline void save_bundle(const std::string& path, const ModelBundle& bundle) {
                               {"identity_vocabularies", bundle.vocabularies.empty()},
                               {"labels", {{"click", bundle.click_label}, {"conversion", bundle.conversion_label}}},
                               {"metadata", bundle.metadata}};
-  train::TensorDict entries;
-  entries.insert(detail::kBundleHeaderKey, train::bytes_tensor(header.dump()));
+  io::TensorDict entries;
+  entries.insert(detail::kBundleHeaderKey, io::bytes_tensor(header.dump()));
   for (size_t j = 0; j < bundle.vocabularies.size(); ++j) {
     entries.insert(detail::kVocabularyPrefix + bundle.schema.sparse_fields()[j].name,
                    torch::tensor(bundle.vocabularies[j].ids(), torch::kLong));
   }
   for (const auto& w : bundle.weights) entries.insert(detail::kWeightPrefix + w.key(), w.value());
-  train::save_tensor_dict(path, entries);
+  io::save_tensor_dict(path, entries);
 }
 
 /// Reads a bundle; refuses, naming the file, one that is damaged, of another
 /// format, or inconsistent (a vocabulary whose size differs from its field's).
 inline ModelBundle load_bundle(const std::string& path) {
-  train::TensorDict entries;
+  io::TensorDict entries;
   try {
-    entries = train::load_tensor_dict(path);
+    entries = io::load_tensor_dict(path);
   } catch (const c10::Error& e) {
     TORCH_CHECK(false, "cannot load model bundle '", path, "': ", e.what_without_backtrace());
   }
@@ -102,7 +102,7 @@ inline ModelBundle load_bundle(const std::string& path) {
               "`interview_chain export`)");
   ModelBundle bundle;
   try {
-    const auto header = nlohmann::json::parse(train::tensor_bytes(entries.at(detail::kBundleHeaderKey)));
+    const auto header = nlohmann::json::parse(io::tensor_bytes(entries.at(detail::kBundleHeaderKey)));
     const int format = header.at("format").get<int>();
     bundle.written_by_mtl = header.at("mtl_version").get<std::string>();
     bundle.written_by_libtorch = header.at("libtorch_version").get<std::string>();

@@ -7,7 +7,7 @@
 // Example:
 //   mtl::serving::Predictor predictor("model.mtl");
 //   mtl::serving::RawRows rows;
-//   rows.sparse["101"] = {12, 7};  // one vector per field, one value per row
+//   rows.sparse["user_id"] = {12, 7};  // one vector per field, one value per row
 //   ...                            // every field of predictor.schema()
 //   auto p = predictor.predict(rows);  // p.p_ctr[i], p.p_cvr[i], p.p_ctcvr[i]
 #pragma once
@@ -16,7 +16,7 @@
 #include <mtl/features.hpp>
 #include <mtl/model_spec.hpp>
 #include <mtl/serving/bundle.hpp>
-#include <mtl/train/checkpoint.hpp>
+#include <mtl/io/checkpoint.hpp>
 
 #include <ATen/Parallel.h>
 #include <c10/core/InferenceMode.h>
@@ -80,14 +80,14 @@ class Predictor {
     TORCH_CHECK(options_.threads_per_call() >= 0, "PredictorOptions expects threads_per_call >= 0, but got ",
                 options_.threads_per_call());
     with_model(bundle_.model, bundle_.schema, [&](auto model) {
-      train::load_module_state(*model, bundle_.weights, "", "model bundle");
+      io::load_module_state(*model, bundle_.weights, "", "model bundle");
       model->eval();
       for (auto& p : model->parameters()) p.set_requires_grad(false);
       auto impl = model.ptr();
       module_ = impl;
       forward_ = [impl](const FeatureInputs& inputs) { return impl->forward(inputs); };
     });
-    bundle_.weights = train::TensorDict();  // the model holds them now
+    bundle_.weights = io::TensorDict();  // the model holds them now
     for (size_t j = 0; j < bundle_.schema.sparse_fields().size(); ++j)
       sparse_index_.emplace(bundle_.schema.sparse_fields()[j].name, j);
     for (size_t j = 0; j < bundle_.schema.dense_fields().size(); ++j)

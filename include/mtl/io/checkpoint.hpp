@@ -4,7 +4,7 @@
 // (truncated, bits flipped) is refused rather than trained on.
 #pragma once
 
-#include <mtl/train/file_io.hpp>
+#include <mtl/io/file_io.hpp>
 
 #include <ATen/core/Dict.h>
 #include <torch/nn/module.h>
@@ -20,7 +20,7 @@
 #include <string>
 #include <vector>
 
-namespace mtl::train {
+namespace mtl::io {
 
 using TensorDict = c10::Dict<std::string, torch::Tensor>;
 
@@ -180,4 +180,4 @@ inline std::string tensor_bytes(const torch::Tensor& t) {
   return std::string(reinterpret_cast<const char*>(c.data_ptr<uint8_t>()), static_cast<size_t>(c.numel()));
 }
 
-}  // namespace mtl::train
+}  // namespace mtl::io

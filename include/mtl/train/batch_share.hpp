@@ -14,21 +14,21 @@
 #include <algorithm>
 #include <cstdint>
 
-namespace mtl::distributed {
+namespace mtl::train {
 
-/// Rank `rank` of `world_size`'s rows of `batch` (`train::share_range`).
+/// Rank `rank` of `world_size`'s rows of `batch` (`share_range`).
 inline data::TrainingBatch share_of(const data::TrainingBatch& batch, int64_t rank, int64_t world_size) {
-  const auto [begin, end] = train::share_range(batch.size(), rank, world_size);
+  const auto [begin, end] = share_range(batch.size(), rank, world_size);
   const auto take = [&](const torch::Tensor& t) { return t.defined() ? t.narrow(0, begin, end - begin) : t; };
   return {{take(batch.features.sparse_ids), take(batch.features.dense)}, take(batch.click), take(batch.conversion)};
 }
 
 /// What each rank's loss terms divide by: the global batch's rows and
 /// clicked rows (at least 1), over the world size.
-inline train::Objective::Denominators share_denominators(const data::TrainingBatch& batch, int64_t world_size) {
+inline Objective::Denominators share_denominators(const data::TrainingBatch& batch, int64_t world_size) {
   const double clicked = std::max(1.0, batch.click.to(torch::kDouble).sum().item<double>());
   return {static_cast<double>(batch.size()) / static_cast<double>(world_size),
           clicked / static_cast<double>(world_size)};
 }
 
-}  // namespace mtl::distributed
+}  // namespace mtl::train

@@ -16,7 +16,7 @@
 #include <string>
 #include <vector>
 
-namespace mtl::train {
+namespace mtl::io {
 
 /// A file could not be written: disk full, file too large, read-only or not
 /// permitted. Separate from bad input, so that a caller can stop at once
@@ -102,4 +102,4 @@ inline void remove_stale_temporaries(const std::string& dir) {
       std::filesystem::remove(entry.path(), error);
 }
 
-}  // namespace mtl::train
+}  // namespace mtl::io
