@@ -289,8 +289,8 @@ inline int run_chain(const RunOptions& o) {
       if (leader) state.save(o.output);
       auto seeded = c;
       if (k > 0) {
-        seeded.seed = c.seed + static_cast<uint64_t>(k);
-        seeded.fields.set("runtime.seed", YAML::Node(seeded.seed), "--seeds");
+        seeded.trainer.seed(c.seed() + static_cast<uint64_t>(k));
+        seeded.fields.set("runtime.seed", YAML::Node(seeded.seed()), "--seeds");
       }
       std::printf("=== %s%s: %s -> %s\n", c.id.c_str(), seed_tag.c_str(), c.description.c_str(), dirs[k].c_str());
       std::fflush(stdout);

@@ -1,7 +1,7 @@
 // Experiment configs of the interview chain: YAML files (an experiment file
 // naming a base file that holds the locked fields) resolved into one flat
 // table of fields, each remembering the file and line it came from, then
-// read into `ExperimentConfig`. Every error names the file, the line, the
+// read into `ExperimentConfig` by each field's setter (experiment.hpp). Every error names the file, the line, the
 // field and what was expected; an unknown key suggests the closest known one.
 #pragma once
 
@@ -27,13 +27,6 @@ namespace chain {
 /// What a field holds.
 enum class FieldType { integer, number, boolean, text, integer_list, text_list, expert_list };
 
-struct FieldSpec {
-  FieldType type;
-  bool required;
-  /// Allowed values of a text field; empty allows any.
-  std::vector<std::string> choices = {};
-};
-
 inline const char* describe(FieldType t) {
   switch (t) {
     case FieldType::integer:
@@ -54,138 +47,51 @@ inline const char* describe(FieldType t) {
   return "";
 }
 
-/// Every field a config may hold. Lists are leaves.
-inline const std::map<std::string, FieldSpec>& known_fields() {
-  using T = FieldType;
-  static const std::map<std::string, FieldSpec> fields{
-      {"base", {T::text, false}},
-      {"experiment.id", {T::text, true}},
-      {"experiment.description", {T::text, true}},
-      {"data.source", {T::text, true, {"synthetic", "aliccp", "aliexpress"}}},
-      {"data.path", {T::text, false}},
-      {"data.batch_size", {T::integer, true}},
-      {"data.seed", {T::integer, true}},
-      {"data.neg_keep_prob_train", {T::number, true}},
-      {"data.min_count", {T::integer, false}},
-      {"data.cache_dir", {T::text, false}},
-      {"data.valid_fraction", {T::number, false}},
-      {"data.test_fraction", {T::number, false}},
-      {"data.labels.click", {T::text, false}},
-      {"data.labels.conversion", {T::text, false}},
-      {"data.features.sparse", {T::text_list, false}},
-      {"data.features.dense", {T::text_list, false}},
-      {"data.features.ignored", {T::text_list, false}},
-      {"data.synthetic.scenario", {T::text, false, {"designed", "null"}}},
-      {"data.synthetic.train_rows", {T::integer, false}},
-      {"data.synthetic.valid_rows", {T::integer, false}},
-      {"data.synthetic.test_rows", {T::integer, false}},
-      {"data.synthetic.num_users", {T::integer, false}},
-      {"data.synthetic.num_items", {T::integer, false}},
-      {"data.synthetic.task_relatedness", {T::number, false}},
-      {"data.synthetic.selection_latent_weight", {T::number, false}},
-      {"data.synthetic.private_signal", {T::number, false}},
-      {"data.synthetic.cross_signal", {T::number, false}},
-      {"data.synthetic.ctr_bias", {T::number, false}},
-      {"data.synthetic.cvr_bias", {T::number, false}},
-      {"data.synthetic.label_noise", {T::number, false}},
-      {"sampling.negative_sampling", {T::text, true, {"none", "random"}}},
-      {"embedding.default_embedding_dim", {T::integer, true}},
-      {"embedding.sparse_grad", {T::boolean, true}},
-      {"model.backbone", {T::text, true, {"deepfm"}}},
-      {"model.deep_hidden_dims", {T::integer_list, true}},
-      {"model.fm_projection_dim", {T::integer, true}},
-      {"model.mtl", {T::text, true, {"single", "sharedbottom", "mmoe", "ple"}}},
-      {"model.enabled_heads", {T::text_list, true}},
-      {"model.tasks.ctr.tower_hidden_dims", {T::integer_list, false}},
-      {"model.tasks.cvr.tower_hidden_dims", {T::integer_list, false}},
-      {"model.shared_bottom.hidden_dims", {T::integer_list, false}},
-      {"model.mmoe.num_experts", {T::integer, false}},
-      {"model.mmoe.expert_hidden_dims", {T::integer_list, false}},
-      {"model.mmoe.expert_dim", {T::integer, false}},
-      {"model.shared_bottom.output_align.enabled", {T::boolean, false}},
-      {"model.mmoe.expert_output_align.enabled", {T::boolean, false}},
-      {"model.mmoe.expert_output_align.dropout", {T::number, false}},
-      {"model.ple.hetero_enabled", {T::boolean, false}},
-      {"model.ple.num_levels", {T::integer, false}},
-      {"model.ple.expert_dim", {T::integer, false}},
-      {"model.ple.shared_experts", {T::integer, false}},
-      {"model.ple.private_experts_per_task", {T::integer, false}},
-      {"model.ple.expert_hidden_dims", {T::integer_list, false}},
-      {"model.ple.experts.shared", {T::expert_list, false}},
-      {"model.ple.experts.ctr", {T::expert_list, false}},
-      {"model.ple.experts.cvr", {T::expert_list, false}},
-      {"model.ple.expert_output_align.enabled", {T::boolean, false}},
-      {"model.ple.expert_output_align.dropout", {T::number, false}},
-      {"use_esmm", {T::boolean, true}},
-      {"loss.cvr_denominator", {T::text, false, {"clicked_rows", "all_rows"}}},
-      {"esmm.version", {T::text, false, {"v1", "v2"}}},
-      {"esmm.lambda_cvr_aux", {T::number, false}},
-      {"optim.type", {T::text, true, {"dual_sparse_dense"}}},
-      {"optim.sparse.lr", {T::number, true}},
-      {"optim.dense.lr", {T::number, true}},
-      {"optim.dense.weight_decay", {T::number, false}},
-      {"lr_scheduler.type", {T::text, true, {"cosine_warmup"}}},
-      {"lr_scheduler.warmup_steps", {T::integer, true}},
-      {"lr_scheduler.total_steps", {T::integer, true}},
-      {"lr_scheduler.min_lr_ratio", {T::number, false}},
-      {"runtime.seed", {T::integer, true}},
-      {"runtime.max_train_steps", {T::integer, true}},
-      {"runtime.amp", {T::boolean, true}},
-      {"runtime.amp_on_cpu", {T::boolean, false}},
-      {"runtime.eval_every", {T::integer, true}},
-      {"runtime.log_every", {T::integer, false}},
-      {"runtime.eval_batch_size", {T::integer, false}},
-      {"runtime.device", {T::text, false, {"cpu", "cuda"}}},
-      {"runtime.threads", {T::integer, false}},
-      {"runtime.best_selection.primary_key", {T::text, true}},
-  };
-  return fields;
+/// One field's value and where it was written.
+struct FieldValue {
+  YAML::Node node;
+  std::string file;
+  int line = 0;  ///< 1-based
+  std::string key;
+};
+
+struct ExperimentConfig;
+
+/// A field a config may hold: its key, what it holds, whether every config
+/// must give it, whether it must agree across the seven experiments, and the
+/// setter that reads it into an `ExperimentConfig` (experiment.hpp). A key
+/// that was renamed keeps an entry that names its new key and refuses it.
+struct FieldSpec {
+  std::string key;
+  FieldType type;
+  bool required = false;
+  bool controlled = false;
+  /// Allowed values of a text field; empty allows any.
+  std::vector<std::string> choices = {};
+  void (*set)(ExperimentConfig&, const FieldValue&) = nullptr;
+  /// A renamed key: its new name (the entry holds nothing else).
+  std::string renamed_to = {};
+};
+
+/// Every field a config may hold, in the order `validate` lists them (experiment.hpp). Lists are leaves.
+inline const std::vector<FieldSpec>& field_specs();
+
+/// The fields by key.
+inline const std::map<std::string, const FieldSpec*>& known_fields() {
+  static const std::map<std::string, const FieldSpec*> by_key = [] {
+    std::map<std::string, const FieldSpec*> m;
+    for (const auto& spec : field_specs()) m[spec.key] = &spec;
+    return m;
+  }();
+  return by_key;
 }
 
-/// The fields that must agree across the seven experiments.
-inline const std::vector<std::string>& controlled_fields() {
-  static const std::vector<std::string> fields{"data.source",
-                                               "data.path",
-                                               "data.batch_size",
-                                               "data.seed",
-                                               "data.neg_keep_prob_train",
-                                               "data.min_count",
-                                               "data.valid_fraction",
-                                               "data.test_fraction",
-                                               "data.labels.click",
-                                               "data.labels.conversion",
-                                               "data.features.sparse",
-                                               "data.features.dense",
-                                               "data.features.ignored",
-                                               "data.synthetic.scenario",
-                                               "data.synthetic.train_rows",
-                                               "data.synthetic.valid_rows",
-                                               "data.synthetic.test_rows",
-                                               "data.synthetic.num_users",
-                                               "data.synthetic.num_items",
-                                               "data.synthetic.task_relatedness",
-                                               "data.synthetic.selection_latent_weight",
-                                               "data.synthetic.private_signal",
-                                               "data.synthetic.cross_signal",
-                                               "data.synthetic.ctr_bias",
-                                               "data.synthetic.cvr_bias",
-                                               "data.synthetic.label_noise",
-                                               "sampling.negative_sampling",
-                                               "embedding.default_embedding_dim",
-                                               "embedding.sparse_grad",
-                                               "model.backbone",
-                                               "model.deep_hidden_dims",
-                                               "model.fm_projection_dim",
-                                               "optim.type",
-                                               "optim.sparse.lr",
-                                               "optim.dense.lr",
-                                               "lr_scheduler.type",
-                                               "lr_scheduler.warmup_steps",
-                                               "lr_scheduler.total_steps",
-                                               "runtime.seed",
-                                               "runtime.max_train_steps",
-                                               "runtime.amp"};
-  return fields;
+/// The fields that must agree across the seven experiments, in table order.
+inline std::vector<std::string> controlled_fields() {
+  std::vector<std::string> keys;
+  for (const auto& spec : field_specs())
+    if (spec.controlled) keys.push_back(spec.key);
+  return keys;
 }
 
 /// Edit distance, for "did you mean" suggestions.
@@ -208,18 +114,12 @@ inline std::string closest_known_field(const std::string& path) {
   std::string best;
   size_t best_distance = std::string::npos;
   for (const auto& [known, spec] : known_fields()) {
+    if (!spec->renamed_to.empty()) continue;
     const size_t d = edit_distance(path, known);
     if (d < best_distance) best = known, best_distance = d;
   }
   return best;
 }
-
-/// One field's value and where it was written.
-struct FieldValue {
-  YAML::Node node;
-  std::string file;
-  int line = 0;  ///< 1-based
-};
 
 /// All fields of a resolved config, by dotted path.
 class FieldTable {
@@ -236,7 +136,7 @@ class FieldTable {
   void set(const std::string& path, const YAML::Node& value, const std::string& origin) {
     check_known(path, origin, 0);
     check_type(path, value, origin, 0);
-    fields_[path] = {YAML::Clone(value), origin, 0};
+    fields_[path] = {YAML::Clone(value), origin, 0, path};
   }
 
   bool has(const std::string& path) const { return fields_.count(path) > 0; }
@@ -265,7 +165,7 @@ class FieldTable {
     try {
       return f.node.as<T>();
     } catch (const YAML::Exception&) {
-      TORCH_CHECK(false, place(f), ": field '", path, "' expects ", describe(known_fields().at(path).type), ", got '",
+      TORCH_CHECK(false, place(f), ": field '", path, "' expects ", describe(known_fields().at(path)->type), ", got '",
                   text(path), "'");
     }
   }
@@ -338,7 +238,7 @@ class FieldTable {
       const auto path = prefix.empty() ? key : prefix + "." + key;
       if (!entry.second.IsMap() && !known_fields().count(path) && is_section(path))
         TORCH_CHECK(false, file, ":", line, ": '", path, "' is a section; it expects fields below it, like '",
-                    known_fields().lower_bound(path + ".")->first, "'");
+                    first_field_in(path), "'");
       if (entry.second.IsMap() && !known_fields().count(path)) {
         check_known_prefix(path, file, line);
         flatten(entry.second, path, file);
@@ -346,10 +246,15 @@ class FieldTable {
       }
       check_known(path, file, line);
       check_type(path, entry.second, file, line);
-      fields_[path] = {entry.second, file, line};
+      fields_[path] = {entry.second, file, line, path};
     }
   }
 
+  static std::string first_field_in(const std::string& section) {
+    for (auto it = known_fields().lower_bound(section + "."); it != known_fields().end(); ++it)
+      if (it->second->renamed_to.empty()) return it->first;
+    return section + ".";
+  }
   static bool is_section(const std::string& path) {
     for (const auto& [known, spec] : known_fields())
       if (known.rfind(path + ".", 0) == 0) return true;
@@ -360,12 +265,15 @@ class FieldTable {
                 closest_known_field(path), "'?");
   }
   static void check_known(const std::string& path, const std::string& file, int line) {
-    TORCH_CHECK(known_fields().count(path), file, ":", line, ": unknown field '", path, "'; did you mean '",
+    auto it = known_fields().find(path);
+    TORCH_CHECK(it != known_fields().end(), file, ":", line, ": unknown field '", path, "'; did you mean '",
                 closest_known_field(path), "'?");
+    TORCH_CHECK(it->second->renamed_to.empty(), file, ":", line, ": field '", path, "' is now '",
+                it->second->renamed_to, "'");
   }
 
   static void check_type(const std::string& path, const YAML::Node& value, const std::string& file, int line) {
-    const auto& spec = known_fields().at(path);
+    const auto& spec = *known_fields().at(path);
     const std::string where =
         file + ":" + std::to_string(line) + ": field '" + path + "' expects " + describe(spec.type);
     auto scalar_is = [&](const YAML::Node& n, FieldType t) {
@@ -417,11 +325,11 @@ class FieldTable {
 
   void check_required() const {
     for (const auto& [path, spec] : known_fields())
-      if (spec.required && !has(path)) {
+      if (spec->required && !has(path)) {
         std::string files;
         for (const auto& [p, f] : fields_)
           if (files.find(f.file) == std::string::npos) files += (files.empty() ? "" : ", ") + f.file;
-        TORCH_CHECK(false, files, ": required field '", path, "' is missing (expected ", describe(spec.type), ")");
+        TORCH_CHECK(false, files, ": required field '", path, "' is missing (expected ", describe(spec->type), ")");
       }
   }
 

@@ -1,5 +1,7 @@
-// A resolved experiment: the typed settings read from a FieldTable, checked
-// for consistency before any training (ESMM with one head, negative
+// A resolved experiment: the library's option types (ModelSpec,
+// TrainerOptions, the optimizer's, the objective's, the synthetic data's),
+// filled from a FieldTable by one table of fields, each with its setter, and
+// checked for consistency before any training (ESMM with one head, negative
 // down-sampling under ESMM, a primary key the experiment cannot produce, an
 // empty expert list, out-of-range values), each error naming file and line.
 #pragma once
@@ -10,59 +12,58 @@
 #include <mtl/data/synthetic.hpp>
 #include <mtl/esmm.hpp>
 #include <mtl/expert.hpp>
+#include <mtl/model_spec.hpp>
+#include <mtl/optim/dual_optimizer.hpp>
 #include <mtl/train/objective.hpp>
+#include <mtl/train/trainer.hpp>
 
+#include <map>
+#include <optional>
 #include <set>
 #include <string>
 #include <vector>
 
 namespace chain {
 
+/// A resolved experiment: the library's option types, filled by the field table below.
 struct ExperimentConfig {
   FieldTable fields;
   std::string id, description;
 
-  // data
+  // The data.
   std::string source, path, cache_dir;
-  int64_t batch_size = 1024, min_count = 1;
-  uint64_t data_seed = 0;
+  int64_t min_count = 1;
+  int64_t embedding_dim = 8;
   mtl::data::LayoutRules layout;                     ///< CSV sources: labels, features, dense columns
   double valid_fraction = 0.1, test_fraction = 0.1;  ///< held out of training where a split's file is missing
   mtl::data::SyntheticOptions synthetic;
-  int64_t train_rows = 0, valid_rows = 0, test_rows = 0;
+  int64_t train_rows = 2'000'000, valid_rows = 200'000, test_rows = 200'000;
+  double neg_keep_prob_train = 1.0;
+  std::string negative_sampling = "none";
 
-  // model
-  int64_t embedding_dim = 8;
-  bool sparse_grad = true;
-  std::vector<int64_t> deep_hidden_dims;
-  int64_t fm_projection_dim = 16;
-  std::string mtl;
-  std::vector<std::string> heads;
-  std::vector<std::vector<int64_t>> tower_hidden_dims;  ///< one per head
-  std::vector<int64_t> shared_bottom_dims;
-  std::vector<mtl::ExpertOptions> shared_experts;
-  std::vector<std::vector<mtl::ExpertOptions>> task_experts;  ///< one per head (PLE)
-  int64_t expert_dim = 64, num_levels = 1;
-  bool hetero = false, align = false;
-  double align_dropout = 0.0;
+  // What is trained, and how.
+  mtl::ModelSpec model;
+  mtl::train::ObjectiveOptions objective;
+  mtl::optim::DualSparseDenseOptions optimizer;
+  /// The trainer's options but the output folder, set per run (experiment_runner.hpp).
+  mtl::train::TrainerOptions trainer{std::string()};
+  bool amp_on_cpu = false;
 
-  // loss and optimisation
-  bool use_esmm = false;
-  mtl::ESMMVersion esmm_version = mtl::ESMMVersion::v2;
-  double lambda_cvr_aux = 0.1;
-  mtl::train::CvrDenominator cvr_denominator = mtl::train::CvrDenominator::clicked_rows;  ///< two heads, no ESMM
-  double sparse_lr = 0.001, dense_lr = 0.0006, weight_decay = 0.0, min_lr_ratio = 0.0;
-  int64_t warmup_steps = 0, total_steps = 0;
+  /// The sections of the mixer kinds, read into `model` once the kind is known (`read_experiment`).
+  struct MixerSections {
+    int64_t mmoe_experts = 4, mmoe_expert_dim = 64;
+    std::vector<int64_t> mmoe_expert_hidden_dims{128};
+    bool ple_hetero = false;
+    int64_t ple_expert_dim = 64, ple_levels = 1, ple_shared_experts = 4, ple_private_experts = 1;
+    std::vector<int64_t> ple_expert_hidden_dims{128};
+    std::vector<mtl::ExpertOptions> ple_shared, ple_ctr, ple_cvr;
+    std::optional<bool> align_outputs;  ///< unset: on for heterogeneous PLE experts, off otherwise
+    std::map<std::string, std::vector<int64_t>> tower_hidden_dims;
+  } sections;
 
-  // runtime
-  uint64_t seed = 0;
-  int64_t max_train_steps = 0, eval_every = 0, log_every = 100, eval_batch_size = 8192;
-  bool amp = false, amp_on_cpu = false;
-  std::string device = "cpu";
-  int threads = 0;
-  std::string primary_key;
-
-  bool amp_effective() const { return amp && (device == "cuda" || amp_on_cpu); }
+  uint64_t data_seed() const { return synthetic.seed(); }
+  uint64_t seed() const { return trainer.seed(); }
+  bool on_cuda() const { return trainer.device().is_cuda(); }
 };
 
 /// The metrics an experiment with these heads produces (what a primary key may name).
@@ -79,8 +80,8 @@ inline std::set<std::string> producible_aucs(const std::vector<std::string>& hea
 
 namespace detail {
 
-inline mtl::ExpertOptions read_expert(const YAML::Node& item, const FieldValue& where, const std::string& path) {
-  const std::string at = FieldTable::place(where) + ": field '" + path + "'";
+inline mtl::ExpertOptions read_expert(const YAML::Node& item, const FieldValue& where) {
+  const std::string at = FieldTable::place(where);
   try {  // every read of the expert's YAML inside: a key that is a list is a YAML::Exception too
     for (const auto& entry : item) {
       const auto key = entry.first.as<std::string>();
@@ -106,11 +107,230 @@ inline mtl::ExpertOptions read_expert(const YAML::Node& item, const FieldValue& 
   }
 }
 
-inline std::vector<mtl::ExpertOptions> read_experts(const FieldTable& f, const std::string& path) {
+/// A field's value as T (its type was checked when the table was loaded).
+template <class T>
+T value(const FieldValue& v) {
+  return v.node.as<T>();
+}
+
+/// Fails with the field's place, its key and `message` unless `ok`.
+inline void require(bool ok, const FieldValue& v, const std::string& message) {
+  TORCH_CHECK(ok, FieldTable::place(v), ": field '", v.key, "': ", message);
+}
+
+inline int64_t at_least_one(const FieldValue& v, const char* what) {
+  const auto n = value<int64_t>(v);
+  require(n >= 1, v, std::string("expected at least one ") + what + ", got " + std::to_string(n));
+  return n;
+}
+
+inline int64_t positive(const FieldValue& v, const char* what) {
+  const auto n = value<int64_t>(v);
+  require(n > 0, v, std::string("expected a positive ") + what + ", got " + std::to_string(n));
+  return n;
+}
+
+inline std::vector<mtl::ExpertOptions> experts(const FieldValue& v) {
   std::vector<mtl::ExpertOptions> out;
-  if (!f.has(path)) return out;
-  for (const auto& item : f.at(path).node) out.push_back(read_expert(item, f.at(path), path));
+  for (const auto& item : v.node) out.push_back(read_expert(item, v));
   return out;
+}
+
+inline std::vector<int64_t> layers(const FieldValue& v) {
+  auto dims = value<std::vector<int64_t>>(v);
+  require(!dims.empty(), v, "expected at least one layer");
+  return dims;
+}
+
+inline double share(const FieldValue& v) {
+  const auto x = value<double>(v);
+  require(x > 0 && x < 0.5, v, "expected a share of the training rows in (0, 0.5)");
+  return x;
+}
+
+}  // namespace detail
+
+inline const std::vector<FieldSpec>& field_specs() {
+  using T = FieldType;
+  using C = ExperimentConfig;
+  using V = const FieldValue&;
+  using namespace detail;
+  // Each row: key, type, required, controlled across the seven, choices, setter.
+  static const std::vector<FieldSpec> specs{
+      {"base", T::text},
+      {"experiment.id", T::text, true, false, {}, [](C& c, V v) { c.id = value<std::string>(v); }},
+      {"experiment.description", T::text, true, false, {}, [](C& c, V v) { c.description = value<std::string>(v); }},
+      {"data.source", T::text, true, true, {"synthetic", "aliccp", "aliexpress"},
+       [](C& c, V v) {
+         c.source = value<std::string>(v);
+         c.layout = c.source == "aliexpress" ? mtl::data::LayoutRules::aliexpress() : mtl::data::LayoutRules::aliccp();
+       }},
+      {"data.path", T::text, false, true, {}, [](C& c, V v) { c.path = value<std::string>(v); }},
+      {"data.batch_size", T::integer, true, true, {},
+       [](C& c, V v) { c.trainer.batch_size(positive(v, "batch size")); }},
+      {"data.seed", T::integer, true, true, {}, [](C& c, V v) { c.synthetic.seed(value<uint64_t>(v)); }},
+      {"data.neg_keep_prob_train", T::number, true, true, {},
+       [](C& c, V v) {
+         c.neg_keep_prob_train = value<double>(v);
+         require(c.neg_keep_prob_train > 0 && c.neg_keep_prob_train <= 1, v,
+                 "expected a probability in (0, 1]");
+       }},
+      {"data.min_count", T::integer, false, true, {},
+       [](C& c, V v) {
+         c.min_count = value<int64_t>(v);
+         require(c.min_count >= 1, v, "expected >= 1");
+       }},
+      {"data.cache_dir", T::text, false, false, {}, [](C& c, V v) { c.cache_dir = value<std::string>(v); }},
+      {"data.valid_fraction", T::number, false, true, {}, [](C& c, V v) { c.valid_fraction = share(v); }},
+      {"data.test_fraction", T::number, false, true, {}, [](C& c, V v) { c.test_fraction = share(v); }},
+      {"data.labels.click", T::text, false, true, {}, [](C& c, V v) { c.layout.click = value<std::string>(v); }},
+      {"data.labels.conversion", T::text, false, true, {},
+       [](C& c, V v) { c.layout.conversion = value<std::string>(v); }},
+      {"data.features.sparse", T::text_list, false, true, {},
+       [](C& c, V v) { c.layout.sparse = value<std::vector<std::string>>(v); }},
+      {"data.features.dense", T::text_list, false, true, {},
+       [](C& c, V v) { c.layout.dense = value<std::vector<std::string>>(v); }},
+      {"data.features.ignored", T::text_list, false, true, {},
+       [](C& c, V v) { c.layout.ignored = value<std::vector<std::string>>(v); }},
+      {"data.synthetic.scenario", T::text, false, true, {"designed", "null"},
+       [](C& c, V v) {
+         c.synthetic.scenario(value<std::string>(v) == "null" ? mtl::data::SyntheticScenario::null
+                                                               : mtl::data::SyntheticScenario::designed);
+       }},
+      {"data.synthetic.train_rows", T::integer, false, true, {},
+       [](C& c, V v) { c.train_rows = positive(v, "row count"); }},
+      {"data.synthetic.valid_rows", T::integer, false, true, {},
+       [](C& c, V v) { c.valid_rows = positive(v, "row count"); }},
+      {"data.synthetic.test_rows", T::integer, false, true, {},
+       [](C& c, V v) { c.test_rows = positive(v, "row count"); }},
+      {"data.synthetic.num_users", T::integer, false, true, {},
+       [](C& c, V v) { c.synthetic.num_users(value<int64_t>(v)); }},
+      {"data.synthetic.num_items", T::integer, false, true, {},
+       [](C& c, V v) { c.synthetic.num_items(value<int64_t>(v)); }},
+      {"data.synthetic.task_relatedness", T::number, false, true, {},
+       [](C& c, V v) { c.synthetic.task_relatedness(value<double>(v)); }},
+      {"data.synthetic.selection_latent_weight", T::number, false, true, {},
+       [](C& c, V v) { c.synthetic.selection_latent_weight(value<double>(v)); }},
+      {"data.synthetic.private_signal", T::number, false, true, {},
+       [](C& c, V v) { c.synthetic.private_signal(value<double>(v)); }},
+      {"data.synthetic.cross_signal", T::number, false, true, {},
+       [](C& c, V v) { c.synthetic.cross_signal(value<double>(v)); }},
+      {"data.synthetic.ctr_bias", T::number, false, true, {},
+       [](C& c, V v) { c.synthetic.ctr_bias(value<double>(v)); }},
+      {"data.synthetic.cvr_bias", T::number, false, true, {},
+       [](C& c, V v) { c.synthetic.cvr_bias(value<double>(v)); }},
+      {"data.synthetic.label_noise", T::number, false, true, {},
+       [](C& c, V v) { c.synthetic.label_noise(value<double>(v)); }},
+      {"sampling.negative_sampling", T::text, true, true, {"none", "random"},
+       [](C& c, V v) { c.negative_sampling = value<std::string>(v); }},
+      {"embedding.default_embedding_dim", T::integer, true, true, {},
+       [](C& c, V v) { c.embedding_dim = positive(v, "width"); }},
+      {"embedding.sparse_grad", T::boolean, true, true, {}, [](C& c, V v) { c.model.sparse_grad = value<bool>(v); }},
+      {"model.backbone", T::text, true, true, {"deepfm"}},
+      {"model.deep_hidden_dims", T::integer_list, true, true, {},
+       [](C& c, V v) { c.model.deep_hidden_dims = layers(v); }},
+      {"model.fm_projection_dim", T::integer, true, true, {},
+       [](C& c, V v) { c.model.fm_projection_dim = positive(v, "width"); }},
+      {"model.mixer", T::text, true, false, {"single", "sharedbottom", "mmoe", "ple"},
+       [](C& c, V v) { c.model.mixer = value<std::string>(v); }},
+      {"model.enabled_heads", T::text_list, true, false, {},
+       [](C& c, V v) { c.model.heads = value<std::vector<std::string>>(v); }},
+      {"model.tasks.ctr.tower_hidden_dims", T::integer_list, false, false, {},
+       [](C& c, V v) { c.sections.tower_hidden_dims["ctr"] = value<std::vector<int64_t>>(v); }},
+      {"model.tasks.cvr.tower_hidden_dims", T::integer_list, false, false, {},
+       [](C& c, V v) { c.sections.tower_hidden_dims["cvr"] = value<std::vector<int64_t>>(v); }},
+      {"model.shared_bottom.hidden_dims", T::integer_list, false, false, {},
+       [](C& c, V v) { c.model.shared_bottom_dims = value<std::vector<int64_t>>(v); }},
+      {"model.mmoe.num_experts", T::integer, false, false, {},
+       [](C& c, V v) { c.sections.mmoe_experts = at_least_one(v, "expert"); }},
+      {"model.mmoe.expert_hidden_dims", T::integer_list, false, false, {},
+       [](C& c, V v) { c.sections.mmoe_expert_hidden_dims = layers(v); }},
+      {"model.mmoe.expert_dim", T::integer, false, false, {},
+       [](C& c, V v) { c.sections.mmoe_expert_dim = positive(v, "width"); }},
+      {"model.ple.hetero_enabled", T::boolean, false, false, {},
+       [](C& c, V v) { c.sections.ple_hetero = value<bool>(v); }},
+      {"model.ple.num_levels", T::integer, false, false, {},
+       [](C& c, V v) { c.sections.ple_levels = at_least_one(v, "level"); }},
+      {"model.ple.expert_dim", T::integer, false, false, {},
+       [](C& c, V v) { c.sections.ple_expert_dim = positive(v, "width"); }},
+      {"model.ple.shared_experts", T::integer, false, false, {},
+       [](C& c, V v) { c.sections.ple_shared_experts = at_least_one(v, "shared expert"); }},
+      {"model.ple.private_experts_per_task", T::integer, false, false, {},
+       [](C& c, V v) {
+         c.sections.ple_private_experts = value<int64_t>(v);
+         require(c.sections.ple_private_experts >= 0, v, "expected >= 0");
+       }},
+      {"model.ple.expert_hidden_dims", T::integer_list, false, false, {},
+       [](C& c, V v) { c.sections.ple_expert_hidden_dims = layers(v); }},
+      {"model.ple.experts.shared", T::expert_list, false, false, {},
+       [](C& c, V v) { c.sections.ple_shared = experts(v); }},
+      {"model.ple.experts.ctr", T::expert_list, false, false, {}, [](C& c, V v) { c.sections.ple_ctr = experts(v); }},
+      {"model.ple.experts.cvr", T::expert_list, false, false, {}, [](C& c, V v) { c.sections.ple_cvr = experts(v); }},
+      {"model.align_outputs", T::boolean, false, false, {},
+       [](C& c, V v) { c.sections.align_outputs = value<bool>(v); }},
+      {"model.aligner_dropout", T::number, false, false, {},
+       [](C& c, V v) { c.model.aligner_dropout = value<double>(v); }},
+      {"use_esmm", T::boolean, true, false, {}, [](C& c, V v) { c.objective.use_esmm(value<bool>(v)); }},
+      {"loss.cvr_denominator", T::text, false, false, {"clicked_rows", "all_rows"},
+       [](C& c, V v) {
+         c.objective.cvr_denominator(value<std::string>(v) == "all_rows" ? mtl::train::CvrDenominator::all_rows
+                                                                          : mtl::train::CvrDenominator::clicked_rows);
+       }},
+      {"esmm.version", T::text, false, false, {"v1", "v2"},
+       [](C& c, V v) {
+         c.objective.esmm_version(value<std::string>(v) == "v1" ? mtl::ESMMVersion::v1 : mtl::ESMMVersion::v2);
+       }},
+      {"esmm.lambda_cvr_aux", T::number, false, false, {},
+       [](C& c, V v) {
+         c.objective.lambda_cvr_aux(value<double>(v));
+         require(c.objective.lambda_cvr_aux() >= 0, v, "expected lambda >= 0");
+       }},
+      {"optim.type", T::text, true, true, {"dual_sparse_dense"}},
+      {"optim.sparse.lr", T::number, true, true, {},
+       [](C& c, V v) {
+         c.optimizer.sparse_lr(value<double>(v));
+         require(c.optimizer.sparse_lr() >= 0, v, "expected a learning rate >= 0");
+       }},
+      {"optim.dense.lr", T::number, true, true, {},
+       [](C& c, V v) {
+         c.optimizer.dense_lr(value<double>(v));
+         require(c.optimizer.dense_lr() >= 0, v, "expected a learning rate >= 0");
+       }},
+      {"optim.dense.weight_decay", T::number, false, false, {},
+       [](C& c, V v) { c.optimizer.dense_weight_decay(value<double>(v)); }},
+      {"lr_scheduler.type", T::text, true, true, {"cosine_warmup"}},
+      {"lr_scheduler.warmup_steps", T::integer, true, true, {},
+       [](C& c, V v) { c.optimizer.warmup_steps(value<int64_t>(v)); }},
+      {"lr_scheduler.total_steps", T::integer, true, true, {},
+       [](C& c, V v) { c.optimizer.total_steps(positive(v, "step count")); }},
+      {"lr_scheduler.min_lr_ratio", T::number, false, false, {},
+       [](C& c, V v) { c.optimizer.min_lr_ratio(value<double>(v)); }},
+      {"runtime.seed", T::integer, true, true, {}, [](C& c, V v) { c.trainer.seed(value<uint64_t>(v)); }},
+      {"runtime.max_train_steps", T::integer, true, true, {},
+       [](C& c, V v) { c.trainer.max_train_steps(positive(v, "step count")); }},
+      {"runtime.amp", T::boolean, true, true, {}, [](C& c, V v) { c.trainer.amp(value<bool>(v)); }},
+      {"runtime.amp_on_cpu", T::boolean, false, false, {}, [](C& c, V v) { c.amp_on_cpu = value<bool>(v); }},
+      {"runtime.eval_every", T::integer, true, false, {},
+       [](C& c, V v) { c.trainer.eval_every(positive(v, "step count")); }},
+      {"runtime.log_every", T::integer, false, false, {},
+       [](C& c, V v) { c.trainer.log_every(positive(v, "step count")); }},
+      {"runtime.eval_batch_size", T::integer, false, false, {},
+       [](C& c, V v) { c.trainer.eval_batch_size(value<int64_t>(v)); }},
+      {"runtime.device", T::text, false, false, {"cpu", "cuda"},
+       [](C& c, V v) { c.trainer.device(torch::Device(value<std::string>(v))); }},
+      {"runtime.threads", T::integer, false, false, {},
+       [](C& c, V v) { c.trainer.threads(static_cast<int>(value<int64_t>(v))); }},
+      {"runtime.best_selection.primary_key", T::text, true, false, {},
+       [](C& c, V v) { c.trainer.primary_key(value<std::string>(v)); }},
+      // Renamed keys, refused with their new names.
+      {"model.mtl", T::text, false, false, {}, nullptr, "model.mixer"},
+      {"model.shared_bottom.output_align.enabled", T::boolean, false, false, {}, nullptr, "model.align_outputs"},
+      {"model.mmoe.expert_output_align.enabled", T::boolean, false, false, {}, nullptr, "model.align_outputs"},
+      {"model.mmoe.expert_output_align.dropout", T::number, false, false, {}, nullptr, "model.aligner_dropout"},
+      {"model.ple.expert_output_align.enabled", T::boolean, false, false, {}, nullptr, "model.align_outputs"},
+      {"model.ple.expert_output_align.dropout", T::number, false, false, {}, nullptr, "model.aligner_dropout"},
+  };
+  return specs;
 }
 
 /// Fails with the place of `path` (or the file) and `message`.
@@ -120,168 +340,69 @@ inline void refuse_if(bool bad, const FieldTable& f, const std::string& path, co
   TORCH_CHECK(false, where, ": field '", path, "': ", message);
 }
 
-}  // namespace detail
-
+/// The experiment `f` describes: every field through its setter, then the
+/// mixer's section into the model and the checks that span several fields.
 inline ExperimentConfig read_experiment(const FieldTable& f) {
-  using detail::refuse_if;
   ExperimentConfig c;
   c.fields = f;
-  c.id = f.get<std::string>("experiment.id");
-  c.description = f.get<std::string>("experiment.description");
+  for (const auto& spec : field_specs())  // in table order: data.source sets the layout its later keys adjust
+    if (spec.set && f.has(spec.key)) spec.set(c, f.at(spec.key));
 
-  c.source = f.get<std::string>("data.source");
-  c.path = f.get<std::string>("data.path", "");
-  c.cache_dir = f.get<std::string>("data.cache_dir", "");
-  c.batch_size = f.get<int64_t>("data.batch_size");
-  refuse_if(c.batch_size <= 0, f, "data.batch_size",
-            "expected a positive batch size, got " + std::to_string(c.batch_size));
-  c.data_seed = f.get<uint64_t>("data.seed");
-  c.min_count = f.get<int64_t>("data.min_count", 1);
-  refuse_if(c.min_count < 1, f, "data.min_count", "expected >= 1");
   refuse_if(c.source != "synthetic" && c.path.empty(), f, "data.source",
             "data.source '" + c.source + "' needs data.path, the folder of its CSV files");
-  c.layout = c.source == "aliexpress" ? mtl::data::LayoutRules::aliexpress() : mtl::data::LayoutRules::aliccp();
-  c.layout.click = f.get<std::string>("data.labels.click", c.layout.click);
-  c.layout.conversion = f.get<std::string>("data.labels.conversion", c.layout.conversion);
-  c.layout.sparse = f.get<std::vector<std::string>>("data.features.sparse", {});
-  c.layout.dense = f.get<std::vector<std::string>>("data.features.dense", {});
-  c.layout.ignored = f.get<std::vector<std::string>>("data.features.ignored", c.layout.ignored);
-  const std::pair<const char*, double*> shares[] = {{"data.valid_fraction", &c.valid_fraction},
-                                                    {"data.test_fraction", &c.test_fraction}};
-  for (const auto& [key, share] : shares) {
-    *share = f.get<double>(key, *share);
-    refuse_if(*share <= 0 || *share >= 0.5, f, key, "expected a share of the training rows in (0, 0.5)");
-  }
-  auto& s = c.synthetic;
-  s.seed(c.data_seed)
-      .scenario(f.get<std::string>("data.synthetic.scenario", "designed") == "null"
-                    ? mtl::data::SyntheticScenario::null
-                    : mtl::data::SyntheticScenario::designed)
-      .num_users(f.get<int64_t>("data.synthetic.num_users", s.num_users()))
-      .num_items(f.get<int64_t>("data.synthetic.num_items", s.num_items()))
-      .task_relatedness(f.get<double>("data.synthetic.task_relatedness", s.task_relatedness()))
-      .selection_latent_weight(f.get<double>("data.synthetic.selection_latent_weight", s.selection_latent_weight()))
-      .private_signal(f.get<double>("data.synthetic.private_signal", s.private_signal()))
-      .cross_signal(f.get<double>("data.synthetic.cross_signal", s.cross_signal()))
-      .ctr_bias(f.get<double>("data.synthetic.ctr_bias", s.ctr_bias()))
-      .cvr_bias(f.get<double>("data.synthetic.cvr_bias", s.cvr_bias()))
-      .label_noise(f.get<double>("data.synthetic.label_noise", s.label_noise()));
-  c.train_rows = f.get<int64_t>("data.synthetic.train_rows", 2'000'000);
-  c.valid_rows = f.get<int64_t>("data.synthetic.valid_rows", 200'000);
-  c.test_rows = f.get<int64_t>("data.synthetic.test_rows", 200'000);
-  for (const char* key : {"data.synthetic.train_rows", "data.synthetic.valid_rows", "data.synthetic.test_rows"})
-    refuse_if(f.get<int64_t>(key, 1) <= 0, f, key, "expected a positive row count");
-
-  const double keep = f.get<double>("data.neg_keep_prob_train");
-  const auto sampling = f.get<std::string>("sampling.negative_sampling");
-  refuse_if(keep <= 0 || keep > 1, f, "data.neg_keep_prob_train", "expected a probability in (0, 1]");
-  c.use_esmm = f.get<bool>("use_esmm");
-  refuse_if(c.use_esmm && (keep < 1.0 || sampling != "none"), f, "use_esmm",
+  const bool all_negatives = c.neg_keep_prob_train >= 1.0 && c.negative_sampling == "none";
+  refuse_if(c.objective.use_esmm() && !all_negatives, f, "use_esmm",
             "ESMM models the entire impression space and needs every negative: set data.neg_keep_prob_train: 1.0 "
             "and sampling.negative_sampling: none");
-  refuse_if(keep < 1.0 || sampling != "none", f, "sampling.negative_sampling",
+  refuse_if(!all_negatives, f, "sampling.negative_sampling",
             "negative down-sampling is not implemented by this trainer; use none and neg_keep_prob_train 1.0");
 
-  c.embedding_dim = f.get<int64_t>("embedding.default_embedding_dim");
-  refuse_if(c.embedding_dim <= 0, f, "embedding.default_embedding_dim", "expected a positive width");
-  c.sparse_grad = f.get<bool>("embedding.sparse_grad");
-  c.deep_hidden_dims = f.get<std::vector<int64_t>>("model.deep_hidden_dims");
-  refuse_if(c.deep_hidden_dims.empty(), f, "model.deep_hidden_dims", "expected at least one layer");
-  c.fm_projection_dim = f.get<int64_t>("model.fm_projection_dim");
-  refuse_if(c.fm_projection_dim <= 0, f, "model.fm_projection_dim", "expected a positive width");
-
-  c.mtl = f.get<std::string>("model.mtl");
-  c.heads = f.get<std::vector<std::string>>("model.enabled_heads");
-  refuse_if(c.heads.empty(), f, "model.enabled_heads", "expected at least one head");
+  auto& m = c.model;
+  const auto& s = c.sections;
+  refuse_if(m.heads.empty(), f, "model.enabled_heads", "expected at least one head");
   std::set<std::string> seen;
-  for (const auto& h : c.heads) {
+  for (const auto& h : m.heads) {
     refuse_if(h != "ctr" && h != "cvr", f, "model.enabled_heads", "expected heads ctr and/or cvr, got '" + h + "'");
     refuse_if(!seen.insert(h).second, f, "model.enabled_heads", "head '" + h + "' appears twice");
-    c.tower_hidden_dims.push_back(f.get<std::vector<int64_t>>("model.tasks." + h + ".tower_hidden_dims", {}));
+    m.tower_hidden_dims.push_back(s.tower_hidden_dims.count(h) ? s.tower_hidden_dims.at(h) : std::vector<int64_t>{});
   }
-  refuse_if(c.mtl == "single" && c.heads.size() != 1, f, "model.mtl", "'single' expects exactly one head");
-  refuse_if(c.use_esmm && c.heads.size() != 2, f, "use_esmm",
-            "ESMM needs both a ctr and a cvr head, but model.enabled_heads has only " + c.heads.front());
-  if (c.use_esmm) {
-    c.esmm_version = f.get<std::string>("esmm.version", "v2") == "v1" ? mtl::ESMMVersion::v1 : mtl::ESMMVersion::v2;
-    c.lambda_cvr_aux = f.get<double>("esmm.lambda_cvr_aux", 0.1);
-    refuse_if(c.lambda_cvr_aux < 0, f, "esmm.lambda_cvr_aux", "expected lambda >= 0");
-  }
-
-  const auto denominator = f.get<std::string>("loss.cvr_denominator", "clicked_rows");
-  refuse_if(denominator != "clicked_rows" && (c.use_esmm || c.heads.size() != 2), f, "loss.cvr_denominator",
+  refuse_if(m.mixer == "single" && m.heads.size() != 1, f, "model.mixer", "'single' expects exactly one head");
+  refuse_if(c.objective.use_esmm() && m.heads.size() != 2, f, "use_esmm",
+            "ESMM needs both a ctr and a cvr head, but model.enabled_heads has only " + m.heads.front());
+  refuse_if(f.has("loss.cvr_denominator") && c.objective.cvr_denominator() != mtl::train::CvrDenominator::clicked_rows &&
+                (c.objective.use_esmm() || m.heads.size() != 2),
+            f, "loss.cvr_denominator",
             "applies to a model with ctr and cvr heads without ESMM; ESMM's terms are fixed by its version");
-  if (denominator == "all_rows") c.cvr_denominator = mtl::train::CvrDenominator::all_rows;
 
-  c.shared_bottom_dims = f.get<std::vector<int64_t>>("model.shared_bottom.hidden_dims", {});
-  if (c.mtl == "single" || c.mtl == "sharedbottom")
-    c.align = f.get<bool>("model.shared_bottom.output_align.enabled", false);
-  if (c.mtl == "mmoe") {
-    const auto n = f.get<int64_t>("model.mmoe.num_experts", 4);
-    refuse_if(n < 1, f, "model.mmoe.num_experts", "expected at least one expert, got " + std::to_string(n));
-    const auto dims = f.get<std::vector<int64_t>>("model.mmoe.expert_hidden_dims", {128});
-    refuse_if(dims.empty(), f, "model.mmoe.expert_hidden_dims", "expected at least one layer");
-    c.shared_experts.assign(n, mtl::ExpertOptions::mlp(dims));
-    c.expert_dim = f.get<int64_t>("model.mmoe.expert_dim", 64);
-    c.align = f.get<bool>("model.mmoe.expert_output_align.enabled", false);
-    c.align_dropout = f.get<double>("model.mmoe.expert_output_align.dropout", 0.0);
+  if (m.mixer == "mmoe") {
+    m.shared_experts.assign(s.mmoe_experts, mtl::ExpertOptions::mlp(s.mmoe_expert_hidden_dims));
+    m.expert_dim = s.mmoe_expert_dim;
   }
-  if (c.mtl == "ple") {
-    c.hetero = f.get<bool>("model.ple.hetero_enabled", false);
-    c.expert_dim = f.get<int64_t>("model.ple.expert_dim", 64);
-    c.num_levels = f.get<int64_t>("model.ple.num_levels", 1);
-    refuse_if(c.num_levels < 1, f, "model.ple.num_levels", "expected at least one level");
-    c.align = f.get<bool>("model.ple.expert_output_align.enabled", c.hetero);
-    c.align_dropout = f.get<double>("model.ple.expert_output_align.dropout", 0.0);
-    if (c.hetero) {
-      c.shared_experts = detail::read_experts(f, "model.ple.experts.shared");
-      refuse_if(c.shared_experts.empty(), f, "model.ple.experts.shared",
+  if (m.mixer == "ple") {
+    m.expert_dim = s.ple_expert_dim;
+    m.num_levels = s.ple_levels;
+    if (s.ple_hetero) {
+      m.shared_experts = s.ple_shared;
+      refuse_if(m.shared_experts.empty(), f, "model.ple.experts.shared",
                 "hetero_enabled needs a non-empty list of shared experts");
-      for (const auto& h : c.heads) c.task_experts.push_back(detail::read_experts(f, "model.ple.experts." + h));
+      for (const auto& h : m.heads) m.task_experts.push_back(h == "ctr" ? s.ple_ctr : s.ple_cvr);
     } else {
-      const auto n = f.get<int64_t>("model.ple.shared_experts", 4);
-      const auto p = f.get<int64_t>("model.ple.private_experts_per_task", 1);
-      refuse_if(n < 1, f, "model.ple.shared_experts", "expected at least one shared expert, got " + std::to_string(n));
-      refuse_if(p < 0, f, "model.ple.private_experts_per_task", "expected >= 0");
-      const auto dims = f.get<std::vector<int64_t>>("model.ple.expert_hidden_dims", {128});
-      refuse_if(dims.empty(), f, "model.ple.expert_hidden_dims", "expected at least one layer");
-      c.shared_experts.assign(n, mtl::ExpertOptions::mlp(dims));
-      c.task_experts.assign(c.heads.size(), std::vector<mtl::ExpertOptions>(p, mtl::ExpertOptions::mlp(dims)));
+      const auto expert = mtl::ExpertOptions::mlp(s.ple_expert_hidden_dims);
+      m.shared_experts.assign(s.ple_shared_experts, expert);
+      m.task_experts.assign(m.heads.size(), std::vector<mtl::ExpertOptions>(s.ple_private_experts, expert));
     }
   }
-  refuse_if(c.expert_dim <= 0, f, c.mtl == "mmoe" ? "model.mmoe.expert_dim" : "model.ple.expert_dim",
-            "expected a positive width");
+  m.align_outputs = s.align_outputs.value_or(m.mixer == "ple" && s.ple_hetero);
 
-  c.sparse_lr = f.get<double>("optim.sparse.lr");
-  c.dense_lr = f.get<double>("optim.dense.lr");
-  refuse_if(c.sparse_lr < 0, f, "optim.sparse.lr", "expected a learning rate >= 0");
-  refuse_if(c.dense_lr < 0, f, "optim.dense.lr", "expected a learning rate >= 0");
-  c.weight_decay = f.get<double>("optim.dense.weight_decay", 0.0);
-  c.warmup_steps = f.get<int64_t>("lr_scheduler.warmup_steps");
-  c.total_steps = f.get<int64_t>("lr_scheduler.total_steps");
-  c.min_lr_ratio = f.get<double>("lr_scheduler.min_lr_ratio", 0.0);
-  refuse_if(c.total_steps <= 0, f, "lr_scheduler.total_steps", "expected a positive step count");
-  refuse_if(c.warmup_steps < 0 || c.warmup_steps > c.total_steps, f, "lr_scheduler.warmup_steps",
-            "expected 0 <= warmup_steps <= total_steps (" + std::to_string(c.total_steps) + ")");
-
-  c.seed = f.get<uint64_t>("runtime.seed");
-  c.max_train_steps = f.get<int64_t>("runtime.max_train_steps");
-  refuse_if(c.max_train_steps <= 0, f, "runtime.max_train_steps", "expected a positive step count");
-  c.eval_every = f.get<int64_t>("runtime.eval_every");
-  refuse_if(c.eval_every <= 0, f, "runtime.eval_every", "expected a positive step count");
-  c.log_every = f.get<int64_t>("runtime.log_every", 100);
-  refuse_if(c.log_every <= 0, f, "runtime.log_every", "expected a positive step count");
-  c.eval_batch_size = f.get<int64_t>("runtime.eval_batch_size", 8192);
-  c.amp = f.get<bool>("runtime.amp");
-  c.amp_on_cpu = f.get<bool>("runtime.amp_on_cpu", false);
-  c.device = f.get<std::string>("runtime.device", "cpu");
-  c.threads = static_cast<int>(f.get<int64_t>("runtime.threads", 0));
-  c.primary_key = f.get<std::string>("runtime.best_selection.primary_key");
-  const auto producible = producible_aucs(c.heads, c.source == "synthetic");
+  const auto warmup = c.optimizer.warmup_steps(), total = c.optimizer.total_steps();
+  refuse_if(warmup < 0 || warmup > total, f, "lr_scheduler.warmup_steps",
+            "expected 0 <= warmup_steps <= total_steps (" + std::to_string(total) + ")");
+  const auto& key = c.trainer.primary_key();
+  const auto producible = producible_aucs(m.heads, c.source == "synthetic");
   std::string allowed;
   for (const auto& k : producible) allowed += (allowed.empty() ? "" : ", ") + k;
-  refuse_if(!producible.count(c.primary_key), f, "runtime.best_selection.primary_key",
-            "this experiment (heads " + f.text("model.enabled_heads") + ") cannot produce '" + c.primary_key +
+  refuse_if(!producible.count(key), f, "runtime.best_selection.primary_key",
+            "this experiment (heads " + f.text("model.enabled_heads") + ") cannot produce '" + key +
                 "'; it can select on " + allowed);
   return c;
 }

@@ -66,7 +66,7 @@ inline DataBundle load_data(const ExperimentConfig& c, const std::string& cache_
                     Dataset(schema),
                     rebind(gen->generate(Split::valid, c.valid_rows), schema),
                     rebind(gen->generate(Split::test, c.test_rows), schema),
-                    "synthetic (seed " + std::to_string(c.data_seed) + "): " + std::to_string(c.train_rows) +
+                    "synthetic (seed " + std::to_string(c.data_seed()) + "): " + std::to_string(c.train_rows) +
                         " train rows (generated as batches are drawn) / " + std::to_string(c.valid_rows) + " valid / " +
                         std::to_string(c.test_rows) + " test rows",
                     {},
@@ -112,35 +112,16 @@ inline FeatureSet load_features(const ExperimentConfig& c, const std::string& ca
   if (c.source == "synthetic")
     return {with_embedding_dim(mtl::data::SyntheticGenerator(c.synthetic).schema(), c.embedding_dim),
             {},
-            "synthetic (seed " + std::to_string(c.data_seed) + ")"};
+            "synthetic (seed " + std::to_string(c.data_seed()) + ")"};
   auto data = load_data(c, cache_dir);
   return {data.schema, std::move(data.vocabularies), data.description};
-}
-
-/// The model an experiment's config describes.
-inline mtl::ModelSpec model_spec(const ExperimentConfig& c) {
-  mtl::ModelSpec s;
-  s.mixer = c.mtl;
-  s.deep_hidden_dims = c.deep_hidden_dims;
-  s.fm_projection_dim = c.fm_projection_dim;
-  s.sparse_grad = c.sparse_grad;
-  s.heads = c.heads;
-  s.tower_hidden_dims = c.tower_hidden_dims;
-  s.shared_bottom_dims = c.shared_bottom_dims;
-  s.shared_experts = c.shared_experts;
-  s.task_experts = c.task_experts;
-  s.expert_dim = c.expert_dim;
-  s.num_levels = c.num_levels;
-  s.align_outputs = c.align;
-  s.aligner_dropout = c.align_dropout;
-  return s;
 }
 
 /// Builds the experiment's model, initialised from its seed, and hands it to `fn`.
 template <class Fn>
 void with_model(const ExperimentConfig& c, const mtl::FeatureSchema& schema, Fn&& fn) {
-  torch::manual_seed(c.seed);
-  mtl::with_model(model_spec(c), schema, std::forward<Fn>(fn));
+  torch::manual_seed(c.seed());
+  mtl::with_model(c.model, schema, std::forward<Fn>(fn));
 }
 
 /// Ali-CCP's user id field, which the synthetic data names alike: GAUC groups rows by it where a layout has it.
@@ -148,21 +129,13 @@ inline constexpr const char* kUserField = "101";
 
 /// What a non-finite loss's message advises, in this program's config keys.
 inline constexpr const char* kNonFiniteAdvice =
-    "lower optim.dense.lr, or for heterogeneous experts turn on model.ple.expert_output_align";
+    "lower optim.dense.lr, or for heterogeneous experts turn on model.align_outputs";
 
 inline mtl::train::TrainerOptions trainer_options(const ExperimentConfig& c, const std::string& run_dir, bool quiet,
                                                   std::shared_ptr<mtl::train::Replicas> replicas = nullptr) {
-  return mtl::train::TrainerOptions(run_dir)
-      .max_train_steps(c.max_train_steps)
-      .eval_every(c.eval_every)
-      .log_every(c.log_every)
-      .batch_size(c.batch_size)
-      .eval_batch_size(c.eval_batch_size)
-      .seed(c.seed)
-      .device(torch::Device(c.device))
-      .amp(c.amp_effective())
-      .threads(c.threads)
-      .primary_key(c.primary_key)
+  auto options = c.trainer;
+  return options.output_dir(run_dir)
+      .amp(c.trainer.amp() && (c.on_cuda() || c.amp_on_cpu))
       .gauc_group_field(kUserField)
       .non_finite_advice(kNonFiniteAdvice)
       .quiet(quiet)
@@ -178,24 +151,12 @@ inline mtl::train::TrainResult run_experiment(const ExperimentConfig& c, const D
     mtl::io::create_output_dir(run_dir);
     mtl::train::RunDirectory(run_dir).write_config(c.fields.to_yaml());
   }
-  TORCH_CHECK(c.device != "cuda" || torch::cuda::is_available(),
+  TORCH_CHECK(!c.on_cuda() || torch::cuda::is_available(),
               "runtime.device is cuda, but this LibTorch sees no CUDA device");
   mtl::train::TrainResult result;
   with_model(c, data.schema, [&](auto model) {
     using Model = decltype(model);
-    mtl::train::Trainer<Model> trainer(model,
-                                       mtl::optim::DualSparseDenseOptions()
-                                           .sparse_lr(c.sparse_lr)
-                                           .dense_lr(c.dense_lr)
-                                           .dense_weight_decay(c.weight_decay)
-                                           .total_steps(c.total_steps)
-                                           .warmup_steps(c.warmup_steps)
-                                           .min_lr_ratio(c.min_lr_ratio),
-                                       mtl::train::Objective(c.heads, mtl::train::ObjectiveOptions()
-                                                                          .use_esmm(c.use_esmm)
-                                                                          .cvr_denominator(c.cvr_denominator)
-                                                                          .esmm_version(c.esmm_version)
-                                                                          .lambda_cvr_aux(c.lambda_cvr_aux)),
+    mtl::train::Trainer<Model> trainer(model, c.optimizer, mtl::train::Objective(c.model.heads, c.objective),
                                        data.training_rows(), data.valid, &data.test,
                                        trainer_options(c, run_dir, quiet, replicas));
     result = trainer.run();

@@ -263,7 +263,7 @@ int cmd_run(int argc, char** argv) {
                            "\nskip: " + mtl::detail::join(o.skip);
     bool on_cpu = true;
     for (const auto& c : chain::load_chain(o.config_dir, o.overrides))
-      settings += "\n" + c.fields.to_yaml(), on_cpu = on_cpu && c.device == "cpu";
+      settings += "\n" + c.fields.to_yaml(), on_cpu = on_cpu && !c.on_cuda();
     o.replicas = join_ranks(ranks, settings, on_cpu);
   }
   const bool leader = !o.replicas || o.replicas->leader();
@@ -293,7 +293,7 @@ int cmd_train(int argc, char** argv) {
     return start_ranks(
         argc, argv, a, ranks,
         a.values.count("--run-dir") ? std::vector<std::string>{} : std::vector<std::string>{"--run-dir", dir});
-  const auto replicas = join_ranks(ranks, c.fields.to_yaml() + "\nrun directory: " + dir, c.device == "cpu");
+  const auto replicas = join_ranks(ranks, c.fields.to_yaml() + "\nrun directory: " + dir, !c.on_cuda());
   const auto data = chain::load_data(c, (fs::path(dir) / "data_cache").string());
   std::printf("data: %s\n=== %s: %s -> %s%s\n", data.description.c_str(), c.id.c_str(), c.description.c_str(),
               dir.c_str(), replicas ? fmt::format(" ({} processes)", replicas->world_size()).c_str() : "");
@@ -306,9 +306,9 @@ int cmd_train(int argc, char** argv) {
     std::printf(
         "finished: no validation gave a defined %s (its rows hold one class only), so the last model was "
         "kept; outputs in %s\n",
-        c.primary_key.c_str(), dir.c_str());
+        c.trainer.primary_key().c_str(), dir.c_str());
   else
-    std::printf("finished: best %s %.5f at step %ld; outputs in %s\n", c.primary_key.c_str(), result.best_metric,
+    std::printf("finished: best %s %.5f at step %ld; outputs in %s\n", c.trainer.primary_key().c_str(), result.best_metric,
                 static_cast<long>(result.best_step), dir.c_str());
   return 0;
 }
@@ -458,7 +458,7 @@ int cmd_export(int argc, char** argv) {
   auto c = chain::load_experiment(config_path, {});
   const auto features = chain::load_features(c, (fs::path(run) / "data_cache").string());
   mtl::serving::ModelBundle bundle;
-  bundle.model = chain::model_spec(c);
+  bundle.model = c.model;
   bundle.schema = features.schema;
   bundle.vocabularies = features.vocabularies;
   if (c.source != "synthetic") bundle.click_label = c.layout.click, bundle.conversion_label = c.layout.conversion;
@@ -471,7 +471,7 @@ int cmd_export(int argc, char** argv) {
                      {"test_evaluation", nlohmann::json::parse(read_text(eval_path))}};
   mtl::serving::save_bundle(a.values["--out"], bundle);
   std::printf("wrote %s: %s (%s), %ld sparse and %ld dense fields, mtl %s, LibTorch %s\n", a.values["--out"].c_str(),
-              c.id.c_str(), c.mtl.c_str(), static_cast<long>(features.schema.num_sparse()),
+              c.id.c_str(), c.model.mixer.c_str(), static_cast<long>(features.schema.num_sparse()),
               static_cast<long>(features.schema.num_dense()), mtl::version(), TORCH_VERSION);
   return 0;
 }

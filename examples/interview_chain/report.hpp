@@ -502,7 +502,7 @@ inline std::vector<std::string> declared_choices(const std::vector<ExperimentRec
   }
   // Whether a run normalises what its towers read, as its config snapshot resolves (the predict command's reading).
   const auto normalised = [](const RunRecord& r) {
-    return load_experiment(mtl::train::RunDirectory(r.dir).path(mtl::train::run_files::kConfig), Overrides{}).align;
+    return load_experiment(mtl::train::RunDirectory(r.dir).path(mtl::train::run_files::kConfig), Overrides{}).model.align_outputs;
   };
   std::string which;
   std::set<bool> seen;
@@ -515,7 +515,7 @@ inline std::vector<std::string> declared_choices(const std::vector<ExperimentRec
   if (!which.empty())
     lines.push_back(fmt::format(
         "Output normalisation (LayerNorm and a learnable scale on the shared layer's or each expert's output, "
-        "model.*.output_align / expert_output_align): {}{}.",
+        "model.align_outputs): {}{}.",
         which,
         seen.size() == 1 ? "; the same in every experiment, so no comparison carries it"
                          : "; a comparison of one with it and one without compares the normalisation too"));
