@@ -41,22 +41,11 @@ Counts count_rows(const std::string& path, const CsvLayout& layout) {
   return c;
 }
 
-std::string shared_data_dir() {
-#ifdef MTL_SHARED_DATA_DIR
-  if (fs::is_directory(MTL_SHARED_DATA_DIR)) return MTL_SHARED_DATA_DIR;
-#endif
-  return "";
-}
-
 }  // namespace
 
-// Every sample file in ../shared/data reads with its layout, with the rows and labels it holds.
+// Every sample file in tests/data reads with its layout, with the rows and labels it holds.
 TEST_CASE("readers accept the real Ali-CCP and AliExpress samples") {
-  const auto dir = shared_data_dir();
-  if (dir.empty()) {
-    WARN("skipped: ../shared/data is absent on this machine");
-    return;
-  }
+  const std::string dir = MTL_TEST_DATA_DIR;
   struct Expected {
     const char* file;
     CsvLayout layout;

@@ -154,7 +154,7 @@ TEST_CASE("SharedBottom") {
   SharedBottom identity(SharedBottomOptions(12, 1));
   REQUIRE(torch::equal(identity->forward(x)[0], x));
   // With its output aligned: each row normalised over its features (the scale starts at 1), trainable throughout.
-  SharedBottom aligned(SharedBottomOptions(12, 2).hidden_dims({64}).align_output(true));  // 64 ReLUs: no row all zero
+  SharedBottom aligned(SharedBottomOptions(12, 2).hidden_dims({64}).align_outputs(true));  // 64 ReLUs: no row all zero
   const auto y = aligned->forward(torch::randn({64, 12}))[0];
   REQUIRE(y.mean(1).abs().max().item<float>() < 1e-5);
   REQUIRE(torch::allclose(y.var(1, /*unbiased=*/false), torch::ones({64}), 1e-3, 1e-3));

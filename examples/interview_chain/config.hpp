@@ -155,21 +155,6 @@ class FieldTable {
     return out.c_str();
   }
 
-  template <class T>
-  T get(const std::string& path, const T& fallback) const {
-    return has(path) ? get<T>(path) : fallback;
-  }
-  template <class T>
-  T get(const std::string& path) const {
-    const auto& f = at(path);
-    try {
-      return f.node.as<T>();
-    } catch (const YAML::Exception&) {
-      TORCH_CHECK(false, place(f), ": field '", path, "' expects ", describe(known_fields().at(path)->type), ", got '",
-                  text(path), "'");
-    }
-  }
-
   static std::string place(const FieldValue& f) { return f.line > 0 ? f.file + ":" + std::to_string(f.line) : f.file; }
 
   /// The resolved config as YAML (what a run directory keeps).

@@ -107,10 +107,17 @@ inline mtl::ExpertOptions read_expert(const YAML::Node& item, const FieldValue& 
   }
 }
 
-/// A field's value as T (its type was checked when the table was loaded).
+/// A field's value as T; a value that T cannot hold (a negative seed, say) fails naming the field.
 template <class T>
 T value(const FieldValue& v) {
-  return v.node.as<T>();
+  try {
+    return v.node.as<T>();
+  } catch (const YAML::Exception&) {
+    YAML::Emitter shown;
+    shown << YAML::Flow << v.node;
+    TORCH_CHECK(false, FieldTable::place(v), ": field '", v.key, "' expects ", describe(known_fields().at(v.key)->type),
+                ", got '", shown.c_str(), "'");
+  }
 }
 
 /// Fails with the field's place, its key and `message` unless `ok`.

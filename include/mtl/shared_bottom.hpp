@@ -32,7 +32,7 @@ struct SharedBottomOptions {
   /// Put the bottom's output through an `ExpertOutputAligner` of one expert
   /// (LayerNorm and a learnable scale), as MMoE and PLE may do to each
   /// expert's output: a comparison with them then compares the sharing alone.
-  TORCH_ARG(bool, align_output) = false;
+  TORCH_ARG(bool, align_outputs) = false;
 };
 
 class SharedBottomImpl : public torch::nn::Cloneable<SharedBottomImpl> {
@@ -43,7 +43,7 @@ class SharedBottomImpl : public torch::nn::Cloneable<SharedBottomImpl> {
     TORCH_CHECK(options.num_tasks() > 0, "SharedBottom expects at least one task, but got ", options.num_tasks());
     bottom = register_module("bottom",
                              MLP(MLPOptions(options.input_dim(), options.hidden_dims()).dropout(options.dropout())));
-    if (options.align_output())
+    if (options.align_outputs())
       aligner = register_module("aligner", ExpertOutputAligner(ExpertOutputAlignerOptions(1, output_dim())));
   }
 

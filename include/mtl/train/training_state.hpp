@@ -13,6 +13,7 @@
 #include <torch/serialize.h>
 #include <torch/types.h>
 
+#include <cmath>
 #include <cstdint>
 #include <functional>
 #include <mutex>

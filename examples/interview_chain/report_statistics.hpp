@@ -1,0 +1,476 @@
+// What the reports compute from the runs: the summaries' cells, the chain's
+// comparisons with their paired tests and verdicts, and the method lines,
+// notes and declared choices that the text, JSON and HTML reports share.
+#pragma once
+
+#include "report_runs.hpp"
+
+#include <mtl/metrics/delong.hpp>
+#include <mtl/metrics/multitask_metrics.hpp>
+#include <mtl/metrics/paired_seeds.hpp>
+#include <mtl/train/run_directory.hpp>
+
+#include <c10/util/Exception.h>
+#include <fmt/core.h>
+#include <yaml-cpp/yaml.h>
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <map>
+#include <optional>
+#include <set>
+#include <string>
+#include <tuple>
+#include <utility>
+#include <vector>
+
+namespace chain {
+
+// ---------------------------------------------------------------- summaries
+
+inline const std::vector<std::string>& summary_metrics() {
+  static const std::vector<std::string> keys{"auc_ctr", "auc_cvr", "auc_ctcvr", "loss", "auc_cvr_entire_space"};
+  return keys;
+}
+
+/// Why a summary cell is empty: the experiment cannot produce it, or the run did not finish.
+inline std::string missing_reason(const ExperimentRecord& e, const std::string& key) {
+  const auto* r = e.first_finished();
+  if (!r) return "run did not finish";
+  auto it = r->undefined.find(key);
+  if (it != r->undefined.end()) return it->second;
+  return "not produced by this experiment's heads";
+}
+
+/// An experiment's status in the summaries: finished, partly finished (with the seeds that did), or its first run's.
+inline std::string summary_status(const ExperimentRecord& e) {
+  const auto* first = e.first_finished();
+  std::string status = first ? "finished" : e.runs.front().status.status;
+  if (first && e.finished_count() < static_cast<int>(e.runs.size()))
+    status =
+        "partly finished (" + std::to_string(e.finished_count()) + " of " + std::to_string(e.runs.size()) + " seeds)";
+  return status;
+}
+
+/// Why an experiment's summary cells are empty, "field: reason" joined by "; ".
+inline std::string summary_missing(const ExperimentRecord& e) {
+  const auto* first = e.first_finished();
+  const bool has_best = first && first->best_step >= 0;
+  // best_step -1: no validation pass gave a defined primary metric, so the last model was tested.
+  std::string missing =
+      first && !has_best ? "best_step: no validation gave a defined primary metric; the last model was tested" : "";
+  for (const auto& key : summary_metrics())
+    if (!e.spread(key)) missing += (missing.empty() ? "" : "; ") + key + ": " + missing_reason(e, key);
+  return missing;
+}
+
+// ---------------------------------------------------------------- deltas
+
+/// One comparison of the chain: a challenger against a reference on one
+/// metric. One comparison per question is primary, fixed before any run: its
+/// p-value is Holm-adjusted across the chain's primaries and gives the
+/// question's verdict; the others are exploratory.
+struct Comparison {
+  std::string question;  ///< "Q1" .. "Q5"
+  std::string challenger, reference, metric;
+  bool primary = false;
+};
+
+/// The chain's questions, in order.
+inline const std::vector<std::pair<std::string, std::string>>& questions() {
+  static const std::vector<std::pair<std::string, std::string>> list{
+      {"Q1", "Does multi-task learning beat single-task learning?"},
+      {"Q2", "Does ESMM relieve the sample-selection bias of CVR?"},
+      {"Q3", "Does soft sharing (MMoE) beat hard sharing?"},
+      {"Q4", "Does PLE's split into shared and private experts help further?"},
+      {"Q5", "Do heterogeneous experts beat homogeneous ones?"}};
+  return list;
+}
+
+/// The comparisons, primaries first in each question. `entire_space`: the
+/// data has counterfactual conversion labels (synthetic data), so Q2's
+/// primary is the entire-space CVR AUC; on real logs it is the CVR AUC on
+/// clicked rows, the only CVR measure they allow.
+inline std::vector<Comparison> comparisons(bool entire_space) {
+  const std::string q2 = entire_space ? "auc_cvr_entire_space" : "auc_cvr";
+  std::vector<Comparison> out{{"Q1", "E1", "E0b", "auc_cvr", true},
+                              {"Q1", "E1", "E0b", "auc_cvr_entire_space", false},
+                              {"Q1", "E1", "E0a", "auc_ctr", false},
+                              {"Q2", "E2", "E1", q2, true}};
+  for (const std::string m : {"auc_cvr", "auc_cvr_entire_space", "auc_ctcvr", "auc_ctr"})
+    if (m != q2) out.push_back({"Q2", "E2", "E1", m, false});
+  for (const auto& [q, a, b] : std::vector<std::tuple<std::string, std::string, std::string>>{
+           {"Q3", "E3", "E2"}, {"Q4", "E4", "E3"}, {"Q5", "E5", "E4"}}) {
+    out.push_back({q, a, b, "auc_ctcvr", true});
+    out.push_back({q, a, b, "auc_cvr_entire_space", false});
+    out.push_back({q, a, b, "auc_ctr", false});
+  }
+  return out;
+}
+
+/// Seeds a comparison needs before it can call anything significant.
+constexpr size_t kMinSeeds = 3;
+
+struct DeltaRow {
+  Comparison comparison;
+  bool available = false;
+  std::string why_not;
+  double value_a = NAN, value_b = NAN;  ///< means over the paired seeds
+  mtl::metrics::PairedSeedTest test;    ///< over the seeds both runs finished
+  double p_adjusted = NAN;              ///< Holm across the primaries; NaN for exploratory lines
+  double delong_p = NAN;                ///< DeLong on the first seed's test rows: test-row noise only
+  double test_row_variance = NAN;       ///< the test rows' variance the paired seeds share, added to their spread
+  std::string verdict;                  ///< significant gain | significant loss | no significant difference
+  std::string designed;                 ///< on synthetic data, a primary's designed answer (gain | loss | none)
+};
+
+/// The per-seed values of `metric` for runs that finished with it defined, by seed index.
+inline std::map<size_t, double> per_seed(const ExperimentRecord& e, const std::string& metric) {
+  std::map<size_t, double> values;
+  for (size_t k = 0; k < e.runs.size(); ++k)
+    if (e.runs[k].status.finished && e.runs[k].test.count(metric)) values[k] = e.runs[k].test.at(metric);
+  return values;
+}
+
+/// The test rows' sampling variance of the difference that the paired seeds share
+/// (mtl::metrics::shared_test_row_variance): every seed is tested on the same rows, so their spread cannot
+/// show it. NaN where a seed's predictions are missing or the two experiments scored different rows.
+inline double shared_test_row_variance(const ExperimentRecord& a, const ExperimentRecord& b, const std::string& metric,
+                                       const std::vector<size_t>& seeds) {
+  std::vector<std::vector<float>> scores_a, scores_b;
+  std::vector<float> labels;
+  for (size_t seed : seeds) {
+    const auto& pa = a.seed_predictions.at(seed);
+    const auto& pb = b.seed_predictions.at(seed);
+    if (!pa || !pb) return NAN;
+    auto sa = mtl::metrics::ranked_rows(*pa, metric), sb = mtl::metrics::ranked_rows(*pb, metric);
+    if (!sa || !sb || sa->labels != sb->labels || (!scores_a.empty() && sa->labels != labels)) return NAN;
+    labels = std::move(sa->labels);
+    scores_a.push_back(std::move(sa->scores)), scores_b.push_back(std::move(sb->scores));
+  }
+  if (scores_a.empty()) return NAN;
+  const auto v = mtl::metrics::shared_test_row_variance(scores_a, scores_b, labels);
+  return v.defined() ? v.shared : NAN;
+}
+
+inline DeltaRow compare(const ExperimentRecord& a, const ExperimentRecord& b, const Comparison& c) {
+  DeltaRow row{c};
+  if (!a.first_finished() || !b.first_finished()) {
+    row.why_not = (!a.first_finished() ? a.id : b.id) + " did not finish";
+    return row;
+  }
+  const auto va = per_seed(a, c.metric), vb = per_seed(b, c.metric);
+  if (va.empty() || vb.empty()) {
+    row.why_not = "not produced by " + (va.empty() ? a.id : b.id);
+    return row;
+  }
+  std::vector<double> differences;
+  std::vector<size_t> paired;
+  double sum_a = 0, sum_b = 0;
+  for (const auto& [seed, value] : va) {
+    auto it = vb.find(seed);
+    if (it == vb.end()) continue;
+    differences.push_back(value - it->second), sum_a += value, sum_b += it->second;
+    paired.push_back(seed);
+  }
+  if (differences.empty()) {
+    row.why_not = "no seed finished in both";
+    return row;
+  }
+  row.available = true;
+  row.value_a = sum_a / differences.size(), row.value_b = sum_b / differences.size();
+  // DeLong on the first seed's predictions: test-row noise alone, shown where the seeds cannot make a test.
+  if (a.first_predictions() && b.first_predictions()) {
+    auto sa = mtl::metrics::ranked_rows(*a.first_predictions(), c.metric);
+    auto sb = mtl::metrics::ranked_rows(*b.first_predictions(), c.metric);
+    if (sa && sb && sa->labels == sb->labels) {
+      const auto t = mtl::metrics::delong_test(sa->scores, sb->scores, sa->labels);
+      if (t.defined()) row.delong_p = t.p_value;
+    }
+  }
+  row.test_row_variance = shared_test_row_variance(a, b, c.metric, paired);
+  row.test = mtl::metrics::paired_seed_test(differences, /*confidence=*/0.95, kMinSeeds,
+                                            std::isnan(row.test_row_variance) ? 0.0 : row.test_row_variance);
+  return row;
+}
+
+/// The budget the designed scenario's answers hold for, as the end of a sentence on them ("The answers are ...").
+inline std::string designed_answers_budget() {
+  return fmt::format(
+      "set for the quick preset's budget ({} steps); with more steps the models learn more of every "
+      "mechanism and an answer can change.",
+      kQuickPresetSteps);
+}
+
+/// The first run of the chain with a config snapshot, or nullptr.
+inline const RunRecord* first_configured_run(const std::vector<ExperimentRecord>& chain) {
+  for (const auto& e : chain)
+    for (const auto& r : e.runs)
+      if (r.config.IsDefined() && r.config.IsMap()) return &r;
+  return nullptr;
+}
+
+/// The synthetic scenario of the chain's runs, or nothing when their data is not synthetic.
+inline std::optional<std::string> chain_scenario(const std::vector<ExperimentRecord>& chain) {
+  const auto* run = first_configured_run(chain);
+  return run ? synthetic_scenario(run->config) : std::nullopt;
+}
+
+/// Every comparison with its test, the primaries Holm-adjusted together, and the verdicts.
+inline std::vector<DeltaRow> delta_rows(const std::vector<ExperimentRecord>& chain, double alpha) {
+  auto find = [&](const std::string& id) -> const ExperimentRecord& {
+    for (const auto& e : chain)
+      if (e.id == id) return e;
+    TORCH_CHECK(false, "no experiment ", id);
+  };
+  bool entire_space = false;
+  for (const auto& e : chain)
+    for (const auto& r : e.runs) entire_space = entire_space || r.test.count("auc_cvr_entire_space") > 0;
+  const auto scenario = chain_scenario(chain);
+  std::vector<DeltaRow> rows;
+  for (const auto& c : comparisons(entire_space)) {
+    rows.push_back(compare(find(c.challenger), find(c.reference), c));
+    if (scenario && c.primary) rows.back().designed = designed_answer(c.question, *scenario);
+  }
+  std::vector<double> primary_p;
+  for (const auto& r : rows)
+    if (r.comparison.primary) primary_p.push_back(r.available && r.test.defined() ? r.test.p_value : NAN);
+  const auto adjusted = mtl::metrics::holm_adjusted(primary_p);
+  size_t k = 0;
+  for (auto& r : rows) {
+    if (r.comparison.primary) r.p_adjusted = adjusted[k++];
+    if (!r.available) continue;
+    const double p = r.comparison.primary ? r.p_adjusted : r.test.p_value;
+    r.verdict = !std::isnan(p) && p < alpha ? (r.test.mean > 0 ? "significant gain" : "significant loss")
+                                            : "no significant difference";
+  }
+  return rows;
+}
+
+/// "=0.0123", "<1e-16" below what double precision resolves, "n/a" without a test.
+inline std::string format_p(double p) {
+  if (std::isnan(p)) return " n/a";
+  return p < 1e-16 ? "<1e-16" : fmt::format("={:.3g}", p);
+}
+
+/// How many seeds the comparisons paired: the fewest over the available rows.
+inline size_t paired_seeds(const std::vector<DeltaRow>& rows) {
+  size_t n = 0;
+  bool any = false;
+  for (const auto& r : rows)
+    if (r.available) n = any ? std::min(n, r.test.differences.size()) : r.test.differences.size(), any = true;
+  return n;
+}
+
+/// Whether a run picked its best checkpoint in the last tenth of its steps.
+inline bool unconverged(const RunRecord& r) { return r.best_step >= r.max_steps * 9 / 10; }
+
+/// How far the primary validation metric must fall after its peak for a run to be flagged as overfitting.
+constexpr double kOverfitDrop = 0.005;
+
+/// Notes on how to read the runs: not converged (best step at the end), or
+/// overfitting (validation peaked early and fell after), and unhealthy gates.
+inline std::vector<std::string> run_notes(const std::vector<ExperimentRecord>& chain) {
+  std::vector<std::string> notes;
+  for (const auto& e : chain) {
+    const auto* r = e.first_finished();
+    if (!r || r->max_steps <= 0) continue;
+    if (unconverged(*r))
+      notes.push_back(fmt::format("{} picked its best checkpoint at step {} of {}: it may not have converged.", e.id,
+                                  r->best_step, r->max_steps));
+    // Overfitting: the primary metric peaked before half the steps and the last validation fell from the peak.
+    double best = NAN, last = NAN;
+    int64_t best_at = -1, last_at = -1;
+    for (const auto& rec : r->valid_records) {
+      if (!rec["values"].contains(r->primary_key) || rec["values"][r->primary_key].is_null()) continue;
+      const double v = rec["values"][r->primary_key].get<double>();
+      const int64_t step = rec["step"].get<int64_t>();
+      if (std::isnan(best) || v > best) best = v, best_at = step;
+      if (step >= last_at) last = v, last_at = step;
+    }
+    if (best_at >= 0 && best_at * 2 <= r->max_steps && last_at > best_at && best - last > kOverfitDrop)
+      notes.push_back(fmt::format(
+          "{} overfits: validation {} peaked at {:.4f} at step {} of {} and fell to {:.4f} (-{:.4f}) by step {}; "
+          "its test metrics are the step-{} model's.",
+          e.id, r->primary_key, best, best_at, r->max_steps, last, best - last, last_at, best_at));
+    for (const auto& g : r->gate_records)
+      if (!g["healthy"].get<bool>())
+        notes.push_back(
+            fmt::format("{} task {}: gate not healthy: Gini {:.2f}, input dependence {:.3f} nats, dead experts {}, "
+                        "monopolising {}.",
+                        e.id, g["task"].get<std::string>(), g["gini"].get<double>(), g.value("input_dependence", 0.0),
+                        g["dead_experts"].dump(), g["monopolising_experts"].dump()));
+  }
+  return notes;
+}
+
+/// What each experiment holds fixed or changes beside its named step, read
+/// from the runs' configs, so that a reader sees every difference a comparison
+/// carries: depth, loss weighting, the aligner, the parameter count.
+inline std::vector<std::string> declared_choices(const std::vector<ExperimentRecord>& chain) {
+  std::vector<std::string> lines;
+  // A run's config, where the run has one (an experiment left out by --only has none).
+  const auto config_of = [&](const std::string& id) -> const RunRecord* {
+    for (const auto& e : chain)
+      if (e.id == id && !e.runs.empty() && e.runs.front().config.IsDefined() && e.runs.front().config.IsMap())
+        return &e.runs.front();
+    return nullptr;
+  };
+  // The value at a dotted path of a config, in YAML's flow style, or "(unset)".
+  const auto text = [](const YAML::Node& config, const std::vector<std::string>& path) {
+    std::vector<YAML::Node> nodes{config};
+    for (const auto& key : path) {
+      const YAML::Node& node = nodes.back();
+      if (!node.IsDefined() || !node.IsMap()) return std::string("(unset)");
+      nodes.push_back(node[key]);
+    }
+    if (!nodes.back().IsDefined() || nodes.back().IsNull()) return std::string("(unset)");
+    YAML::Emitter out;
+    out << YAML::Flow << nodes.back();
+    return std::string(out.c_str());
+  };
+  if (const auto* e1 = config_of("E1")) {
+    lines.push_back(fmt::format(
+        "E1 and E2 put a shared layer model.shared_bottom.hidden_dims={} under their towers, which the single-task "
+        "E0a and E0b do not have: Q1 compares that depth too.",
+        text(e1->config, {"model", "shared_bottom", "hidden_dims"})));
+    const bool all_rows = text(e1->config, {"loss", "cvr_denominator"}) == "all_rows";
+    lines.push_back(fmt::format(
+        "E1's loss is the CTR BCE (mean over all rows) plus the clicked rows' CVR BCE {} (loss.cvr_denominator); "
+        "ESMM (E2-E5) takes ctr and ctcvr as means over all rows plus lambda_cvr_aux x the clicked-row CVR mean.",
+        all_rows ? "summed and divided by all rows, so every impression weighs the same in both terms"
+                 : "averaged over the clicked rows, so a clicked row weighs about 1/CTR times a CTR row"));
+  }
+  // Whether a run normalises what its towers read, as its config snapshot resolves (the predict command's reading).
+  const auto normalised = [](const RunRecord& r) {
+    return load_experiment(mtl::train::RunDirectory(r.dir).path(mtl::train::run_files::kConfig), Overrides{})
+        .model.align_outputs;
+  };
+  std::string which;
+  std::set<bool> seen;
+  for (const auto& e : chain)
+    if (const auto* r = config_of(e.id)) {
+      const bool on = normalised(*r);
+      seen.insert(on);
+      which += fmt::format("{}{} {}", which.empty() ? "" : ", ", e.id, on ? "on" : "off");
+    }
+  if (!which.empty())
+    lines.push_back(fmt::format(
+        "Output normalisation (LayerNorm and a learnable scale on the shared layer's or each expert's output, "
+        "model.align_outputs): {}{}.",
+        which,
+        seen.size() == 1 ? "; the same in every experiment, so no comparison carries it"
+                         : "; a comparison of one with it and one without compares the normalisation too"));
+  std::string counts;
+  for (const auto& e : chain)
+    if (const auto* r = e.first_finished(); r && r->parameters >= 0)
+      counts += fmt::format("{}{} {}", counts.empty() ? "" : ", ", e.id, r->parameters);
+  if (!counts.empty()) lines.push_back("Trainable values (embedding rows and dense weights): " + counts + ".");
+  return lines;
+}
+
+/// Whether any experiment picked its best checkpoint in the last tenth of its steps.
+inline bool some_run_unconverged(const std::vector<ExperimentRecord>& chain) {
+  for (const auto& e : chain)
+    if (const auto* r = e.first_finished(); r && r->max_steps > 0 && unconverged(*r)) return true;
+  return false;
+}
+
+/// The method paragraph that heads the text and the HTML report, computed from the runs.
+inline std::vector<std::string> method_lines(const std::vector<DeltaRow>& rows,
+                                             const std::vector<ExperimentRecord>& chain, double alpha) {
+  const size_t seeds = paired_seeds(rows);
+  std::vector<std::string> lines{
+      fmt::format("Each comparison pairs the two experiments' runs by seed and takes the per-seed difference of a test "
+                  "metric (best checkpoint of each run); here {} seed(s) were paired.",
+                  seeds),
+      fmt::format("The verdict is the paired t-test of those differences, so it includes the variation between "
+                  "training runs; it needs {} seeds or more. Every seed is tested on the same rows, so the part of the "
+                  "test rows' sampling variance that the seeds share is added to the seeds' s^2/n, with "
+                  "Welch-Satterthwaite degrees of freedom: DeLong's variance of the seed-averaged difference less "
+                  "what differs between seeds, which their spread already holds; where DeLong is undefined the "
+                  "seeds' spread stands alone.",
+                  kMinSeeds),
+      fmt::format("One comparison per question is primary, fixed in advance; the primaries' p-values are Holm-adjusted "
+                  "across the chain (family-wise alpha {}). The other lines are exploratory: unadjusted, and not an "
+                  "answer to the question.",
+                  alpha)};
+  if (seeds < kMinSeeds)
+    lines.push_back(fmt::format(
+        "With {} seed(s) the variation between training runs cannot be measured, so nothing is called significant. "
+        "DeLong's p on the first seed's test rows is shown for reference only: it measures test-row noise, not "
+        "whether a difference survives retraining. Run with --seeds {} or more for verdicts.",
+        seeds, kMinSeeds));
+  if (some_run_unconverged(chain))
+    lines.push_back(
+        "Some runs picked their best checkpoint at the end of training: they have not converged, and this chain is a "
+        "smoke test of the machinery, not an answer to the questions.");
+  return lines;
+}
+
+/// One line of the designed-vs-found table: a primary comparison on synthetic data.
+struct DesignedVsFound {
+  std::string question, comparison, knob, knob_value, designed, found;
+  bool as_designed = false;
+};
+
+/// The primaries' designed answers beside their verdicts; empty when the data is not synthetic.
+inline std::vector<DesignedVsFound> designed_vs_found(const std::vector<DeltaRow>& rows,
+                                                      const std::vector<ExperimentRecord>& chain) {
+  std::vector<DesignedVsFound> out;
+  const RunRecord* run = first_configured_run(chain);
+  for (const auto& r : rows) {
+    if (r.designed.empty()) continue;
+    const auto& m = designed_mechanism(r.comparison.question);
+    DesignedVsFound d{r.comparison.question,
+                      r.comparison.challenger + " vs " + r.comparison.reference + " " + r.comparison.metric,
+                      m.knob,
+                      knob_value(run ? run->config : YAML::Node(), m.knob),
+                      r.designed,
+                      r.available ? found_answer(r.verdict) : "n/a"};
+    d.as_designed = d.designed == d.found;
+    out.push_back(d);
+  }
+  return out;
+}
+
+/// The heading of the uptake table, in the text and the HTML report.
+inline constexpr const char* kUptakeHeading =
+    "What the models learned of each mechanism (synthetic data, test rows, mean over the seeds): the slope of the "
+    "model's logit on each weighted term of the true logit; 1 when the model moves with the term as the truth does, "
+    "0 when it ignores it";
+
+/// Which question each term's mechanism answers, under the uptake table.
+inline constexpr const char* kUptakeLegend = "taste: Q1; private: Q3, Q4; cross: Q5";
+
+/// Whether any experiment reports what it learned of the mechanisms (designed synthetic data).
+inline bool any_uptake(const std::vector<ExperimentRecord>& chain) {
+  return std::any_of(chain.begin(), chain.end(), [](const ExperimentRecord& e) { return !e.uptake.empty(); });
+}
+
+/// An experiment's slope on one term, if its model has that head.
+inline std::optional<TermUptake> uptake_of(const ExperimentRecord& e, const DesignedTermName& name) {
+  for (const auto& t : e.uptake)
+    if (t.head == name.head && t.term == name.term) return t;
+  return std::nullopt;
+}
+
+/// What delta_analysis.txt and delta_analysis.json hold, computed once from the runs.
+struct DeltaAnalysis {
+  std::vector<DeltaRow> rows;
+  std::vector<std::string> method, choices, notes;
+  std::optional<std::string> scenario;
+};
+
+inline DeltaAnalysis delta_analysis(const std::vector<ExperimentRecord>& chain, double alpha) {
+  DeltaAnalysis a;
+  a.rows = delta_rows(chain, alpha);
+  a.method = method_lines(a.rows, chain, alpha);
+  a.choices = declared_choices(chain);
+  a.notes = run_notes(chain);
+  a.scenario = chain_scenario(chain);
+  return a;
+}
+
+}  // namespace chain
