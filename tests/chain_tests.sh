@@ -51,8 +51,18 @@ tiny_chain)
   "$bin" report chain > /dev/null
   cmp -s before.csv chain/summary.csv || fail "report rebuilt a different summary"
   # predict scores the test split with a run's best checkpoint.
-  "$bin" predict --run interview_E5_* --out e5.csv > /dev/null
+  "$bin" predict --run interview_E5_* --out e5.csv > e5_predict.txt
   [ "$(wc -l < e5.csv)" = 4001 ] || fail "predict wrote $(wc -l < e5.csv) lines, expected 4001"
+  # It reads each AUC's rows as the trainer does: its test AUCs are the ones eval.json holds.
+  expect_in "test split: auc_ctr=" e5_predict.txt
+  python3 - interview_E5_*/eval.json e5_predict.txt <<'PY' || fail "predict's test AUCs differ from eval.json's"
+import json, re, sys
+values = json.load(open(sys.argv[1]))["values"]
+printed = dict(re.findall(r" (auc_[a-z_]+)=([0-9.]+)", open(sys.argv[2]).read()))
+assert set(printed) == {"auc_ctr", "auc_cvr", "auc_ctcvr", "auc_cvr_entire_space"}, printed
+for key, value in printed.items():
+    assert abs(float(value) - values[key]) < 2e-5, (key, value, values[key])
+PY
   head -1 e5.csv | grep -q "^row,p_ctr,p_cvr,p_ctcvr,click,conversion$" || fail "predict header"
   # The synthetic training rows, generated as batches were drawn, are generated whole for --split train.
   "$bin" predict --run interview_E5_* --split train --out e5_train.csv > /dev/null
@@ -312,7 +322,7 @@ validate)
   sed -i 's/^runtime:$/optim:\n  dense:\n    lr: 0.001\nruntime:/' changed/E3_deepfm_mmoe_esmm.yaml
   if "$bin" validate --configs changed > bad.txt; then fail "validate passed a changed locked field"; fi
   expect_in "[FAIL] optim.dense.lr differs:" bad.txt
-  expect_in "0.001  in E3 at changed/E3_deepfm_mmoe_esmm.yaml:21" bad.txt
+  expect_in "0.001  in E3 at changed/E3_deepfm_mmoe_esmm.yaml:20" bad.txt
   if "$bin" run --configs changed --preset tiny --output refused > refused.txt 2>&1; then fail "run accepted differing configs"; fi
   expect_in "refusing to run" refused.txt
   # The synthetic scenario: null is a controlled field like any other; an unknown one is refused.
@@ -337,12 +347,15 @@ config_errors)
     if "$bin" train --config case.yaml --preset tiny --run-dir run > out.txt 2>&1; then fail "accepted: $1"; fi
     expect_in "$2" out.txt
   }
-  check 's/^use_esmm: true/use_esmn: true/' "case.yaml:25: unknown field 'use_esmn'; did you mean 'use_esmm'?"
+  check 's/^use_esmm: true/use_esmn: true/' "case.yaml:24: unknown field 'use_esmn'; did you mean 'use_esmm'?"
+  check 's/^  mixer: ple/  mtl: ple/' "case.yaml:6: field 'model.mtl' is now 'model.mixer'"
+  check 's/^  align_outputs: true/  ple:\n    expert_output_align:\n      enabled: true/' \
+    "field 'model.ple.expert_output_align.enabled' is now 'model.align_outputs'"
   check 's/    num_levels: 1/\tnum_levels: 1/' "case.yaml:10:1: not valid YAML (illegal tab when looking for indentation); check the indentation, and use spaces, not tabs"
   check 's/^base: base.yaml/base: nobase.yaml/' "case.yaml:1: config file 'nobase.yaml' does not exist"
   check "s/^base: base.yaml/base: $(printf 'a%.0s' $(seq 300)).yaml/" "case.yaml:1: config file 'aaaa"
   expect_in "cannot be read: File name too long" out.txt
-  check 's/^esmm:/esmm: 3\nold_esmm:/' "case.yaml:26: 'esmm' is a section; it expects fields below it, like 'esmm.lambda_cvr_aux'"
+  check 's/^esmm:/esmm: 3\nold_esmm:/' "case.yaml:25: 'esmm' is a section; it expects fields below it, like 'esmm.lambda_cvr_aux'"
   check 's/      shared:/      [a, b]: 1\n      shared:/' "case.yaml:13: expected a field name, got a list"
   check 's/    expert_dim: 64/    expert_dim: 99999999999999999999/' "case.yaml:11: field 'model.ple.expert_dim' expects an integer, got '99999999999999999999'"
   check 's/    expert_dim: 64/    expert_dim: -4/' "case.yaml:11: field 'model.ple.expert_dim': expected a positive width"

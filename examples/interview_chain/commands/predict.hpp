@@ -10,6 +10,7 @@
 #include <mtl/data/csv_layout.hpp>
 #include <mtl/data/csv_reader.hpp>
 #include <mtl/data/dataset.hpp>
+#include <mtl/metrics/multitask_metrics.hpp>
 #include <mtl/serving/predictor.hpp>
 #include <mtl/train/run_directory.hpp>
 
@@ -132,15 +133,27 @@ inline int cmd_predict(int argc, char** argv) {
                                        : data.train;
   auto out = open_output(a.values["--out"]);
   write_prediction_header(out, true);
+  mtl::metrics::PredictionColumns columns;  // the split's metrics, read as the trainer reads them
   with_best_model(c, data.schema, run, [&](auto model) {
     torch::NoGradGuard no_grad;
     mtl::data::for_each_batch(rows, 8192, [&](const mtl::data::TrainingBatch& b, int64_t first) {
-      write_prediction_rows(out, first, mtl::serving::to_predictions(model->forward(b.features)),
-                            b.click.data_ptr<float>(), b.conversion.data_ptr<float>());
+      const auto p = mtl::serving::to_predictions(model->forward(b.features));
+      write_prediction_rows(out, first, p, b.click.data_ptr<float>(), b.conversion.data_ptr<float>());
+      columns.p_ctr.insert(columns.p_ctr.end(), p.p_ctr.begin(), p.p_ctr.end());
+      columns.p_cvr.insert(columns.p_cvr.end(), p.p_cvr.begin(), p.p_cvr.end());
     });
   });
   std::printf("wrote %ld rows of the %s split to %s\n", static_cast<long>(rows.num_rows()), split.c_str(),
               a.values["--out"].c_str());
+  columns.click = rows.click, columns.conversion = rows.conversion;
+  columns.counterfactual_conversion = rows.truth.counterfactual_conversion;
+  const auto metrics = mtl::metrics::evaluate_predictions(columns);
+  std::string aucs;
+  for (const char* key : {"auc_ctr", "auc_cvr", "auc_ctcvr", "auc_cvr_entire_space"})
+    if (auto it = metrics.find(key); it != metrics.end())
+      aucs += it->second.defined() ? fmt::format(" {}={:.5f}", key, it->second.value)
+                                   : fmt::format(" {}=n/a ({})", key, it->second.undefined_because);
+  if (!aucs.empty()) std::printf("%s split:%s\n", split.c_str(), aucs.c_str());
   return 0;
 }
 
