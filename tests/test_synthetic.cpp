@@ -161,7 +161,7 @@ double variance(const std::vector<double>& v) {
 }  // namespace
 
 // task_relatedness is the correlation of the two tasks' taste terms, measured on the rows.
-TEST_CASE("synthetic mechanism Q1: task_relatedness is the taste terms' correlation") {
+TEST_CASE("synthetic mechanism, shared taste: task_relatedness is the taste terms' correlation") {
   for (double r : {0.0, 0.3, 0.8, 1.0}) {
     const auto terms = terms_of(SyntheticGenerator(SyntheticOptions().task_relatedness(r)), 100000);
     const double measured = correlation(column(terms, [](const auto& t) { return t.click_taste; }),
@@ -175,7 +175,7 @@ TEST_CASE("synthetic mechanism Q1: task_relatedness is the taste terms' correlat
 // score a model of the visible features can learn from clicked rows,
 // P(conversion | x, click), ranks the entire space worse than P(conversion | x).
 // Both are integrated over the latent's normal law from the row's other terms.
-TEST_CASE("synthetic mechanism Q2: the selection latent biases clicked-row CVR over the entire space") {
+TEST_CASE("synthetic mechanism, selection latent: the selection latent biases clicked-row CVR over the entire space") {
   const auto gap_at = [](double weight) {
     SyntheticGenerator gen(small().selection_latent_weight(weight));
     const auto terms = terms_of(gen, 100000, Split::test);
@@ -217,11 +217,11 @@ TEST_CASE("synthetic mechanism Q2: the selection latent biases clicked-row CVR o
   REQUIRE(clicked_cvr(1.0) < 0.8 * clicked_cvr(0.0));
 }
 
-// private_signal adds to each logit a term of its task's own, unit-variance,
+// private_term_weight adds to each logit a term of its task's own, unit-variance,
 // uncorrelated with the other task's; the knob sets its weight.
-TEST_CASE("synthetic mechanism Q3, Q4: each task's private term") {
-  const auto off = terms_of(SyntheticGenerator(small().private_signal(0)), 50000);
-  const auto on = terms_of(SyntheticGenerator(small().private_signal(1.5)), 50000);
+TEST_CASE("synthetic mechanism, private terms: each task's private term") {
+  const auto off = terms_of(SyntheticGenerator(small().private_term_weight(0)), 50000);
+  const auto on = terms_of(SyntheticGenerator(small().private_term_weight(1.5)), 50000);
   for (size_t r = 0; r < on.size(); ++r) {
     REQUIRE(on[r].click_logit - off[r].click_logit == Approx(1.5 * on[r].private_click).margin(1e-9));
     REQUIRE(on[r].cvr_logit - off[r].cvr_logit == Approx(1.5 * on[r].private_buy).margin(1e-9));
@@ -236,15 +236,15 @@ TEST_CASE("synthetic mechanism Q3, Q4: each task's private term") {
   REQUIRE(std::fabs(correlation(click, column(on, [](const auto& t) { return t.click_taste; }))) < 0.05);
 }
 
-// cross_signal adds a product of four dense features (user-category
+// dense_product_weight adds a product of four dense features (user-category
 // affinity D702, shop score D508, context values D509 and D853) to the click
 // logit: unit variance, nothing of it in any one feature, pair or triple (at
 // the chain's entity counts).
-TEST_CASE("synthetic mechanism Q5: a four-way cross of dense features") {
+TEST_CASE("synthetic mechanism, dense product: a four-way cross of dense features") {
   SyntheticGenerator gen{SyntheticOptions()};
   const auto terms = terms_of(gen, 100000);
   const auto ds = gen.generate(Split::train, 100000);
-  const auto off = terms_of(SyntheticGenerator(SyntheticOptions().cross_signal(0)), 100000);
+  const auto off = terms_of(SyntheticGenerator(SyntheticOptions().dense_product_weight(0)), 100000);
   // The four features, each centred on its mean over these rows.
   const auto feature = [&](int64_t column) {
     std::vector<double> v;

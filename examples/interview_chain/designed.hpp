@@ -31,11 +31,11 @@ inline const std::vector<DesignedMechanism>& designed_mechanisms() {
   static const std::vector<DesignedMechanism> list{
       {"Q1",
        "the tasks share part of their taste (task_relatedness, 0.8) and each has structure of its own: the rest of "
-       "its taste, a private non-linear term (private_signal), and in the conversion logit purchase power minus price",
-       "private_signal", "loss",
+       "its taste, a private non-linear term (private_term_weight), and in the conversion logit purchase power minus price",
+       "private_term_weight", "loss",
        "the CTR task, with about 1/CTR (16) times the labels, shapes the shared embeddings and layer; the CVR head of "
        "the shared-bottom model then lacks the conversion-only structure that a dedicated CVR model keeps (negative "
-       "transfer). With the tasks' tastes equal and no private terms (task_relatedness 1, private_signal 0) the "
+       "transfer). With the tasks' tastes equal and no private terms (task_relatedness 1, private_term_weight 0) the "
        "direction turns: sharing then lifts CVR a little"},
       {"Q2",
        "a per-impression latent no model sees raises the click logit and lowers the conversion logit (missing not at "
@@ -47,18 +47,18 @@ inline const std::vector<DesignedMechanism>& designed_mechanisms() {
        "clicked-rows model does (the argument of ESCM2, Wang et al. 2022), and P(conversion | x, click) ranks the "
        "entire space a little worse than P(conversion | x)"},
       {"Q3", "each task has a non-linear term of its own (profile group x category, an independent table per task)",
-       "private_signal", "loss",
+       "private_term_weight", "loss",
        "MMoE's softmax gates do not learn to route here (their input dependence stays under 0.01 nats), so each task "
        "reads a near-uniform average of four 64-wide experts, which learns more slowly than one normalised 128-wide "
        "shared layer in the same steps; the private terms, which each task's tower can carry, give no gate a reason "
        "to specialise"},
-      {"Q4", "each task has a non-linear term of its own (as in Q3)", "private_signal", "none",
+      {"Q4", "each task has a non-linear term of its own (as in Q3)", "private_term_weight", "none",
        "with every expert's output normalised, MMoE's per-task gates can already give each task experts of its own; "
        "PLE's private experts add capacity only one task trains, which the towers already provide"},
       {"Q5",
        "a product of four centred dense features (user-category affinity, shop score, two context values of the "
        "impression) in the click logit, scaled to unit variance: nothing of it lies in any one, two or three of them",
-       "cross_signal", "gain",
+       "dense_product_weight", "gain",
        "a cross expert of three layers forms a product of four of its inputs exactly, an MLP expert of similar size "
        "only approximates it; how much of the product each model does learn is the cross term's slope in the "
        "mechanism uptake table"}};
@@ -89,8 +89,8 @@ inline std::string knob_value(const YAML::Node& config, const std::string& knob)
   const mtl::data::SyntheticOptions defaults;
   const double value = knob == "task_relatedness"          ? defaults.task_relatedness()
                        : knob == "selection_latent_weight" ? defaults.selection_latent_weight()
-                       : knob == "private_signal"          ? defaults.private_signal()
-                                                           : defaults.cross_signal();
+                       : knob == "private_term_weight"          ? defaults.private_term_weight()
+                                                           : defaults.dense_product_weight();
   return fmt::format("{}", value);
 }
 

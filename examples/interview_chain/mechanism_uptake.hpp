@@ -55,8 +55,8 @@ class DesignedTerms {
       const std::string term = name.term;
       const bool ctr = name.on_ctr_head();
       const double weight = term == "taste"     ? SyntheticGenerator::kTasteWeight
-                            : term == "private" ? c.synthetic.private_signal()
-                                                : c.synthetic.cross_signal();
+                            : term == "private" ? c.synthetic.private_term_weight()
+                                                : c.synthetic.dense_product_weight();
       const double Terms::*field = term == "taste"     ? (ctr ? &Terms::click_taste : &Terms::buy_taste)
                                    : term == "private" ? (ctr ? &Terms::private_click : &Terms::private_buy)
                                                        : &Terms::cross;

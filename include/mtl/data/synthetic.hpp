@@ -72,13 +72,13 @@ struct SyntheticOptions {
   /// Weight of each task's own non-linear term (a sine of a profile-group
   /// factor . category factor product, an independent pair of factor tables
   /// per task): structure one task needs and the other does not.
-  TORCH_ARG(double, private_signal) = 1.0;
+  TORCH_ARG(double, private_term_weight) = 1.0;
   /// Weight of a four-way product of dense features (user-category
   /// affinity, shop score, two context values of the impression), each
   /// centred on its mean over rows, in the click logit, scaled to unit
   /// variance: a cross network of three layers forms it exactly, a ReLU
   /// network only approximates it.
-  TORCH_ARG(double, cross_signal) = 1.0;
+  TORCH_ARG(double, dense_product_weight) = 1.0;
   /// Standard deviation of noise added to both logits before the labels are
   /// drawn, absent from the true p columns: lowers every achievable AUC.
   TORCH_ARG(double, label_noise) = 0.0;
@@ -119,8 +119,8 @@ class SyntheticGenerator {
   struct LogitTerms {
     double click_taste = 0, buy_taste = 0;      ///< the taste terms; their correlation is task_relatedness
     double selection_latent = 0;                ///< the unseen latent, standard normal (selection_latent_weight)
-    double private_click = 0, private_buy = 0;  ///< each task's own non-linear term (private_signal)
-    double cross = 0;                           ///< the four-way product of dense features (cross_signal)
+    double private_click = 0, private_buy = 0;  ///< each task's own non-linear term (private_term_weight)
+    double cross = 0;                           ///< the four-way product of dense features (dense_product_weight)
     double click_logit = 0, cvr_logit = 0;      ///< the true logits, every term weighted (the base rates under null)
   };
 
@@ -355,11 +355,11 @@ class SyntheticGenerator {
     t.selection_latent = rng.normal();
     static constexpr double kScenarioEffect[3] = {0.0, -0.5, 0.3};
     const double click_logit = options_.ctr_bias() + kTasteWeight * t.click_taste + 0.5 * b.attractiveness +
-                               options_.private_signal() * t.private_click + options_.cross_signal() * t.cross +
+                               options_.private_term_weight() * t.private_click + options_.dense_product_weight() * t.cross +
                                kScenarioEffect[scenario] + 0.5 * a.activity +
                                options_.selection_latent_weight() * t.selection_latent;
     const double cvr_logit = options_.cvr_bias() + kTasteWeight * t.buy_taste + (a.purchase_power - b.price) +
-                             options_.private_signal() * t.private_buy -
+                             options_.private_term_weight() * t.private_buy -
                              options_.selection_latent_weight() * t.selection_latent;
 
     // Under the null scenario the labels take nothing from the row: the base rates alone.
