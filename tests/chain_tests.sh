@@ -90,14 +90,20 @@ for c in rows:
     lo, hi = c["interval_95"]
     assert lo <= c["mean_difference"] <= hi, c
     p = c["p_adjusted"] if c["primary"] else c["p"]
-    expected = "no significant difference" if p >= 0.05 else ("significant gain" if c["mean_difference"] > 0 else "significant loss")
+    assert c["margin"] > 0 and c["mde"] > 0 and 0 <= c["equivalence_p"] <= 1, c
+    if p < 0.05:
+        expected = "gain" if c["mean_difference"] > 0 else "loss"
+    else:
+        expected = "equivalent" if c["equivalence_p"] < 0.05 else "inconclusive"
     assert c["verdict"] == expected, c
+    if expected == "equivalent":  # two one-sided tests: the 90 % interval inside the margin
+        assert abs(c["mean_difference"]) < c["margin"], c
 for c in primaries:  # Holm: never below the raw p, at most the family size times it
     assert c["p"] <= c["p_adjusted"] <= min(1.0, 5 * c["p"]) + 1e-12, c
 assert all(c["p_adjusted"] is None for c in rows if not c["primary"])
 # Synthetic data: each primary carries the designed answer, the exploratory lines none.
 assert d["scenario"] == "designed", d["scenario"]
-assert [c["designed"] for c in sorted(primaries, key=lambda c: c["question"])] == ["loss", "gain", "loss", "none", "gain"]
+assert [c["designed"] for c in sorted(primaries, key=lambda c: c["question"])] == ["loss", "gain", "loss", "none", "none"]
 assert all(c["designed"] is None for c in rows if not c["primary"])
 # What each model learned of each mechanism: a finite slope per head the model has and term the data plant.
 u = d["mechanism_uptake"]

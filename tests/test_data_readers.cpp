@@ -450,4 +450,9 @@ TEST_CASE("BatchLoader over rows generated on demand") {
   loader.seek({3, 4});
   REQUIRE(torch::equal(loader.next().features.sparse_ids, ds.slice(32, 40).features.sparse_ids));
   REQUIRE_TORCH_ERROR(source.batch({40}), "row 40 is outside [0, 40)");
+  // Another draw of the training rows (another training seed's): other rows, and the ones generate() gives for it.
+  const auto redrawn = gen.generate(Split::train, 40, 0, /*redraw=*/1);
+  REQUIRE_FALSE(torch::equal(redrawn.slice(0, 40).features.sparse_ids, ds.slice(0, 40).features.sparse_ids));
+  REQUIRE(torch::equal(gen.rows_on_demand(Split::train, 40, 1).batch({0, 1, 2}).features.dense,
+                       redrawn.slice(0, 3).features.dense));
 }

@@ -334,6 +334,46 @@ TEST_CASE("paired_seed_test") {
 
 // Holm's adjustment against a hand-worked family; untested entries stay NaN
 // and do not count.
+// TOST: the larger one-sided p-value of the two hypotheses |difference| >= margin.
+TEST_CASE("equivalence_test") {
+  using namespace mtl::metrics;
+  const auto test = paired_seed_test({0.001, 0.002, 0.003});  // mean 0.002, standard error 0.001 / sqrt(3)
+  const double se = 0.001 / std::sqrt(3.0);
+  REQUIRE(test.standard_error == Approx(se));
+  REQUIRE(test.degrees_of_freedom == Approx(2.0));
+  const auto e = equivalence_test(test, 0.005);
+  // The binding side is the upper bound: P(T_2 >= (0.005 - 0.002) / se).
+  REQUIRE(e.p_value == Approx(0.5 * student_t_two_sided_p(0.003 / se, 2.0)));
+  REQUIRE(e.p_value < 0.05);  // the 90 % interval, 0.002 +- 2.92 se, lies inside +-0.005
+  REQUIRE(equivalence_test(test, 0.003).p_value > 0.05);
+  REQUIRE(equivalence_test(test, 0.002).p_value >= 0.5);  // the mean on the margin: never equivalent
+  REQUIRE_FALSE(equivalence_test(paired_seed_test({0.001}, 0.95, 2), 0.005).defined());
+  REQUIRE_FALSE(equivalence_test(test, 0.0).defined());
+  // Its level: with a true difference equal to the margin, "equivalent" in at most alpha of replicates.
+  std::mt19937_64 rng(7);
+  std::normal_distribution<double> noise(0.004, 0.004);  // true difference 0.004 = the margin, seed sd 0.004
+  const int trials = 4000;
+  int equivalent = 0;
+  for (int k = 0; k < trials; ++k) {
+    std::vector<double> d(8);
+    for (auto& x : d) x = noise(rng);
+    equivalent += equivalence_test(paired_seed_test(d), 0.004).p_value < 0.05;
+  }
+  INFO("equivalent in " << equivalent << " of " << trials << " replicates at the margin");
+  REQUIRE(static_cast<double>(equivalent) / trials <= 0.05 + 2 * std::sqrt(0.05 * 0.95 / trials));
+}
+
+TEST_CASE("minimum_detectable_effect") {
+  using namespace mtl::metrics;
+  // Many degrees of freedom: (z_0.975 + z_0.8) x standard error.
+  const auto wide = paired_seed_test({1.0, 2.0, 3.0}, 0.95, 2, /*shared_variance=*/1e6);
+  REQUIRE(minimum_detectable_effect(wide) == Approx((1.959964 + 0.841621) * wide.standard_error).epsilon(1e-3));
+  // Three seeds, no shared variance: (t_2,0.975 + t_2,0.8) x s / sqrt(3).
+  const auto three = paired_seed_test({1.0, 2.0, 3.0});
+  REQUIRE(minimum_detectable_effect(three) == Approx((4.302653 + 1.060660) / std::sqrt(3.0)).epsilon(1e-4));
+  REQUIRE(std::isnan(minimum_detectable_effect(paired_seed_test({1.0}, 0.95, 2))));
+}
+
 TEST_CASE("holm_adjusted") {
   using mtl::metrics::holm_adjusted;
   const auto adjusted = holm_adjusted({0.01, 0.04, 0.03, 0.005});

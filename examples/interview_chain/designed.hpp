@@ -38,14 +38,14 @@ inline const std::vector<DesignedMechanism>& designed_mechanisms() {
        "transfer). With the tasks' tastes equal and no private terms (task_relatedness 1, private_term_weight 0) the "
        "direction turns: sharing then lifts CVR a little"},
       {"Q2",
-       "a per-impression latent no model sees raises the click logit and lowers the conversion logit (missing not at "
-       "random)",
-       "selection_latent_weight", "gain",
-       "ESMM shapes p_cvr on every impression through p_ctcvr = p_ctr x p_cvr, where the clicked-rows CVR head of E1 "
-       "learns from the 6% of rows the click selects (the data sparsity ESMM names), so ESMM ranks the entire space "
-       "better. It does not remove the latent's bias: its p_cvr converges to P(conversion | x, click) as the "
-       "clicked-rows model does (the argument of ESCM2, Wang et al. 2022), and P(conversion | x, click) ranks the "
-       "entire space a little worse than P(conversion | x)"},
+       "clicks are rare (ctr_bias -4.8: about 6% of impressions), so a clicked-rows CVR head learns from few rows; "
+       "a per-impression latent no model sees also raises the click logit and lowers the conversion logit",
+       "ctr_bias", "gain",
+       "ESMM trains p_cvr on every impression through p_ctcvr = p_ctr x p_cvr, where E1's CVR head learns from the "
+       "clicked rows alone (the data sparsity ESMM names), so ESMM ranks the entire space better. That is what E2 vs E1 "
+       "measures, not relief of the latent's missing-not-at-random bias: ESMM's p_ctcvr / p_ctr and E1's head both "
+       "estimate P(conversion | x, click), and the latent moves the entire-space ranking of that estimate by about "
+       "0.0007 AUC (the argument of ESCM2, Wang et al. 2022)"},
       {"Q3", "each task has a non-linear term of its own (profile group x category, an independent table per task)",
        "private_term_weight", "loss",
        "MMoE's softmax gates do not learn to route here (their input dependence stays under 0.01 nats), so each task "
@@ -58,10 +58,11 @@ inline const std::vector<DesignedMechanism>& designed_mechanisms() {
       {"Q5",
        "a product of four centred dense features (user-category affinity, shop score, two context values of the "
        "impression) in the click logit, scaled to unit variance: nothing of it lies in any one, two or three of them",
-       "dense_product_weight", "gain",
-       "a cross expert of three layers forms a product of four of its inputs exactly, an MLP expert of similar size "
-       "only approximates it; how much of the product each model does learn is the cross term's slope in the "
-       "mechanism uptake table"}};
+       "dense_product_weight", "none",
+       "the cross experts read the shared backbone's 144-wide ReLU output, which learns the planted product in both "
+       "arms alike (cross uptake 0.41 in E4 and E5 at the quick preset, 0.81 at the full); E5's experts hold about "
+       "1.8 times E4's expert parameters and still do not lead, so the expert kind adds nothing the backbone has not "
+       "already learned (the comparison line gives both models' trainable values)"}};
   return list;
 }
 
@@ -89,7 +90,8 @@ inline std::string knob_value(const YAML::Node& config, const std::string& knob)
   const mtl::data::SyntheticOptions defaults;
   const double value = knob == "task_relatedness"          ? defaults.task_relatedness()
                        : knob == "selection_latent_weight" ? defaults.selection_latent_weight()
-                       : knob == "private_term_weight"          ? defaults.private_term_weight()
+                       : knob == "private_term_weight"     ? defaults.private_term_weight()
+                       : knob == "ctr_bias"                ? defaults.ctr_bias()
                                                            : defaults.dense_product_weight();
   return fmt::format("{}", value);
 }
@@ -99,9 +101,8 @@ inline std::string designed_answer(const std::string& question, const std::strin
   return scenario == "null" ? "none" : designed_mechanism(question).answer;
 }
 
-/// A verdict as an answer: "significant gain" -> "gain", "significant loss" -> "loss", anything else -> "none".
-inline std::string found_answer(const std::string& verdict) {
-  return verdict == "significant gain" ? "gain" : verdict == "significant loss" ? "loss" : "none";
-}
+/// A verdict as an answer: gain and loss as they are, "equivalent" -> "none" (a "none" is found only when the
+/// difference is shown to lie inside the margin), "inconclusive" as it is.
+inline std::string found_answer(const std::string& verdict) { return verdict == "equivalent" ? "none" : verdict; }
 
 }  // namespace chain

@@ -48,6 +48,8 @@ struct ExperimentConfig {
   /// The trainer's options but the output folder, set per run (experiment_runner.hpp).
   mtl::train::TrainerOptions trainer{std::string()};
   bool amp_on_cpu = false;
+  /// Per test metric, the largest difference the chain's report calls negligible (its equivalence margin).
+  std::map<std::string, double> equivalence_margins;
 
   /// The sections of the mixer kinds, read into `model` once the kind is known (`read_experiment`).
   struct MixerSections {
@@ -63,6 +65,10 @@ struct ExperimentConfig {
 
   uint64_t data_seed() const { return synthetic.seed(); }
   uint64_t seed() const { return trainer.seed(); }
+  /// Which draw of the synthetic training rows this seed reads: runtime.seed's offset from data.seed (0, the
+  /// training split's own rows, where they are equal; --seeds' k-th seed reads draw k). Real data is reshuffled
+  /// by runtime.seed instead.
+  uint64_t training_draw() const { return seed() - data_seed(); }
   bool on_cuda() const { return trainer.device().is_cuda(); }
 };
 
@@ -125,6 +131,9 @@ inline void require(bool ok, const FieldValue& v, const std::string& message) {
   TORCH_CHECK(ok, FieldTable::place(v), ": field '", v.key, "': ", message);
 }
 
+/// A field under analysis.equivalence_margin: a margin > 0 for the metric its key ends with.
+inline void set_margin(ExperimentConfig& c, const FieldValue& v);
+
 inline int64_t at_least_one(const FieldValue& v, const char* what) {
   const auto n = value<int64_t>(v);
   require(n >= 1, v, std::string("expected at least one ") + what + ", got " + std::to_string(n));
@@ -156,6 +165,12 @@ inline double share(const FieldValue& v) {
 }
 
 }  // namespace detail
+
+inline void detail::set_margin(ExperimentConfig& c, const FieldValue& v) {
+  const auto margin = value<double>(v);
+  require(margin > 0 && margin < 0.5, v, "expected an AUC difference in (0, 0.5)");
+  c.equivalence_margins[v.key.substr(v.key.rfind('.') + 1)] = margin;
+}
 
 inline const std::vector<FieldSpec>& field_specs() {
   using T = FieldType;
@@ -329,6 +344,10 @@ inline const std::vector<FieldSpec>& field_specs() {
        [](C& c, V v) { c.trainer.threads(static_cast<int>(value<int64_t>(v))); }},
       {"runtime.best_selection.primary_key", T::text, true, false, {},
        [](C& c, V v) { c.trainer.primary_key(value<std::string>(v)); }},
+      {"analysis.equivalence_margin.auc_ctr", T::number, false, true, {}, set_margin},
+      {"analysis.equivalence_margin.auc_cvr", T::number, false, true, {}, set_margin},
+      {"analysis.equivalence_margin.auc_ctcvr", T::number, false, true, {}, set_margin},
+      {"analysis.equivalence_margin.auc_cvr_entire_space", T::number, false, true, {}, set_margin},
       // Renamed keys, refused with their new names.
       {"model.mtl", T::text, false, false, {}, nullptr, "model.mixer"},
       {"data.synthetic.private_signal", T::number, false, false, {}, nullptr, "data.synthetic.private_term_weight"},

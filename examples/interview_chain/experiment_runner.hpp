@@ -33,12 +33,13 @@ struct DataBundle {
   int64_t generated_train_rows = 0;
 
   /// The rows training draws its batches from.
-  mtl::data::TrainingRows training_rows() const {
-    return generator ? generator->rows_on_demand(mtl::data::Split::train, generated_train_rows)
+  /// The rows training draws its batches from; synthetic data reads draw `redraw` of its training rows.
+  mtl::data::TrainingRows training_rows(uint64_t redraw) const {
+    return generator ? generator->rows_on_demand(mtl::data::Split::train, generated_train_rows, redraw)
                      : mtl::data::TrainingRows(train);
   }
   /// Synthetic data: the training rows, generated in memory.
-  mtl::data::Dataset generated_train() const;
+  mtl::data::Dataset generated_train(uint64_t redraw) const;
 };
 
 inline mtl::FeatureSchema with_embedding_dim(const mtl::FeatureSchema& schema, int64_t dim) {
@@ -95,9 +96,9 @@ inline DataBundle load_data(const ExperimentConfig& c, const std::string& cache_
           desc,          std::move(splits.vocabularies)};
 }
 
-inline mtl::data::Dataset DataBundle::generated_train() const {
+inline mtl::data::Dataset DataBundle::generated_train(uint64_t redraw) const {
   TORCH_CHECK(generator, "generated_train: the data is not synthetic");
-  return rebind(generator->generate(mtl::data::Split::train, generated_train_rows), schema);
+  return rebind(generator->generate(mtl::data::Split::train, generated_train_rows, 0, redraw), schema);
 }
 
 /// What a model reads of an experiment's data: the schema and, for files, the vocabularies.
@@ -157,7 +158,7 @@ inline mtl::train::TrainResult run_experiment(const ExperimentConfig& c, const D
   with_model(c, data.schema, [&](auto model) {
     using Model = decltype(model);
     mtl::train::Trainer<Model> trainer(model, c.optimizer, mtl::train::Objective(c.model.heads, c.objective),
-                                       data.training_rows(), data.valid, &data.test,
+                                       data.training_rows(c.training_draw()), data.valid, &data.test,
                                        trainer_options(c, run_dir, quiet, replicas));
     result = trainer.run();
   });

@@ -227,7 +227,7 @@ inline void write_report_html(const std::string& output, const std::vector<Exper
   page +=
       "<table><tr><th>question</th><th>kind</th><th>comparison</th><th>metric</th><th>challenger</th>"
       "<th>reference</th><th>diff (mean over seeds)</th><th>95% interval</th><th>p</th><th>p (Holm)</th>"
-      "<th>verdict</th></tr>";
+      "<th>margin</th><th>p (equivalence)</th><th>mde</th><th>verdict</th></tr>";
   for (const auto& d : rows) {
     const auto& c = d.comparison;
     const auto head = fmt::format(
@@ -235,17 +235,22 @@ inline void write_report_html(const std::string& output, const std::vector<Exper
         "class='l'>{}</td>",
         c.question, c.primary ? "primary" : "exploratory", c.challenger, c.reference, c.metric);
     if (!d.available) {
-      page += head + fmt::format("<td colspan='7' class='l'>not available: {}</td></tr>", html::escape(d.why_not));
+      page += head + fmt::format("<td colspan='10' class='l'>not available: {}</td></tr>", html::escape(d.why_not));
       continue;
     }
-    const char* cls = d.verdict == "significant gain" ? "gain" : d.verdict == "significant loss" ? "loss" : "";
+    const char* cls = d.verdict == "gain" ? "gain" : d.verdict == "loss" ? "loss" : "";
+    const auto number = [](double v, int digits) {
+      return std::isnan(v) ? std::string() : fmt::format("{:.{}f}", v, digits);
+    };
     const auto interval =
         d.test.defined() ? fmt::format("[{:+.5f}, {:+.5f}]", d.test.interval_low, d.test.interval_high) : "";
     page += head + fmt::format(
-                       "<td>{:.5f}</td><td>{:.5f}</td><td>{:+.5f}</td><td>{}</td><td>p{}</td><td>{}</td><td "
-                       "class='l {}'>{}</td></tr>",
+                       "<td>{:.5f}</td><td>{:.5f}</td><td>{:+.5f}</td><td>{}</td><td>p{}</td><td>{}</td><td>{}</td>"
+                       "<td>{}</td><td>{}</td><td class='l {}'>{}</td></tr>",
                        d.value_a, d.value_b, d.test.mean, interval, html::escape(format_p(d.test.p_value)),
-                       c.primary ? "p" + html::escape(format_p(d.p_adjusted)) : "", cls, html::escape(d.verdict));
+                       c.primary ? "p" + html::escape(format_p(d.p_adjusted)) : "", number(d.margin, 4),
+                       d.test.defined() ? "p" + html::escape(format_p(d.equivalence_p)) : "", number(d.mde, 5),
+                       cls, html::escape(d.verdict));
   }
   page += "</table>";
   const auto designed = designed_vs_found(rows, chain);

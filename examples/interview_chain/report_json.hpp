@@ -66,6 +66,11 @@ inline nlohmann::json comparison_json(const DeltaRow& r) {
             {"p", number(t.p_value)},
             {"p_adjusted", number(r.p_adjusted)},
             {"verdict", r.verdict},
+            {"margin", number(r.margin)},
+            {"equivalence_p", number(r.equivalence_p)},
+            {"mde", number(r.mde)},
+            {"challenger_parameters", r.parameters_a},
+            {"reference_parameters", r.parameters_b},
             {"delong_p_first_seed", number(r.delong_p)},
             {"test_row_variance", number(r.test_row_variance)},
             {"designed", r.designed.empty() ? nlohmann::json(nullptr) : nlohmann::json(r.designed)}});

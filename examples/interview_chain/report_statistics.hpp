@@ -121,7 +121,11 @@ struct DeltaRow {
   double p_adjusted = NAN;              ///< Holm across the primaries; NaN for exploratory lines
   double delong_p = NAN;                ///< DeLong on the first seed's test rows: test-row noise only
   double test_row_variance = NAN;       ///< the test rows' variance the paired seeds share, added to their spread
-  std::string verdict;                  ///< significant gain | significant loss | no significant difference
+  double margin = NAN;                  ///< the metric's equivalence margin (the config's analysis.equivalence_margin)
+  double equivalence_p = NAN;           ///< two one-sided tests against +-margin; Holm-adjusted for primaries
+  double mde = NAN;                     ///< the minimum detectable effect: 80 % power at alpha, this variance and seeds
+  int64_t parameters_a = -1, parameters_b = -1;  ///< the two models' trainable values
+  std::string verdict;                  ///< gain | loss | equivalent | inconclusive
   std::string designed;                 ///< on synthetic data, a primary's designed answer (gain | loss | none)
 };
 
@@ -192,7 +196,19 @@ inline DeltaRow compare(const ExperimentRecord& a, const ExperimentRecord& b, co
   row.test_row_variance = shared_test_row_variance(a, b, c.metric, paired);
   row.test = mtl::metrics::paired_seed_test(differences, /*confidence=*/0.95, kMinSeeds,
                                             std::isnan(row.test_row_variance) ? 0.0 : row.test_row_variance);
+  row.parameters_a = a.first_finished()->parameters, row.parameters_b = b.first_finished()->parameters;
   return row;
+}
+
+/// The equivalence margin the chain's config declares for `metric` (analysis.equivalence_margin), or NaN.
+inline double equivalence_margin(const std::vector<ExperimentRecord>& chain, const std::string& metric) {
+  for (const auto& e : chain)
+    for (const auto& r : e.runs)
+      if (r.config.IsMap() && r.config["analysis"].IsMap() && r.config["analysis"]["equivalence_margin"].IsMap()) {
+        const auto v = r.config["analysis"]["equivalence_margin"][metric];
+        return v.IsDefined() && v.IsScalar() ? v.as<double>() : NAN;
+      }
+  return NAN;
 }
 
 /// The budget the designed scenario's answers hold for, as the end of a sentence on them ("The answers are ...").
@@ -233,17 +249,29 @@ inline std::vector<DeltaRow> delta_rows(const std::vector<ExperimentRecord>& cha
     rows.push_back(compare(find(c.challenger), find(c.reference), c));
     if (scenario && c.primary) rows.back().designed = designed_answer(c.question, *scenario);
   }
-  std::vector<double> primary_p;
+  std::vector<double> primary_p, primary_equivalence_p;
+  for (auto& r : rows) {
+    if (!r.available) continue;
+    r.margin = equivalence_margin(chain, r.comparison.metric);
+    const auto equivalence = mtl::metrics::equivalence_test(r.test, r.margin);
+    if (equivalence.defined()) r.equivalence_p = equivalence.p_value;
+    r.mde = mtl::metrics::minimum_detectable_effect(r.test, alpha);
+  }
   for (const auto& r : rows)
-    if (r.comparison.primary) primary_p.push_back(r.available && r.test.defined() ? r.test.p_value : NAN);
+    if (r.comparison.primary) {
+      primary_p.push_back(r.available && r.test.defined() ? r.test.p_value : NAN);
+      primary_equivalence_p.push_back(r.equivalence_p);
+    }
   const auto adjusted = mtl::metrics::holm_adjusted(primary_p);
+  const auto adjusted_equivalence = mtl::metrics::holm_adjusted(primary_equivalence_p);
   size_t k = 0;
   for (auto& r : rows) {
-    if (r.comparison.primary) r.p_adjusted = adjusted[k++];
+    if (r.comparison.primary) r.p_adjusted = adjusted[k], r.equivalence_p = adjusted_equivalence[k], ++k;
     if (!r.available) continue;
     const double p = r.comparison.primary ? r.p_adjusted : r.test.p_value;
-    r.verdict = !std::isnan(p) && p < alpha ? (r.test.mean > 0 ? "significant gain" : "significant loss")
-                                            : "no significant difference";
+    r.verdict = !std::isnan(p) && p < alpha                           ? (r.test.mean > 0 ? "gain" : "loss")
+                : !std::isnan(r.equivalence_p) && r.equivalence_p < alpha ? "equivalent"
+                                                                          : "inconclusive";
   }
   return rows;
 }
@@ -395,6 +423,12 @@ inline std::vector<std::string> method_lines(const std::vector<DeltaRow>& rows,
       fmt::format("One comparison per question is primary, fixed in advance; the primaries' p-values are Holm-adjusted "
                   "across the chain (family-wise alpha {}). The other lines are exploratory: unadjusted, and not an "
                   "answer to the question.",
+                  alpha),
+      fmt::format("Four verdicts: gain or loss where the test finds a difference; equivalent where two one-sided "
+                  "tests (alpha {}, Holm-adjusted for the primaries) place it inside the metric's margin "
+                  "(analysis.equivalence_margin: the largest difference a ranking team would call negligible); "
+                  "inconclusive otherwise. 'No significant difference' is not 'no difference': mde is the smallest "
+                  "difference the test finds with 80 % power at its measured variance and seed count.",
                   alpha)};
   if (seeds < kMinSeeds)
     lines.push_back(fmt::format(
@@ -428,7 +462,7 @@ inline std::vector<DesignedVsFound> designed_vs_found(const std::vector<DeltaRow
                       m.knob,
                       knob_value(run ? run->config : YAML::Node(), m.knob),
                       r.designed,
-                      r.available ? found_answer(r.verdict) : "n/a"};
+                      r.available && r.test.defined() ? found_answer(r.verdict) : "n/a"};
     d.as_designed = d.designed == d.found;
     out.push_back(d);
   }

@@ -73,6 +73,8 @@ inline void write_delta_analysis_text(const std::string& output, const std::vect
       if (t.defined()) out << fmt::format(" [{:+.5f}, {:+.5f}]", t.interval_low, t.interval_high);
       out << fmt::format("  rel={:+.2f}%  p{}", 100.0 * t.mean / r.value_b, format_p(t.p_value));
       if (c.primary) out << fmt::format("  p_holm{}", format_p(r.p_adjusted));
+      if (t.defined())
+        out << fmt::format("  margin={:.4f} p_equiv{}  mde={:.5f}", r.margin, format_p(r.equivalence_p), r.mde);
       out << "  -> " << r.verdict;
       if (!r.designed.empty()) out << " (designed: " << r.designed << ")";
       out << "\n";
@@ -81,6 +83,9 @@ inline void write_delta_analysis_text(const std::string& output, const std::vect
       out << fmt::format("      per seed:{}", seeds_text);
       if (!t.defined())
         out << fmt::format("  (DeLong p on seed 0's test rows{}, test-row noise only)", format_p(r.delong_p));
+      if (r.parameters_a >= 0 && r.parameters_b >= 0)
+        out << fmt::format("  trainable values {} {} / {} {}", c.challenger, r.parameters_a, c.reference,
+                           r.parameters_b);
       out << "\n";
     }
     out << "\n";
@@ -92,7 +97,7 @@ inline void write_delta_analysis_text(const std::string& output, const std::vect
     size_t width = 0;
     for (const auto& d : designed) width = std::max(width, d.comparison.size() + d.knob.size() + d.knob_value.size());
     for (const auto& d : designed)
-      out << fmt::format("  {}  {}, {}={}{:<{}}  designed {:<4}  found {:<4}  {}\n", d.question, d.comparison, d.knob,
+      out << fmt::format("  {}  {}, {}={}{:<{}}  designed {:<4}  found {:<12}  {}\n", d.question, d.comparison, d.knob,
                          d.knob_value, "", width - d.comparison.size() - d.knob.size() - d.knob_value.size(),
                          d.designed, d.found, d.as_designed ? "as designed" : "NOT as designed");
     out << "\n";

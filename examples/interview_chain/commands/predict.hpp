@@ -126,7 +126,7 @@ inline int cmd_predict(int argc, char** argv) {
   TORCH_CHECK(split == "train" || split == "valid" || split == "test", "--split expects train, valid or test, got '",
               split, "'");
   mtl::data::Dataset generated(data.schema);  // synthetic training rows exist only when generated
-  if (split == "train" && data.generator) generated = data.generated_train();
+  if (split == "train" && data.generator) generated = data.generated_train(c.training_draw());
   const auto& rows = split == "valid"  ? data.valid
                      : split == "test" ? data.test
                      : data.generator  ? generated

@@ -8,7 +8,8 @@
 // AUC is measurable. Deterministic for a seed: row r
 // of a split depends only on (seed, split, r), whatever the compiler (every
 // draw is a statement of its own, in a fixed order). The null scenario turns
-// every mechanism off: the same features, labels drawn at the base rates.
+// every mechanism off: the same features, labels drawn at the designed
+// scenario's marginal rates.
 #pragma once
 
 #include <mtl/data/csv_layout.hpp>
@@ -30,8 +31,10 @@ namespace mtl::data {
 
 /// What the labels depend on. `designed`: the mechanisms below, with their
 /// knobs. `null`: none of them, nor any other signal: click and conversion are
-/// drawn at the base rates (ctr_bias, cvr_bias) whatever the features, so every
-/// model's expected AUC is 0.5 and every comparison's expected difference 0.
+/// drawn at the designed scenario's marginal rates (its share of clicked
+/// impressions and of converting clicks, with the same knobs) whatever the
+/// features, so every model's expected AUC is 0.5 and every comparison's
+/// expected difference 0, with as many clicks and conversions to rank.
 enum class SyntheticScenario { designed, null };
 
 inline const char* scenario_name(SyntheticScenario s) { return s == SyntheticScenario::null ? "null" : "designed"; }
@@ -107,6 +110,7 @@ class SyntheticGenerator {
     user_cdf_ = zipf_cdf(options_.num_users(), options_.user_zipf());
     item_cdf_ = zipf_cdf(options_.num_items(), options_.item_zipf());
     build_entities();
+    if (options_.scenario() == SyntheticScenario::null) match_designed_rates();
   }
 
   const FeatureSchema& schema() const noexcept { return schema_; }
@@ -125,29 +129,35 @@ class SyntheticGenerator {
   };
 
   /// The logit terms of row `row` of `split`: what the labels of generate()'s row were drawn from.
-  LogitTerms logit_terms(Split split, int64_t row) const { return draw(split, row).terms; }
+  LogitTerms logit_terms(Split split, int64_t row, uint64_t redraw = 0) const {
+    return draw(split, row, redraw).terms;
+  }
 
-  /// Rows [first_row, first_row + rows) of `split`.
-  Dataset generate(Split split, int64_t rows, int64_t first_row = 0) const {
+  /// Rows [first_row, first_row + rows) of `split`. `redraw` picks another
+  /// independent draw of the split's rows from the same users, items and
+  /// mechanisms (0: the split's own rows), so that training runs of several
+  /// seeds can each read rows of their own while sharing the test rows.
+  Dataset generate(Split split, int64_t rows, int64_t first_row = 0, uint64_t redraw = 0) const {
     TORCH_CHECK(rows >= 0, "SyntheticGenerator::generate expects rows >= 0, but got ", rows);
     Dataset ds(schema_);
     ds.reserve(rows);
     ds.truth.p_click.reserve(rows), ds.truth.p_cvr.reserve(rows), ds.truth.counterfactual_conversion.reserve(rows);
-    for (int64_t r = first_row; r < first_row + rows; ++r) append_row(ds, split, r);
+    for (int64_t r = first_row; r < first_row + rows; ++r) append_row(ds, split, r, redraw);
     return ds;
   }
 
-  /// Rows [0, rows) of `split` as a loader's source: each batch is generated
-  /// when it is drawn, so memory holds no more than the batches in flight, and
-  /// they are the rows generate() gives. The generator must outlive the source.
-  TrainingRows rows_on_demand(Split split, int64_t rows) const {
+  /// Rows [0, rows) of `split` (of draw `redraw`, as generate()) as a loader's
+  /// source: each batch is generated when it is drawn, so memory holds no more
+  /// than the batches in flight, and they are the rows generate() gives. The
+  /// generator must outlive the source.
+  TrainingRows rows_on_demand(Split split, int64_t rows, uint64_t redraw = 0) const {
     TORCH_CHECK(rows >= 0, "SyntheticGenerator::rows_on_demand expects rows >= 0, but got ", rows);
-    return TrainingRows(rows, [this, split, rows](const std::vector<int64_t>& indices) {
+    return TrainingRows(rows, [this, split, rows, redraw](const std::vector<int64_t>& indices) {
       Dataset ds(schema_);
       ds.reserve(static_cast<int64_t>(indices.size()));
       for (int64_t r : indices) {
         TORCH_CHECK(r >= 0 && r < rows, "SyntheticGenerator::rows_on_demand: row ", r, " is outside [0, ", rows, ")");
-        append_row(ds, split, r);
+        append_row(ds, split, r, redraw);
       }
       return ds.slice(0, ds.num_rows());
     });
@@ -319,9 +329,15 @@ class SyntheticGenerator {
     LogitTerms terms;
   };
 
-  DrawnRow draw(Split split, int64_t row) const {
+  /// The key of a split's rows: the split itself for its own draw, mixed with `redraw` for another.
+  static uint64_t row_stream(Split split, uint64_t redraw) {
+    const auto id = static_cast<uint64_t>(split);
+    return redraw == 0 ? id : mix(id ^ mix(redraw ^ 0x5eed));
+  }
+
+  DrawnRow draw(Split split, int64_t row, uint64_t redraw = 0) const {
     DrawnRow out;
-    Stream rng{key(static_cast<uint64_t>(split), static_cast<uint64_t>(row), 0xda7a)};
+    Stream rng{key(row_stream(split, redraw), static_cast<uint64_t>(row), 0xda7a)};
     const int64_t u = sample(user_cdf_, rng.uniform()), i = sample(item_cdf_, rng.uniform());
     const int64_t scenario = rng.uniform() < 0.6 ? 0 : (rng.uniform() < 0.7 ? 1 : 2);
     const auto& a = user_attr_[u];
@@ -364,8 +380,8 @@ class SyntheticGenerator {
 
     // Under the null scenario the labels take nothing from the row: the base rates alone.
     const bool null = options_.scenario() == SyntheticScenario::null;
-    t.click_logit = null ? options_.ctr_bias() : click_logit;
-    t.cvr_logit = null ? options_.cvr_bias() : cvr_logit;
+    t.click_logit = null ? null_click_logit_ : click_logit;
+    t.cvr_logit = null ? null_cvr_logit_ : cvr_logit;
     // One draw per statement, so that every compiler draws them in this order.
     const double noise = options_.label_noise();
     const double click_noise = noise * rng.normal();
@@ -380,8 +396,8 @@ class SyntheticGenerator {
     return out;
   }
 
-  void append_row(Dataset& ds, Split split, int64_t row) const {
-    const auto d = draw(split, row);
+  void append_row(Dataset& ds, Split split, int64_t row, uint64_t redraw) const {
+    const auto d = draw(split, row, redraw);
     for (int64_t c : d.ids) ds.ids.push_back(static_cast<int32_t>(c));
     for (double v : d.dense) ds.dense.push_back(static_cast<float>(v));
     ds.click.push_back(static_cast<float>(d.click));
@@ -401,7 +417,29 @@ class SyntheticGenerator {
     double attractiveness = 0, price = 0, popularity = 0;
   };
 
+  /// The null scenario's label logits: the designed scenario's marginal click
+  /// rate and conversion rate among clicks, measured on rows of a draw of
+  /// their own (`kMarginalRows`), so that both scenarios rank as many clicks
+  /// and conversions.
+  static constexpr int64_t kMarginalRows = 100000;
+  static constexpr uint64_t kMarginalDraw = 0x6d617267696e616cULL;
+  void match_designed_rates() {
+    SyntheticOptions designed = options_;
+    designed.scenario(SyntheticScenario::designed);
+    const SyntheticGenerator generator(designed);
+    double clicks = 0, conversions = 0;
+    for (int64_t r = 0; r < kMarginalRows; ++r) {
+      const auto t = generator.logit_terms(Split::train, r, kMarginalDraw);
+      const double p_click = 1.0 / (1.0 + std::exp(-t.click_logit));
+      clicks += p_click, conversions += p_click / (1.0 + std::exp(-t.cvr_logit));
+    }
+    const auto logit = [](double p) { return std::log(p / (1.0 - p)); };
+    null_click_logit_ = logit(clicks / kMarginalRows);
+    null_cvr_logit_ = logit(conversions / clicks);
+  }
+
   SyntheticOptions options_;
+  double null_click_logit_ = options_.ctr_bias(), null_cvr_logit_ = options_.cvr_bias();
   FeatureSchema schema_;
   std::array<int64_t, kNumSparse> vocab_{};
   std::vector<double> user_cdf_, item_cdf_;

@@ -1,12 +1,14 @@
 // Comparing two models trained with the same seeds: the paired t-test of
 // their per-seed metric differences, its confidence interval, and Holm's
 // step-down adjustment of several p-values. Each seed's difference includes
-// everything that changes between training runs (initialisation, batch
-// order, dropout), so the test measures whether a difference survives
+// everything that changes between training runs (initialisation, the training
+// rows and their order, dropout), so the test measures whether a difference survives
 // retraining, which a test on the test rows of one run cannot say. What the
 // seeds share (the same test rows) does not vary between them; its sampling
 // variance can be added (e.g. DeLong's), so that a difference must also
-// stand out from the test rows' noise.
+// stand out from the test rows' noise. Two one-sided tests show a difference
+// to lie inside a margin (equivalence), and the minimum detectable effect
+// says how large a difference a test could have seen.
 #pragma once
 
 #include <algorithm>
@@ -91,6 +93,8 @@ struct PairedSeedTest {
   double interval_high = std::numeric_limits<double>::quiet_NaN();
   double t = std::numeric_limits<double>::quiet_NaN();
   double p_value = std::numeric_limits<double>::quiet_NaN();  ///< two-sided
+  double standard_error = std::numeric_limits<double>::quiet_NaN();  ///< of the mean, the shared variance included
+  double degrees_of_freedom = std::numeric_limits<double>::quiet_NaN();
   std::string undefined_because;
   bool defined() const noexcept { return undefined_because.empty(); }
 };
@@ -126,6 +130,8 @@ inline PairedSeedTest paired_seed_test(std::vector<double> differences, double c
   const double df = seed_variance > 0 ? std::min(1e6, (seed_variance + shared) * (seed_variance + shared) /
                                                           (seed_variance * seed_variance / (n - 1.0)))
                                       : 1e6;
+  test.standard_error = standard_error;
+  test.degrees_of_freedom = df;
   if (standard_error == 0.0) {
     test.t = test.mean == 0.0 ? 0.0 : std::copysign(std::numeric_limits<double>::infinity(), test.mean);
     test.p_value = test.mean == 0.0 ? 1.0 : 0.0;
@@ -138,6 +144,58 @@ inline PairedSeedTest paired_seed_test(std::vector<double> differences, double c
   test.interval_low = test.mean - half_width;
   test.interval_high = test.mean + half_width;
   return test;
+}
+
+/// P(T >= t) for Student's t with `df` degrees of freedom: the upper one-sided p-value.
+inline double student_t_upper_p(double t, double df) {
+  const double two_sided = student_t_two_sided_p(t, df);
+  if (std::isnan(two_sided)) return two_sided;
+  return t >= 0 ? 0.5 * two_sided : 1.0 - 0.5 * two_sided;
+}
+
+/// Two one-sided tests (TOST) of `test`'s mean difference against the
+/// equivalence interval (-margin, +margin): H0 |difference| >= margin. Its
+/// p-value is the larger of the two one-sided p-values; below alpha, the
+/// difference is shown to lie inside the margin (the 1 - 2 alpha interval
+/// lies inside it), which is what "no difference" can honestly mean.
+struct EquivalenceTest {
+  double margin = std::numeric_limits<double>::quiet_NaN();
+  double p_value = std::numeric_limits<double>::quiet_NaN();
+  std::string undefined_because;
+  bool defined() const noexcept { return undefined_because.empty(); }
+};
+
+inline EquivalenceTest equivalence_test(const PairedSeedTest& test, double margin) {
+  EquivalenceTest e;
+  e.margin = margin;
+  if (!test.defined()) {
+    e.undefined_because = test.undefined_because;
+    return e;
+  }
+  if (!(margin > 0)) {
+    e.undefined_because = "an equivalence test needs a margin > 0";
+    return e;
+  }
+  if (test.standard_error == 0.0) {
+    e.p_value = std::abs(test.mean) < margin ? 0.0 : 1.0;
+    return e;
+  }
+  const double above_lower = student_t_upper_p((test.mean + margin) / test.standard_error, test.degrees_of_freedom);
+  const double below_upper = student_t_upper_p((margin - test.mean) / test.standard_error, test.degrees_of_freedom);
+  e.p_value = std::max(above_lower, below_upper);
+  return e;
+}
+
+/// The smallest true difference the two-sided test at `alpha` finds with
+/// probability `power`, at `test`'s standard error and degrees of freedom:
+/// (t_{1 - alpha/2} + t_{power}) x standard error. NaN without a test.
+inline double minimum_detectable_effect(const PairedSeedTest& test, double alpha = 0.05, double power = 0.8) {
+  if (!test.defined() || !(alpha > 0 && alpha < 1) || !(power > 0 && power < 1))
+    return std::numeric_limits<double>::quiet_NaN();
+  const double df = test.degrees_of_freedom;
+  const double t_power = power > 0.5 ? student_t_critical(2.0 * (1.0 - power), df)
+                                     : -student_t_critical(2.0 * power, df);
+  return (student_t_critical(alpha, df) + t_power) * test.standard_error;
 }
 
 /// Holm's step-down adjustment: p-values adjusted so that rejecting those
