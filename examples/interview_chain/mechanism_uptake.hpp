@@ -1,10 +1,11 @@
 // How much of each designed mechanism a trained model learned, on synthetic
-// data: over the test rows, the slope of the model's logit on one weighted
-// term of the true logit (1: the model moves with the term as the truth does;
-// 0: it ignores the term). The terms are independent of each other, so each
-// slope reads one mechanism. It tells a designed answer that was not found
-// because neither model learned the mechanism from one where both learned it
-// alike.
+// data: over the test rows, each head's logit is regressed on every weighted
+// term of the true logits at once, and a term's coefficient is its uptake
+// (1: the model moves with the term as the truth does; 0: it ignores it).
+// The click and conversion tastes correlate (task_relatedness), so only a
+// joint fit tells the shared taste from a task's own. It tells a designed
+// answer that was not found because neither model learned the mechanism from
+// one where both learned it alike.
 #pragma once
 
 #include "experiment.hpp"
@@ -15,6 +16,7 @@
 #include <cmath>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 namespace chain {
@@ -24,7 +26,7 @@ struct TermUptake {
   std::string head;       ///< ctr | cvr
   std::string term;       ///< taste | private | cross
   std::string questions;  ///< the questions whose mechanism the term is
-  double slope = NAN;     ///< of the model's logit on the weighted term
+  double slope = NAN;     ///< the term's coefficient in the joint regression of the head's logit
 };
 
 /// A term of a true logit whose uptake is measured: its head, its name and the questions it answers.
@@ -71,17 +73,22 @@ class DesignedTerms {
 
   bool empty() const noexcept { return columns_.empty(); }
 
-  /// The slopes of a run's logits on every term, from its test predictions
+  /// Each head's coefficients on its own terms, from a run's test predictions
   /// (`p_ctr` or `p_cvr` empty: a head the model lacks), in the split's row order.
   std::vector<TermUptake> uptake(const std::vector<float>& p_ctr, const std::vector<float>& p_cvr) const {
     std::vector<TermUptake> out;
     const auto ctr_logit = logits_of(p_ctr), cvr_logit = logits_of(p_cvr);
-    for (const auto& k : columns_) {
-      const auto& logit = k.name.on_ctr_head() ? ctr_logit : cvr_logit;
-      if (logit.empty()) continue;
-      TORCH_CHECK(logit.size() == k.values.size(), "mechanism uptake: ", logit.size(),
-                  " test predictions, but the test split has ", k.values.size(), " rows");
-      out.push_back({k.name.head, k.name.term, k.name.questions, slope_of(k.values, logit)});
+    std::vector<double> ctr_fit, cvr_fit;
+    for (auto [logit, fit] : {std::pair{&ctr_logit, &ctr_fit}, std::pair{&cvr_logit, &cvr_fit}})
+      if (!logit->empty()) {
+        TORCH_CHECK(logit->size() == columns_.front().values.size(), "mechanism uptake: ", logit->size(),
+                    " test predictions, but the test split has ", columns_.front().values.size(), " rows");
+        *fit = joint_coefficients(*logit);
+      }
+    for (size_t j = 0; j < columns_.size(); ++j) {
+      const auto& k = columns_[j];
+      const auto& fit = k.name.on_ctr_head() ? ctr_fit : cvr_fit;
+      if (!fit.empty()) out.push_back({k.name.head, k.name.term, k.name.questions, fit[j]});
     }
     return out;
   }
@@ -94,15 +101,49 @@ class DesignedTerms {
     std::vector<double> values;
   };
 
-  /// cov(x, y) / var(x); NaN when x does not vary.
-  static double slope_of(const std::vector<double>& x, const std::vector<double>& y) {
-    const double n = static_cast<double>(x.size());
-    double mx = 0, my = 0;
-    for (size_t i = 0; i < x.size(); ++i) mx += x[i], my += y[i];
-    mx /= n, my /= n;
-    double sxy = 0, sxx = 0;
-    for (size_t i = 0; i < x.size(); ++i) sxy += (x[i] - mx) * (y[i] - my), sxx += (x[i] - mx) * (x[i] - mx);
-    return sxx > 0 ? sxy / sxx : NAN;
+  /// The least-squares coefficients of `y` on every column at once (with an
+  /// intercept, not returned), one per column; NaN where the columns are collinear.
+  std::vector<double> joint_coefficients(const std::vector<double>& y) const {
+    const size_t k = columns_.size(), n = y.size();
+    // Centred normal equations: S b = s, with S the columns' covariances and s their covariances with y.
+    std::vector<double> mean(k, 0.0);
+    double mean_y = 0;
+    for (size_t i = 0; i < n; ++i) {
+      mean_y += y[i];
+      for (size_t a = 0; a < k; ++a) mean[a] += columns_[a].values[i];
+    }
+    mean_y /= static_cast<double>(n);
+    for (auto& m : mean) m /= static_cast<double>(n);
+    std::vector<std::vector<double>> system(k, std::vector<double>(k + 1, 0.0));
+    for (size_t i = 0; i < n; ++i)
+      for (size_t a = 0; a < k; ++a) {
+        const double xa = columns_[a].values[i] - mean[a];
+        for (size_t b = 0; b < k; ++b) system[a][b] += xa * (columns_[b].values[i] - mean[b]);
+        system[a][k] += xa * (y[i] - mean_y);
+      }
+    return solve(system);
+  }
+
+  /// Gaussian elimination with partial pivoting of an augmented k x (k + 1) system.
+  static std::vector<double> solve(std::vector<std::vector<double>> m) {
+    const size_t k = m.size();
+    double scale = 0;
+    for (size_t c = 0; c < k; ++c) scale = std::max(scale, std::abs(m[c][c]));
+    for (size_t c = 0; c < k; ++c) {
+      size_t pivot = c;
+      for (size_t r = c + 1; r < k; ++r)
+        if (std::abs(m[r][c]) > std::abs(m[pivot][c])) pivot = r;
+      if (!(std::abs(m[pivot][c]) > 1e-12 * scale)) return std::vector<double>(k, NAN);
+      std::swap(m[c], m[pivot]);
+      for (size_t r = 0; r < k; ++r) {
+        if (r == c) continue;
+        const double f = m[r][c] / m[c][c];
+        for (size_t j = c; j <= k; ++j) m[r][j] -= f * m[c][j];
+      }
+    }
+    std::vector<double> out(k);
+    for (size_t c = 0; c < k; ++c) out[c] = m[c][k] / m[c][c];
+    return out;
   }
 
   static std::vector<double> logits_of(const std::vector<float>& p) {

@@ -5,6 +5,7 @@
 
 #include "report_runs.hpp"
 
+#include <mtl/detail/join.hpp>
 #include <mtl/metrics/delong.hpp>
 #include <mtl/metrics/multitask_metrics.hpp>
 #include <mtl/metrics/paired_seeds.hpp>
@@ -17,6 +18,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <iterator>
 #include <map>
 #include <optional>
 #include <set>
@@ -291,37 +293,76 @@ inline size_t paired_seeds(const std::vector<DeltaRow>& rows) {
   return n;
 }
 
-/// Whether a run picked its best checkpoint in the last tenth of its steps.
-inline bool unconverged(const RunRecord& r) { return r.best_step >= r.max_steps * 9 / 10; }
+/// A run's validation values of its primary metric, by step.
+inline std::map<int64_t, double> primary_curve(const RunRecord& r) {
+  std::map<int64_t, double> curve;
+  for (const auto& rec : r.valid_records)
+    if (rec["values"].contains(r.primary_key) && !rec["values"][r.primary_key].is_null())
+      curve[rec["step"].get<int64_t>()] = rec["values"][r.primary_key].get<double>();
+  return curve;
+}
+
+/// A run's gain in its primary validation metric per 1000 steps over the end of
+/// training: from the last validation at or before 90 % of its steps (or the one
+/// before the last) to the last one. NaN without two validations.
+inline double final_gain_per_1000_steps(const RunRecord& r) {
+  const auto curve = primary_curve(r);
+  if (curve.size() < 2) return NAN;
+  const auto last = std::prev(curve.end());
+  auto from = curve.upper_bound(r.max_steps * 9 / 10);
+  from = from == curve.begin() ? from : std::prev(from);
+  if (from == last) from = std::prev(last);
+  return (last->second - from->second) / static_cast<double>(last->first - from->first) * 1000.0;
+}
+
+/// The gain per 1000 steps at the end of training above which a run is still learning: 4000 more steps (a tenth
+/// of the full preset's) at that rate would move it by 0.0004, a fifth of the smallest equivalence margin.
+constexpr double kStillLearningPer1000Steps = 0.0001;
+
+inline bool still_learning(const RunRecord& r) {
+  const double gain = final_gain_per_1000_steps(r);
+  return !std::isnan(gain) && gain > kStillLearningPer1000Steps;
+}
 
 /// How far the primary validation metric must fall after its peak for a run to be flagged as overfitting.
 constexpr double kOverfitDrop = 0.005;
 
-/// Notes on how to read the runs: not converged (best step at the end), or
-/// overfitting (validation peaked early and fell after), and unhealthy gates.
+/// Notes on how to read the runs, over every finished seed: still learning at
+/// the end (the validation curve's slope over the last tenth), overfitting
+/// (validation peaked before half the steps and fell after), and unhealthy gates
+/// (first finished seed).
 inline std::vector<std::string> run_notes(const std::vector<ExperimentRecord>& chain) {
   std::vector<std::string> notes;
   for (const auto& e : chain) {
-    const auto* r = e.first_finished();
-    if (!r || r->max_steps <= 0) continue;
-    if (unconverged(*r))
-      notes.push_back(fmt::format("{} picked its best checkpoint at step {} of {}: it may not have converged.", e.id,
-                                  r->best_step, r->max_steps));
-    // Overfitting: the primary metric peaked before half the steps and the last validation fell from the peak.
-    double best = NAN, last = NAN;
-    int64_t best_at = -1, last_at = -1;
-    for (const auto& rec : r->valid_records) {
-      if (!rec["values"].contains(r->primary_key) || rec["values"][r->primary_key].is_null()) continue;
-      const double v = rec["values"][r->primary_key].get<double>();
-      const int64_t step = rec["step"].get<int64_t>();
-      if (std::isnan(best) || v > best) best = v, best_at = step;
-      if (step >= last_at) last = v, last_at = step;
+    std::vector<std::string> learning, overfitting;
+    int finished = 0;
+    for (size_t k = 0; k < e.runs.size(); ++k) {
+      const auto& run = e.runs[k];
+      if (!run.status.finished || run.max_steps <= 0) continue;
+      ++finished;
+      if (still_learning(run))
+        learning.push_back(fmt::format("seed {} {:+.5f}", k, final_gain_per_1000_steps(run)));
+      const auto curve = primary_curve(run);
+      if (curve.empty()) continue;
+      const auto peak = std::max_element(curve.begin(), curve.end(),
+                                         [](const auto& a, const auto& b) { return a.second < b.second; });
+      const auto last = std::prev(curve.end());
+      if (peak->first * 2 <= run.max_steps && last->first > peak->first && peak->second - last->second > kOverfitDrop)
+        overfitting.push_back(fmt::format("seed {}: {:.4f} at step {} of {}, {:.4f} at step {}", k, peak->second,
+                                          peak->first, run.max_steps, last->second, last->first));
     }
-    if (best_at >= 0 && best_at * 2 <= r->max_steps && last_at > best_at && best - last > kOverfitDrop)
+    const auto* r = e.first_finished();
+    if (!r) continue;
+    if (!learning.empty())
       notes.push_back(fmt::format(
-          "{} overfits: validation {} peaked at {:.4f} at step {} of {} and fell to {:.4f} (-{:.4f}) by step {}; "
-          "its test metrics are the step-{} model's.",
-          e.id, r->primary_key, best, best_at, r->max_steps, last, best - last, last_at, best_at));
+          "{} was still learning at the end in {} of {} seed(s): validation {} gained more than {} per 1000 steps over "
+          "the last tenth ({}); more steps could change its results.",
+          e.id, learning.size(), finished, r->primary_key, kStillLearningPer1000Steps, mtl::detail::join(learning, ", ")));
+    if (!overfitting.empty())
+      notes.push_back(fmt::format("{} overfits in {} of {} seed(s): validation {} peaked early and fell by more than {} "
+                                  "({}); its test metrics are the peak's models'.",
+                                  e.id, overfitting.size(), finished, r->primary_key, kOverfitDrop,
+                                  mtl::detail::join(overfitting, "; ")));
     for (const auto& g : r->gate_records)
       if (!g["healthy"].get<bool>())
         notes.push_back(
@@ -398,10 +439,11 @@ inline std::vector<std::string> declared_choices(const std::vector<ExperimentRec
   return lines;
 }
 
-/// Whether any experiment picked its best checkpoint in the last tenth of its steps.
-inline bool some_run_unconverged(const std::vector<ExperimentRecord>& chain) {
+/// Whether any finished run of the chain was still learning at the end.
+inline bool some_run_still_learning(const std::vector<ExperimentRecord>& chain) {
   for (const auto& e : chain)
-    if (const auto* r = e.first_finished(); r && r->max_steps > 0 && unconverged(*r)) return true;
+    for (const auto& r : e.runs)
+      if (r.status.finished && r.max_steps > 0 && still_learning(r)) return true;
   return false;
 }
 
@@ -436,10 +478,11 @@ inline std::vector<std::string> method_lines(const std::vector<DeltaRow>& rows,
         "DeLong's p on the first seed's test rows is shown for reference only: it measures test-row noise, not "
         "whether a difference survives retraining. Run with --seeds {} or more for verdicts.",
         seeds, kMinSeeds));
-  if (some_run_unconverged(chain))
-    lines.push_back(
-        "Some runs picked their best checkpoint at the end of training: they have not converged, and this chain is a "
-        "smoke test of the machinery, not an answer to the questions.");
+  if (some_run_still_learning(chain))
+    lines.push_back(fmt::format(
+        "Some runs were still learning at the end of training (validation gaining more than {} per 1000 steps over "
+        "the last tenth; see the notes): their comparisons describe this budget, and more steps could change them.",
+        kStillLearningPer1000Steps));
   return lines;
 }
 
@@ -471,9 +514,9 @@ inline std::vector<DesignedVsFound> designed_vs_found(const std::vector<DeltaRow
 
 /// The heading of the uptake table, in the text and the HTML report.
 inline constexpr const char* kUptakeHeading =
-    "What the models learned of each mechanism (synthetic data, test rows, mean over the seeds): the slope of the "
-    "model's logit on each weighted term of the true logit; 1 when the model moves with the term as the truth does, "
-    "0 when it ignores it";
+    "What the models learned of each mechanism (synthetic data, test rows, mean over the seeds): the coefficient of "
+    "each weighted term of the true logits when the head's logit is regressed on all of them at once (the tastes "
+    "correlate); 1 when the model moves with the term as the truth does, 0 when it ignores it";
 
 /// Which question each term's mechanism answers, under the uptake table.
 inline constexpr const char* kUptakeLegend = "taste: Q1; private: Q3, Q4; cross: Q5";
