@@ -289,6 +289,8 @@ inline void write_report_html(const std::string& output, const std::vector<Exper
     }
     page += "</table>";
   }
+  if (const auto claim = aligner_claim(chain, rows))
+    page += "<h2>The aligner's claim</h2><p>" + html::escape(*claim) + "</p>";
   page += "<h2>Declared choices</h2><ul>";
   for (const auto& line : declared_choices(chain)) page += "<li>" + html::escape(line) + "</li>";
   page += "</ul>";

@@ -103,7 +103,9 @@ inline void write_delta_analysis_json(const std::string& output, const std::vect
                                        {"declared_choices", analysis.choices},
                                        {"mechanism_uptake", uptake_json},
                                        {"scenario", scenario ? nlohmann::json(*scenario) : nlohmann::json(nullptr)},
-                                       {"notes", analysis.notes}}
+                                       {"notes", analysis.notes},
+                                       {"aligner_claim", analysis.aligner ? nlohmann::json(*analysis.aligner)
+                                                                          : nlohmann::json(nullptr)}}
                                 .dump(2) +
                             "\n");
 }

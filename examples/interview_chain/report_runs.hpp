@@ -32,6 +32,7 @@ struct RunRecord {
   std::map<std::string, double> test;            ///< defined test metrics
   std::map<std::string, std::string> undefined;  ///< test metrics without a value, and why
   std::vector<nlohmann::json> valid_records, gate_records;
+  std::vector<nlohmann::json> scale_records;  ///< the test split's expert output scales (gated mixers)
 };
 
 inline RunRecord read_run(const std::string& dir) {
@@ -48,7 +49,10 @@ inline RunRecord read_run(const std::string& dir) {
   }
   r.valid_records = run.metric_records("valid");
   for (auto& j : run.expert_health_records("test"))
-    if (j["record"] == "gate") r.gate_records.push_back(std::move(j));
+    if (j["record"] == "gate")
+      r.gate_records.push_back(std::move(j));
+    else if (j["record"] == "expert_scale")
+      r.scale_records.push_back(std::move(j));
   if (r.status.finished)
     if (const auto eval = run.evaluation()) {
       r.best_step = eval->best_step;

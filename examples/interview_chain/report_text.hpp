@@ -102,6 +102,7 @@ inline void write_delta_analysis_text(const std::string& output, const std::vect
                          d.designed, d.found, d.as_designed ? "as designed" : "NOT as designed");
     out << "\n";
   }
+  if (analysis.aligner) out << *analysis.aligner << "\n\n";
   if (any_uptake(chain)) {
     out << kUptakeHeading << "\n      ";
     for (const auto& name : kDesignedTermNames)
