@@ -268,8 +268,8 @@ inline void write_report_html(const std::string& output, const std::vector<Exper
           "<tr><td class='l'>{}</td><td class='l'>{}</td><td class='l'>{} = {}</td><td class='l'>{}</td><td "
           "class='l'>{}</td><td class='l'>{}</td><td class='l'>{}</td><td class='l {}'>{}</td></tr>",
           d.question, html::escape(m.mechanism), d.knob, html::escape(d.knob_value), html::escape(m.why),
-          html::escape(d.comparison), d.designed, d.found, d.as_designed ? "gain" : "loss",
-          d.as_designed ? "as designed" : "not as designed");
+          html::escape(d.comparison), d.designed, d.found,
+          !d.why_not_found.empty() ? "" : d.as_designed ? "gain" : "loss", html::escape(d.outcome()));
     }
     page += "</table>";
   }

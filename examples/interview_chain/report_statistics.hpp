@@ -493,6 +493,12 @@ inline std::vector<std::string> method_lines(const std::vector<DeltaRow>& rows,
 struct DesignedVsFound {
   std::string question, comparison, knob, knob_value, designed, found;
   bool as_designed = false;
+  std::string why_not_found;  ///< why there is no verdict to hold against the design ("n/a")
+
+  /// "as designed", "NOT as designed", or why neither can be said.
+  std::string outcome() const {
+    return !why_not_found.empty() ? "n/a: " + why_not_found : as_designed ? "as designed" : "NOT as designed";
+  }
 };
 
 /// The primaries' designed answers beside their verdicts; empty when the data is not synthetic.
@@ -510,6 +516,8 @@ inline std::vector<DesignedVsFound> designed_vs_found(const std::vector<DeltaRow
                       r.designed,
                       r.available && r.test.defined() ? found_answer(r.verdict) : "n/a"};
     d.as_designed = d.designed == d.found;
+    if (!r.available) d.why_not_found = r.why_not;
+    else if (!r.test.defined()) d.why_not_found = r.test.undefined_because;
     out.push_back(d);
   }
   return out;

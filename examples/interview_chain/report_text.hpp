@@ -99,7 +99,7 @@ inline void write_delta_analysis_text(const std::string& output, const std::vect
     for (const auto& d : designed)
       out << fmt::format("  {}  {}, {}={}{:<{}}  designed {:<4}  found {:<12}  {}\n", d.question, d.comparison, d.knob,
                          d.knob_value, "", width - d.comparison.size() - d.knob.size() - d.knob_value.size(),
-                         d.designed, d.found, d.as_designed ? "as designed" : "NOT as designed");
+                         d.designed, d.found, d.outcome());
     out << "\n";
   }
   if (analysis.aligner) out << *analysis.aligner << "\n\n";
