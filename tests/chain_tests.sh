@@ -204,6 +204,11 @@ PY
     sleep 0.1
   done
   sleep 2
+  # Local ranks open no port beyond this machine: any socket of theirs still listening is on loopback
+  # (a TCP store would listen on every interface for the whole run).
+  ss -ltnpH > listening.txt
+  ! grep 'interview_chain' listening.txt | awk '{print $4}' | grep -vE '^(127\.[0-9.]+|\[::1\]):' ||
+    { cat listening.txt; fail "a local rank listens beyond loopback"; }
   for child in /proc/[0-9]*; do  # the launcher's child with RANK=1
     [ "$(awk '{print $4}' "$child/stat" 2> /dev/null)" = "$launcher" ] || continue
     if tr '\0' '\n' < "$child/environ" 2> /dev/null | grep -qx RANK=1; then kill -9 "${child#/proc/}"; fi

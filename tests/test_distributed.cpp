@@ -99,9 +99,27 @@ TEST_CASE("distributed environment: torchrun's variables") {
                       "sets WORLD_SIZE but not RANK");
   REQUIRE_TORCH_ERROR(from({{"RANK", "0"}, {"WORLD_SIZE", "two"}}), "WORLD_SIZE is 'two'");
   REQUIRE_TORCH_ERROR(from({{"RANK", "0"}, {"WORLD_SIZE", "2"}, {"MASTER_PORT", "29400"}}),
-                      "sets WORLD_SIZE but not MASTER_ADDR");
+                      "sets WORLD_SIZE but neither MASTER_ADDR nor MTL_STORE_FILE");
+  // Ranks on one machine meet at a file store: no address or port is read.
+  const auto local = from({{"RANK", "1"}, {"WORLD_SIZE", "2"}, {"MTL_STORE_FILE", "/tmp/x/store"}});
+  REQUIRE((local->store_file == "/tmp/x/store" && local->rank == 1 && local->world_size == 2));
+  REQUIRE(e->store_file.empty());
   REQUIRE_TORCH_ERROR(from({{"RANK", "0"}, {"WORLD_SIZE", "2"}, {"MASTER_ADDR", "h"}, {"MASTER_PORT", "70000"}}),
                       "MASTER_PORT is '70000': expected an integer in [1, 65535]");
+}
+
+// Ranks on one machine meet at a file store (no port is opened) and exchange tensors over loopback.
+TEST_CASE("distributed: two ranks meet at a file store") {
+  mtl_test::ScratchDir tmp("file_store");
+  const std::string store = (tmp / "store");
+  std::vector<torch::Tensor> gathered(2);
+  on_every_rank(2, [&](int64_t rank) {
+    distributed::Environment e;
+    e.rank = rank, e.world_size = 2, e.local_rank = rank, e.store_file = store;
+    const auto group = distributed::join_group(e, 20s);
+    gathered[rank] = torch::stack(group.all_gather(torch::full({2}, static_cast<float>(rank + 1)), "test gather"));
+  });
+  for (const auto& g : gathered) REQUIRE(torch::equal(g, torch::tensor({{1.f, 1.f}, {2.f, 2.f}})));
 }
 
 // Two ranks, each with half of a batch, average their gradients: the result

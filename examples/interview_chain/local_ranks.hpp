@@ -1,6 +1,7 @@
 // `--nproc N`: starts N copies of this program on this machine as the ranks
-// of one process group (torchrun's environment over loopback) and waits for
-// them. When a rank fails, the others fail too once their next collective
+// of one process group and waits for them. The ranks meet at a file store in
+// a private temporary folder (MTL_STORE_FILE) and run their collectives over
+// loopback, so nothing listens beyond this machine. When a rank fails, the others fail too once their next collective
 // times out; a rank still running well past that is stopped, so nothing
 // waits forever.
 #pragma once
@@ -8,10 +9,7 @@
 #include <c10/util/Exception.h>
 #include <fmt/core.h>
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <signal.h>
-#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -20,27 +18,34 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <string>
 #include <thread>
 #include <vector>
 
 namespace chain {
 
-/// A TCP port on the loopback address that nothing listens on now.
-inline int free_loopback_port() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  TORCH_CHECK(fd >= 0, "cannot open a socket to find a free port: ", std::strerror(errno));
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  address.sin_port = 0;
-  socklen_t length = sizeof(address);
-  const bool ok = ::bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) == 0 &&
-                  ::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length) == 0;
-  ::close(fd);
-  TORCH_CHECK(ok, "cannot find a free port on 127.0.0.1: ", std::strerror(errno));
-  return ntohs(address.sin_port);
-}
+/// A private temporary folder (mode 0700), removed with what it holds when this goes out of scope.
+class PrivateFolder {
+ public:
+  PrivateFolder() {
+    const char* tmp = std::getenv("TMPDIR");
+    std::string pattern = std::string(tmp && *tmp ? tmp : "/tmp") + "/mtl-ranks-XXXXXX";
+    TORCH_CHECK(::mkdtemp(pattern.data()) != nullptr, "cannot create a folder for the ranks' store (", pattern,
+                "): ", std::strerror(errno));
+    path_ = pattern;
+  }
+  ~PrivateFolder() {
+    std::error_code ignored;
+    std::filesystem::remove_all(path_, ignored);
+  }
+  PrivateFolder(const PrivateFolder&) = delete;
+  PrivateFolder& operator=(const PrivateFolder&) = delete;
+  const std::string& path() const noexcept { return path_; }
+
+ private:
+  std::string path_;
+};
 
 /// How a child process ended, in words.
 inline std::string exit_description(int status) {
@@ -55,7 +60,8 @@ inline std::string exit_description(int status) {
 /// ranks still running `grace` after the first failure are killed.
 inline int run_local_ranks(char** argv, int nproc, std::chrono::seconds grace) {
   TORCH_CHECK(nproc >= 1, "--nproc expects a count of 1 or more, but got ", nproc);
-  const int port = free_loopback_port();
+  const PrivateFolder folder;
+  const std::string store = folder.path() + "/store";
   // Each rank's environment is built before fork: the child only calls execve.
   std::vector<std::vector<std::string>> environments;
   for (int rank = 0; rank < nproc; ++rank) {
@@ -63,8 +69,7 @@ inline int run_local_ranks(char** argv, int nproc, std::chrono::seconds grace) {
                                  "LOCAL_RANK=" + std::to_string(rank),
                                  "WORLD_SIZE=" + std::to_string(nproc),
                                  "LOCAL_WORLD_SIZE=" + std::to_string(nproc),
-                                 "MASTER_ADDR=127.0.0.1",
-                                 "MASTER_PORT=" + std::to_string(port)};
+                                 "MTL_STORE_FILE=" + store};
     const auto launcher_set = env.size();  // then the rest of this process's environment
     for (char** var = environ; *var != nullptr; ++var) {
       const std::string entry = *var, name = entry.substr(0, entry.find('='));

@@ -22,10 +22,12 @@ inline constexpr const char* kTrainHelp =
     "  trains one experiment; with an existing --run-dir holding ckpt_last.pt it continues from there\n"
     "  --nproc N     train on N processes of this machine (data-parallel over loopback, Gloo): each takes its share\n"
     "                of every global batch of data.batch_size rows: one process's computation, its sums in another\n"
-    "                order; each rank gets the cores / N as --threads unless --threads is given\n"
+    "                order; each rank gets the cores / N as --threads unless --threads is given. The ranks meet at\n"
+    "                a file store in a private temporary folder: no port is opened beyond loopback\n"
     "  --timeout S   how long a rank waits for the others before it fails, naming itself (default 60)\n"
     "  Started by an external launcher (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT set), the program joins that\n"
-    "  group instead; every rank then needs the same --run-dir, on storage every rank can read.\n";
+    "  group instead; every rank then needs the same --run-dir, on storage every rank can read. Rank 0 then serves\n"
+    "  c10d's TCP store at MASTER_ADDR:MASTER_PORT, which has no authentication: run it on a trusted network.\n";
 
 inline int cmd_train(int argc, char** argv) {
   auto a = parse(argc, argv, 2, with(kOverrideOptions, {"--config", "--run-dir", "--nproc", "--timeout"}), {"--quiet"},

@@ -1,6 +1,7 @@
 // Where this process stands in a group of processes, read from the
-// environment that torchrun (and `interview_chain --nproc`) sets: RANK,
-// WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT.
+// environment that torchrun sets (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR,
+// MASTER_PORT), or that a launcher of ranks on this machine sets (RANK,
+// WORLD_SIZE, LOCAL_RANK and MTL_STORE_FILE, a file store: no port opened).
 #pragma once
 
 #include <c10/util/Exception.h>
@@ -23,6 +24,10 @@ struct Environment {
   /// The launcher already serves the store at MASTER_ADDR:MASTER_PORT
   /// (torchrun sets TORCHELASTIC_USE_AGENT_STORE=True): every rank joins it as a client.
   bool launcher_serves_store = false;
+  /// Ranks on one machine: the store is this file (c10d's FileStore), and the
+  /// collectives run over loopback; no store port is opened. Empty: a TCP store
+  /// at MASTER_ADDR:MASTER_PORT, which has no authentication (a trusted network).
+  std::string store_file;
 
   bool is_leader() const noexcept { return rank == 0; }
 
@@ -42,9 +47,14 @@ struct Environment {
     e.world_size = integer(lookup, "WORLD_SIZE", 1, 1 << 20);
     e.rank = integer(lookup, "RANK", 0, e.world_size - 1);
     e.local_rank = lookup("LOCAL_RANK") ? integer(lookup, "LOCAL_RANK", 0, e.world_size - 1) : e.rank;
+    if (const char* file = lookup("MTL_STORE_FILE"); file != nullptr && *file != '\0') {
+      e.store_file = file;
+      return e;
+    }
     const char* addr = lookup("MASTER_ADDR");
     TORCH_CHECK(addr != nullptr && *addr != '\0',
-                "the environment sets WORLD_SIZE but not MASTER_ADDR: the group's store address is needed");
+                "the environment sets WORLD_SIZE but neither MASTER_ADDR nor MTL_STORE_FILE: the group's store is "
+                "needed");
     e.master_addr = addr;
     e.master_port = static_cast<uint16_t>(integer(lookup, "MASTER_PORT", 1, 65535));
     const char* agent_store = lookup("TORCHELASTIC_USE_AGENT_STORE");

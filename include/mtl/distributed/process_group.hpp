@@ -1,6 +1,6 @@
-// A c10d process group over TCP: the leader (rank 0) serves a TCPStore at
-// MASTER_ADDR:MASTER_PORT, every rank meets there, and Gloo runs the
-// collectives on the CPU. Needs a LibTorch built with Gloo and Gloo's headers
+// A c10d process group: the ranks meet at a store (a TCPStore that the
+// leader serves at MASTER_ADDR:MASTER_PORT, or for ranks on one machine a
+// FileStore, which opens no port), and Gloo runs the collectives on the CPU. Needs a LibTorch built with Gloo and Gloo's headers
 // (Debian: libgloo-dev); link `mtl::distributed`, which defines USE_C10D_GLOO.
 #pragma once
 
@@ -12,6 +12,7 @@
 
 #include <torch/types.h>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
+#include <torch/csrc/distributed/c10d/FileStore.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 
 #include <chrono>
@@ -58,24 +59,34 @@ struct Group {
 /// naming the store's address.
 inline Group join_group(const Environment& environment, std::chrono::milliseconds timeout = std::chrono::seconds(60)) {
   Group group{environment, {}, timeout};
-  const std::string where = environment.master_addr + ":" + std::to_string(environment.master_port);
+  const bool on_file = !environment.store_file.empty();
+  const std::string where = on_file ? "the file store " + environment.store_file
+                                    : environment.master_addr + ":" + std::to_string(environment.master_port);
   try {
-    c10d::TCPStoreOptions store_options;
-    store_options.port = environment.master_port;
-    store_options.isServer = environment.is_leader() && !environment.launcher_serves_store;
-    store_options.numWorkers = static_cast<size_t>(environment.world_size);
-    store_options.waitWorkers = false;
-    store_options.timeout = timeout;
-    auto store = c10::make_intrusive<c10d::TCPStore>(environment.master_addr, store_options);
+    c10::intrusive_ptr<c10d::Store> store;
+    if (on_file) {
+      store = c10::make_intrusive<c10d::FileStore>(environment.store_file, static_cast<int>(environment.world_size));
+      store->setTimeout(timeout);
+    } else {
+      c10d::TCPStoreOptions store_options;
+      store_options.port = environment.master_port;
+      store_options.isServer = environment.is_leader() && !environment.launcher_serves_store;
+      store_options.numWorkers = static_cast<size_t>(environment.world_size);
+      store_options.waitWorkers = false;
+      store_options.timeout = timeout;
+      store = c10::make_intrusive<c10d::TCPStore>(environment.master_addr, store_options);
+    }
     auto options = c10d::ProcessGroupGloo::Options::create(timeout);
-    options->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname(environment.master_addr));
+    options->devices.push_back(
+        c10d::ProcessGroupGloo::createDeviceForHostname(on_file ? "127.0.0.1" : environment.master_addr));
     group.process_group = c10::make_intrusive<c10d::ProcessGroupGloo>(
         store, static_cast<int>(environment.rank), static_cast<int>(environment.world_size), options);
   } catch (const std::exception& e) {
     TORCH_CHECK(false, "rank ", environment.rank, " of ", environment.world_size,
                 " could not join the process group at ", where, " within ", timeout.count() / 1000.0, " s",
-                environment.is_leader() ? " (is the port in use, or did a rank not start?)"
-                                        : " (is rank 0 running, and every rank given the same WORLD_SIZE?)",
+                on_file                 ? " (did every rank start, with the same WORLD_SIZE and store file?)"
+                : environment.is_leader() ? " (is the port in use, or did a rank not start?)"
+                                          : " (is rank 0 running, and every rank given the same WORLD_SIZE?)",
                 ": ", e.what());
   }
   return group;

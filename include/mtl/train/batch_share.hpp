@@ -18,8 +18,9 @@ namespace mtl::train {
 
 /// Rank `rank` of `world_size`'s rows of `batch` (`share_range`).
 inline data::TrainingBatch share_of(const data::TrainingBatch& batch, int64_t rank, int64_t world_size) {
-  const auto [begin, end] = share_range(batch.size(), rank, world_size);
-  const auto take = [&](const torch::Tensor& t) { return t.defined() ? t.narrow(0, begin, end - begin) : t; };
+  const auto range = share_range(batch.size(), rank, world_size);
+  const int64_t begin = range.first, rows = range.second - range.first;
+  const auto take = [begin, rows](const torch::Tensor& t) { return t.defined() ? t.narrow(0, begin, rows) : t; };
   return {{take(batch.features.sparse_ids), take(batch.features.dense)}, take(batch.click), take(batch.conversion)};
 }
 

@@ -59,8 +59,10 @@ struct RestoredState {
 inline RestoredState restore_training_state(const RunDirectory& dir, torch::nn::Module& model,
                                             optim::DualSparseDenseOptimizer& optimizer, data::BatchLoader& loader,
                                             const std::function<void(const std::string&)>& warn) {
-  auto [state, source] =
+  auto loaded =
       io::load_first_good({dir.path(run_files::kLastCheckpoint), dir.path(run_files::kPreviousCheckpoint)}, warn);
+  const auto& state = loaded.tensors;
+  const auto& source = loaded.path;
   io::load_module_state(model, state, "model.", source);
   torch::serialize::InputArchive archive;
   std::istringstream bytes(io::tensor_bytes(state.at("optimizer")));
