@@ -421,6 +421,30 @@ aliccp_samples)
   expect_in 'E1,"","not run"' chain/summary.csv
   ;;
 
+headerless_split)
+  # PaddleRec's layout: train.csv with a header, test.csv without one, and rows with a conversion but no click.
+  mkdir paddle
+  awk -F, -v OFS=, 'NR == 3 || NR == 5 { $1 = 0; $2 = 1 } { print }' "$data/aliccp/ali_ccp_train_sample.csv" > paddle/train.csv
+  tail -n +2 "$data/aliccp/ali_ccp_test_sample.csv" > paddle/test.csv
+  ! "$bin" train --config "$configs/E2_deepfm_shared_esmm.yaml" --data aliccp:paddle --preset tiny --batch-size 16 \
+    --run-dir refused --quiet > refused.txt 2>&1 || fail "a conversion without a click was accepted by default"
+  expect_in "train.csv:3: purchase is 1 but click is 0; a conversion needs a click" refused.txt
+  expect_in "data.labels.conversion_without_click: drop or as_click" refused.txt
+  mkdir as_click
+  cp "$configs"/*.yaml as_click/
+  sed -i 's/^data:$/data:\n  labels:\n    conversion_without_click: as_click/' as_click/base.yaml
+  "$bin" train --config as_click/E2_deepfm_shared_esmm.yaml --data aliccp:paddle --preset tiny --batch-size 16 \
+    --run-dir run --quiet > train.txt
+  expect_in "test.csv has no header line; using train.csv's columns" train.txt
+  expect_in "train.csv: 2 conversion(s) without a click counted as clicks" train.txt
+  python3 - run/eval.json <<'PY' || fail "eval.json does not say what reading changed"
+import json, sys
+reads = json.load(open(sys.argv[1]))["data"]["reads"]
+assert reads["train.csv"]["conversions_without_click_as_click"] == 2 and reads["train.csv"]["header_line"], reads
+assert reads["test.csv"]["header_line"] is False and reads["test.csv"]["rows"] == 50, reads
+PY
+  ;;
+
 bundle)
   # A run exported to one file predicts what the run predicts, from raw CSV rows.
   "$bin" train --config "$configs/E5_deepfm_ple_lite_hetero_esmm.yaml" --data "aliccp:$data/aliccp" --preset tiny \

@@ -95,6 +95,64 @@ TEST_CASE("CSV reader accepts BOM, CRLF and extra columns") {
   REQUIRE(rows[0].conversion == 1.f);
 }
 
+// A split file without a header line: detected when its first line is a row of numbers with as many fields as
+// the training file's header, refused naming both counts when it has another count; `absent` reads every line.
+TEST_CASE("CSV reader reads a file without a header line with the training file's columns") {
+  ScratchDir tmp("csv_headerless");
+  const auto path = tmp.write("test.csv", "1,1,5,7,0.5\n0,0,6,7,1e-3\n");
+  CsvReadOptions read;
+  read.header = HeaderLine::detect;
+  read.columns = {"click", "buy", "user", "item", "price"}, read.columns_from = "train.csv";
+  std::vector<ParsedRow> rows;
+  CsvReadReport report;
+  read_csv(path, tiny_layout(), [&](const ParsedRow& r) { rows.push_back(r); }, read, &report);
+  REQUIRE(rows.size() == 2);
+  REQUIRE(rows[0].sparse == std::vector<int64_t>{5, 7});
+  REQUIRE((!report.header_line && report.rows == 2));
+  // A file with its header is read as before.
+  const auto with_header = tmp.write("valid.csv", "click,buy,user,item,price\n1,0,5,7,0.5\n");
+  read_csv(with_header, tiny_layout(), [](const ParsedRow&) {}, read, &report);
+  REQUIRE((report.header_line && report.rows == 1));
+  const auto narrow = tmp.write("narrow.csv", "1,1,5,7\n");
+  REQUIRE_TORCH_ERROR(read_csv(narrow, tiny_layout(), [](const ParsedRow&) {}, read),
+                      "narrow.csv:1: the first line is data, not a header naming the tiny layout's columns, but it "
+                      "has 4 fields where train.csv's header has 5");
+  read.header = HeaderLine::absent;
+  rows.clear();
+  read_csv(path, tiny_layout(), [&](const ParsedRow& r) { rows.push_back(r); }, read, &report);
+  REQUIRE(rows.size() == 2);
+  // Without detection, a data line where the header belongs is refused as before.
+  REQUIRE_TORCH_ERROR(read_csv(path, tiny_layout(), [](const ParsedRow&) {}), "the header has no column");
+}
+
+// A conversion without a click: refused by default, or dropped, or counted as a click, and counted.
+TEST_CASE("CSV reader treats a conversion without a click as asked") {
+  ScratchDir tmp("csv_conversion_without_click");
+  const auto path = tmp.write("train.csv", "click,buy,user,item,price\n1,1,5,7,0.5\n0,1,6,7,1\n0,0,6,8,1\n0,1,1,2,3\n");
+  REQUIRE_TORCH_ERROR(read_csv(path, tiny_layout(), [](const ParsedRow&) {}),
+                      "train.csv:3: buy is 1 but click is 0; a conversion needs a click");
+  CsvReadOptions read;
+  CsvReadReport report;
+  std::vector<ParsedRow> rows;
+  read.conversion_without_click = ConversionWithoutClick::drop;
+  read_csv(path, tiny_layout(), [&](const ParsedRow& r) { rows.push_back(r); }, read, &report);
+  REQUIRE((rows.size() == 2 && report.rows == 2 && report.conversions_without_click_dropped == 2));
+  REQUIRE(rows[1].sparse == std::vector<int64_t>{6, 8});
+  rows.clear();
+  read.conversion_without_click = ConversionWithoutClick::as_click;
+  read_csv(path, tiny_layout(), [&](const ParsedRow& r) { rows.push_back(r); }, read, &report);
+  REQUIRE((rows.size() == 4 && report.conversions_without_click_as_click == 2));
+  REQUIRE((rows[1].click == 1.f && rows[1].conversion == 1.f && rows[2].click == 0.f));
+  // Through the splits and their cache: the counts per file come back with a cache hit too.
+  const SplitFiles files{path, path, path};
+  const auto fresh = load_csv_splits(files, tiny_layout(), {}, tmp / "cache", read);
+  const auto cached = load_csv_splits(files, tiny_layout(), {}, tmp / "cache", read);
+  REQUIRE(cached.train.num_rows() == 4);
+  REQUIRE(fresh.reads.at(path).conversions_without_click_as_click == 2);
+  REQUIRE(cached.reads.at(path).conversions_without_click_as_click == 2);
+  REQUIRE(cached.reads.at(path).rows == 4);
+}
+
 // Each malformed input is refused with the file, line, column and what was expected.
 TEST_CASE("CSV reader refuses bad input with its place") {
   ScratchDir tmp("csv_bad");

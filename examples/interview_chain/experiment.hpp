@@ -8,6 +8,7 @@
 
 #include "config.hpp"
 
+#include <mtl/data/csv_reader.hpp>
 #include <mtl/data/layout_rules.hpp>
 #include <mtl/data/synthetic.hpp>
 #include <mtl/esmm.hpp>
@@ -35,6 +36,12 @@ struct ExperimentConfig {
   int64_t min_count = 1;
   int64_t embedding_dim = 8;
   mtl::data::LayoutRules layout;                     ///< CSV sources: labels, features, dense columns
+  /// CSV sources: a split file without a header line is detected by default; conversions without a click refused.
+  mtl::data::CsvReadOptions csv_read = [] {
+    mtl::data::CsvReadOptions o;
+    o.header = mtl::data::HeaderLine::detect;
+    return o;
+  }();
   double valid_fraction = 0.1, test_fraction = 0.1;  ///< held out of training where a split's file is missing
   mtl::data::SyntheticOptions synthetic;
   int64_t train_rows = 2'000'000, valid_rows = 200'000, test_rows = 200'000;
@@ -205,6 +212,20 @@ inline const std::vector<FieldSpec>& field_specs() {
       {"data.cache_dir", T::text, false, false, {}, [](C& c, V v) { c.cache_dir = value<std::string>(v); }},
       {"data.valid_fraction", T::number, false, true, {}, [](C& c, V v) { c.valid_fraction = share(v); }},
       {"data.test_fraction", T::number, false, true, {}, [](C& c, V v) { c.test_fraction = share(v); }},
+      {"data.header", T::text, false, true, {"detect", "first_line", "from_train"},
+       [](C& c, V v) {
+         const auto h = value<std::string>(v);
+         c.csv_read.header = h == "first_line"   ? mtl::data::HeaderLine::first_line
+                             : h == "from_train" ? mtl::data::HeaderLine::absent
+                                                 : mtl::data::HeaderLine::detect;
+       }},
+      {"data.labels.conversion_without_click", T::text, false, true, {"error", "drop", "as_click"},
+       [](C& c, V v) {
+         const auto policy = value<std::string>(v);
+         c.csv_read.conversion_without_click = policy == "drop"       ? mtl::data::ConversionWithoutClick::drop
+                                               : policy == "as_click" ? mtl::data::ConversionWithoutClick::as_click
+                                                                      : mtl::data::ConversionWithoutClick::error;
+       }},
       {"data.labels.click", T::text, false, true, {}, [](C& c, V v) { c.layout.click = value<std::string>(v); }},
       {"data.labels.conversion", T::text, false, true, {},
        [](C& c, V v) { c.layout.conversion = value<std::string>(v); }},

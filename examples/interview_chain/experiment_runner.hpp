@@ -13,8 +13,11 @@
 #include <mtl/train/run_directory.hpp>
 #include <mtl/train/trainer.hpp>
 
+#include <fmt/core.h>
+#include <nlohmann/json.hpp>
 #include <torch/cuda.h>
 
+#include <filesystem>
 #include <memory>
 #include <string>
 
@@ -32,7 +35,10 @@ struct DataBundle {
   std::shared_ptr<const mtl::data::SyntheticGenerator> generator;
   int64_t generated_train_rows = 0;
 
-  /// The rows training draws its batches from.
+  /// What reading the files found and changed (a file without a header line, conversions without a click),
+  /// kept in each run's eval.json; null for synthetic data.
+  nlohmann::json reads;
+
   /// The rows training draws its batches from; synthetic data reads draw `redraw` of its training rows.
   mtl::data::TrainingRows training_rows(uint64_t redraw) const {
     return generator ? generator->rows_on_demand(mtl::data::Split::train, generated_train_rows, redraw)
@@ -79,7 +85,34 @@ inline DataBundle load_data(const ExperimentConfig& c, const std::string& cache_
   EncodeOptions options;
   options.min_count = c.min_count, options.embedding_dim = c.embedding_dim;
   options.valid_fraction = c.valid_fraction, options.test_fraction = c.test_fraction;
-  auto splits = load_csv_splits(files, c.layout, options, c.cache_dir.empty() ? cache_dir : c.cache_dir);
+  auto splits = [&] {
+    try {
+      return load_csv_splits(files, c.layout, options, c.cache_dir.empty() ? cache_dir : c.cache_dir, c.csv_read);
+    } catch (const c10::Error& e) {  // the reader names its own option; a user of this program sets a config key
+      const std::string what = e.what_without_backtrace();
+      TORCH_CHECK(what.find("a conversion needs a click") == std::string::npos, what,
+                  "; in the config, data.labels.conversion_without_click: drop or as_click");
+      throw;
+    }
+  }();
+  // What reading changed, said once in the description and kept per file for eval.json.
+  std::string changes;
+  nlohmann::json reads = nlohmann::json::object();
+  const auto name = [](const std::string& file) { return std::filesystem::path(file).filename().string(); };
+  for (const auto& [file, read] : splits.reads) {
+    if (!read.header_line)
+      changes += "; " + name(file) + " has no header line; using " + name(files.train) + "'s columns";
+    if (read.conversions_without_click_dropped > 0)
+      changes += fmt::format("; {}: {} conversion(s) without a click dropped", name(file),
+                             read.conversions_without_click_dropped);
+    if (read.conversions_without_click_as_click > 0)
+      changes += fmt::format("; {}: {} conversion(s) without a click counted as clicks", name(file),
+                             read.conversions_without_click_as_click);
+    reads[name(file)] = {{"rows", read.rows},
+                         {"header_line", read.header_line},
+                         {"conversions_without_click_dropped", read.conversions_without_click_dropped},
+                         {"conversions_without_click_as_click", read.conversions_without_click_as_click}};
+  }
   auto held_out = [&](const std::string& file, const char* split, double share) {
     return file.empty()
                ? std::string(" (no ") + split + " file: " + std::to_string(static_cast<int>(share * 100 + 0.5)) +
@@ -91,9 +124,11 @@ inline DataBundle load_data(const ExperimentConfig& c, const std::string& cache_
                     held_out(files.valid, "validation", c.valid_fraction) + " / " +
                     std::to_string(splits.test.num_rows()) + " test rows" +
                     held_out(files.test, "test", c.test_fraction) + "; " + std::to_string(splits.schema.num_sparse()) +
-                    " sparse and " + std::to_string(splits.schema.num_dense()) + " dense fields";
-  return {splits.schema, std::move(splits.train),       std::move(splits.valid), std::move(splits.test),
-          desc,          std::move(splits.vocabularies)};
+                    " sparse and " + std::to_string(splits.schema.num_dense()) + " dense fields" + changes;
+  DataBundle data{splits.schema, std::move(splits.train),       std::move(splits.valid), std::move(splits.test),
+                  desc,          std::move(splits.vocabularies)};
+  data.reads = std::move(reads);
+  return data;
 }
 
 inline mtl::data::Dataset DataBundle::generated_train(uint64_t redraw) const {
@@ -133,12 +168,14 @@ inline constexpr const char* kNonFiniteAdvice =
     "lower optim.dense.lr, or for heterogeneous experts turn on model.align_outputs";
 
 inline mtl::train::TrainerOptions trainer_options(const ExperimentConfig& c, const std::string& run_dir, bool quiet,
-                                                  std::shared_ptr<mtl::train::Replicas> replicas = nullptr) {
+                                                  std::shared_ptr<mtl::train::Replicas> replicas = nullptr,
+                                                  nlohmann::json data_report = nullptr) {
   auto options = c.trainer;
   return options.output_dir(run_dir)
       .amp(c.trainer.amp() && (c.on_cuda() || c.amp_on_cpu))
       .gauc_group_field(kUserField)
       .non_finite_advice(kNonFiniteAdvice)
+      .data_report(data_report)
       .quiet(quiet)
       .replicas(std::move(replicas));
 }
@@ -159,7 +196,9 @@ inline mtl::train::TrainResult run_experiment(const ExperimentConfig& c, const D
     using Model = decltype(model);
     mtl::train::Trainer<Model> trainer(model, c.optimizer, mtl::train::Objective(c.model.heads, c.objective),
                                        data.training_rows(c.training_draw()), data.valid, &data.test,
-                                       trainer_options(c, run_dir, quiet, replicas));
+                                       trainer_options(c, run_dir, quiet, replicas,
+                                                       data.reads.is_null() ? nlohmann::json(nullptr)
+                                                                            : nlohmann::json{{"reads", data.reads}}));
     result = trainer.run();
   });
   return result;

@@ -34,7 +34,7 @@ inline uint64_t fnv1a(const std::string& text, uint64_t hash = 0xcbf29ce48422232
 
 /// Cache key of some source files and the options that shaped their encoding.
 inline uint64_t cache_key(const std::vector<std::string>& files, const std::string& options) {
-  uint64_t hash = fnv1a("mtl-cache-v1|" + options);
+  uint64_t hash = fnv1a("mtl-cache-v2|" + options);
   for (const auto& f : files) {
     std::error_code ec;
     const auto path = std::filesystem::weakly_canonical(f, ec);
@@ -46,7 +46,7 @@ inline uint64_t cache_key(const std::vector<std::string>& files, const std::stri
 }
 
 namespace detail {
-constexpr char kCacheMagic[8] = {'M', 'T', 'L', 'C', 'A', 'C', 'H', '1'};
+constexpr char kCacheMagic[8] = {'M', 'T', 'L', 'C', 'A', 'C', 'H', '2'};
 
 class CacheWriter {
  public:
@@ -141,6 +141,13 @@ inline void save_cache(const std::string& path, uint64_t key, const EncodedSplit
     for (const Dataset* ds : {&splits.train, &splits.valid, &splits.test}) {
       w.column(ds->ids), w.column(ds->dense), w.column(ds->click), w.column(ds->conversion);
     }
+    w.value<uint64_t>(splits.reads.size());
+    for (const auto& [file, read] : splits.reads) {
+      w.text(file);
+      w.value<uint8_t>(read.header_line ? 1 : 0);
+      w.value(read.rows), w.value(read.conversions_without_click_dropped);
+      w.value(read.conversions_without_click_as_click);
+    }
     w.close();
     std::error_code ec;
     std::filesystem::rename(temporary, path, ec);
@@ -188,6 +195,13 @@ inline std::optional<EncodedSplits> load_cache(const std::string& path, uint64_t
         if (ds->ids.size() != rows * schema.sparse_fields().size() || ds->dense.size() != rows * num_dense ||
             ds->conversion.size() != rows)
           magic_ok = false;
+      }
+      const auto num_reads = r.value<uint64_t>();
+      for (uint64_t k = 0; k < num_reads && r.ok(); ++k) {
+        auto& read = s.reads[r.text()];
+        read.header_line = r.value<uint8_t>() != 0;
+        read.rows = r.value<int64_t>(), read.conversions_without_click_dropped = r.value<int64_t>();
+        read.conversions_without_click_as_click = r.value<int64_t>();
       }
       if (r.ok() && r.at_end() && magic_ok) result = std::move(s);
     } catch (const c10::Error&) {

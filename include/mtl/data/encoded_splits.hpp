@@ -5,6 +5,7 @@
 // row's position: the same rows on every run, spread over the whole file.
 #pragma once
 
+#include <mtl/data/csv_reader.hpp>
 #include <mtl/data/dataset.hpp>
 #include <mtl/data/parsed_row.hpp>
 #include <mtl/data/vocabulary.hpp>
@@ -13,6 +14,7 @@
 
 #include <c10/util/Exception.h>
 
+#include <map>
 #include <string>
 #include <vector>
 
@@ -55,6 +57,9 @@ struct EncodedSplits {
   FeatureSchema schema;
   std::vector<Vocabulary> vocabularies;  ///< one per sparse field
   Dataset train, valid, test;
+  /// What reading each file found and changed, by file: a line without a header, conversions without a click
+  /// dropped or counted as clicks. Empty for sources that are not CSV files.
+  std::map<std::string, CsvReadReport> reads;
 };
 
 /// Appends one parsed row to `out`, encoded with `vocabularies`.

@@ -14,6 +14,7 @@
 
 #include <cstdio>
 #include <filesystem>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -83,22 +84,40 @@ inline EncodedSplits cached(const std::vector<std::string>& files, const std::st
 }
 }  // namespace detail
 
+/// The splits of `files` read with `layout`. `read` says how to treat a file's first line and a conversion
+/// without a click: the training file always has a header line, whose columns a validation or test file
+/// without one is read with (`HeaderLine::detect` or `absent`). What reading each file found and changed is in
+/// the result's `reads`.
 inline EncodedSplits load_csv_splits(const SplitFiles& files, const CsvLayout& layout,
-                                     const EncodeOptions& options = {}, const std::string& cache_dir = "") {
-  return detail::cached({files.train, files.valid, files.test}, layout.signature() + detail::options_signature(options),
-                        cache_dir, layout.name, [&] {
-                          SplitSources sources{csv_source(files.train, layout), {}, {}};
-                          if (!files.valid.empty()) sources.valid = csv_source(files.valid, layout);
-                          if (!files.test.empty()) sources.test = csv_source(files.test, layout);
-                          return encode_splits(sources, {layout.sparse, layout.dense}, options);
-                        });
+                                     const EncodeOptions& options = {}, const std::string& cache_dir = "",
+                                     const CsvReadOptions& read = {}) {
+  const auto read_signature = "|header=" + std::to_string(static_cast<int>(read.header)) + ",conversion_without_click=" +
+                              std::to_string(static_cast<int>(read.conversion_without_click));
+  return detail::cached(
+      {files.train, files.valid, files.test},
+      layout.signature() + detail::options_signature(options) + read_signature, cache_dir, layout.name, [&] {
+        std::map<std::string, CsvReadReport> reads;
+        CsvReadOptions train_read = read, other_read = read;
+        train_read.header = HeaderLine::first_line;
+        if (read.header != HeaderLine::first_line) {
+          other_read.columns = read_csv_header(files.train);
+          other_read.columns_from = std::filesystem::path(files.train).filename().string();
+        }
+        SplitSources sources{csv_source(files.train, layout, train_read, &reads[files.train]), {}, {}};
+        if (!files.valid.empty()) sources.valid = csv_source(files.valid, layout, other_read, &reads[files.valid]);
+        if (!files.test.empty()) sources.test = csv_source(files.test, layout, other_read, &reads[files.test]);
+        auto splits = encode_splits(sources, {layout.sparse, layout.dense}, options);
+        splits.reads = std::move(reads);
+        return splits;
+      });
 }
 
 /// As above, with the layout that `rules` find in the training file's header;
 /// the validation and test files must hold the same columns.
 inline EncodedSplits load_csv_splits(const SplitFiles& files, const LayoutRules& rules,
-                                     const EncodeOptions& options = {}, const std::string& cache_dir = "") {
-  return load_csv_splits(files, rules.resolve(read_csv_header(files.train), files.train), options, cache_dir);
+                                     const EncodeOptions& options = {}, const std::string& cache_dir = "",
+                                     const CsvReadOptions& read = {}) {
+  return load_csv_splits(files, rules.resolve(read_csv_header(files.train), files.train), options, cache_dir, read);
 }
 
 /// Raw Ali-CCP: training skeleton and common features, and optionally the

@@ -68,6 +68,8 @@ struct TestEvaluation {
   int64_t best_step = -1;
   std::string primary_key;
   int64_t parameters = -1;  ///< the model's trainable values
+  /// What the caller's data reader found and changed (TrainerOptions::data_report); null: nothing to say.
+  nlohmann::json data;
 };
 
 /// One run's folder: where each file lives, and how each is written and read.
@@ -117,6 +119,7 @@ class RunDirectory {
     eval["best_step"] = e.best_step;
     eval["primary_key"] = e.primary_key;
     eval["parameters"] = e.parameters;
+    if (!e.data.is_null()) eval["data"] = e.data;
     io::atomic_write(path(run_files::kEvaluation), eval.dump(2) + "\n");
   }
   /// The prediction and label columns (the truth columns but the counterfactual conversion are not kept).
@@ -159,6 +162,7 @@ class RunDirectory {
     e.best_step = j.value("best_step", int64_t{-1});
     e.primary_key = j.value("primary_key", "");
     e.parameters = j.value("parameters", int64_t{-1});
+    if (j.contains("data")) e.data = j.at("data");
     return e;
   }
   /// test_predictions.pt, or nothing when the run wrote none.

@@ -81,6 +81,8 @@ struct TrainerOptions {
   TORCH_ARG(std::string, non_finite_advice) =
       "lower the dense learning rate (DualSparseDenseOptions::dense_lr), or for heterogeneous experts align their "
       "outputs (ModelSpec::align_outputs, ExpertOutputAligner)";
+  /// What the data reader found and changed (rows dropped, a file without a header line), kept in eval.json.
+  TORCH_ARG(nlohmann::json, data_report) = nullptr;
   /// Where a test interrupts a run (trainer_hooks.hpp); the default honours MTL_CRASH_AT.
   TORCH_ARG(std::shared_ptr<TrainerHooks>, hooks) = std::make_shared<TrainerHooks>();
 };
@@ -349,7 +351,7 @@ class Trainer {
     result.test = evaluate(*test_, &health, &predictions);
     if (!leader()) return;
     dir_.write_evaluation({result.test, test_->num_rows(), result.best_step, options_.primary_key(),
-                           parameter_count()});
+                           parameter_count(), options_.data_report()});
     for (auto r : health.records(result.best_step)) {
       r["split"] = "test";
       dir_.append_expert_health(r);
