@@ -91,10 +91,12 @@ for c in rows:
     assert lo <= c["mean_difference"] <= hi, c
     p = c["p_adjusted"] if c["primary"] else c["p"]
     assert c["margin"] > 0 and c["mde"] > 0 and 0 <= c["equivalence_p"] <= 1, c
-    if p < 0.05:
+    if c["equivalence_p"] < 0.05:  # inside the margin, significant or not
+        expected = "equivalent"
+    elif p < 0.05:
         expected = "gain" if c["mean_difference"] > 0 else "loss"
     else:
-        expected = "equivalent" if c["equivalence_p"] < 0.05 else "inconclusive"
+        expected = "inconclusive"
     assert c["verdict"] == expected, c
     if expected == "equivalent":  # two one-sided tests: the 90 % interval inside the margin
         assert abs(c["mean_difference"]) < c["margin"], c

@@ -274,9 +274,10 @@ inline std::vector<DeltaRow> delta_rows(const std::vector<ExperimentRecord>& cha
     if (r.comparison.primary) r.p_adjusted = adjusted[k], r.equivalence_p = adjusted_equivalence[k], ++k;
     if (!r.available) continue;
     const double p = r.comparison.primary ? r.p_adjusted : r.test.p_value;
-    r.verdict = !std::isnan(p) && p < alpha                           ? (r.test.mean > 0 ? "gain" : "loss")
-                : !std::isnan(r.equivalence_p) && r.equivalence_p < alpha ? "equivalent"
-                                                                          : "inconclusive";
+    // A difference both significant and shown inside the margin is real but negligible: equivalent.
+    const bool differs = !std::isnan(p) && p < alpha;
+    const bool within_margin = !std::isnan(r.equivalence_p) && r.equivalence_p < alpha;
+    r.verdict = within_margin ? "equivalent" : differs ? (r.test.mean > 0 ? "gain" : "loss") : "inconclusive";
   }
   return rows;
 }
@@ -469,11 +470,13 @@ inline std::vector<std::string> method_lines(const std::vector<DeltaRow>& rows,
                   "across the chain (family-wise alpha {}). The other lines are exploratory: unadjusted, and not an "
                   "answer to the question.",
                   alpha),
-      fmt::format("Four verdicts: gain or loss where the test finds a difference; equivalent where two one-sided "
-                  "tests (alpha {}, Holm-adjusted for the primaries) place it inside the metric's margin "
-                  "(analysis.equivalence_margin: the largest difference a ranking team would call negligible); "
-                  "inconclusive otherwise. 'No significant difference' is not 'no difference': mde is the smallest "
-                  "difference the test finds with 80 % power at its measured variance and seed count.",
+      fmt::format("Four verdicts: equivalent where two one-sided tests (alpha {}, Holm-adjusted for the primaries) "
+                  "place the difference inside the metric's margin (analysis.equivalence_margin: the largest "
+                  "difference a ranking team would call negligible), even if the difference is also significant; "
+                  "gain or loss where the test finds a difference outside that; inconclusive otherwise. Each kind of "
+                  "claim over the primaries holds its family-wise alpha (both kinds together, at most twice it). 'No "
+                  "significant difference' is not 'no difference': mde is the smallest difference the test finds "
+                  "with 80 % power at its measured variance and seed count (at alpha, before Holm).",
                   alpha)};
   if (seeds < kMinSeeds)
     lines.push_back(fmt::format(

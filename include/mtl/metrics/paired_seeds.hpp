@@ -193,8 +193,9 @@ inline double minimum_detectable_effect(const PairedSeedTest& test, double alpha
   if (!test.defined() || !(alpha > 0 && alpha < 1) || !(power > 0 && power < 1))
     return std::numeric_limits<double>::quiet_NaN();
   const double df = test.degrees_of_freedom;
-  const double t_power = power > 0.5 ? student_t_critical(2.0 * (1.0 - power), df)
-                                     : -student_t_critical(2.0 * power, df);
+  const double t_power = power == 0.5  ? 0.0
+                         : power > 0.5 ? student_t_critical(2.0 * (1.0 - power), df)
+                                       : -student_t_critical(2.0 * power, df);
   return (student_t_critical(alpha, df) + t_power) * test.standard_error;
 }
 
