@@ -105,21 +105,25 @@ TEST_CASE("CSV reader reads a file without a header line with the training file'
   read.columns = {"click", "buy", "user", "item", "price"}, read.columns_from = "train.csv";
   std::vector<ParsedRow> rows;
   CsvReadReport report;
-  read_csv(path, tiny_layout(), [&](const ParsedRow& r) { rows.push_back(r); }, read, &report);
+  read_csv(
+      path, tiny_layout(), [&](const ParsedRow& r) { rows.push_back(r); }, read, &report);
   REQUIRE(rows.size() == 2);
   REQUIRE(rows[0].sparse == std::vector<int64_t>{5, 7});
   REQUIRE((!report.header_line && report.rows == 2));
   // A file with its header is read as before.
   const auto with_header = tmp.write("valid.csv", "click,buy,user,item,price\n1,0,5,7,0.5\n");
-  read_csv(with_header, tiny_layout(), [](const ParsedRow&) {}, read, &report);
+  read_csv(
+      with_header, tiny_layout(), [](const ParsedRow&) {}, read, &report);
   REQUIRE((report.header_line && report.rows == 1));
   const auto narrow = tmp.write("narrow.csv", "1,1,5,7\n");
-  REQUIRE_TORCH_ERROR(read_csv(narrow, tiny_layout(), [](const ParsedRow&) {}, read),
+  REQUIRE_TORCH_ERROR(read_csv(
+                          narrow, tiny_layout(), [](const ParsedRow&) {}, read),
                       "narrow.csv:1: the first line is data, not a header naming the tiny layout's columns, but it "
                       "has 4 fields where train.csv's header has 5");
   read.header = HeaderLine::absent;
   rows.clear();
-  read_csv(path, tiny_layout(), [&](const ParsedRow& r) { rows.push_back(r); }, read, &report);
+  read_csv(
+      path, tiny_layout(), [&](const ParsedRow& r) { rows.push_back(r); }, read, &report);
   REQUIRE(rows.size() == 2);
   // Without detection, a data line where the header belongs is refused as before.
   REQUIRE_TORCH_ERROR(read_csv(path, tiny_layout(), [](const ParsedRow&) {}), "the header has no column");
@@ -135,12 +139,14 @@ TEST_CASE("CSV reader treats a conversion without a click as asked") {
   CsvReadReport report;
   std::vector<ParsedRow> rows;
   read.conversion_without_click = ConversionWithoutClick::drop;
-  read_csv(path, tiny_layout(), [&](const ParsedRow& r) { rows.push_back(r); }, read, &report);
+  read_csv(
+      path, tiny_layout(), [&](const ParsedRow& r) { rows.push_back(r); }, read, &report);
   REQUIRE((rows.size() == 2 && report.rows == 2 && report.conversions_without_click_dropped == 2));
   REQUIRE(rows[1].sparse == std::vector<int64_t>{6, 8});
   rows.clear();
   read.conversion_without_click = ConversionWithoutClick::as_click;
-  read_csv(path, tiny_layout(), [&](const ParsedRow& r) { rows.push_back(r); }, read, &report);
+  read_csv(
+      path, tiny_layout(), [&](const ParsedRow& r) { rows.push_back(r); }, read, &report);
   REQUIRE((rows.size() == 4 && report.conversions_without_click_as_click == 2));
   REQUIRE((rows[1].click == 1.f && rows[1].conversion == 1.f && rows[2].click == 0.f));
   // Through the splits and their cache: the counts per file come back with a cache hit too.

@@ -5,11 +5,11 @@
 #include "test_helpers.hpp"
 
 #include <mtl/data/synthetic.hpp>
-#include <mtl/train/batch_share.hpp>
 #include <mtl/distributed/group_replicas.hpp>
 #include <mtl/distributed/replica_sync.hpp>
 #include <mtl/model.hpp>
 #include <mtl/optim/dual_optimizer.hpp>
+#include <mtl/train/batch_share.hpp>
 
 #include <arpa/inet.h>
 #include <netinet/in.h>

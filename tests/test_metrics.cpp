@@ -187,14 +187,16 @@ TEST_CASE("shared_test_row_variance") {
   // Each seed's model: the signal, plus (for a) a per-row effect every seed shares, plus noise of its own.
   auto model = [&](double shared_weight) {
     std::vector<float> out(rows);
-    for (size_t i = 0; i < rows; ++i) out[i] = static_cast<float>(signal[i] + shared_weight * row_effect[i] + normal(rng));
+    for (size_t i = 0; i < rows; ++i)
+      out[i] = static_cast<float>(signal[i] + shared_weight * row_effect[i] + normal(rng));
     return out;
   };
   std::vector<std::vector<float>> a_alike, b, a_apart;
   for (size_t k = 0; k < seeds; ++k) a_alike.push_back(model(0)), b.push_back(model(0)), a_apart.push_back(model(2));
 
   // One seed: DeLong's variance of its difference.
-  const auto one = shared_test_row_variance(std::vector<std::vector<float>>{a_alike[0]}, std::vector<std::vector<float>>{b[0]}, labels);
+  const auto one = shared_test_row_variance(std::vector<std::vector<float>>{a_alike[0]},
+                                            std::vector<std::vector<float>>{b[0]}, labels);
   const auto t = delong_test(a_alike[0], b[0], labels);
   REQUIRE(one.shared == Approx(t.se_difference * t.se_difference).epsilon(1e-10));
   // The same seed repeated: nothing differs between seeds, so all of it is shared.

@@ -4,9 +4,9 @@
 #include "test_helpers.hpp"
 
 #include <mtl/data/synthetic.hpp>
-#include <mtl/train/batch_share.hpp>
-#include <mtl/train/autocast.hpp>
 #include <mtl/io/checkpoint.hpp>
+#include <mtl/train/autocast.hpp>
+#include <mtl/train/batch_share.hpp>
 #include <mtl/train/expert_health.hpp>
 #include <mtl/train/objective.hpp>
 #include <mtl/train/trainer.hpp>

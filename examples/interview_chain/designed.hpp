@@ -31,7 +31,8 @@ inline const std::vector<DesignedMechanism>& designed_mechanisms() {
   static const std::vector<DesignedMechanism> list{
       {"Q1",
        "the tasks share part of their taste (task_relatedness, 0.8) and each has structure of its own: the rest of "
-       "its taste, a private non-linear term (private_term_weight), and in the conversion logit purchase power minus price",
+       "its taste, a private non-linear term (private_term_weight), and in the conversion logit purchase power minus "
+       "price",
        "private_term_weight", "loss",
        "the CTR task, with about 1/CTR (16) times the labels, shapes the shared embeddings and layer; the CVR head of "
        "the shared-bottom model then lacks the conversion-only structure that a dedicated CVR model keeps (negative "
@@ -42,7 +43,8 @@ inline const std::vector<DesignedMechanism>& designed_mechanisms() {
        "a per-impression latent no model sees also raises the click logit and lowers the conversion logit",
        "ctr_bias", "gain",
        "ESMM trains p_cvr on every impression through p_ctcvr = p_ctr x p_cvr, where E1's CVR head learns from the "
-       "clicked rows alone (the data sparsity ESMM names), so ESMM ranks the entire space better. That is what E2 vs E1 "
+       "clicked rows alone (the data sparsity ESMM names), so ESMM ranks the entire space better. That is what E2 vs "
+       "E1 "
        "measures, not relief of the latent's missing-not-at-random bias: ESMM's p_ctcvr / p_ctr and E1's head both "
        "estimate P(conversion | x, click), and the latent moves the entire-space ranking of that estimate by about "
        "0.0007 AUC (the argument of ESCM2, Wang et al. 2022)"},

@@ -35,11 +35,12 @@ struct ExperimentConfig {
   std::string source, path, cache_dir;
   int64_t min_count = 1;
   int64_t embedding_dim = 8;
-  mtl::data::LayoutRules layout;                     ///< CSV sources: labels, features, dense columns
+  mtl::data::LayoutRules layout;  ///< CSV sources: labels, features, dense columns
   /// CSV sources: a split file without a header line is detected by default; conversions without a click refused.
   mtl::data::CsvReadOptions csv_read = [] {
     mtl::data::CsvReadOptions o;
     o.header = mtl::data::HeaderLine::detect;
+    o.conversion_without_click_advice = "in the config, data.labels.conversion_without_click: drop or as_click";
     return o;
   }();
   double valid_fraction = 0.1, test_fraction = 0.1;  ///< held out of training where a split's file is missing
@@ -55,8 +56,6 @@ struct ExperimentConfig {
   /// The trainer's options but the output folder, set per run (experiment_runner.hpp).
   mtl::train::TrainerOptions trainer{std::string()};
   bool amp_on_cpu = false;
-  /// Per test metric, the largest difference the chain's report calls negligible (its equivalence margin).
-  std::map<std::string, double> equivalence_margins;
 
   /// The sections of the mixer kinds, read into `model` once the kind is known (`read_experiment`).
   struct MixerSections {
@@ -138,9 +137,6 @@ inline void require(bool ok, const FieldValue& v, const std::string& message) {
   TORCH_CHECK(ok, FieldTable::place(v), ": field '", v.key, "': ", message);
 }
 
-/// A field under analysis.equivalence_margin: a margin > 0 for the metric its key ends with.
-inline void set_margin(ExperimentConfig& c, const FieldValue& v);
-
 inline int64_t at_least_one(const FieldValue& v, const char* what) {
   const auto n = value<int64_t>(v);
   require(n >= 1, v, std::string("expected at least one ") + what + ", got " + std::to_string(n));
@@ -171,20 +167,21 @@ inline double share(const FieldValue& v) {
   return x;
 }
 
-}  // namespace detail
-
-inline void detail::set_margin(ExperimentConfig& c, const FieldValue& v) {
+/// A field under analysis.equivalence_margin, checked: the report reads it from each run's config snapshot.
+inline void check_margin(ExperimentConfig&, const FieldValue& v) {
   const auto margin = value<double>(v);
   require(margin > 0 && margin < 0.5, v, "expected an AUC difference in (0, 0.5)");
-  c.equivalence_margins[v.key.substr(v.key.rfind('.') + 1)] = margin;
 }
+
+}  // namespace detail
 
 inline const std::vector<FieldSpec>& field_specs() {
   using T = FieldType;
   using C = ExperimentConfig;
   using V = const FieldValue&;
   using namespace detail;
-  // Each row: key, type, required, controlled across the seven, choices, setter.
+  // Each row: key, type, required, controlled across the seven, choices, setter; laid out as a table.
+  // clang-format off
   static const std::vector<FieldSpec> specs{
       {"base", T::text},
       {"experiment.id", T::text, true, false, {}, [](C& c, V v) { c.id = value<std::string>(v); }},
@@ -365,10 +362,10 @@ inline const std::vector<FieldSpec>& field_specs() {
        [](C& c, V v) { c.trainer.threads(static_cast<int>(value<int64_t>(v))); }},
       {"runtime.best_selection.primary_key", T::text, true, false, {},
        [](C& c, V v) { c.trainer.primary_key(value<std::string>(v)); }},
-      {"analysis.equivalence_margin.auc_ctr", T::number, false, true, {}, set_margin},
-      {"analysis.equivalence_margin.auc_cvr", T::number, false, true, {}, set_margin},
-      {"analysis.equivalence_margin.auc_ctcvr", T::number, false, true, {}, set_margin},
-      {"analysis.equivalence_margin.auc_cvr_entire_space", T::number, false, true, {}, set_margin},
+      {"analysis.equivalence_margin.auc_ctr", T::number, false, true, {}, check_margin},
+      {"analysis.equivalence_margin.auc_cvr", T::number, false, true, {}, check_margin},
+      {"analysis.equivalence_margin.auc_ctcvr", T::number, false, true, {}, check_margin},
+      {"analysis.equivalence_margin.auc_cvr_entire_space", T::number, false, true, {}, check_margin},
       // Renamed keys, refused with their new names.
       {"model.mtl", T::text, false, false, {}, nullptr, "model.mixer"},
       {"data.synthetic.private_signal", T::number, false, false, {}, nullptr, "data.synthetic.private_term_weight"},
@@ -379,6 +376,7 @@ inline const std::vector<FieldSpec>& field_specs() {
       {"model.ple.expert_output_align.enabled", T::boolean, false, false, {}, nullptr, "model.align_outputs"},
       {"model.ple.expert_output_align.dropout", T::number, false, false, {}, nullptr, "model.aligner_dropout"},
   };
+  // clang-format on
   return specs;
 }
 
@@ -418,7 +416,8 @@ inline ExperimentConfig read_experiment(const FieldTable& f) {
   refuse_if(m.mixer == "single" && m.heads.size() != 1, f, "model.mixer", "'single' expects exactly one head");
   refuse_if(c.objective.use_esmm() && m.heads.size() != 2, f, "use_esmm",
             "ESMM needs both a ctr and a cvr head, but model.enabled_heads has only " + m.heads.front());
-  refuse_if(f.has("loss.cvr_denominator") && c.objective.cvr_denominator() != mtl::train::CvrDenominator::clicked_rows &&
+  refuse_if(f.has("loss.cvr_denominator") &&
+                c.objective.cvr_denominator() != mtl::train::CvrDenominator::clicked_rows &&
                 (c.objective.use_esmm() || m.heads.size() != 2),
             f, "loss.cvr_denominator",
             "applies to a model with ctr and cvr heads without ESMM; ESMM's terms are fixed by its version");

@@ -7,15 +7,15 @@
 
 #include <mtl/data/split_files.hpp>
 #include <mtl/data/synthetic.hpp>
+#include <mtl/io/checkpoint.hpp>
 #include <mtl/model.hpp>
 #include <mtl/model_spec.hpp>
-#include <mtl/io/checkpoint.hpp>
 #include <mtl/train/run_directory.hpp>
 #include <mtl/train/trainer.hpp>
 
 #include <fmt/core.h>
-#include <nlohmann/json.hpp>
 #include <torch/cuda.h>
+#include <nlohmann/json.hpp>
 
 #include <filesystem>
 #include <memory>
@@ -85,16 +85,7 @@ inline DataBundle load_data(const ExperimentConfig& c, const std::string& cache_
   EncodeOptions options;
   options.min_count = c.min_count, options.embedding_dim = c.embedding_dim;
   options.valid_fraction = c.valid_fraction, options.test_fraction = c.test_fraction;
-  auto splits = [&] {
-    try {
-      return load_csv_splits(files, c.layout, options, c.cache_dir.empty() ? cache_dir : c.cache_dir, c.csv_read);
-    } catch (const c10::Error& e) {  // the reader names its own option; a user of this program sets a config key
-      const std::string what = e.what_without_backtrace();
-      TORCH_CHECK(what.find("a conversion needs a click") == std::string::npos, what,
-                  "; in the config, data.labels.conversion_without_click: drop or as_click");
-      throw;
-    }
-  }();
+  auto splits = load_csv_splits(files, c.layout, options, c.cache_dir.empty() ? cache_dir : c.cache_dir, c.csv_read);
   // What reading changed, said once in the description and kept per file for eval.json.
   std::string changes;
   nlohmann::json reads = nlohmann::json::object();
@@ -194,11 +185,11 @@ inline mtl::train::TrainResult run_experiment(const ExperimentConfig& c, const D
   mtl::train::TrainResult result;
   with_model(c, data.schema, [&](auto model) {
     using Model = decltype(model);
-    mtl::train::Trainer<Model> trainer(model, c.optimizer, mtl::train::Objective(c.model.heads, c.objective),
-                                       data.training_rows(c.training_draw()), data.valid, &data.test,
-                                       trainer_options(c, run_dir, quiet, replicas,
-                                                       data.reads.is_null() ? nlohmann::json(nullptr)
-                                                                            : nlohmann::json{{"reads", data.reads}}));
+    mtl::train::Trainer<Model> trainer(
+        model, c.optimizer, mtl::train::Objective(c.model.heads, c.objective), data.training_rows(c.training_draw()),
+        data.valid, &data.test,
+        trainer_options(c, run_dir, quiet, replicas,
+                        data.reads.is_null() ? nlohmann::json(nullptr) : nlohmann::json{{"reads", data.reads}}));
     result = trainer.run();
   });
   return result;

@@ -65,10 +65,8 @@ inline int run_local_ranks(char** argv, int nproc, std::chrono::seconds grace) {
   // Each rank's environment is built before fork: the child only calls execve.
   std::vector<std::vector<std::string>> environments;
   for (int rank = 0; rank < nproc; ++rank) {
-    std::vector<std::string> env{"RANK=" + std::to_string(rank),
-                                 "LOCAL_RANK=" + std::to_string(rank),
-                                 "WORLD_SIZE=" + std::to_string(nproc),
-                                 "LOCAL_WORLD_SIZE=" + std::to_string(nproc),
+    std::vector<std::string> env{"RANK=" + std::to_string(rank), "LOCAL_RANK=" + std::to_string(rank),
+                                 "WORLD_SIZE=" + std::to_string(nproc), "LOCAL_WORLD_SIZE=" + std::to_string(nproc),
                                  "MTL_STORE_FILE=" + store};
     const auto launcher_set = env.size();  // then the rest of this process's environment
     for (char** var = environ; *var != nullptr; ++var) {

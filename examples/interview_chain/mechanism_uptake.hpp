@@ -69,6 +69,7 @@ class DesignedTerms {
       const auto t = generator.logit_terms(mtl::data::Split::test, r);
       for (auto& k : columns_) k.values.push_back(k.weight * t.*k.field);
     }
+    centre_columns();
   }
 
   bool empty() const noexcept { return columns_.empty(); }
@@ -105,23 +106,31 @@ class DesignedTerms {
   /// intercept, not returned), one per column; NaN where the columns are collinear.
   std::vector<double> joint_coefficients(const std::vector<double>& y) const {
     const size_t k = columns_.size(), n = y.size();
-    // Centred normal equations: S b = s, with S the columns' covariances and s their covariances with y.
-    std::vector<double> mean(k, 0.0);
+    // Centred normal equations: S b = s, with S the columns' covariances (the same for every run, so computed
+    // once) and s their covariances with y.
     double mean_y = 0;
-    for (size_t i = 0; i < n; ++i) {
-      mean_y += y[i];
-      for (size_t a = 0; a < k; ++a) mean[a] += columns_[a].values[i];
-    }
+    for (size_t i = 0; i < n; ++i) mean_y += y[i];
     mean_y /= static_cast<double>(n);
-    for (auto& m : mean) m /= static_cast<double>(n);
-    std::vector<std::vector<double>> system(k, std::vector<double>(k + 1, 0.0));
+    auto system = cross_products_;
+    for (auto& row : system) row.push_back(0.0);
+    for (size_t i = 0; i < n; ++i)
+      for (size_t a = 0; a < k; ++a) system[a][k] += (columns_[a].values[i] - means_[a]) * (y[i] - mean_y);
+    return solve(system);
+  }
+
+  /// The columns' means and their centred cross products, which every run's regression shares.
+  void centre_columns() {
+    const size_t k = columns_.size(), n = k > 0 ? columns_.front().values.size() : 0;
+    means_.assign(k, 0.0);
+    for (size_t i = 0; i < n; ++i)
+      for (size_t a = 0; a < k; ++a) means_[a] += columns_[a].values[i];
+    for (auto& m : means_) m /= static_cast<double>(n);
+    cross_products_.assign(k, std::vector<double>(k, 0.0));
     for (size_t i = 0; i < n; ++i)
       for (size_t a = 0; a < k; ++a) {
-        const double xa = columns_[a].values[i] - mean[a];
-        for (size_t b = 0; b < k; ++b) system[a][b] += xa * (columns_[b].values[i] - mean[b]);
-        system[a][k] += xa * (y[i] - mean_y);
+        const double xa = columns_[a].values[i] - means_[a];
+        for (size_t b = 0; b < k; ++b) cross_products_[a][b] += xa * (columns_[b].values[i] - means_[b]);
       }
-    return solve(system);
   }
 
   /// Gaussian elimination with partial pivoting of an augmented k x (k + 1) system.
@@ -156,6 +165,8 @@ class DesignedTerms {
   }
 
   std::vector<Column> columns_;
+  std::vector<double> means_;
+  std::vector<std::vector<double>> cross_products_;
 };
 
 /// The mean of several runs' uptakes of the same terms (one per seed), term by term.

@@ -19,11 +19,14 @@ inline void write_summaries(const std::string& output, const std::vector<Experim
   write_summary_json(output, chain);
 }
 
-/// delta_analysis.txt and delta_analysis.json: each comparison of the chain, its paired test and verdict.
-inline void write_delta_analysis(const std::string& output, const std::vector<ExperimentRecord>& chain, double alpha) {
-  const auto analysis = delta_analysis(chain, alpha);
+/// delta_analysis.txt and delta_analysis.json: each comparison of the chain, its paired test and verdict. Returns
+/// the analysis, which report.html shows too.
+inline DeltaAnalysis write_delta_analysis(const std::string& output, const std::vector<ExperimentRecord>& chain,
+                                          double alpha) {
+  auto analysis = delta_analysis(chain, alpha);
   write_delta_analysis_text(output, chain, analysis);
   write_delta_analysis_json(output, chain, analysis, alpha);
+  return analysis;
 }
 
 }  // namespace chain

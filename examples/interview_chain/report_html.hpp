@@ -160,7 +160,9 @@ inline std::string heatmap(const std::string& title, const std::vector<nlohmann:
 
 }  // namespace html
 
-inline void write_report_html(const std::string& output, const std::vector<ExperimentRecord>& chain, double alpha) {
+/// report.html, from the chain's runs and the delta analysis the text and JSON were written from.
+inline void write_report_html(const std::string& output, const std::vector<ExperimentRecord>& chain,
+                              const DeltaAnalysis& analysis) {
   std::string page =
       "<!DOCTYPE html><html><head><meta charset='utf-8'><title>Interview chain report</title><style>"
       "body{font-family:sans-serif;margin:24px;max-width:1200px}table{border-collapse:collapse;margin:8px 0}"
@@ -221,9 +223,9 @@ inline void write_report_html(const std::string& output, const std::vector<Exper
   }
   page += "</div>";
 
-  const auto rows = delta_rows(chain, alpha);
+  const auto& rows = analysis.rows;
   page += "<h2>Deltas</h2>";
-  for (const auto& line : method_lines(rows, chain, alpha)) page += "<p>" + html::escape(line) + "</p>";
+  for (const auto& line : analysis.method) page += "<p>" + html::escape(line) + "</p>";
   page +=
       "<table><tr><th>question</th><th>kind</th><th>comparison</th><th>metric</th><th>challenger</th>"
       "<th>reference</th><th>diff (mean over seeds)</th><th>95% interval</th><th>p</th><th>p (Holm)</th>"
@@ -249,19 +251,20 @@ inline void write_report_html(const std::string& output, const std::vector<Exper
                        "<td>{}</td><td>{}</td><td class='l {}'>{}</td></tr>",
                        d.value_a, d.value_b, d.test.mean, interval, html::escape(format_p(d.test.p_value)),
                        c.primary ? "p" + html::escape(format_p(d.p_adjusted)) : "", number(d.margin, 4),
-                       d.test.defined() ? "p" + html::escape(format_p(d.equivalence_p)) : "", number(d.mde, 5),
-                       cls, html::escape(d.verdict));
+                       d.test.defined() ? "p" + html::escape(format_p(d.equivalence_p)) : "", number(d.mde, 5), cls,
+                       html::escape(d.verdict));
   }
   page += "</table>";
   const auto designed = designed_vs_found(rows, chain);
   if (!designed.empty()) {
-    const auto scenario = *chain_scenario(chain);
+    const auto& scenario = *analysis.scenario;
     page += "<h2>Designed vs found</h2><p>The synthetic data (" + html::escape(scenario) +
             " scenario) plants one mechanism per question; the designed answer is what the primary comparison should "
             "find.";
     if (scenario == "designed") page += " The answers are " + designed_answers_budget();
-    page += "</p><table><tr><th>question</th><th>mechanism</th><th>knob</th><th>why</th><th>primary "
-            "comparison</th><th>designed</th><th>found</th><th></th></tr>";
+    page +=
+        "</p><table><tr><th>question</th><th>mechanism</th><th>knob</th><th>why</th><th>primary "
+        "comparison</th><th>designed</th><th>found</th><th></th></tr>";
     for (const auto& d : designed) {
       const auto& m = designed_mechanism(d.question);
       page += fmt::format(
@@ -269,7 +272,10 @@ inline void write_report_html(const std::string& output, const std::vector<Exper
           "class='l'>{}</td><td class='l'>{}</td><td class='l'>{}</td><td class='l {}'>{}</td></tr>",
           d.question, html::escape(m.mechanism), d.knob, html::escape(d.knob_value), html::escape(m.why),
           html::escape(d.comparison), d.designed, d.found,
-          !d.why_not_found.empty() ? "" : d.as_designed ? "gain" : "loss", html::escape(d.outcome()));
+          !d.why_not_found.empty() ? ""
+          : d.as_designed          ? "gain"
+                                   : "loss",
+          html::escape(d.outcome()));
     }
     page += "</table>";
   }
@@ -289,12 +295,11 @@ inline void write_report_html(const std::string& output, const std::vector<Exper
     }
     page += "</table>";
   }
-  if (const auto claim = aligner_claim(chain, rows))
-    page += "<h2>The aligner's claim</h2><p>" + html::escape(*claim) + "</p>";
+  if (analysis.aligner) page += "<h2>The aligner's claim</h2><p>" + html::escape(*analysis.aligner) + "</p>";
   page += "<h2>Declared choices</h2><ul>";
-  for (const auto& line : declared_choices(chain)) page += "<li>" + html::escape(line) + "</li>";
+  for (const auto& line : analysis.choices) page += "<li>" + html::escape(line) + "</li>";
   page += "</ul>";
-  const auto notes = run_notes(chain);
+  const auto& notes = analysis.notes;
   if (!notes.empty()) {
     page += "<h2>Notes</h2><ul>";
     for (const auto& note : notes) page += "<li>" + html::escape(note) + "</li>";

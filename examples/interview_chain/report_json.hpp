@@ -94,20 +94,20 @@ inline void write_delta_analysis_json(const std::string& output, const std::vect
         uptake_json[e.id].push_back(
             {{"head", t.head}, {"term", t.term}, {"questions", t.questions}, {"slope", t.slope}});
   }
-  mtl::io::atomic_write((fs::path(output) / "delta_analysis.json").string(),
-                        nlohmann::json{{"alpha", alpha},
-                                       {"paired_seeds", paired_seeds(rows)},
-                                       {"min_seeds_for_a_verdict", kMinSeeds},
-                                       {"method", analysis.method},
-                                       {"comparisons", json},
-                                       {"declared_choices", analysis.choices},
-                                       {"mechanism_uptake", uptake_json},
-                                       {"scenario", scenario ? nlohmann::json(*scenario) : nlohmann::json(nullptr)},
-                                       {"notes", analysis.notes},
-                                       {"aligner_claim", analysis.aligner ? nlohmann::json(*analysis.aligner)
-                                                                          : nlohmann::json(nullptr)}}
-                                .dump(2) +
-                            "\n");
+  mtl::io::atomic_write(
+      (fs::path(output) / "delta_analysis.json").string(),
+      nlohmann::json{{"alpha", alpha},
+                     {"paired_seeds", paired_seeds(rows)},
+                     {"min_seeds_for_a_verdict", kMinSeeds},
+                     {"method", analysis.method},
+                     {"comparisons", json},
+                     {"declared_choices", analysis.choices},
+                     {"mechanism_uptake", uptake_json},
+                     {"scenario", scenario ? nlohmann::json(*scenario) : nlohmann::json(nullptr)},
+                     {"notes", analysis.notes},
+                     {"aligner_claim", analysis.aligner ? nlohmann::json(*analysis.aligner) : nlohmann::json(nullptr)}}
+              .dump(2) +
+          "\n");
 }
 
 }  // namespace chain

@@ -33,6 +33,7 @@ struct RunRecord {
   std::map<std::string, std::string> undefined;  ///< test metrics without a value, and why
   std::vector<nlohmann::json> valid_records, gate_records;
   std::vector<nlohmann::json> scale_records;  ///< the test split's expert output scales (gated mixers)
+  std::map<int64_t, double> primary_curve;    ///< the primary validation metric by step, where defined
 };
 
 inline RunRecord read_run(const std::string& dir) {
@@ -48,6 +49,9 @@ inline RunRecord read_run(const std::string& dir) {
     r.primary_key = cfg["runtime"]["best_selection"]["primary_key"].as<std::string>("");
   }
   r.valid_records = run.metric_records("valid");
+  for (const auto& rec : r.valid_records)
+    if (rec["values"].contains(r.primary_key) && !rec["values"][r.primary_key].is_null())
+      r.primary_curve[rec["step"].get<int64_t>()] = rec["values"][r.primary_key].get<double>();
   for (auto& j : run.expert_health_records("test"))
     if (j["record"] == "gate")
       r.gate_records.push_back(std::move(j));

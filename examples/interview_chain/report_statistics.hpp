@@ -130,8 +130,8 @@ struct DeltaRow {
   double equivalence_p = NAN;           ///< two one-sided tests against +-margin; Holm-adjusted for primaries
   double mde = NAN;                     ///< the minimum detectable effect: 80 % power at alpha, this variance and seeds
   int64_t parameters_a = -1, parameters_b = -1;  ///< the two models' trainable values
-  std::string verdict;                  ///< gain | loss | equivalent | inconclusive
-  std::string designed;                 ///< on synthetic data, a primary's designed answer (gain | loss | none)
+  std::string verdict;                           ///< gain | loss | equivalent | inconclusive
+  std::string designed;  ///< on synthetic data, a primary's designed answer (gain | loss | none)
 };
 
 /// The per-seed values of `metric` for runs that finished with it defined, by seed index.
@@ -205,17 +205,6 @@ inline DeltaRow compare(const ExperimentRecord& a, const ExperimentRecord& b, co
   return row;
 }
 
-/// The equivalence margin the chain's config declares for `metric` (analysis.equivalence_margin), or NaN.
-inline double equivalence_margin(const std::vector<ExperimentRecord>& chain, const std::string& metric) {
-  for (const auto& e : chain)
-    for (const auto& r : e.runs)
-      if (r.config.IsMap() && r.config["analysis"].IsMap() && r.config["analysis"]["equivalence_margin"].IsMap()) {
-        const auto v = r.config["analysis"]["equivalence_margin"][metric];
-        return v.IsDefined() && v.IsScalar() ? v.as<double>() : NAN;
-      }
-  return NAN;
-}
-
 /// The budget the designed scenario's answers hold for, as the end of a sentence on them ("The answers are ...").
 inline std::string designed_answers_budget() {
   return fmt::format(
@@ -230,6 +219,14 @@ inline const RunRecord* first_configured_run(const std::vector<ExperimentRecord>
     for (const auto& r : e.runs)
       if (r.config.IsDefined() && r.config.IsMap()) return &r;
   return nullptr;
+}
+
+/// The equivalence margin the chain's config declares for `metric` (analysis.equivalence_margin), or NaN.
+inline double equivalence_margin(const std::vector<ExperimentRecord>& chain, const std::string& metric) {
+  const auto* run = first_configured_run(chain);
+  if (!run || !run->config["analysis"].IsMap() || !run->config["analysis"]["equivalence_margin"].IsMap()) return NAN;
+  const auto v = run->config["analysis"]["equivalence_margin"][metric];
+  return v.IsDefined() && v.IsScalar() ? v.as<double>() : NAN;
 }
 
 /// The synthetic scenario of the chain's runs, or nothing when their data is not synthetic.
@@ -297,20 +294,11 @@ inline size_t paired_seeds(const std::vector<DeltaRow>& rows) {
   return n;
 }
 
-/// A run's validation values of its primary metric, by step.
-inline std::map<int64_t, double> primary_curve(const RunRecord& r) {
-  std::map<int64_t, double> curve;
-  for (const auto& rec : r.valid_records)
-    if (rec["values"].contains(r.primary_key) && !rec["values"][r.primary_key].is_null())
-      curve[rec["step"].get<int64_t>()] = rec["values"][r.primary_key].get<double>();
-  return curve;
-}
-
 /// A run's gain in its primary validation metric per 1000 steps over the end of
 /// training: from the last validation at or before 90 % of its steps (or the one
 /// before the last) to the last one. NaN without two validations.
 inline double final_gain_per_1000_steps(const RunRecord& r) {
-  const auto curve = primary_curve(r);
+  const auto& curve = r.primary_curve;
   if (curve.size() < 2) return NAN;
   const auto last = std::prev(curve.end());
   auto from = curve.upper_bound(r.max_steps * 9 / 10);
@@ -323,10 +311,8 @@ inline double final_gain_per_1000_steps(const RunRecord& r) {
 /// of the full preset's) at that rate would move it by 0.0004, a fifth of the smallest equivalence margin.
 constexpr double kStillLearningPer1000Steps = 0.0001;
 
-inline bool still_learning(const RunRecord& r) {
-  const double gain = final_gain_per_1000_steps(r);
-  return !std::isnan(gain) && gain > kStillLearningPer1000Steps;
-}
+/// Whether a run gaining `gain_per_1000_steps` at the end (NaN: unknown) is still learning.
+inline bool still_learning(double gain_per_1000_steps) { return gain_per_1000_steps > kStillLearningPer1000Steps; }
 
 /// How far the primary validation metric must fall after its peak for a run to be flagged as overfitting.
 constexpr double kOverfitDrop = 0.005;
@@ -344,9 +330,9 @@ inline std::vector<std::string> run_notes(const std::vector<ExperimentRecord>& c
       const auto& run = e.runs[k];
       if (!run.status.finished || run.max_steps <= 0) continue;
       ++finished;
-      if (still_learning(run))
-        learning.push_back(fmt::format("seed {} {:+.5f}", k, final_gain_per_1000_steps(run)));
-      const auto curve = primary_curve(run);
+      if (const double gain = final_gain_per_1000_steps(run); still_learning(gain))
+        learning.push_back(fmt::format("seed {} {:+.5f}", k, gain));
+      const auto& curve = run.primary_curve;
       if (curve.empty()) continue;
       const auto peak = std::max_element(curve.begin(), curve.end(),
                                          [](const auto& a, const auto& b) { return a.second < b.second; });
@@ -361,12 +347,13 @@ inline std::vector<std::string> run_notes(const std::vector<ExperimentRecord>& c
       notes.push_back(fmt::format(
           "{} was still learning at the end in {} of {} seed(s): validation {} gained more than {} per 1000 steps over "
           "the last tenth ({}); more steps could change its results.",
-          e.id, learning.size(), finished, r->primary_key, kStillLearningPer1000Steps, mtl::detail::join(learning, ", ")));
+          e.id, learning.size(), finished, r->primary_key, kStillLearningPer1000Steps,
+          mtl::detail::join(learning, ", ")));
     if (!overfitting.empty())
-      notes.push_back(fmt::format("{} overfits in {} of {} seed(s): validation {} peaked early and fell by more than {} "
-                                  "({}); its test metrics are the peak's models'.",
-                                  e.id, overfitting.size(), finished, r->primary_key, kOverfitDrop,
-                                  mtl::detail::join(overfitting, "; ")));
+      notes.push_back(fmt::format(
+          "{} overfits in {} of {} seed(s): validation {} peaked early and fell by more than {} "
+          "({}); its test metrics are the peak's models'.",
+          e.id, overfitting.size(), finished, r->primary_key, kOverfitDrop, mtl::detail::join(overfitting, "; ")));
     for (const auto& g : r->gate_records)
       if (!g["healthy"].get<bool>())
         notes.push_back(
@@ -447,7 +434,7 @@ inline std::vector<std::string> declared_choices(const std::vector<ExperimentRec
 inline bool some_run_still_learning(const std::vector<ExperimentRecord>& chain) {
   for (const auto& e : chain)
     for (const auto& r : e.runs)
-      if (r.status.finished && r.max_steps > 0 && still_learning(r)) return true;
+      if (r.status.finished && r.max_steps > 0 && still_learning(final_gain_per_1000_steps(r))) return true;
   return false;
 }
 
@@ -519,8 +506,10 @@ inline std::vector<DesignedVsFound> designed_vs_found(const std::vector<DeltaRow
                       r.designed,
                       r.available && r.test.defined() ? found_answer(r.verdict) : "n/a"};
     d.as_designed = d.designed == d.found;
-    if (!r.available) d.why_not_found = r.why_not;
-    else if (!r.test.defined()) d.why_not_found = r.test.undefined_because;
+    if (!r.available)
+      d.why_not_found = r.why_not;
+    else if (!r.test.defined())
+      d.why_not_found = r.test.undefined_because;
     out.push_back(d);
   }
   return out;
@@ -599,7 +588,8 @@ inline std::optional<std::string> aligner_claim(const std::vector<ExperimentReco
   return fmt::format(
       "The aligner's claim (experts of different kinds emit outputs on different scales; without the aligner the "
       "heterogeneous model can diverge): loudest / quietest expert output RMS before alignment E5 {:.2f}, E5na {:.2f} "
-      "(mean over seeds, test rows); runs stopped by a non-finite loss E5 {} of {}, E5na {} of {}; gate Gini (mean over "
+      "(mean over seeds, test rows); runs stopped by a non-finite loss E5 {} of {}, E5na {} of {}; gate Gini (mean "
+      "over "
       "tasks and seeds) E5 {:.2f}, E5na {:.2f}; {}; {}",
       a.scale_ratio, b.scale_ratio, a.diverged, a.runs, b.diverged, b.runs, a.gini, b.gini, metric, answer);
 }

@@ -116,8 +116,8 @@ void with_model(const ModelSpec& spec, const FeatureSchema& schema, Fn&& fn) {
   if (spec.mixer == "single" || spec.mixer == "sharedbottom") {
     const auto dims = spec.mixer == "single" ? std::vector<int64_t>{} : spec.shared_bottom_dims;
     fn(SharedBottomModel(
-        SharedBottomModelOptions(backbone, SharedBottomOptions(0, 0).hidden_dims(dims).align_outputs(spec.align_outputs),
-                                 spec.heads)
+        SharedBottomModelOptions(
+            backbone, SharedBottomOptions(0, 0).hidden_dims(dims).align_outputs(spec.align_outputs), spec.heads)
             .task_tower_hidden_dims(spec.tower_hidden_dims)));
   } else if (spec.mixer == "mmoe") {
     fn(MMoEModel(MMoEModelOptions(backbone,

@@ -103,8 +103,8 @@ inline std::set<std::string> with(std::set<std::string> s, std::initializer_list
 inline void write_reports(const std::string& output) {
   const auto records = chain::read_chain(output);
   chain::write_summaries(output, records);
-  chain::write_delta_analysis(output, records, /*alpha=*/0.05);
-  chain::write_report_html(output, records, /*alpha=*/0.05);
+  const auto analysis = chain::write_delta_analysis(output, records, /*alpha=*/0.05);
+  chain::write_report_html(output, records, analysis);
   std::printf("wrote %s/{summary.csv, summary.json, delta_analysis.txt, delta_analysis.json, report.html}\n",
               output.c_str());
 }

@@ -78,6 +78,8 @@ struct CsvReadOptions {
   std::vector<std::string> columns;
   std::string columns_from;
   ConversionWithoutClick conversion_without_click = ConversionWithoutClick::error;
+  /// How to keep such rows, in the caller's terms (a config's keys, say), for the refusal's message.
+  std::string conversion_without_click_advice = "CsvReadOptions::conversion_without_click: drop or as_click";
 };
 
 /// What reading one file found and changed.
@@ -175,8 +177,8 @@ inline void read_csv(const std::string& path, const CsvLayout& layout,
       if (row.conversion > row.click) {
         TORCH_CHECK(options.conversion_without_click != ConversionWithoutClick::error, path, ":", line_number, ": ",
                     layout.conversion, " is 1 but ", layout.click,
-                    " is 0; a conversion needs a click (to keep such rows, drop them or count them as clicked: "
-                    "CsvReadOptions::conversion_without_click)");
+                    " is 0; a conversion needs a click (to keep such rows: ", options.conversion_without_click_advice,
+                    ")");
         if (options.conversion_without_click == ConversionWithoutClick::drop) {
           ++found.conversions_without_click_dropped;
           return;
@@ -201,8 +203,8 @@ inline void read_csv(const std::string& path, const CsvLayout& layout,
 /// `read_csv` as a RowSource.
 inline RowSource csv_source(std::string path, CsvLayout layout, CsvReadOptions options = {},
                             CsvReadReport* report = nullptr) {
-  return [path = std::move(path), layout = std::move(layout), options = std::move(options),
-          report](const std::function<void(const ParsedRow&)>& on_row) { read_csv(path, layout, on_row, options, report); };
+  return [path = std::move(path), layout = std::move(layout), options = std::move(options), report](
+             const std::function<void(const ParsedRow&)>& on_row) { read_csv(path, layout, on_row, options, report); };
 }
 
 }  // namespace mtl::data

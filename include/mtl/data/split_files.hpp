@@ -91,11 +91,12 @@ inline EncodedSplits cached(const std::vector<std::string>& files, const std::st
 inline EncodedSplits load_csv_splits(const SplitFiles& files, const CsvLayout& layout,
                                      const EncodeOptions& options = {}, const std::string& cache_dir = "",
                                      const CsvReadOptions& read = {}) {
-  const auto read_signature = "|header=" + std::to_string(static_cast<int>(read.header)) + ",conversion_without_click=" +
-                              std::to_string(static_cast<int>(read.conversion_without_click));
+  const auto read_signature =
+      "|header=" + std::to_string(static_cast<int>(read.header)) +
+      ",conversion_without_click=" + std::to_string(static_cast<int>(read.conversion_without_click));
   return detail::cached(
-      {files.train, files.valid, files.test},
-      layout.signature() + detail::options_signature(options) + read_signature, cache_dir, layout.name, [&] {
+      {files.train, files.valid, files.test}, layout.signature() + detail::options_signature(options) + read_signature,
+      cache_dir, layout.name, [&] {
         std::map<std::string, CsvReadReport> reads;
         CsvReadOptions train_read = read, other_read = read;
         train_read.header = HeaderLine::first_line;

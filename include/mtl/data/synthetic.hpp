@@ -129,9 +129,7 @@ class SyntheticGenerator {
   };
 
   /// The logit terms of row `row` of `split`: what the labels of generate()'s row were drawn from.
-  LogitTerms logit_terms(Split split, int64_t row, uint64_t redraw = 0) const {
-    return draw(split, row, redraw).terms;
-  }
+  LogitTerms logit_terms(Split split, int64_t row, uint64_t redraw = 0) const { return draw(split, row, redraw).terms; }
 
   /// Rows [first_row, first_row + rows) of `split`. `redraw` picks another
   /// independent draw of the split's rows from the same users, items and
@@ -223,9 +221,9 @@ class SyntheticGenerator {
 
   void build_schema() {
     // Vocabulary sizes in the order of Ali-CCP's sparse columns, whose names the fields take (0: users or items).
-    static const std::array<int64_t, kNumSparse> vocab_sizes{0,     98,    14,    3,     8,    4,     4,     3,
-                                                             5,     0,     2000,  40000, 30000, 20000, 5000, 20000,
-                                                             6000,  10000, 3,     2000,  40000, 20000, 30000};
+    static const std::array<int64_t, kNumSparse> vocab_sizes{0,    98,    14,   3,     8,     4,     4,    3,
+                                                             5,    0,     2000, 40000, 30000, 20000, 5000, 20000,
+                                                             6000, 10000, 3,    2000,  40000, 20000, 30000};
     const auto aliccp = CsvLayout::aliccp();
     TORCH_CHECK(aliccp.sparse.size() == kNumSparse && aliccp.dense.size() == kNumDense,
                 "SyntheticGenerator expects Ali-CCP's layout to have ", kNumSparse, " sparse and ", kNumDense,
@@ -371,9 +369,9 @@ class SyntheticGenerator {
     t.selection_latent = rng.normal();
     static constexpr double kScenarioEffect[3] = {0.0, -0.5, 0.3};
     const double click_logit = options_.ctr_bias() + kTasteWeight * t.click_taste + 0.5 * b.attractiveness +
-                               options_.private_term_weight() * t.private_click + options_.dense_product_weight() * t.cross +
-                               kScenarioEffect[scenario] + 0.5 * a.activity +
-                               options_.selection_latent_weight() * t.selection_latent;
+                               options_.private_term_weight() * t.private_click +
+                               options_.dense_product_weight() * t.cross + kScenarioEffect[scenario] +
+                               0.5 * a.activity + options_.selection_latent_weight() * t.selection_latent;
     const double cvr_logit = options_.cvr_bias() + kTasteWeight * t.buy_taste + (a.purchase_power - b.price) +
                              options_.private_term_weight() * t.private_buy -
                              options_.selection_latent_weight() * t.selection_latent;

@@ -1,7 +1,7 @@
 // A c10d process group: the ranks meet at a store (a TCPStore that the
 // leader serves at MASTER_ADDR:MASTER_PORT, or for ranks on one machine a
-// FileStore, which opens no port), and Gloo runs the collectives on the CPU. Needs a LibTorch built with Gloo and Gloo's headers
-// (Debian: libgloo-dev); link `mtl::distributed`, which defines USE_C10D_GLOO.
+// FileStore, which opens no port), and Gloo runs the collectives on the CPU. Needs a LibTorch built with Gloo and
+// Gloo's headers (Debian: libgloo-dev); link `mtl::distributed`, which defines USE_C10D_GLOO.
 #pragma once
 
 #ifndef USE_C10D_GLOO
@@ -11,8 +11,8 @@
 #include <mtl/distributed/environment.hpp>
 
 #include <torch/types.h>
-#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/FileStore.hpp>
+#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 
 #include <chrono>
@@ -84,7 +84,7 @@ inline Group join_group(const Environment& environment, std::chrono::millisecond
   } catch (const std::exception& e) {
     TORCH_CHECK(false, "rank ", environment.rank, " of ", environment.world_size,
                 " could not join the process group at ", where, " within ", timeout.count() / 1000.0, " s",
-                on_file                 ? " (did every rank start, with the same WORLD_SIZE and store file?)"
+                on_file                   ? " (did every rank start, with the same WORLD_SIZE and store file?)"
                 : environment.is_leader() ? " (is the port in use, or did a rank not start?)"
                                           : " (is rank 0 running, and every rank given the same WORLD_SIZE?)",
                 ": ", e.what());

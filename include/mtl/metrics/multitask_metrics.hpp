@@ -37,20 +37,9 @@ struct RankedRows {
 /// click; `auc_cvr` the clicked rows, p_cvr against conversion;
 /// `auc_cvr_entire_space` every row, p_cvr against the counterfactual
 /// conversion (synthetic data); `auc_ctcvr` every row, p_ctr p_cvr against
-/// click x conversion. `<metric>_oracle` is the same rows with the true
-/// probabilities as scores, defined where the model's own metric is. Nothing
-/// when the columns lack what the metric needs.
+/// click x conversion. Nothing when the columns lack what the metric needs.
+/// A metric's oracle reads the same rows of `truth_as_predictions(c)`.
 inline std::optional<RankedRows> ranked_rows(const PredictionColumns& c, const std::string& metric) {
-  static const std::string kOracle = "_oracle";
-  if (metric.size() > kOracle.size() && metric.compare(metric.size() - kOracle.size(), kOracle.size(), kOracle) == 0) {
-    const auto own = metric.substr(0, metric.size() - kOracle.size());
-    if (!ranked_rows(c, own)) return std::nullopt;
-    PredictionColumns truth;
-    truth.p_ctr = c.true_p_click, truth.p_cvr = c.true_p_cvr;
-    truth.click = c.click, truth.conversion = c.conversion;
-    truth.counterfactual_conversion = c.counterfactual_conversion;
-    return ranked_rows(truth, own);
-  }
   const size_t n = c.click.size();
   RankedRows r;
   if (metric == "auc_ctr") {
@@ -76,6 +65,16 @@ inline std::optional<RankedRows> ranked_rows(const PredictionColumns& c, const s
   return std::nullopt;
 }
 
+/// The columns with the true probabilities (synthetic data) in place of the
+/// predictions: what an oracle metric ranks.
+inline PredictionColumns truth_as_predictions(const PredictionColumns& c) {
+  PredictionColumns truth;
+  truth.p_ctr = c.true_p_click, truth.p_cvr = c.true_p_cvr;
+  truth.click = c.click, truth.conversion = c.conversion;
+  truth.counterfactual_conversion = c.counterfactual_conversion;
+  return truth;
+}
+
 /// Named metrics: auc_ctr, logloss_ctr, calibration_ctr, gauc_ctr; auc_cvr,
 /// logloss_cvr, calibration_cvr (clicked rows) and auc_cvr_masked (the same
 /// AUC taken over the whole stream with the click as a label mask); auc_ctcvr,
@@ -95,19 +94,23 @@ inline std::map<std::string, MetricValue> evaluate_predictions(const PredictionC
   TORCH_CHECK(c.user.empty() || c.user.size() == n, "evaluate_predictions expects one user per row");
 
   std::map<std::string, MetricValue> out;
-  const auto auc = [&](const std::string& key) {
-    auto rows = ranked_rows(c, key);
+  // An oracle, where the model's own AUC is defined: the true probabilities ranked on the same rows.
+  const auto truth = truth_as_predictions(c);
+  const auto auc = [&](const PredictionColumns& columns, const std::string& metric, const std::string& key) {
+    auto rows = ranked_rows(columns, metric);
     if (!rows) return;
-    const bool clicked_rows = key == "auc_cvr" || key == "auc_cvr_oracle";
     out[key] = !rows->scores.empty() ? roc_auc(rows->scores, rows->labels)
-                                     : MetricValue::undefined(clicked_rows ? "no clicked row" : "no rows");
+                                     : MetricValue::undefined(metric == "auc_cvr" ? "no clicked row" : "no rows");
     if (key == "auc_cvr") {
       out["logloss_cvr"] = log_loss(rows->scores, rows->labels);
       out["calibration_cvr"] = calibration(rows->scores, rows->labels);
     }
     if (key == "auc_ctcvr") out["logloss_ctcvr"] = log_loss(rows->scores, rows->labels);
   };
-  for (const std::string key : {"auc_ctr", "auc_cvr", "auc_cvr_entire_space", "auc_ctcvr"}) auc(key), auc(key + "_oracle");
+  for (const std::string metric : {"auc_ctr", "auc_cvr", "auc_cvr_entire_space", "auc_ctcvr"}) {
+    auc(c, metric, metric);
+    if (out.count(metric)) auc(truth, metric, metric + "_oracle");
+  }
   if (!c.p_ctr.empty()) {
     out["logloss_ctr"] = log_loss(c.p_ctr, c.click);
     out["calibration_ctr"] = calibration(c.p_ctr, c.click);

@@ -92,7 +92,7 @@ struct PairedSeedTest {
   double interval_low = std::numeric_limits<double>::quiet_NaN();        ///< the mean's confidence interval
   double interval_high = std::numeric_limits<double>::quiet_NaN();
   double t = std::numeric_limits<double>::quiet_NaN();
-  double p_value = std::numeric_limits<double>::quiet_NaN();  ///< two-sided
+  double p_value = std::numeric_limits<double>::quiet_NaN();         ///< two-sided
   double standard_error = std::numeric_limits<double>::quiet_NaN();  ///< of the mean, the shared variance included
   double degrees_of_freedom = std::numeric_limits<double>::quiet_NaN();
   std::string undefined_because;
@@ -107,8 +107,8 @@ struct PairedSeedTest {
 /// `min_seeds` differences at least (2 make a test, but one degree of freedom
 /// makes it nearly powerless). With no variance at all, differences equal and
 /// non-zero give p = 0; all zero give p = 1.
-inline PairedSeedTest paired_seed_test(std::vector<double> differences, double confidence = 0.95,
-                                       size_t min_seeds = 2, double shared_variance = 0.0) {
+inline PairedSeedTest paired_seed_test(std::vector<double> differences, double confidence = 0.95, size_t min_seeds = 2,
+                                       double shared_variance = 0.0) {
   PairedSeedTest test;
   test.differences = std::move(differences);
   const auto& d = test.differences;

@@ -8,8 +8,8 @@
 
 #include <mtl/data/vocabulary.hpp>
 #include <mtl/features.hpp>
-#include <mtl/model_spec.hpp>
 #include <mtl/io/checkpoint.hpp>
+#include <mtl/model_spec.hpp>
 #include <mtl/version.hpp>
 
 #include <c10/util/Exception.h>

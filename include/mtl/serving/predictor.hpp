@@ -14,9 +14,9 @@
 
 #include <mtl/detail/join.hpp>
 #include <mtl/features.hpp>
+#include <mtl/io/checkpoint.hpp>
 #include <mtl/model_spec.hpp>
 #include <mtl/serving/bundle.hpp>
-#include <mtl/io/checkpoint.hpp>
 
 #include <ATen/Parallel.h>
 #include <c10/core/InferenceMode.h>

@@ -82,9 +82,7 @@ class RunDirectory {
   bool has(const char* file) const { return std::filesystem::exists(path(file)); }
   /// Whether the run finished: it wrote its test evaluation.
   bool finished() const { return has(run_files::kEvaluation); }
-  bool has_resume_checkpoint() const {
-    return has(run_files::kLastCheckpoint) || has(run_files::kPreviousCheckpoint);
-  }
+  bool has_resume_checkpoint() const { return has(run_files::kLastCheckpoint) || has(run_files::kPreviousCheckpoint); }
 
   // ---- writing
 
@@ -136,9 +134,10 @@ class RunDirectory {
 
   // ---- reading
 
-  /// Every record of metrics.jsonl of `split` ("train" or "valid"), in order.
-  std::vector<nlohmann::json> metric_records(const std::string& split) const {
-    return records(run_files::kMetrics, [&](const nlohmann::json& j) { return j.value("split", "") == split; });
+  /// Every record of metrics.jsonl of `split` ("train" or "valid"; empty: both), in order.
+  std::vector<nlohmann::json> metric_records(const std::string& split = "") const {
+    return records(run_files::kMetrics,
+                   [&](const nlohmann::json& j) { return split.empty() || j.value("split", "") == split; });
   }
   /// The validation metrics at `step`, if metrics.jsonl has them.
   std::optional<std::map<std::string, metrics::MetricValue>> validation_at(int64_t step) const {

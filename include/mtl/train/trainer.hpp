@@ -174,8 +174,8 @@ class Trainer {
         AutocastGuard autocast(options_.device(), options_.amp());
         if (replicas()) {
           const auto share = share_of(batch, replicas()->rank(), replicas()->world_size());
-          loss = objective_(model_->forward(share.features), share,
-                            share_denominators(batch, replicas()->world_size()));
+          loss =
+              objective_(model_->forward(share.features), share, share_denominators(batch, replicas()->world_size()));
         } else {
           loss = objective_(model_->forward(batch.features), batch);
         }
@@ -185,10 +185,10 @@ class Trainer {
       ++window_steps, ++steps_this_run;
       const bool log_now = step % options_.log_every() == 0;
       if ((check_every_step || log_now) && !std::isfinite(window_loss.template item<double>())) {
-        result.stopped_because = non_finite_message(reported, step, check_every_step || window_first == step
-                                                                        ? fmt::format("at step {}", step)
-                                                                        : fmt::format("between steps {} and {}",
-                                                                                      window_first, step));
+        result.stopped_because = non_finite_message(reported, step,
+                                                    check_every_step || window_first == step
+                                                        ? fmt::format("at step {}", step)
+                                                        : fmt::format("between steps {} and {}", window_first, step));
         log_.line("stopped: " + result.stopped_because);
         result.steps = step - 1;
         return result;
@@ -350,8 +350,8 @@ class Trainer {
     metrics::PredictionColumns predictions;
     result.test = evaluate(*test_, &health, &predictions);
     if (!leader()) return;
-    dir_.write_evaluation({result.test, test_->num_rows(), result.best_step, options_.primary_key(),
-                           parameter_count(), options_.data_report()});
+    dir_.write_evaluation({result.test, test_->num_rows(), result.best_step, options_.primary_key(), parameter_count(),
+                           options_.data_report()});
     for (auto r : health.records(result.best_step)) {
       r["split"] = "test";
       dir_.append_expert_health(r);
