@@ -484,6 +484,39 @@ bundle)
   cmp r18.csv s18.csv || fail "the 18-field bundle predicts differently from its run"
   ;;
 
+onnx_export)
+  # Every model of the chain as ONNX: ONNX Runtime scores the test rows (raw ids, through the vocabularies)
+  # as `predict --run` does. ONNX Runtime and ONNX's checker come from PyPI (scripts/onnx-requirements.txt).
+  python=$("$(dirname "$0")/../scripts/pinned-venv.sh" "$(dirname "$0")/../scripts/onnx-requirements.txt") ||
+    { echo "skipped: no venv with onnxruntime (pip could not install scripts/onnx-requirements.txt)"; exit 77; }
+  "$bin" run --configs "$configs" --data "aliccp:$data/aliccp" --preset tiny --batch-size 16 --output chain \
+    --quiet > run.txt
+  for run in interview_*; do
+    id=${run#interview_} && id=${id%%_*}
+    "$bin" predict --run "$run" --out "$id.csv" > /dev/null
+    "$bin" export --run "$run" --format onnx --out "$id.onnx" > "$id.export.txt"
+    expect_in "inputs 23 sparse and 8 dense fields" "$id.export.txt"
+    "$python" "$(dirname "$0")/onnx_scores.py" "$id.onnx" "$data/aliccp/ali_ccp_test_sample.csv" "$id.csv" ||
+      fail "ONNX Runtime scores $id's test rows differently from predict --run"
+  done
+  [ "$(ls ./*.onnx | wc -l)" = 8 ] || fail "expected 8 exported models, got $(ls ./*.onnx | wc -l)"
+  expect_in "outputs p_ctr, p_cvr, p_ctcvr" E5.export.txt
+  expect_in "outputs p_cvr" E0b.export.txt
+  # Synthetic ids are their own rows (no vocabulary): ids outside a field's rows take row 0, as in Predictor.
+  # Two PLE levels and low-rank cross experts, which the seven do not use.
+  mkdir deep
+  cp "$configs"/*.yaml deep/
+  sed -i -e 's/num_levels: 1/num_levels: 2/' -e 's/{type: cross, layers: 3}/{type: cross, layers: 3, low_rank: 8}/' \
+    deep/E5_deepfm_ple_lite_hetero_esmm.yaml
+  "$bin" train --config deep/E5_deepfm_ple_lite_hetero_esmm.yaml --preset tiny --run-dir synthetic --quiet > /dev/null
+  "$bin" export --run synthetic --out synthetic.mtl > /dev/null
+  "$bin" export --run synthetic --format onnx --out synthetic.onnx > /dev/null
+  "$python" "$(dirname "$0")/onnx_scores.py" --make-rows synthetic.onnx rows.csv 500
+  "$bin" predict --bundle synthetic.mtl --data rows.csv --out synthetic.csv > /dev/null
+  "$python" "$(dirname "$0")/onnx_scores.py" synthetic.onnx rows.csv synthetic.csv ||
+    fail "ONNX Runtime scores a two-level PLE with low-rank cross experts differently from the bundle"
+  ;;
+
 output_lock)
   # Two chains into one folder: the second stops at once; a killed chain's lock blocks nothing.
   "$bin" run --configs "$configs" --preset tiny --only E5 --max-steps 2000 --output chain --quiet > first.txt 2>&1 &

@@ -162,6 +162,26 @@ void require_independent_clone(Holder& module, Run run) {
   REQUIRE_FALSE(torch::allclose(run(*module), original_out));
 }
 
+// A user's own mixer: every task reads the input, doubled. It provides what
+// mixer.hpp asks and nothing for diagnostics.
+struct DoublingMixerOptions {
+  DoublingMixerOptions(int64_t input_dim, int64_t num_tasks) : input_dim_(input_dim), num_tasks_(num_tasks) {}
+  TORCH_ARG(int64_t, input_dim);
+  TORCH_ARG(int64_t, num_tasks);
+};
+class DoublingMixerImpl : public torch::nn::Cloneable<DoublingMixerImpl> {
+ public:
+  explicit DoublingMixerImpl(DoublingMixerOptions options) : options(std::move(options)) {}
+  void reset() override {}
+  std::vector<torch::Tensor> forward(const torch::Tensor& x) {
+    return std::vector<torch::Tensor>(options.num_tasks(), 2 * x);
+  }
+  int64_t output_dim() const { return options.input_dim(); }
+  int64_t num_tasks() const { return options.num_tasks(); }
+  DoublingMixerOptions options;
+};
+TORCH_MODULE(DoublingMixer);
+
 }  // namespace mtl_test
 
 /// `expr` throws a c10::Error whose message contains `text`.

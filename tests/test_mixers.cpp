@@ -85,25 +85,6 @@ TEST_CASE("Gate softmax equals ATen's softmax") {
 }
 
 namespace {
-// A user's own mixer: every task reads the input, doubled. It provides what
-// mixer.hpp asks and nothing for diagnostics.
-struct DoublingMixerOptions {
-  DoublingMixerOptions(int64_t input_dim, int64_t num_tasks) : input_dim_(input_dim), num_tasks_(num_tasks) {}
-  TORCH_ARG(int64_t, input_dim);
-  TORCH_ARG(int64_t, num_tasks);
-};
-class DoublingMixerImpl : public torch::nn::Cloneable<DoublingMixerImpl> {
- public:
-  explicit DoublingMixerImpl(DoublingMixerOptions options) : options(std::move(options)) {}
-  void reset() override {}
-  std::vector<torch::Tensor> forward(const torch::Tensor& x) {
-    return std::vector<torch::Tensor>(options.num_tasks(), 2 * x);
-  }
-  int64_t output_dim() const { return options.input_dim(); }
-  int64_t num_tasks() const { return options.num_tasks(); }
-  DoublingMixerOptions options;
-};
-TORCH_MODULE(DoublingMixer);
 
 // Not a mixer: forward gives one tensor, not one per task.
 struct OneOutputImpl : torch::nn::Module {
@@ -124,14 +105,14 @@ TEST_CASE("the mixer contract") {
   STATIC_REQUIRE(is_gated_mixer_v<MMoEImpl>);
   STATIC_REQUIRE(is_gated_mixer_v<PLEImpl>);
   STATIC_REQUIRE(is_mixer_v<SharedBottomImpl>);
-  STATIC_REQUIRE(is_mixer_v<DoublingMixerImpl>);
-  STATIC_REQUIRE_FALSE(is_gated_mixer_v<DoublingMixerImpl>);
+  STATIC_REQUIRE(is_mixer_v<mtl_test::DoublingMixerImpl>);
+  STATIC_REQUIRE_FALSE(is_gated_mixer_v<mtl_test::DoublingMixerImpl>);
   STATIC_REQUIRE_FALSE(is_mixer_v<OneOutputImpl>);
   STATIC_REQUIRE_FALSE(is_mixer_v<GateImpl>);
   torch::manual_seed(2);
-  MultiTaskModel<DeepFM, DoublingMixer> model(MultiTaskModelOptions<DeepFM, DoublingMixer>(
-      DeepFMOptions(mtl_test::small_schema()).deep_hidden_dims({8}).fm_projection_dim(4), DoublingMixerOptions(0, 0),
-      {"ctr", "cvr"}));
+  MultiTaskModel<DeepFM, mtl_test::DoublingMixer> model(MultiTaskModelOptions<DeepFM, mtl_test::DoublingMixer>(
+      DeepFMOptions(mtl_test::small_schema()).deep_hidden_dims({8}).fm_projection_dim(4),
+      mtl_test::DoublingMixerOptions(0, 0), {"ctr", "cvr"}));
   REQUIRE(model->mixer->options.input_dim() == model->backbone->output_dim());
   REQUIRE(model->mixer->options.num_tasks() == 2);
   const auto logits = model->forward(random_inputs(mtl_test::small_schema(), 6));

@@ -1,12 +1,17 @@
 // Tests of serving: the model spec's JSON round trip, the one-file bundle
 // (round trip, damaged and foreign files refused) and the Predictor (raw ids
 // through the vocabularies, equal to the model's own eval forward, the same
-// answers from several threads at once, requests that do not match refused).
+// answers from several threads at once, requests that do not match refused)
+// and the ONNX export's graph (its scores are checked against ONNX Runtime by
+// the chain's onnx_export test).
 #include "test_helpers.hpp"
 
 #include <mtl/model_spec.hpp>
 #include <mtl/serving/bundle.hpp>
 #include <mtl/serving/predictor.hpp>
+#ifdef MTL_TEST_ONNX
+#include <mtl/serving/onnx_export.hpp>
+#endif
 
 #include <thread>
 
@@ -250,3 +255,54 @@ TEST_CASE("Predictor refuses requests that do not match the schema") {
   for (const auto& f : predictor.schema().dense_fields()) empty.dense[f.name];
   REQUIRE_TORCH_ERROR(predictor.predict(empty), "the request holds no rows");
 }
+
+#ifdef MTL_TEST_ONNX
+// Every mixer writes a graph that ONNX's checker accepts, with the schema's
+// fields as inputs, the vocabularies as LabelEncoders, and the heads' probabilities as outputs.
+TEST_CASE("ONNX export writes every mixer as a checked graph") {
+  const ScratchDir tmp("onnx");
+  for (const std::string mixer : {"single", "sharedbottom", "mmoe", "ple"}) {
+    INFO(mixer);
+    auto spec = ple_spec();
+    spec.mixer = mixer;
+    spec.shared_bottom_dims = {24};
+    spec.num_levels = mixer == "ple" ? 2 : 1;
+    const auto bundle = make_bundle(spec);
+    const auto proto = to_onnx(bundle);
+    REQUIRE_NOTHROW(write_onnx(proto, tmp / (mixer + ".onnx")));
+    REQUIRE(std::filesystem::file_size(tmp / (mixer + ".onnx")) == proto.ByteSizeLong());
+
+    std::vector<std::string> inputs, outputs;
+    for (const auto& i : proto.graph().input()) inputs.push_back(i.name());
+    for (const auto& o : proto.graph().output()) outputs.push_back(o.name());
+    REQUIRE(inputs == std::vector<std::string>{"user", "item", "ctx", "price", "age"});
+    REQUIRE(proto.graph().input(0).type().tensor_type().elem_type() == onnx::TensorProto::INT64);
+    REQUIRE(proto.graph().input(3).type().tensor_type().elem_type() == onnx::TensorProto::FLOAT);
+    REQUIRE(outputs == std::vector<std::string>{"p_ctr", "p_cvr", "p_ctcvr"});
+    std::vector<std::vector<int64_t>> keys;
+    for (const auto& node : proto.graph().node())
+      if (node.op_type() == "LabelEncoder")
+        for (const auto& a : node.attribute())
+          if (a.name() == "keys_int64s") keys.emplace_back(a.ints().begin(), a.ints().end());
+    REQUIRE(keys.size() == bundle.vocabularies.size());
+    for (size_t f = 0; f < keys.size(); ++f) REQUIRE(keys[f] == bundle.vocabularies[f].ids());
+  }
+}
+
+// What the export cannot write is refused, naming the module or the reason.
+TEST_CASE("ONNX export refuses a module without a rule and non-float32 weights") {
+  mtl::MultiTaskModel<mtl::DeepFM, mtl_test::DoublingMixer> doubling(
+      mtl::MultiTaskModelOptions<mtl::DeepFM, mtl_test::DoublingMixer>(
+          mtl::DeepFMOptions(mtl_test::small_schema()).deep_hidden_dims({8}).fm_projection_dim(4),
+          mtl_test::DoublingMixerOptions(0, 0), {"ctr", "cvr"}));
+  REQUIRE_TORCH_ERROR(to_onnx(doubling, mtl_test::small_schema(), {}), "ONNX export has no rule for the mixer");
+  REQUIRE_TORCH_ERROR(to_onnx(doubling, mtl_test::small_schema(), {}), "DoublingMixerImpl");
+
+  auto bundle = make_bundle(ple_spec());
+  mtl::with_model(bundle.model, bundle.schema, [&](auto model) {
+    model->to(torch::kDouble);
+    REQUIRE_TORCH_ERROR(to_onnx(model, bundle.schema, bundle.vocabularies), "writes float32 weights");
+    REQUIRE_TORCH_ERROR(to_onnx(model, bundle.schema, {mtl::data::Vocabulary()}), "one vocabulary per sparse field");
+  });
+}
+#endif
