@@ -3,14 +3,21 @@
 // heterogeneous PLE with the aligner, towers [64]) through a bundle file and
 // mtl::serving::Predictor: p50 and p99 latency and throughput for batch 1,
 // 16 and 256 rows with 1 and 2 concurrent callers (one intra-op thread per
-// call), each call from raw ids through the vocabularies. Beside it, the cost
-// per row of a batch-256 predict against a batch-1024 training step of the
-// same model, both on every core. One line per measurement:
-//   mtl_serve batch B callers C p50_ms X p99_ms Y rows_per_s Z
-//   mtl_cost forward_us_per_row X train_step_us_per_row Y ratio R
+// call), and batch 256 with one caller on every core, each call from raw ids
+// through the vocabularies. Beside it, the cost per row of a batch-256 predict
+// (from raw ids, and from encoded ids as a training batch holds them) against a
+// batch-1024 training step of the same model, all on every core. One line per
+// measurement:
+//   mtl_serve batch B callers C threads T p50_ms X p99_ms Y rows_per_s Z
+//   mtl_cost raw_us_per_row X encoded_us_per_row Y train_step_us_per_row Z raw_ratio R encoded_ratio S
+// and the floor under a batch-256 forward: the model's matrix products alone
+// (every Linear and cross layer at its shape, as the layers run them), on one
+// thread and on every core:
+//   mtl_products batch 256 threads T mflop F p50_ms X gflops_per_s Y
 //
 //   bench_serving [--calls N] [--warmup N]
 #include <mtl/data/synthetic.hpp>
+#include <mtl/detail/matrix_product.hpp>
 #include <mtl/model_spec.hpp>
 #include <mtl/optim/dual_optimizer.hpp>
 #include <mtl/serving/bundle.hpp>
@@ -92,7 +99,8 @@ double percentile(std::vector<double> values, double q) {
   return values[std::min(values.size() - 1, static_cast<size_t>(q * static_cast<double>(values.size())))];
 }
 
-void serve(const mtl::serving::Predictor& predictor, int64_t batch, int callers, int calls, int warmup) {
+void serve(const mtl::serving::Predictor& predictor, int threads_per_call, int64_t batch, int callers, int calls,
+           int warmup) {
   const auto pool = requests(predictor.schema(), batch, 32);
   std::vector<std::vector<double>> latencies(static_cast<size_t>(callers));
   std::vector<std::thread> threads;
@@ -116,8 +124,8 @@ void serve(const mtl::serving::Predictor& predictor, int64_t batch, int callers,
   std::vector<double> all;
   for (const auto& l : latencies) all.insert(all.end(), l.begin(), l.end());
   const double seconds = std::chrono::duration<double>(ended - started).count();
-  std::printf("mtl_serve batch %ld callers %d p50_ms %.4f p99_ms %.4f rows_per_s %.0f\n", static_cast<long>(batch),
-              callers, percentile(all, 0.5), percentile(all, 0.99),
+  std::printf("mtl_serve batch %ld callers %d threads %d p50_ms %.4f p99_ms %.4f rows_per_s %.0f\n",
+              static_cast<long>(batch), callers, threads_per_call, percentile(all, 0.5), percentile(all, 0.99),
               static_cast<double>(batch) * static_cast<double>(all.size()) / seconds);
   std::fflush(stdout);
 }
@@ -152,6 +160,34 @@ double train_step_us_per_row(const mtl::serving::ModelBundle& bundle) {
   return percentile(per_row, 0.5);
 }
 
+/// The model's matrix products for `batch` rows, one after another on `threads`
+/// threads: every 2-D weight but the embedding table, as `x [batch, in] * W^T`.
+void products_floor(const mtl::serving::ModelBundle& bundle, int64_t batch, int threads) {
+  const int threads_before = at::get_num_threads();
+  at::set_num_threads(threads);
+  std::vector<torch::Tensor> inputs, weights;
+  double flop = 0;
+  mtl::with_model(bundle.model, bundle.schema, [&](auto model) {
+    for (const auto& p : model->named_parameters())
+      if (p.value().dim() == 2 && p.key().find("embedding") == std::string::npos) {
+        weights.push_back(p.value().detach().contiguous());
+        inputs.push_back(torch::randn({batch, p.value().size(1)}));
+        flop += 2.0 * static_cast<double>(batch) * static_cast<double>(p.value().numel());
+      }
+  });
+  std::vector<double> ms;
+  for (int i = 0; i < 300; ++i) {
+    const auto begin = Clock::now();
+    for (size_t l = 0; l < weights.size(); ++l) mtl::detail::mm_transposed(inputs[l], weights[l]);
+    if (i >= 30) ms.push_back(std::chrono::duration<double, std::milli>(Clock::now() - begin).count());
+  }
+  const double median = percentile(ms, 0.5);
+  std::printf("mtl_products batch %ld threads %d mflop %.1f p50_ms %.4f gflops_per_s %.1f\n", static_cast<long>(batch),
+              threads, flop / 1e6, median, flop / median / 1e6);
+  std::fflush(stdout);
+  at::set_num_threads(threads_before);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -171,18 +207,31 @@ int main(int argc, char** argv) {
   std::filesystem::remove(path);
 
   for (const int64_t batch : {1, 16, 256})
-    for (const int callers : {1, 2}) serve(predictor, batch, callers, batch == 256 ? calls / 4 : calls, warmup);
+    for (const int callers : {1, 2}) serve(predictor, 1, batch, callers, batch == 256 ? calls / 4 : calls, warmup);
+  serve(all_cores, cores, 256, 1, calls / 4, warmup);
+  products_floor(bundle, 256, 1);
+  products_floor(bundle, 256, cores);
 
-  // Cost per row on every core: a batch-256 predict against a training step.
+  // Cost per row on every core: a batch-256 predict, from raw ids and from encoded ones, against a training step.
   const auto pool = requests(predictor.schema(), 256, 8);
-  std::vector<double> forward;
-  for (int i = 0; i < 200; ++i) {
+  std::vector<mtl::FeatureInputs> encoded;
+  for (const auto& request : pool) encoded.push_back(all_cores.encode(request));
+  std::vector<double> raw, from_encoded;
+  for (int i = 0; i < 400; ++i) {
+    const auto at = static_cast<size_t>(i) % pool.size();
     const auto begin = Clock::now();
-    all_cores.predict(pool[static_cast<size_t>(i) % pool.size()]);
-    if (i >= 20) forward.push_back(std::chrono::duration<double, std::micro>(Clock::now() - begin).count() / 256);
+    if (i % 2 == 0)
+      all_cores.predict(pool[at]);
+    else
+      all_cores.predict(encoded[at]);
+    const double us = std::chrono::duration<double, std::micro>(Clock::now() - begin).count() / 256;
+    if (i >= 40) (i % 2 == 0 ? raw : from_encoded).push_back(us);
   }
-  const double forward_us = percentile(forward, 0.5), train_us = train_step_us_per_row(bundle);
-  std::printf("mtl_cost forward_us_per_row %.3f train_step_us_per_row %.3f ratio %.3f\n", forward_us, train_us,
-              forward_us / train_us);
+  const double raw_us = percentile(raw, 0.5), encoded_us = percentile(from_encoded, 0.5);
+  const double train_us = train_step_us_per_row(bundle);
+  std::printf(
+      "mtl_cost raw_us_per_row %.3f encoded_us_per_row %.3f train_step_us_per_row %.3f raw_ratio %.3f encoded_ratio "
+      "%.3f\n",
+      raw_us, encoded_us, train_us, raw_us / train_us, encoded_us / train_us);
   return 0;
 }

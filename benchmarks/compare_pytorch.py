@@ -15,6 +15,7 @@ p50/p99 latency and throughput for batch 1, 16, 256 with 1 and 2 concurrent
 callers (threads; one intra-op thread). Its requests arrive as id tensors
 already encoded, so it skips the vocabulary lookups the C++ side does."""
 import argparse
+import os
 import threading
 import time
 
@@ -169,7 +170,7 @@ def run(model, steps, warmup, compile_model=False):
     return steps * BATCH / (time.perf_counter() - start)
 
 
-def serve(model, batch, callers, calls, warmup):
+def serve(model, batch, callers, calls, warmup, threads_per_call=1):
     g = torch.Generator().manual_seed(batch)
     pool = [(torch.stack([torch.randint(v, (batch,), generator=g) for v in VOCABS], 1), torch.randn(batch, DENSE, generator=g))
             for _ in range(32)]
@@ -177,16 +178,21 @@ def serve(model, batch, callers, calls, warmup):
     barrier = threading.Barrier(callers + 1)
 
     def caller(t):
-        with torch.inference_mode():
-            for i in range(warmup):
-                model(*pool[i % len(pool)])
-            barrier.wait()
-            for i in range(calls):
-                begin = time.perf_counter()
-                ctr, cvr = model(*pool[(i + t) % len(pool)])
-                p_ctr, p_cvr = torch.sigmoid(ctr), torch.sigmoid(cvr)
-                (p_ctr * p_cvr).tolist()
-                latencies[t].append((time.perf_counter() - begin) * 1e3)
+        try:
+            torch.set_num_threads(threads_per_call)
+            with torch.inference_mode():
+                for i in range(warmup):
+                    model(*pool[i % len(pool)])
+                barrier.wait()
+                for i in range(calls):
+                    begin = time.perf_counter()
+                    ctr, cvr = model(*pool[(i + t) % len(pool)])
+                    p_ctr, p_cvr = torch.sigmoid(ctr), torch.sigmoid(cvr)
+                    (p_ctr * p_cvr).tolist()
+                    latencies[t].append((time.perf_counter() - begin) * 1e3)
+        except BaseException:
+            barrier.abort()  # the other callers and the timer stop too, instead of waiting for this one
+            raise
 
     threads = [threading.Thread(target=caller, args=(t,)) for t in range(callers)]
     for th in threads:
@@ -198,7 +204,7 @@ def serve(model, batch, callers, calls, warmup):
     seconds = time.perf_counter() - start
     all_ = sorted(x for l in latencies for x in l)
     pick = lambda q: all_[min(len(all_) - 1, int(q * len(all_)))]
-    print(f"pytorch_serve batch {batch} callers {callers} p50_ms {pick(0.5):.4f} p99_ms {pick(0.99):.4f} "
+    print(f"pytorch_serve batch {batch} callers {callers} threads {threads_per_call} p50_ms {pick(0.5):.4f} p99_ms {pick(0.99):.4f} "
           f"rows_per_s {batch * len(all_) / seconds:.0f}", flush=True)
 
 
@@ -217,6 +223,7 @@ def main():
         for batch in (1, 16, 256):
             for callers in (1, 2):
                 serve(model, batch, callers, args.calls // 4 if batch == 256 else args.calls, 200)
+        serve(model, 256, 1, args.calls // 4, 200, threads_per_call=os.cpu_count())  # one caller on every core
         return
     torch.set_num_threads(args.threads)
     modes = ["eager", "compile"] if args.compile else ["eager"]

@@ -11,8 +11,10 @@
 
 #include <filesystem>
 #include <fstream>
+#include <random>
 #include <set>
 #include <sstream>
+#include <unordered_map>
 
 using namespace mtl::data;
 using mtl_test::ScratchDir;
@@ -220,6 +222,28 @@ TEST_CASE("vocabularies from the training split") {
   REQUIRE(splits.train.ids == std::vector<int32_t>{2, 1, 2, 2, 1, 1, 0, 1, 1, 2});
   REQUIRE(splits.valid.ids == std::vector<int32_t>{1, 0});
   REQUIRE(splits.test.ids == std::vector<int32_t>{1, 1, 0, 0});
+}
+
+// A vocabulary maps every kept id to its row and anything else to 0, as a
+// node-based map would, over ids of any sign and spread, with repeats.
+TEST_CASE("vocabulary lookups agree with a map") {
+  std::mt19937_64 rng(11);
+  std::vector<int64_t> ids;
+  std::unordered_map<int64_t, int64_t> expected;
+  for (int i = 0; i < 5000; ++i) {
+    const int64_t id = i % 3 == 0 ? static_cast<int64_t>(rng()) : static_cast<int64_t>(rng() % 20000) - 10000;
+    ids.push_back(id);
+    expected.emplace(id, static_cast<int64_t>(ids.size()));  // a repeated id keeps its first row
+  }
+  Vocabulary vocabulary;
+  vocabulary.set_ids(ids);
+  REQUIRE(vocabulary.size() == 5001);
+  for (const auto id : ids) REQUIRE(vocabulary.encode(id) == expected.at(id));
+  int64_t unseen = 0;
+  for (int64_t id = -30000; id < 30000; ++id)
+    if (!expected.count(id)) REQUIRE(vocabulary.encode(id) == 0), ++unseen;
+  REQUIRE(unseen > 40000);
+  REQUIRE(Vocabulary().encode(7) == 0);
 }
 
 // Without validation or test files, shares of the training rows are held out:

@@ -2,6 +2,8 @@
 // training split with a minimum frequency; rare and unseen ids map to row 0.
 #pragma once
 
+#include <mtl/detail/flat_id_map.hpp>
+
 #include <algorithm>
 #include <cstdint>
 #include <unordered_map>
@@ -27,16 +29,12 @@ class Vocabulary {
 
   /// Rebuilds a fitted vocabulary from its ids in row order (row i + 1 = ids[i]).
   void set_ids(const std::vector<int64_t>& ids) {
-    index_.clear();
     ids_ = ids;
-    for (size_t i = 0; i < ids_.size(); ++i) index_.emplace(ids_[i], static_cast<int64_t>(i + 1));
+    index_.assign(ids_);
   }
 
   /// The embedding row of `raw`: 1..n if kept, else 0.
-  int64_t encode(int64_t raw) const {
-    auto it = index_.find(raw);
-    return it == index_.end() ? 0 : it->second;
-  }
+  int64_t encode(int64_t raw) const { return index_.find(raw); }
 
   /// Rows including the shared row 0.
   int64_t size() const noexcept { return static_cast<int64_t>(ids_.size()) + 1; }
@@ -45,7 +43,7 @@ class Vocabulary {
 
  private:
   std::unordered_map<int64_t, int64_t> counts_;
-  std::unordered_map<int64_t, int64_t> index_;
+  detail::FlatIdMap index_;
   std::vector<int64_t> ids_;
 };
 
