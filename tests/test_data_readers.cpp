@@ -241,7 +241,10 @@ TEST_CASE("vocabulary lookups agree with a map") {
   for (const auto id : ids) REQUIRE(vocabulary.encode(id) == expected.at(id));
   int64_t unseen = 0;
   for (int64_t id = -30000; id < 30000; ++id)
-    if (!expected.count(id)) REQUIRE(vocabulary.encode(id) == 0), ++unseen;
+    if (!expected.count(id)) {
+      REQUIRE(vocabulary.encode(id) == 0);
+      ++unseen;
+    }
   REQUIRE(unseen > 40000);
   REQUIRE(Vocabulary().encode(7) == 0);
 }

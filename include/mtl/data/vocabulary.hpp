@@ -43,7 +43,7 @@ class Vocabulary {
 
  private:
   std::unordered_map<int64_t, int64_t> counts_;
-  detail::FlatIdMap index_;
+  mtl::detail::FlatIdMap index_;
   std::vector<int64_t> ids_;
 };
 
