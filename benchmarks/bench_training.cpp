@@ -78,12 +78,17 @@ double peak_rss_mib() {
 }
 
 template <class Model>
-void train_steps(benchmark::State& state, Model model, std::vector<std::string> tasks, bool esmm) {
+void train_steps(benchmark::State& state, Model model, std::vector<std::string> tasks, bool esmm,
+                 ESMMCounterfactual counterfactual = ESMMCounterfactual::none) {
   torch::set_num_threads(static_cast<int>(std::thread::hardware_concurrency()));
   train::retain_freed_memory();  // as the Trainer does
   auto& w = Workload::get();
   optim::DualSparseDenseOptimizer opt(*model, optim::DualSparseDenseOptions().total_steps(100000).warmup_steps(10));
-  train::Objective objective(tasks, train::ObjectiveOptions().use_esmm(esmm));
+  train::ObjectiveOptions objective_options;
+  objective_options.use_esmm(esmm).counterfactual(counterfactual);
+  // ESCM2's risk stands in for ESMM v2's clicked-row CVR loss.
+  if (counterfactual != ESMMCounterfactual::none) objective_options.esmm_version(ESMMVersion::v1);
+  train::Objective objective(tasks, objective_options);
   size_t i = 0;
   for (auto _ : state) {
     const auto& batch = w.batches[i++ % w.batches.size()];
@@ -123,6 +128,22 @@ void BM_Step_E2(benchmark::State& s) {
                   SharedBottomModelOptions(backbone(), SharedBottomOptions(0, 0).hidden_dims({128}), {"ctr", "cvr"})
                       .task_tower_hidden_dims(kTowers)),
               {"ctr", "cvr"}, true);
+}
+// E2 with ESCM2's inverse-propensity risk in place of ESMM v2's clicked-row CVR loss.
+void BM_Step_E2_ESCM2_IPS(benchmark::State& s) {
+  train_steps(s,
+              SharedBottomModel(
+                  SharedBottomModelOptions(backbone(), SharedBottomOptions(0, 0).hidden_dims({128}), {"ctr", "cvr"})
+                      .task_tower_hidden_dims(kTowers)),
+              {"ctr", "cvr"}, true, ESMMCounterfactual::ips);
+}
+// E2 with ESCM2's doubly robust risk: a third tower (the imputation tower, as wide as the others).
+void BM_Step_E2_ESCM2_DR(benchmark::State& s) {
+  train_steps(s,
+              SharedBottomModel(SharedBottomModelOptions(backbone(), SharedBottomOptions(0, 0).hidden_dims({128}),
+                                                         {"ctr", "cvr", "imputation"})
+                                    .task_tower_hidden_dims({kTowers[0], kTowers[1], kTowers[1]})),
+              {"ctr", "cvr", "imputation"}, true, ESMMCounterfactual::dr);
 }
 void BM_Step_E3(benchmark::State& s) {
   train_steps(
@@ -424,6 +445,8 @@ BENCHMARK(BM_Step_E0a)->Unit(benchmark::kMillisecond)->MinTime(3);
 BENCHMARK(BM_Step_E0b)->Unit(benchmark::kMillisecond)->MinTime(3);
 BENCHMARK(BM_Step_E1)->Unit(benchmark::kMillisecond)->MinTime(3);
 BENCHMARK(BM_Step_E2)->Unit(benchmark::kMillisecond)->MinTime(3);
+BENCHMARK(BM_Step_E2_ESCM2_IPS)->Unit(benchmark::kMillisecond)->MinTime(3);
+BENCHMARK(BM_Step_E2_ESCM2_DR)->Unit(benchmark::kMillisecond)->MinTime(3);
 BENCHMARK(BM_Step_E3)->Unit(benchmark::kMillisecond)->MinTime(3);
 BENCHMARK(BM_Step_E4)->Unit(benchmark::kMillisecond)->MinTime(3);
 BENCHMARK(BM_Step_E5)->Unit(benchmark::kMillisecond)->MinTime(3);

@@ -1,6 +1,7 @@
 // Tests of the functions (functional/) and the ESMM loss: single-task BCE,
 // clicked-row CVR loss, ESMM v1/v2 against hand computation and at extreme
-// logits; FM's second-order term; expert mixing.
+// logits; ESCM2's counterfactual risks against their formulas; FM's
+// second-order term; expert mixing.
 #include "test_helpers.hpp"
 
 #include <mtl/esmm.hpp>
@@ -164,6 +165,105 @@ TEST_CASE("ESMM in one pass equals the loss as tensor ops") {
       }
 }
 
+namespace {
+// The gradients of `value` with respect to `inputs` (zeros where it does not depend on one).
+std::vector<torch::Tensor> gradients(const torch::Tensor& value, const std::vector<torch::Tensor>& inputs) {
+  auto grads = torch::autograd::grad({value}, inputs, {}, /*retain_graph=*/true, false, /*allow_unused=*/true);
+  for (size_t i = 0; i < grads.size(); ++i)
+    if (!grads[i].defined()) grads[i] = torch::zeros_like(inputs[i]);
+  return grads;
+}
+
+// -[y log sigmoid(x) + (1 - y) log(1 - sigmoid(x))], written out (moderate logits only).
+torch::Tensor cross_entropy_formula(const torch::Tensor& x, const torch::Tensor& y) {
+  const auto p = 1 / (1 + torch::exp(-x));
+  return -(y * torch::log(p) + (1 - y) * torch::log(1 - p));
+}
+}  // namespace
+
+// ESCM2's IPS risk (Wang et al., SIGIR 2022, eq. for R_IPS): the mean over all rows of
+// click * e / p, e the CVR cross-entropy, p = max(p_ctr, floor) taken as a constant:
+// its value and its gradients (none to the CTR logits) equal the formula's.
+TEST_CASE("ESCM2's IPS risk equals its formula") {
+  const double floor = 0.3;  // above two rows' p_ctr, so that the floor acts
+  auto a = as_tensor(kCtr).requires_grad_(), b = as_tensor(kCvr).requires_grad_();
+  const auto c = as_tensor(kClick), v = as_tensor(kConv);
+  const auto risk = ips_cvr_risk(a, b, c, v, floor);
+  const auto p = torch::clamp_min(1 / (1 + torch::exp(-a.detach())), floor);
+  const auto formula = (c * cross_entropy_formula(b, v) / p).mean();
+  REQUIRE(risk.item<double>() == Approx(formula.item<double>()).epsilon(1e-12));
+  const auto ours = gradients(risk, {a, b}), expected = gradients(formula, {a, b});
+  REQUIRE(torch::allclose(ours[1], expected[1], 1e-12, 1e-12));
+  REQUIRE(torch::count_nonzero(ours[0]).item<int64_t>() == 0);  // the propensity is a constant
+  REQUIRE(torch::count_nonzero(ours[1]).item<int64_t>() == 3);  // unclicked rows give no gradient
+  // ESMMLoss adds it, weighted, to ESMM v1's terms.
+  ESMMLoss loss(ESMMLossOptions()
+                    .version(ESMMVersion::v1)
+                    .counterfactual(ESMMCounterfactual::ips)
+                    .counterfactual_weight(0.4)
+                    .propensity_floor(floor));
+  const auto terms = loss->forward(a, b, c, v);
+  const auto v1 = ESMMLoss(ESMMLossOptions().version(ESMMVersion::v1))->forward(a, b, c, v);
+  REQUIRE(terms.counterfactual.item<double>() == Approx(formula.item<double>()).epsilon(1e-12));
+  REQUIRE(terms.total.item<double>() == Approx((v1.total + 0.4 * formula).item<double>()).epsilon(1e-12));
+  REQUIRE(terms.imputation.item<double>() == 0.0);
+  // Finite at extreme logits.
+  const auto far = torch::tensor({30.0, -30.0, 30.0, -30.0}, torch::kDouble);
+  const auto extreme =
+      ips_cvr_risk(-far, far, torch::ones({4}, torch::kDouble), torch::tensor({0.0, 1.0, 1.0, 0.0}), 0.05);
+  REQUIRE(std::isfinite(extreme.item<double>()));
+}
+
+// ESCM2's DR risk: the imputation tower's r~ = sigmoid(t) gives each row an imputed error e^ (the CVR
+// cross-entropy against r~); risk = mean(e^ + click (e - e^) / p) with r~ constant, and the
+// imputation loss = mean(click (e - e^)^2 / p) with the CVR logits constant.
+TEST_CASE("ESCM2's DR risk and imputation loss equal their formulas") {
+  const double floor = 0.05;
+  auto a = as_tensor(kCtr).requires_grad_(), b = as_tensor(kCvr).requires_grad_();
+  auto t = as_tensor({0.2, -1.0, 0.7, -0.3, 1.1}).requires_grad_();
+  const auto c = as_tensor(kClick), v = as_tensor(kConv);
+  const auto dr = dr_cvr_risk(a, b, t, c, v, floor);
+  const auto p = torch::clamp_min(1 / (1 + torch::exp(-a.detach())), floor);
+  const auto imputed = 1 / (1 + torch::exp(-t));
+  const auto risk_formula = [&](const torch::Tensor& imputed_conversion) {
+    const auto e = cross_entropy_formula(b, v), e_hat = cross_entropy_formula(b, imputed_conversion);
+    return (e_hat + c * (e - e_hat) / p).mean();
+  };
+  const auto risk = risk_formula(imputed.detach());
+  const auto gap = cross_entropy_formula(b.detach(), v) - cross_entropy_formula(b.detach(), imputed);
+  const auto imputation = (c * gap * gap / p).mean();
+  REQUIRE(dr.risk.item<double>() == Approx(risk.item<double>()).epsilon(1e-12));
+  REQUIRE(dr.imputation.item<double>() == Approx(imputation.item<double>()).epsilon(1e-12));
+  const auto risk_grads = gradients(dr.risk, {a, b, t}), imputation_grads = gradients(dr.imputation, {a, b, t});
+  REQUIRE(torch::allclose(risk_grads[1], gradients(risk, {b})[0], 1e-12, 1e-12));
+  REQUIRE(torch::allclose(imputation_grads[2], gradients(imputation, {t})[0], 1e-12, 1e-12));
+  for (const auto& none : {risk_grads[0], risk_grads[2], imputation_grads[0], imputation_grads[1]})
+    REQUIRE(torch::count_nonzero(none).item<int64_t>() == 0);
+  // Every row moves the CVR logits (the imputed errors cover the unclicked rows too).
+  REQUIRE(torch::count_nonzero(risk_grads[1]).item<int64_t>() == 5);
+  ESMMLoss loss(
+      ESMMLossOptions().version(ESMMVersion::v1).counterfactual(ESMMCounterfactual::dr).counterfactual_weight(0.2));
+  const auto terms = loss->forward(a, b, c, v, t);
+  const auto v1 = ESMMLoss(ESMMLossOptions().version(ESMMVersion::v1))->forward(a, b, c, v);
+  REQUIRE(terms.total.item<double>() == Approx((v1.total + 0.2 * (risk + imputation)).item<double>()).epsilon(1e-12));
+}
+
+// Bad ESCM2 options and inputs are refused, naming what was expected.
+TEST_CASE("ESCM2 refuses bad options and inputs") {
+  const auto x = as_tensor(kCtr), c = as_tensor(kClick), v = as_tensor(kConv);
+  REQUIRE_TORCH_ERROR(ESMMLoss(ESMMLossOptions().propensity_floor(0.0)), "propensity_floor in (0, 1]");
+  REQUIRE_TORCH_ERROR(ESMMLoss(ESMMLossOptions().propensity_floor(1.5)), "propensity_floor in (0, 1]");
+  REQUIRE_TORCH_ERROR(ESMMLoss(ESMMLossOptions().counterfactual_weight(-0.1)), "counterfactual_weight >= 0");
+  REQUIRE_TORCH_ERROR(ESMMLoss(ESMMLossOptions().ctcvr_weight(-1.0)), "term weights >= 0");
+  REQUIRE_TORCH_ERROR(ESMMLoss(ESMMLossOptions().counterfactual(ESMMCounterfactual::dr))->forward(x, x, c, v),
+                      "dr counterfactual needs the imputation tower's logits");
+  REQUIRE_TORCH_ERROR(ESMMLoss(ESMMLossOptions().counterfactual(ESMMCounterfactual::ips))->forward(x, x, c, v, x),
+                      "which only the dr counterfactual reads");
+  REQUIRE_TORCH_ERROR(ips_cvr_risk(x, x, c, v, 0.0), "the propensity floor must be in (0, 1]");
+  REQUIRE_TORCH_ERROR(dr_cvr_risk(x, x, torch::zeros({3}, torch::kDouble), c, v, 0.1),
+                      "imputation logits of shape [5] like the CVR logits, but got [3]");
+}
+
 // Mismatched shapes and non-float logits are refused with what was expected.
 TEST_CASE("losses refuse bad input") {
   auto logits = torch::zeros({4});
@@ -177,7 +277,7 @@ TEST_CASE("losses refuse bad input") {
   REQUIRE_TORCH_ERROR(ESMMLoss(ESMMLossOptions().lambda_cvr_aux(-1.0)), "lambda_cvr_aux >= 0");
   std::ostringstream s;
   ESMMLoss()->pretty_print(s);
-  REQUIRE(s.str() == "mtl::ESMMLoss(version=v2, lambda_cvr_aux=0.1)");
+  REQUIRE(s.str() == "mtl::ESMMLoss(version=v2, lambda_cvr_aux=0.1, counterfactual=none)");
 }
 
 // FM's second-order vector equals the brute-force sum over field pairs.

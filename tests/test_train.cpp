@@ -87,6 +87,22 @@ TEST_CASE("Objective terms per experiment shape") {
               .total.item<float>() == Approx(clicked_mean));
   REQUIRE_TORCH_ERROR(Objective({"ctr"}, ObjectiveOptions().use_esmm(true)),
                       "ESMM needs both a 'ctr' and a 'cvr' head");
+  // ESCM2: ips adds a counterfactual term; dr also an imputation term, from the model's "imputation" head.
+  const auto escm2 = [](ESMMCounterfactual kind) {
+    return ObjectiveOptions().use_esmm(true).esmm_version(ESMMVersion::v1).counterfactual(kind);
+  };
+  REQUIRE(names(Objective({"ctr", "cvr"}, escm2(ESMMCounterfactual::ips))(logits, batch)) ==
+          std::vector<std::string>{"ctr", "ctcvr", "counterfactual"});
+  TaskLogits with_imputation{{"ctr", "cvr", "imputation"},
+                             {logits.logits[0], logits.logits[1], torch::tensor({0.3f, -0.2f, 0.0f})}};
+  REQUIRE(names(Objective({"ctr", "cvr", "imputation"}, escm2(ESMMCounterfactual::dr))(with_imputation, batch)) ==
+          std::vector<std::string>{"ctr", "ctcvr", "counterfactual", "imputation"});
+  REQUIRE_TORCH_ERROR(Objective({"ctr", "cvr"}, escm2(ESMMCounterfactual::dr)),
+                      "needs a model head named 'imputation'");
+  REQUIRE_TORCH_ERROR(Objective({"ctr", "cvr", "imputation"}, escm2(ESMMCounterfactual::ips)),
+                      "which only ESCM2's dr risk reads");
+  REQUIRE_TORCH_ERROR(Objective({"ctr", "cvr"}, ObjectiveOptions().counterfactual(ESMMCounterfactual::ips)),
+                      "an ESMM option, but ESMM is off");
 }
 
 // Shares of a batch whose terms divide by the whole batch's counts over the

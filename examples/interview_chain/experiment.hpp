@@ -279,6 +279,8 @@ inline const std::vector<FieldSpec>& field_specs() {
        [](C& c, V v) { c.sections.tower_hidden_dims["ctr"] = value<std::vector<int64_t>>(v); }},
       {"model.tasks.cvr.tower_hidden_dims", T::integer_list, false, false, {},
        [](C& c, V v) { c.sections.tower_hidden_dims["cvr"] = value<std::vector<int64_t>>(v); }},
+      {"model.tasks.imputation.tower_hidden_dims", T::integer_list, false, false, {},
+       [](C& c, V v) { c.sections.tower_hidden_dims["imputation"] = value<std::vector<int64_t>>(v); }},
       {"model.shared_bottom.hidden_dims", T::integer_list, false, false, {},
        [](C& c, V v) { c.model.shared_bottom_dims = value<std::vector<int64_t>>(v); }},
       {"model.mmoe.num_experts", T::integer, false, false, {},
@@ -324,6 +326,24 @@ inline const std::vector<FieldSpec>& field_specs() {
        [](C& c, V v) {
          c.objective.lambda_cvr_aux(value<double>(v));
          require(c.objective.lambda_cvr_aux() >= 0, v, "expected lambda >= 0");
+       }},
+      {"esmm.counterfactual", T::text, false, false, {"none", "ips", "dr"},
+       [](C& c, V v) {
+         const auto kind = value<std::string>(v);
+         c.objective.counterfactual(kind == "ips"  ? mtl::ESMMCounterfactual::ips
+                                    : kind == "dr" ? mtl::ESMMCounterfactual::dr
+                                                   : mtl::ESMMCounterfactual::none);
+       }},
+      {"esmm.counterfactual_weight", T::number, false, false, {},
+       [](C& c, V v) {
+         c.objective.counterfactual_weight(value<double>(v));
+         require(c.objective.counterfactual_weight() >= 0, v, "expected a weight >= 0");
+       }},
+      {"esmm.propensity_floor", T::number, false, false, {},
+       [](C& c, V v) {
+         c.objective.propensity_floor(value<double>(v));
+         require(c.objective.propensity_floor() > 0 && c.objective.propensity_floor() <= 1, v,
+                 "expected a floor in (0, 1]");
        }},
       {"optim.type", T::text, true, true, {"dual_sparse_dense"}},
       {"optim.sparse.lr", T::number, true, true, {},
@@ -408,14 +428,20 @@ inline ExperimentConfig read_experiment(const FieldTable& f) {
   const auto& s = c.sections;
   refuse_if(m.heads.empty(), f, "model.enabled_heads", "expected at least one head");
   std::set<std::string> seen;
+  const bool imputes = c.objective.counterfactual() == mtl::ESMMCounterfactual::dr;
   for (const auto& h : m.heads) {
-    refuse_if(h != "ctr" && h != "cvr", f, "model.enabled_heads", "expected heads ctr and/or cvr, got '" + h + "'");
+    refuse_if(h != "ctr" && h != "cvr" && !(imputes && h == mtl::train::kImputationHead), f, "model.enabled_heads",
+              std::string("expected heads ctr and/or cvr") + (imputes ? " and imputation" : "") + ", got '" + h + "'");
     refuse_if(!seen.insert(h).second, f, "model.enabled_heads", "head '" + h + "' appears twice");
     m.tower_hidden_dims.push_back(s.tower_hidden_dims.count(h) ? s.tower_hidden_dims.at(h) : std::vector<int64_t>{});
   }
   refuse_if(m.mixer == "single" && m.heads.size() != 1, f, "model.mixer", "'single' expects exactly one head");
-  refuse_if(c.objective.use_esmm() && m.heads.size() != 2, f, "use_esmm",
+  refuse_if(c.objective.use_esmm() && !(seen.count("ctr") && seen.count("cvr")), f, "use_esmm",
             "ESMM needs both a ctr and a cvr head, but model.enabled_heads has only " + m.heads.front());
+  refuse_if(c.objective.counterfactual() != mtl::ESMMCounterfactual::none && !c.objective.use_esmm(), f,
+            "esmm.counterfactual", "ESCM2's counterfactual risk is an ESMM option: set use_esmm: true");
+  refuse_if(imputes && !seen.count(mtl::train::kImputationHead), f, "model.enabled_heads",
+            "esmm.counterfactual: dr needs a head named imputation (its imputation tower)");
   refuse_if(f.has("loss.cvr_denominator") &&
                 c.objective.cvr_denominator() != mtl::train::CvrDenominator::clicked_rows &&
                 (c.objective.use_esmm() || m.heads.size() != 2),

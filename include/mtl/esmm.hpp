@@ -4,6 +4,9 @@
 // Everything is computed from logits in log space, so logits of +-30 give
 // finite losses and gradients. On the CPU all terms are one pass
 // (detail/esmm_terms.hpp); functional/losses.hpp has the same loss as tensor ops.
+// ESCM2 (Wang et al., SIGIR 2022) adds a counterfactual CVR risk over the
+// entire space, inverse propensity (ips) or doubly robust (dr, with an
+// imputation tower's logits), weighted by counterfactual_weight.
 #pragma once
 
 #include <mtl/detail/esmm_terms.hpp>
@@ -19,6 +22,9 @@ namespace mtl {
 
 enum class ESMMVersion { v1, v2 };
 
+/// ESCM2's counterfactual CVR regularizer: none, inverse propensity, or doubly robust.
+enum class ESMMCounterfactual { none, ips, dr };
+
 /// Options of `ESMMLoss`.
 ///
 /// Example:
@@ -29,6 +35,12 @@ struct ESMMLossOptions {
   TORCH_ARG(double, lambda_cvr_aux) = 0.1;
   TORCH_ARG(double, ctr_weight) = 1.0;
   TORCH_ARG(double, ctcvr_weight) = 1.0;
+  /// ESCM2's risk (functional/losses.hpp: ips_cvr_risk, dr_cvr_risk); dr also adds its imputation loss.
+  TORCH_ARG(ESMMCounterfactual, counterfactual) = ESMMCounterfactual::none;
+  /// Weight of the counterfactual risk (and of dr's imputation loss).
+  TORCH_ARG(double, counterfactual_weight) = 0.1;
+  /// p_ctr below this counts as this in the risk's 1 / p_ctr; in (0, 1].
+  TORCH_ARG(double, propensity_floor) = 0.05;
 };
 
 /// The total and each term, so that a non-finite loss can be traced to its term.
@@ -36,7 +48,9 @@ struct ESMMLossTerms {
   torch::Tensor total;
   torch::Tensor ctr;
   torch::Tensor ctcvr;
-  torch::Tensor cvr_aux;  ///< zero under v1, and for a batch without a click
+  torch::Tensor cvr_aux;         ///< zero under v1, and for a batch without a click
+  torch::Tensor counterfactual;  ///< ESCM2's risk; zero without one
+  torch::Tensor imputation;      ///< dr's imputation loss; zero otherwise
 };
 
 class ESMMLossImpl : public torch::nn::Cloneable<ESMMLossImpl> {
@@ -46,11 +60,50 @@ class ESMMLossImpl : public torch::nn::Cloneable<ESMMLossImpl> {
   void reset() override {
     TORCH_CHECK(options.lambda_cvr_aux() >= 0.0, "ESMMLoss expects lambda_cvr_aux >= 0, but got ",
                 options.lambda_cvr_aux());
+    TORCH_CHECK(options.ctr_weight() >= 0.0 && options.ctcvr_weight() >= 0.0,
+                "ESMMLoss expects term weights >= 0, but got ctr_weight ", options.ctr_weight(), " and ctcvr_weight ",
+                options.ctcvr_weight());
+    TORCH_CHECK(options.counterfactual_weight() >= 0.0, "ESMMLoss expects counterfactual_weight >= 0, but got ",
+                options.counterfactual_weight());
+    TORCH_CHECK(options.propensity_floor() > 0.0 && options.propensity_floor() <= 1.0,
+                "ESMMLoss expects propensity_floor in (0, 1], but got ", options.propensity_floor());
   }
 
   /// Logits and labels are [batch]; labels are 0/1 with conversion <= click.
+  /// `imputation_logits` [batch], the imputation tower's, only with the dr counterfactual.
   ESMMLossTerms forward(const torch::Tensor& ctr_logits, const torch::Tensor& cvr_logits, const torch::Tensor& click,
-                        const torch::Tensor& conversion) {
+                        const torch::Tensor& conversion, const torch::Tensor& imputation_logits = {}) {
+    auto terms = esmm_terms(ctr_logits, cvr_logits, click, conversion);
+    terms.counterfactual = terms.imputation = torch::zeros({}, ctr_logits.options());
+    const auto kind = options.counterfactual();
+    TORCH_CHECK(imputation_logits.defined() == (kind == ESMMCounterfactual::dr),
+                kind == ESMMCounterfactual::dr
+                    ? "ESMMLoss's dr counterfactual needs the imputation tower's logits, but got none"
+                    : "ESMMLoss got imputation logits, which only the dr counterfactual reads");
+    if (kind == ESMMCounterfactual::ips) {
+      terms.counterfactual = ips_cvr_risk(ctr_logits, cvr_logits, click, conversion, options.propensity_floor());
+      terms.total = terms.total + options.counterfactual_weight() * terms.counterfactual;
+    } else if (kind == ESMMCounterfactual::dr) {
+      auto dr = dr_cvr_risk(ctr_logits, cvr_logits, imputation_logits, click, conversion, options.propensity_floor());
+      terms.counterfactual = dr.risk, terms.imputation = dr.imputation;
+      terms.total = terms.total + options.counterfactual_weight() * (dr.risk + dr.imputation);
+    }
+    return terms;
+  }
+
+  void pretty_print(std::ostream& stream) const override {
+    static const char* const counterfactuals[] = {"none", "ips", "dr"};
+    stream << "mtl::ESMMLoss(version=" << (options.version() == ESMMVersion::v2 ? "v2" : "v1")
+           << ", lambda_cvr_aux=" << options.lambda_cvr_aux()
+           << ", counterfactual=" << counterfactuals[static_cast<int>(options.counterfactual())] << ")";
+  }
+
+  ESMMLossOptions options;
+
+ private:
+  /// ESMM's own terms: the CTR, CTCVR and (v2) clicked-row CVR losses and their weighted total.
+  ESMMLossTerms esmm_terms(const torch::Tensor& ctr_logits, const torch::Tensor& cvr_logits, const torch::Tensor& click,
+                           const torch::Tensor& conversion) {
     ESMMLossTerms terms;
     if (detail::EsmmTerms::applies_to(ctr_logits, cvr_logits)) {  // on the CPU: one pass, one autograd node
       check_inputs(ctr_logits, cvr_logits, click, conversion);
@@ -74,14 +127,6 @@ class ESMMLossImpl : public torch::nn::Cloneable<ESMMLossImpl> {
     return terms;
   }
 
-  void pretty_print(std::ostream& stream) const override {
-    stream << "mtl::ESMMLoss(version=" << (options.version() == ESMMVersion::v2 ? "v2" : "v1")
-           << ", lambda_cvr_aux=" << options.lambda_cvr_aux() << ")";
-  }
-
-  ESMMLossOptions options;
-
- private:
   /// What the tensor-op path checks in ctcvr_loss and clicked_cvr_loss.
   static void check_inputs(const torch::Tensor& ctr_logits, const torch::Tensor& cvr_logits, const torch::Tensor& click,
                            const torch::Tensor& conversion) {

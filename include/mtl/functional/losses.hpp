@@ -1,7 +1,8 @@
 // Losses from logits, as functions: binary cross-entropy over all rows, the
 // CVR loss taken on clicked rows only (the classic, selection-biased CVR
-// setup), and ESMM's CTCVR loss in log space (the ESMMLoss module, esmm.hpp,
-// combines them).
+// setup), ESMM's CTCVR loss in log space, and ESCM2's counterfactual CVR
+// risks over the entire space, inverse propensity and doubly robust (the
+// ESMMLoss module, esmm.hpp, combines them).
 #pragma once
 
 #include <torch/nn/functional/loss.h>
@@ -55,6 +56,64 @@ inline torch::Tensor ctcvr_loss(const torch::Tensor& ctr_logits, const torch::Te
   auto log_p = log_sig_a + log_sig_b;
   auto log_1mp = torch::logaddexp(torch::log_sigmoid(-ctr_logits), log_sig_a + torch::log_sigmoid(-cvr_logits));
   return -(y * log_p + (1 - y) * log_1mp).mean();
+}
+
+namespace detail {
+/// The clicked rows' propensity for the counterfactual risks: p_ctr, detached,
+/// raised to `floor` (0 < floor <= 1) so that 1 / p stays bounded.
+inline torch::Tensor clicked_propensity(const torch::Tensor& ctr_logits, double floor) {
+  TORCH_CHECK(floor > 0.0 && floor <= 1.0, "the propensity floor must be in (0, 1], but got ", floor);
+  return torch::sigmoid(ctr_logits.detach()).clamp_min(floor);
+}
+}  // namespace detail
+
+/// ESCM2's inverse-propensity CVR risk over the entire space (Wang et al., SIGIR
+/// 2022): the mean over all rows of click * BCE(cvr_logit, conversion) / p_ctr,
+/// with p_ctr detached and floored at `propensity_floor`.
+inline torch::Tensor ips_cvr_risk(const torch::Tensor& ctr_logits, const torch::Tensor& cvr_logits,
+                                  const torch::Tensor& click, const torch::Tensor& conversion,
+                                  double propensity_floor) {
+  detail::check_logits_and_labels(cvr_logits, conversion, "ips_cvr_risk", "conversion");
+  detail::check_logits_and_labels(ctr_logits, click, "ips_cvr_risk", "click");
+  const auto o = click.to(cvr_logits.scalar_type());
+  const auto error = torch::binary_cross_entropy_with_logits(cvr_logits, conversion.to(cvr_logits.scalar_type()), {},
+                                                             {}, at::Reduction::None);
+  return (o * error / detail::clicked_propensity(ctr_logits, propensity_floor)).mean();
+}
+
+/// ESCM2's doubly robust CVR risk and the imputation loss that trains its
+/// imputation tower. The tower's logit gives an imputed conversion r~ =
+/// sigmoid(imputation_logit); a row's imputed error is the CVR prediction's
+/// cross-entropy against r~, its error the cross-entropy against the
+/// conversion (clicked rows). With p = p_ctr (detached, floored):
+///   risk       = mean over all rows of  e^ + click * (e - e^) / p   (r~ fixed: trains the CVR tower)
+///   imputation = mean over all rows of  click * (e - e^)^2 / p      (CVR logit fixed: trains the imputation tower)
+struct DoublyRobustTerms {
+  torch::Tensor risk;
+  torch::Tensor imputation;
+};
+
+inline DoublyRobustTerms dr_cvr_risk(const torch::Tensor& ctr_logits, const torch::Tensor& cvr_logits,
+                                     const torch::Tensor& imputation_logits, const torch::Tensor& click,
+                                     const torch::Tensor& conversion, double propensity_floor) {
+  detail::check_logits_and_labels(cvr_logits, conversion, "dr_cvr_risk", "conversion");
+  detail::check_logits_and_labels(ctr_logits, click, "dr_cvr_risk", "click");
+  TORCH_CHECK(imputation_logits.sizes() == cvr_logits.sizes(), "dr_cvr_risk expects imputation logits of shape ",
+              cvr_logits.sizes(), " like the CVR logits, but got ", imputation_logits.sizes());
+  const auto dtype = cvr_logits.scalar_type();
+  const auto o = click.to(dtype), r = conversion.to(dtype);
+  const auto p = detail::clicked_propensity(ctr_logits, propensity_floor);
+  const auto imputed = torch::sigmoid(imputation_logits.to(dtype));
+  const auto cross_entropy = [](const torch::Tensor& logits, const torch::Tensor& target) {
+    return torch::binary_cross_entropy_with_logits(logits, target, {}, {}, at::Reduction::None);
+  };
+  // The CVR tower's step: the imputed conversion fixed.
+  const auto error = cross_entropy(cvr_logits, r), imputed_error = cross_entropy(cvr_logits, imputed.detach());
+  const auto risk = (imputed_error + o * (error - imputed_error) / p).mean();
+  // The imputation tower's step: the CVR prediction fixed.
+  const auto fixed = cvr_logits.detach();
+  const auto gap = cross_entropy(fixed, r) - cross_entropy(fixed, imputed);
+  return {risk, (o * gap * gap / p).mean()};
 }
 
 }  // namespace mtl

@@ -1,8 +1,9 @@
 // The training objective an experiment's task list and ESMM switch imply:
 // CTR alone (BCE on all rows), CVR alone (BCE on clicked rows), both heads
 // without ESMM (the two summed, the CVR term averaged over the clicked rows or
-// over all rows), or ESMM v1/v2. Terms are named, so a non-finite loss can be
-// traced to one.
+// over all rows), or ESMM v1/v2, optionally with ESCM2's counterfactual CVR
+// risk (ips, or dr with a model head named "imputation"). Terms are named, so
+// a non-finite loss can be traced to one.
 #pragma once
 
 #include <mtl/data/dataset.hpp>
@@ -31,7 +32,14 @@ struct ObjectiveOptions {
   TORCH_ARG(CvrDenominator, cvr_denominator) = CvrDenominator::clicked_rows;
   TORCH_ARG(ESMMVersion, esmm_version) = ESMMVersion::v2;
   TORCH_ARG(double, lambda_cvr_aux) = 0.1;
+  /// ESCM2 with ESMM (esmm.hpp): dr reads the logits of the model's "imputation" head.
+  TORCH_ARG(ESMMCounterfactual, counterfactual) = ESMMCounterfactual::none;
+  TORCH_ARG(double, counterfactual_weight) = 0.1;
+  TORCH_ARG(double, propensity_floor) = 0.05;
 };
+
+/// The head whose logits ESCM2's doubly robust risk imputes conversions from.
+inline constexpr const char* kImputationHead = "imputation";
 
 struct LossTerms {
   torch::Tensor total;
@@ -42,12 +50,23 @@ class Objective {
  public:
   Objective(const std::vector<std::string>& tasks, ObjectiveOptions options = {})
       : options_(options),
-        esmm_(ESMMLossOptions().version(options.esmm_version()).lambda_cvr_aux(options.lambda_cvr_aux())) {
+        esmm_(ESMMLossOptions()
+                  .version(options.esmm_version())
+                  .lambda_cvr_aux(options.lambda_cvr_aux())
+                  .counterfactual(options.counterfactual())
+                  .counterfactual_weight(options.counterfactual_weight())
+                  .propensity_floor(options.propensity_floor())) {
     has_ctr_ = std::count(tasks.begin(), tasks.end(), "ctr") > 0;
     has_cvr_ = std::count(tasks.begin(), tasks.end(), "cvr") > 0;
     TORCH_CHECK(has_ctr_ || has_cvr_, "Objective expects a 'ctr' or 'cvr' task, but the model has neither");
     TORCH_CHECK(!options.use_esmm() || (has_ctr_ && has_cvr_),
                 "ESMM needs both a 'ctr' and a 'cvr' head, but the model has only '", has_ctr_ ? "ctr" : "cvr", "'");
+    TORCH_CHECK(options.counterfactual() == ESMMCounterfactual::none || options.use_esmm(),
+                "ESCM2's counterfactual risk is an ESMM option, but ESMM is off");
+    const bool imputes = std::count(tasks.begin(), tasks.end(), kImputationHead) > 0;
+    const bool dr = options.counterfactual() == ESMMCounterfactual::dr;
+    TORCH_CHECK(imputes == dr, dr ? "ESCM2's dr risk needs a model head named 'imputation', but the model has none"
+                                  : "the model has a head named 'imputation', which only ESCM2's dr risk reads");
   }
 
   bool has_ctr() const noexcept { return has_ctr_; }
@@ -99,9 +118,14 @@ class Objective {
     const auto ctr = has_ctr_ ? logits.at("ctr").to(torch::kFloat) : torch::Tensor();
     const auto cvr = has_cvr_ ? logits.at("cvr").to(torch::kFloat) : torch::Tensor();
     if (options_.use_esmm()) {
-      auto t = esmm_->forward(ctr, cvr, batch.click, batch.conversion);
+      const bool dr = options_.counterfactual() == ESMMCounterfactual::dr;
+      auto t = esmm_->forward(ctr, cvr, batch.click, batch.conversion,
+                              dr ? logits.at(kImputationHead).to(torch::kFloat) : torch::Tensor());
       out.terms = {{"ctr", t.ctr}, {"ctcvr", t.ctcvr}};
       if (options_.esmm_version() == ESMMVersion::v2) out.terms.emplace_back("cvr_aux", t.cvr_aux);
+      if (options_.counterfactual() != ESMMCounterfactual::none)
+        out.terms.emplace_back("counterfactual", t.counterfactual);
+      if (dr) out.terms.emplace_back("imputation", t.imputation);
       out.total = t.total;
       return out;
     }
