@@ -517,6 +517,34 @@ onnx_export)
     fail "ONNX Runtime scores a two-level PLE with low-rank cross experts differently from the bundle"
   ;;
 
+extensions)
+  # ESCM2's configs beside the chain train on synthetic data and on the AliExpress sample, logging their terms.
+  for kind in ips dr; do
+    config="$configs/extensions/E2_escm2_$kind.yaml"
+    "$bin" train --config "$config" --preset tiny --run-dir "synthetic_$kind" --quiet > /dev/null
+    "$bin" train --config "$config" --data "aliexpress:$data/aliexpress" --preset tiny --batch-size 16 \
+      --run-dir "aliexpress_$kind" --quiet > /dev/null
+    for run in "synthetic_$kind" "aliexpress_$kind"; do
+      expect_in '"loss_counterfactual":' "$run/metrics.jsonl"
+      [ -s "$run/eval.json" ] || fail "$run wrote no eval.json"
+    done
+  done
+  expect_in '"loss_imputation":' synthetic_dr/metrics.jsonl
+  ! grep -q '"loss_imputation":' synthetic_ips/metrics.jsonl || fail "ips logged an imputation loss"
+  # Wrong combinations are refused, naming the field.
+  mkdir bad
+  cp "$configs"/*.yaml bad/
+  printf 'base: E2_deepfm_shared_esmm.yaml\nesmm:\n  counterfactual: dr\n' > bad/no_imputation.yaml
+  ! "$bin" train --config bad/no_imputation.yaml --preset tiny --run-dir x --quiet 2> err.txt || fail "dr without its tower"
+  expect_in "esmm.counterfactual: dr needs a head named imputation" err.txt
+  printf 'base: E2_deepfm_shared_esmm.yaml\nesmm:\n  counterfactual: ips\n  propensity_floor: 0\n' > bad/floor.yaml
+  ! "$bin" train --config bad/floor.yaml --preset tiny --run-dir x --quiet 2> err.txt || fail "a floor of 0 was accepted"
+  expect_in "expected a floor in (0, 1]" err.txt
+  printf 'base: E1_deepfm_shared_dualhead.yaml\nesmm:\n  counterfactual: ips\n' > bad/no_esmm.yaml
+  ! "$bin" train --config bad/no_esmm.yaml --preset tiny --run-dir x --quiet 2> err.txt || fail "ips without ESMM"
+  expect_in "ESCM2's counterfactual risk is an ESMM option" err.txt
+  ;;
+
 output_lock)
   # Two chains into one folder: the second stops at once; a killed chain's lock blocks nothing.
   "$bin" run --configs "$configs" --preset tiny --only E5 --max-steps 2000 --output chain --quiet > first.txt 2>&1 &
