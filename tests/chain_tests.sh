@@ -368,7 +368,7 @@ config_errors)
   check 's/^base: base.yaml/base: nobase.yaml/' "case.yaml:1: config file 'nobase.yaml' does not exist"
   check "s/^base: base.yaml/base: $(printf 'a%.0s' $(seq 300)).yaml/" "case.yaml:1: config file 'aaaa"
   expect_in "cannot be read: File name too long" out.txt
-  check 's/^esmm:/esmm: 3\nold_esmm:/' "case.yaml:25: 'esmm' is a section; it expects fields below it, like 'esmm.lambda_cvr_aux'"
+  check 's/^esmm:/esmm: 3\nold_esmm:/' "case.yaml:25: 'esmm' is a section; it expects fields below it, like 'esmm.counterfactual'"
   check 's/      shared:/      [a, b]: 1\n      shared:/' "case.yaml:13: expected a field name, got a list"
   check 's/    expert_dim: 64/    expert_dim: 99999999999999999999/' "case.yaml:11: field 'model.ple.expert_dim' expects an integer, got '99999999999999999999'"
   check 's/    expert_dim: 64/    expert_dim: -4/' "case.yaml:11: field 'model.ple.expert_dim': expected a positive width"
@@ -502,6 +502,21 @@ onnx_export)
   [ "$(ls ./*.onnx | wc -l)" = 8 ] || fail "expected 8 exported models, got $(ls ./*.onnx | wc -l)"
   expect_in "outputs p_ctr, p_cvr, p_ctcvr" E5.export.txt
   expect_in "outputs p_cvr" E0b.export.txt
+  # No dense fields (the 18-field layout), and MMoE without the aligner.
+  mkdir f18
+  for split in train test; do
+    cut -d, -f1-14,16-21 "$data/aliccp/ali_ccp_${split}_sample.csv" > "f18/aliccp_$split.csv"
+  done
+  mkdir plain
+  cp "$configs"/*.yaml plain/
+  printf 'base: E3_deepfm_mmoe_esmm.yaml\nmodel:\n  align_outputs: false\n' > plain/E3_plain.yaml
+  "$bin" train --config plain/E3_plain.yaml --data aliccp:f18 --preset tiny --batch-size 16 --run-dir f18run \
+    --quiet > /dev/null
+  "$bin" predict --run f18run --out f18.csv > /dev/null
+  "$bin" export --run f18run --format onnx --out f18.onnx > f18.export.txt
+  expect_in "inputs 18 sparse and 0 dense fields" f18.export.txt
+  "$python" "$(dirname "$0")/onnx_scores.py" f18.onnx f18/aliccp_test.csv f18.csv ||
+    fail "ONNX Runtime scores an MMoE without dense fields or aligner differently from predict --run"
   # Synthetic ids are their own rows (no vocabulary): ids outside a field's rows take row 0, as in Predictor.
   # Two PLE levels and low-rank cross experts, which the seven do not use.
   mkdir deep

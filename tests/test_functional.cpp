@@ -196,6 +196,11 @@ TEST_CASE("ESCM2's IPS risk equals its formula") {
   REQUIRE(torch::allclose(ours[1], expected[1], 1e-12, 1e-12));
   REQUIRE(torch::count_nonzero(ours[0]).item<int64_t>() == 0);  // the propensity is a constant
   REQUIRE(torch::count_nonzero(ours[1]).item<int64_t>() == 3);  // unclicked rows give no gradient
+  // In closed form: d/db_i = click_i (sigmoid(b_i) - conversion_i) / (N p_i).
+  for (size_t i = 0; i < kCtr.size(); ++i) {
+    const double closed = kClick[i] * (sigmoid(kCvr[i]) - kConv[i]) / (std::max(sigmoid(kCtr[i]), floor) * kCtr.size());
+    REQUIRE(ours[1][static_cast<int64_t>(i)].item<double>() == Approx(closed).epsilon(1e-10));
+  }
   // ESMMLoss adds it, weighted, to ESMM v1's terms.
   ESMMLoss loss(ESMMLossOptions()
                     .version(ESMMVersion::v1)
@@ -220,7 +225,7 @@ TEST_CASE("ESCM2's IPS risk equals its formula") {
 TEST_CASE("ESCM2's DR risk and imputation loss equal their formulas") {
   const double floor = 0.05;
   auto a = as_tensor(kCtr).requires_grad_(), b = as_tensor(kCvr).requires_grad_();
-  auto t = as_tensor({0.2, -1.0, 0.7, -0.3, 1.1}).requires_grad_();
+  auto t = as_tensor({0.2, -1.0, 0.7, -0.3, 1.1}).requires_grad_();  // kImputation below
   const auto c = as_tensor(kClick), v = as_tensor(kConv);
   const auto dr = dr_cvr_risk(a, b, t, c, v, floor);
   const auto p = torch::clamp_min(1 / (1 + torch::exp(-a.detach())), floor);
@@ -239,8 +244,19 @@ TEST_CASE("ESCM2's DR risk and imputation loss equal their formulas") {
   REQUIRE(torch::allclose(imputation_grads[2], gradients(imputation, {t})[0], 1e-12, 1e-12));
   for (const auto& none : {risk_grads[0], risk_grads[2], imputation_grads[0], imputation_grads[1]})
     REQUIRE(torch::count_nonzero(none).item<int64_t>() == 0);
-  // Every row moves the CVR logits (the imputed errors cover the unclicked rows too).
+  // Every row moves the CVR logits (the imputed errors cover the unclicked rows too), in closed form
+  // d/db_i = [(1 - click_i / p_i)(sigmoid(b_i) - r~_i) + (click_i / p_i)(sigmoid(b_i) - conversion_i)] / N.
   REQUIRE(torch::count_nonzero(risk_grads[1]).item<int64_t>() == 5);
+  const std::vector<double> kImputation{0.2, -1.0, 0.7, -0.3, 1.1};
+  for (size_t i = 0; i < kCtr.size(); ++i) {
+    const double q = kClick[i] / std::max(sigmoid(kCtr[i]), floor), s_b = sigmoid(kCvr[i]);
+    const double closed = ((1 - q) * (s_b - sigmoid(kImputation[i])) + q * (s_b - kConv[i])) / kCtr.size();
+    REQUIRE(risk_grads[1][static_cast<int64_t>(i)].item<double>() == Approx(closed).epsilon(1e-10));
+  }
+  // Every row clicked with propensity 1 (floor 1): the risk is the plain mean CVR cross-entropy, whatever r~.
+  const auto ones = torch::ones({5}, torch::kDouble);
+  REQUIRE(dr_cvr_risk(a, b, t, ones, v, 1.0).risk.item<double>() ==
+          Approx(cross_entropy_formula(b, v).mean().item<double>()).epsilon(1e-12));
   ESMMLoss loss(
       ESMMLossOptions().version(ESMMVersion::v1).counterfactual(ESMMCounterfactual::dr).counterfactual_weight(0.2));
   const auto terms = loss->forward(a, b, c, v, t);

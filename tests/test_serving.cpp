@@ -298,7 +298,20 @@ TEST_CASE("ONNX export refuses a module without a rule and non-float32 weights")
   REQUIRE_TORCH_ERROR(to_onnx(doubling, mtl_test::small_schema(), {}), "ONNX export has no rule for the mixer");
   REQUIRE_TORCH_ERROR(to_onnx(doubling, mtl_test::small_schema(), {}), "DoublingMixerImpl");
 
+  // Field names like the graph's own value names do not collide with them.
+  mtl::FeatureSchema clash(4);
+  clash.add_sparse("rows", 5).add_sparse("rows_1", 6).add_sparse("rows.rows", 3).add_dense("dense");
+  const ScratchDir tmp("onnx_names");
+  mtl::with_model(ple_spec(), clash,
+                  [&](auto model) { REQUIRE_NOTHROW(write_onnx(to_onnx(model, clash, {}), tmp / "clash.onnx")); });
+
   auto bundle = make_bundle(ple_spec());
+  auto short_vocabularies = bundle.vocabularies;
+  short_vocabularies[1].set_ids({1, 2});
+  mtl::with_model(bundle.model, bundle.schema, [&](auto model) {
+    REQUIRE_TORCH_ERROR(to_onnx(model, bundle.schema, short_vocabularies),
+                        "the vocabulary of field 'item' maps to 3 rows, but the field has");
+  });
   mtl::with_model(bundle.model, bundle.schema, [&](auto model) {
     model->to(torch::kDouble);
     REQUIRE_TORCH_ERROR(to_onnx(model, bundle.schema, bundle.vocabularies), "writes float32 weights");

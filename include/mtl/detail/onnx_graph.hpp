@@ -12,7 +12,7 @@
 #include <cstdint>
 #include <initializer_list>
 #include <string>
-#include <unordered_map>
+#include <unordered_set>
 #include <utility>
 #include <variant>
 #include <vector>
@@ -29,10 +29,12 @@ class OnnxGraph {
  public:
   explicit OnnxGraph(onnx::GraphProto& graph) : graph_(graph) {}
 
-  /// A new value name from `hint`: the hint itself the first time, then hint_1, hint_2, ...
+  /// A new value name from `hint`: the hint itself if unused, else the first unused of hint_1, hint_2, ...
   std::string unique(const std::string& hint) {
-    const auto seen = used_[hint]++;
-    return seen == 0 ? hint : hint + "_" + std::to_string(seen);
+    std::string name = hint;
+    for (int64_t k = 1; used_.count(name); ++k) name = hint + "_" + std::to_string(k);
+    used_.insert(name);
+    return name;
   }
 
   /// A float32 or int64 tensor as an initializer; returns its name.
@@ -86,7 +88,7 @@ class OnnxGraph {
   /// A graph input of `element_type` and `dims`; a dim of -1 is the batch, named "batch".
   std::string input(const std::string& name, onnx::TensorProto::DataType element_type,
                     const std::vector<int64_t>& dims) {
-    TORCH_CHECK(used_[name]++ == 0, "ONNX export: two inputs are named '", name, "'");
+    TORCH_CHECK(used_.insert(name).second, "ONNX export: the input name '", name, "' is taken");
     describe(graph_.add_input(), name, element_type, dims);
     return name;
   }
@@ -96,7 +98,7 @@ class OnnxGraph {
               const std::vector<int64_t>& dims) {
     std::string out = value;
     if (value != name) {
-      TORCH_CHECK(used_[name]++ == 0, "ONNX export: the output name '", name, "' is taken");
+      TORCH_CHECK(used_.insert(name).second, "ONNX export: the output name '", name, "' is taken");
       auto* n = graph_.add_node();
       n->set_op_type("Identity");
       n->add_input(value);
@@ -149,7 +151,7 @@ class OnnxGraph {
   }
 
   onnx::GraphProto& graph_;
-  std::unordered_map<std::string, int64_t> used_;
+  std::unordered_set<std::string> used_;
 };
 
 }  // namespace mtl::detail

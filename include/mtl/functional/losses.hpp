@@ -82,10 +82,12 @@ inline torch::Tensor ips_cvr_risk(const torch::Tensor& ctr_logits, const torch::
 }
 
 /// ESCM2's doubly robust CVR risk and the imputation loss that trains its
-/// imputation tower. The tower's logit gives an imputed conversion r~ =
-/// sigmoid(imputation_logit); a row's imputed error is the CVR prediction's
-/// cross-entropy against r~, its error the cross-entropy against the
-/// conversion (clicked rows). With p = p_ctr (detached, floored):
+/// imputation tower, in the joint-learning form of doubly robust estimation
+/// (Wang et al., ICML 2019): the tower imputes a conversion r~ =
+/// sigmoid(imputation_logit), and a row's imputed error is the CVR prediction's
+/// cross-entropy against r~ (ESCM2's reference code has the tower emit the
+/// error itself), its error the cross-entropy against the conversion (clicked
+/// rows). With p = p_ctr (detached, floored):
 ///   risk       = mean over all rows of  e^ + click * (e - e^) / p   (r~ fixed: trains the CVR tower)
 ///   imputation = mean over all rows of  click * (e - e^)^2 / p      (CVR logit fixed: trains the imputation tower)
 struct DoublyRobustTerms {

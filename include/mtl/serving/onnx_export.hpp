@@ -2,7 +2,8 @@
 // without mtl: the graph takes raw ids and dense values by field name, maps
 // ids to embedding rows with the bundle's vocabularies (ai.onnx.ml
 // LabelEncoder; an id the training data did not keep takes the rare-id row),
-// and returns each head's probability and p_ctcvr, as `Predictor` does.
+// and returns each head's probability (p_<head>, every head of the model) and
+// p_ctcvr, as `Predictor` does for the ctr and cvr heads.
 // Needs ONNX's C++ library (Debian's libonnx-dev; the CMake target
 // mtl::onnx), which also checks the model before it is written.
 //
@@ -44,6 +45,8 @@ namespace mtl::serving {
 /// ONNX operator set versions the graph is written for.
 inline constexpr int64_t kOnnxOpset = 17;
 inline constexpr int64_t kOnnxMlOpset = 3;
+/// The IR version of opset 17, the oldest that runtimes must read for this graph.
+inline constexpr int64_t kOnnxIrVersion = 8;
 
 namespace detail {
 
@@ -81,11 +84,15 @@ onnx::ModelProto to_onnx(const MultiTaskModel<Backbone, Mixer>& model, const Fea
   TORCH_CHECK(vocabularies.empty() || static_cast<int64_t>(vocabularies.size()) == schema.num_sparse(),
               "ONNX export expects one vocabulary per sparse field (", schema.num_sparse(), ") or none, but got ",
               vocabularies.size());
+  for (size_t f = 0; f < vocabularies.size(); ++f)
+    TORCH_CHECK(vocabularies[f].size() == schema.sparse_fields()[f].vocab_size,
+                "ONNX export: the vocabulary of field '", schema.sparse_fields()[f].name, "' maps to ",
+                vocabularies[f].size(), " rows, but the field has ", schema.sparse_fields()[f].vocab_size);
   for (const auto& p : model->parameters())
     TORCH_CHECK(p.scalar_type() == torch::kFloat, "ONNX export writes float32 weights, but the model holds ",
                 p.scalar_type(), " ones");
   onnx::ModelProto proto;
-  proto.set_ir_version(onnx::IR_VERSION);
+  proto.set_ir_version(kOnnxIrVersion);
   proto.set_producer_name("mtl");
   proto.set_producer_version(version());
   auto* opset = proto.add_opset_import();
@@ -98,17 +105,17 @@ onnx::ModelProto to_onnx(const MultiTaskModel<Backbone, Mixer>& model, const Fea
   graph.set_name("mtl");
   mtl::detail::OnnxGraph g(graph);
 
+  // Every input first, so that no value made on the way takes an input's name.
+  for (const auto& field : schema.sparse_fields()) g.input(field.name, onnx::TensorProto::INT64, {-1});
+  for (const auto& field : schema.dense_fields()) g.input(field.name, onnx::TensorProto::FLOAT, {-1});
   std::vector<std::string> rows, dense;
   for (size_t f = 0; f < schema.sparse_fields().size(); ++f) {
     const auto& field = schema.sparse_fields()[f];
-    g.input(field.name, onnx::TensorProto::INT64, {-1});
     rows.push_back(g.unsqueeze(detail::onnx_field_rows(g, field, vocabularies.empty() ? nullptr : &vocabularies[f]), 1,
                                "rows." + field.name + ".column"));
   }
-  for (const auto& field : schema.dense_fields()) {
-    g.input(field.name, onnx::TensorProto::FLOAT, {-1});
+  for (const auto& field : schema.dense_fields())
     dense.push_back(g.unsqueeze(field.name, 1, "dense." + field.name + ".column"));
-  }
   const auto& impl = *model;
   std::string representation;
   if constexpr (std::is_same_v<typename Backbone::ContainedType, DeepFMImpl>)
