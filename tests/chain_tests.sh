@@ -530,6 +530,15 @@ onnx_export)
   "$bin" predict --bundle synthetic.mtl --data rows.csv --out synthetic.csv > /dev/null
   "$python" "$(dirname "$0")/onnx_scores.py" synthetic.onnx rows.csv synthetic.csv ||
     fail "ONNX Runtime scores a two-level PLE with low-rank cross experts differently from the bundle"
+  # Three PLE levels without private experts, and a tower without hidden layers.
+  printf 'base: E4_deepfm_ple_lite_homo_esmm.yaml\nmodel:\n  ple:\n    num_levels: 3\n    private_experts_per_task: 0\n  tasks:\n    cvr:\n      tower_hidden_dims: []\n' \
+    > deep/E4_three_levels.yaml
+  "$bin" train --config deep/E4_three_levels.yaml --preset tiny --run-dir three --quiet > /dev/null
+  "$bin" export --run three --out three.mtl > /dev/null
+  "$bin" export --run three --format onnx --out three.onnx > /dev/null
+  "$bin" predict --bundle three.mtl --data rows.csv --out three.csv > /dev/null
+  "$python" "$(dirname "$0")/onnx_scores.py" three.onnx rows.csv three.csv ||
+    fail "ONNX Runtime scores a three-level PLE without private experts differently from the bundle"
   ;;
 
 extensions)
