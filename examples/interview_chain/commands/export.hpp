@@ -32,8 +32,9 @@ inline constexpr const char* kExportHelp =
     "usage: interview_chain export --run DIR --out FILE [--format bundle|onnx]\n"
     "  bundle (default): the run's best model, its config, feature schema, vocabularies and test metrics as one\n"
     "  file, which `predict --bundle` and mtl::serving::Predictor load\n"
-    "  onnx: the best model and its vocabularies as an ONNX model (inputs: raw ids and dense values by field\n"
-    "  name, [batch] each; outputs: p_ctr, p_cvr, p_ctcvr), checked by ONNX's checker\n";
+    "  onnx: the best model and its vocabularies as an ONNX model, checked by ONNX's checker (inputs: raw ids\n"
+    "  and dense values by field name, [batch] each; outputs: p_<head> for every head, and p_ctcvr where there\n"
+    "  are ctr and cvr heads)\n";
 
 inline std::string read_text(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
