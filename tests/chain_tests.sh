@@ -13,6 +13,14 @@ expect_in() { grep -qF -- "$1" "$2" || { echo "--- $2:"; cat "$2"; fail "expecte
 # A TCP port on the loopback address that was free a moment ago.
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
+# The 18 sparse fields most papers use, no dense columns: the Ali-CCP sample cut into folder $1.
+aliccp_18_fields() {
+  mkdir "$1"
+  for split in train test; do
+    cut -d, -f1-14,16-21 "$data/aliccp/ali_ccp_${split}_sample.csv" > "$1/aliccp_$split.csv"
+  done
+}
+
 # Summary numbers of a chain folder: experiment id and every metric column.
 numbers() { cut -d, -f1,4-11 "$1/summary.csv"; }
 
@@ -470,10 +478,7 @@ bundle)
   ! "$bin" predict --bundle cut.mtl --data unlabelled.csv --out x.csv 2> err.txt || fail "a damaged bundle was accepted"
   expect_in "cannot load model bundle 'cut.mtl'" err.txt
   # The 18 sparse fields most papers use, no dense columns, no validation file.
-  mkdir f18
-  for split in train test; do
-    cut -d, -f1-14,16-21 "$data/aliccp/ali_ccp_${split}_sample.csv" > "f18/aliccp_$split.csv"
-  done
+  aliccp_18_fields f18
   "$bin" train --config "$configs/E2_deepfm_shared_esmm.yaml" --data aliccp:f18 --preset tiny --batch-size 16 \
     --run-dir r18 --quiet > t18.txt
   expect_in "18 sparse and 0 dense fields" t18.txt
@@ -503,10 +508,7 @@ onnx_export)
   expect_in "outputs p_ctr, p_cvr, p_ctcvr" E5.export.txt
   expect_in "outputs p_cvr" E0b.export.txt
   # No dense fields (the 18-field layout), and MMoE without the aligner.
-  mkdir f18
-  for split in train test; do
-    cut -d, -f1-14,16-21 "$data/aliccp/ali_ccp_${split}_sample.csv" > "f18/aliccp_$split.csv"
-  done
+  aliccp_18_fields f18
   mkdir plain
   cp "$configs"/*.yaml plain/
   printf 'base: E3_deepfm_mmoe_esmm.yaml\nmodel:\n  align_outputs: false\n' > plain/E3_plain.yaml

@@ -20,9 +20,12 @@ import onnx
 import onnxruntime
 
 
+def runtime_for(model_path):
+    return onnxruntime.InferenceSession(model_path, providers=["CPUExecutionProvider"])
+
+
 def make_rows(model_path, out_path, count):
-    session = onnxruntime.InferenceSession(model_path, providers=["CPUExecutionProvider"])
-    inputs = session.get_inputs()
+    inputs = runtime_for(model_path).get_inputs()
     generator = np.random.default_rng(7)
     with open(out_path, "w", newline="") as f:
         writer = csv.writer(f)
@@ -40,18 +43,18 @@ def main():
     tolerance = float(sys.argv[4]) if len(sys.argv) > 4 else 1e-5
     onnx.checker.check_model(onnx.load(model_path), full_check=True)
 
-    session = onnxruntime.InferenceSession(model_path, providers=["CPUExecutionProvider"])
+    scorer = runtime_for(model_path)
     with open(data_path, newline="") as f:
         rows = list(csv.DictReader(f))
     feeds = {}
-    for model_input in session.get_inputs():
+    for model_input in scorer.get_inputs():
         column = [row[model_input.name] for row in rows]
         if model_input.type == "tensor(int64)":
             feeds[model_input.name] = np.array([int(float(v)) for v in column], dtype=np.int64)
         else:
             feeds[model_input.name] = np.array([float(v) for v in column], dtype=np.float32)
-    names = [o.name for o in session.get_outputs()]
-    scores = dict(zip(names, session.run(names, feeds)))
+    names = [o.name for o in scorer.get_outputs()]
+    scores = dict(zip(names, scorer.run(names, feeds)))
 
     with open(predictions_path, newline="") as f:
         expected = list(csv.DictReader(f))

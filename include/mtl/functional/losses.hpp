@@ -113,8 +113,7 @@ inline DoublyRobustTerms dr_cvr_risk(const torch::Tensor& ctr_logits, const torc
   const auto error = cross_entropy(cvr_logits, r), imputed_error = cross_entropy(cvr_logits, imputed.detach());
   const auto risk = (imputed_error + o * (error - imputed_error) / p).mean();
   // The imputation tower's step: the CVR prediction fixed.
-  const auto fixed = cvr_logits.detach();
-  const auto gap = cross_entropy(fixed, r) - cross_entropy(fixed, imputed);
+  const auto gap = error.detach() - cross_entropy(cvr_logits.detach(), imputed);
   return {risk, (o * gap * gap / p).mean()};
 }
 

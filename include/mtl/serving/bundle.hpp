@@ -137,4 +137,15 @@ inline ModelBundle load_bundle(const std::string& path) {
   return bundle;
 }
 
+/// Builds the bundle's model, loads its weights, puts it in eval mode and hands
+/// it to `fn` (one of the model types `with_model` builds).
+template <class Fn>
+void with_bundle_model(const ModelBundle& bundle, Fn&& fn) {
+  with_model(bundle.model, bundle.schema, [&](auto model) {
+    io::load_module_state(*model, bundle.weights, "", "model bundle");
+    model->eval();
+    fn(model);
+  });
+}
+
 }  // namespace mtl::serving

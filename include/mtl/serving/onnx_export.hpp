@@ -18,7 +18,6 @@
 #include <mtl/detail/onnx_graph.hpp>
 #include <mtl/detail/onnx_modules.hpp>
 #include <mtl/features.hpp>
-#include <mtl/io/checkpoint.hpp>
 #include <mtl/io/file_io.hpp>
 #include <mtl/model.hpp>
 #include <mtl/model_spec.hpp>
@@ -142,11 +141,7 @@ onnx::ModelProto to_onnx(const MultiTaskModel<Backbone, Mixer>& model, const Fea
 /// label names in the model's metadata.
 inline onnx::ModelProto to_onnx(const ModelBundle& bundle) {
   onnx::ModelProto proto;
-  with_model(bundle.model, bundle.schema, [&](auto model) {
-    io::load_module_state(*model, bundle.weights, "", "model bundle");
-    model->eval();
-    proto = to_onnx(model, bundle.schema, bundle.vocabularies);
-  });
+  with_bundle_model(bundle, [&](auto model) { proto = to_onnx(model, bundle.schema, bundle.vocabularies); });
   auto add_metadata = [&](const std::string& key, const std::string& value) {
     auto* entry = proto.add_metadata_props();
     entry->set_key(key);

@@ -79,9 +79,7 @@ class Predictor {
       : bundle_(std::move(bundle)), options_(options) {
     TORCH_CHECK(options_.threads_per_call() >= 0, "PredictorOptions expects threads_per_call >= 0, but got ",
                 options_.threads_per_call());
-    with_model(bundle_.model, bundle_.schema, [&](auto model) {
-      io::load_module_state(*model, bundle_.weights, "", "model bundle");
-      model->eval();
+    with_bundle_model(bundle_, [&](auto model) {
       for (auto& p : model->parameters()) p.set_requires_grad(false);
       auto impl = model.ptr();
       module_ = impl;
