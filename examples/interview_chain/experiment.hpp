@@ -18,6 +18,7 @@
 #include <mtl/train/objective.hpp>
 #include <mtl/train/trainer.hpp>
 
+#include <cmath>
 #include <map>
 #include <optional>
 #include <set>
@@ -173,6 +174,13 @@ inline void check_margin(ExperimentConfig&, const FieldValue& v) {
   require(margin > 0 && margin < 0.5, v, "expected an AUC difference in (0, 0.5)");
 }
 
+/// A field under loss.weights: the fixed weight of the term its key ends in.
+inline void fixed_weight(ExperimentConfig& c, const FieldValue& v) {
+  const auto weight = value<double>(v);
+  require(std::isfinite(weight) && weight >= 0, v, "expected a weight >= 0");
+  c.trainer.loss_weighting().fixed_weights()[v.key.substr(v.key.rfind('.') + 1)] = weight;
+}
+
 }  // namespace detail
 
 inline const std::vector<FieldSpec>& field_specs() {
@@ -318,6 +326,33 @@ inline const std::vector<FieldSpec>& field_specs() {
          c.objective.cvr_denominator(value<std::string>(v) == "all_rows" ? mtl::train::CvrDenominator::all_rows
                                                                           : mtl::train::CvrDenominator::clicked_rows);
        }},
+      {"loss.weighting", T::text, false, false, {"fixed", "uncertainty", "gradnorm"},
+       [](C& c, V v) {
+         const auto kind = value<std::string>(v);
+         c.trainer.loss_weighting().kind(kind == "uncertainty" ? mtl::train::LossWeightingKind::uncertainty
+                                         : kind == "gradnorm"  ? mtl::train::LossWeightingKind::gradnorm
+                                                               : mtl::train::LossWeightingKind::fixed);
+       }},
+      {"loss.weights.ctr", T::number, false, false, {}, fixed_weight},
+      {"loss.weights.cvr", T::number, false, false, {}, fixed_weight},
+      {"loss.weights.ctcvr", T::number, false, false, {}, fixed_weight},
+      {"loss.weights.cvr_aux", T::number, false, false, {}, fixed_weight},
+      {"loss.weights.counterfactual", T::number, false, false, {}, fixed_weight},
+      {"loss.weights.imputation", T::number, false, false, {}, fixed_weight},
+      {"loss.weighted_terms", T::text_list, false, false, {},
+       [](C& c, V v) { c.trainer.loss_weighting().terms(value<std::vector<std::string>>(v)); }},
+      {"loss.weighting_lr", T::number, false, false, {},
+       [](C& c, V v) {
+         c.trainer.loss_weighting().lr(value<double>(v));
+         require(c.trainer.loss_weighting().lr() > 0, v, "expected a learning rate > 0");
+       }},
+      {"loss.gradnorm_alpha", T::number, false, false, {},
+       [](C& c, V v) {
+         c.trainer.loss_weighting().gradnorm_alpha(value<double>(v));
+         require(c.trainer.loss_weighting().gradnorm_alpha() >= 0, v, "expected alpha >= 0");
+       }},
+      {"loss.gradnorm_interval", T::integer, false, false, {},
+       [](C& c, V v) { c.trainer.loss_weighting().gradnorm_interval(positive(v, "step count")); }},
       {"esmm.version", T::text, false, false, {"v1", "v2"},
        [](C& c, V v) {
          c.objective.esmm_version(value<std::string>(v) == "v1" ? mtl::ESMMVersion::v1 : mtl::ESMMVersion::v2);
@@ -467,6 +502,16 @@ inline ExperimentConfig read_experiment(const FieldTable& f) {
     }
   }
   m.align_outputs = s.align_outputs.value_or(m.mixer == "ple" && s.ple_hetero);
+
+  try {  // the weighting's own checks, against this experiment's terms
+    mtl::train::LossWeighting(mtl::train::Objective(m.heads, c.objective), c.trainer.loss_weighting());
+  } catch (const c10::Error& e) {
+    std::string key = "model.enabled_heads";  // the weighting's own field where the config has one
+    for (const auto& spec : field_specs())
+      if (spec.key.rfind("loss.weight", 0) == 0 && f.has(spec.key)) key = spec.key;
+    if (f.has("loss.weighting")) key = "loss.weighting";
+    refuse_if(true, f, key, e.what_without_backtrace());
+  }
 
   const auto warmup = c.optimizer.warmup_steps(), total = c.optimizer.total_steps();
   refuse_if(warmup < 0 || warmup > total, f, "lr_scheduler.warmup_steps",

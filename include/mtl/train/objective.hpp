@@ -73,6 +73,29 @@ class Objective {
   bool has_cvr() const noexcept { return has_cvr_; }
   bool uses_esmm() const noexcept { return options_.use_esmm(); }
 
+  /// The names of the terms every loss of this objective has, in order.
+  std::vector<std::string> term_names() const {
+    if (!options_.use_esmm()) {
+      std::vector<std::string> names;
+      if (has_ctr_) names.emplace_back("ctr");
+      if (has_cvr_) names.emplace_back("cvr");
+      return names;
+    }
+    std::vector<std::string> names{"ctr", "ctcvr"};
+    if (options_.esmm_version() == ESMMVersion::v2) names.emplace_back("cvr_aux");
+    if (options_.counterfactual() != ESMMCounterfactual::none) names.emplace_back("counterfactual");
+    if (options_.counterfactual() == ESMMCounterfactual::dr) names.emplace_back("imputation");
+    return names;
+  }
+
+  /// The weight of the term `name` in the loss's total: lambda_cvr_aux for cvr_aux, counterfactual_weight
+  /// for ESCM2's terms, 1 for the others.
+  double coefficient(const std::string& name) const {
+    if (name == "cvr_aux") return options_.lambda_cvr_aux();
+    if (name == "counterfactual" || name == "imputation") return options_.counterfactual_weight();
+    return 1.0;
+  }
+
   /// What the terms' sums are divided by. Zero: the batch's own count (rows,
   /// or clicked rows, at least 1). A rank of a data-parallel group passes its
   /// share of the global batch's counts (distributed/batch_share.hpp), so that
@@ -103,10 +126,7 @@ class Objective {
     for (auto& [name, term] : out.terms) {
       const bool clicked = name == "cvr_aux" ||
                            (name == "cvr" && (!has_ctr_ || options_.cvr_denominator() == CvrDenominator::clicked_rows));
-      if (clicked) {
-        const double weight_in_total = name == "cvr_aux" ? options_.lambda_cvr_aux() : 1.0;
-        out.total = out.total + (per_clicked - per_row) * weight_in_total * term;
-      }
+      if (clicked) out.total = out.total + (per_clicked - per_row) * coefficient(name) * term;
       term = (clicked ? per_clicked : per_row) * term;
     }
     return out;

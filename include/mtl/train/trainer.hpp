@@ -18,6 +18,7 @@
 #include <mtl/train/evaluation.hpp>
 #include <mtl/train/expert_health.hpp>
 #include <mtl/train/heap_retention.hpp>
+#include <mtl/train/loss_weighting.hpp>
 #include <mtl/train/objective.hpp>
 #include <mtl/train/replicas.hpp>
 #include <mtl/train/run_directory.hpp>
@@ -36,6 +37,7 @@
 #include <memory>
 #include <string>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 namespace mtl::train {
@@ -83,6 +85,8 @@ struct TrainerOptions {
       "outputs (ModelSpec::align_outputs, ExpertOutputAligner)";
   /// What the data reader found and changed (rows dropped, a file without a header line), kept in eval.json.
   TORCH_ARG(nlohmann::json, data_report) = nullptr;
+  /// How the objective's terms are weighed (loss_weighting.hpp); the default keeps the objective's own total.
+  TORCH_ARG(LossWeightingOptions, loss_weighting);
   /// Where a test interrupts a run (trainer_hooks.hpp); the default honours MTL_CRASH_AT.
   TORCH_ARG(std::shared_ptr<TrainerHooks>, hooks) = std::make_shared<TrainerHooks>();
 };
@@ -97,6 +101,24 @@ struct TrainResult {
   std::map<std::string, metrics::MetricValue> test;
 };
 
+namespace detail {
+template <class Model, class = void>
+struct HasOutputLayerWeights : std::false_type {};
+template <class Model>
+struct HasOutputLayerWeights<Model, std::void_t<decltype(std::declval<Model&>()->backbone->output_layer_weights())>>
+    : std::true_type {};
+}  // namespace detail
+
+/// The weights of the model's last shared layer, where GradNorm measures each term's gradient: its
+/// backbone's output layer (DeepFM::output_layer_weights).
+template <class Model>
+std::vector<torch::Tensor> last_shared_weights(Model& model) {
+  if constexpr (detail::HasOutputLayerWeights<Model>::value)
+    return model->backbone->output_layer_weights();
+  else
+    TORCH_CHECK(false, "GradNorm needs a backbone with output_layer_weights(), the last layer its tasks share");
+}
+
 template <class Model>
 class Trainer {
  public:
@@ -110,7 +132,8 @@ class Trainer {
         options_(std::move(options)),
         optimizer_options_(optimizer_options),
         dir_(options_.output_dir()),
-        log_(dir_, leader(), options_.quiet()) {
+        log_(dir_, leader(), options_.quiet()),
+        weighting_(objective_, options_.loss_weighting()) {
     TORCH_CHECK(options_.max_train_steps() > 0, "Trainer expects max_train_steps > 0, but got ",
                 options_.max_train_steps());
     TORCH_CHECK(options_.eval_every() > 0 && options_.log_every() > 0,
@@ -138,9 +161,12 @@ class Trainer {
                                          .seed(options_.seed())
                                          .prefetch(options_.prefetch())
                                          .device(options_.device()));
+    auto& weighting = weighting_;
+    const auto shared_weights =
+        weighting.kind() == LossWeightingKind::gradnorm ? last_shared_weights(model_) : std::vector<torch::Tensor>();
     TrainResult result;
     if (resuming()) {
-      restore(optimizer, loader, result);
+      restore(optimizer, loader, weighting, result);
       if (replicas()) replicas()->check_equal(*model_);
     } else {
       torch::manual_seed(options_.seed());
@@ -193,10 +219,19 @@ class Trainer {
         result.steps = step - 1;
         return result;
       }
+      torch::Tensor term_gradients;
+      if (weighting.needs_gradient_norms(step)) {
+        term_gradients = weighting.term_gradients(loss, shared_weights);
+        if (replicas()) {
+          replicas()->sum(term_gradients);
+          term_gradients.div_(replicas()->world_size());
+        }
+      }
       optimizer.zero_grad();
-      loss.total.backward();
+      (weighting.is_identity() ? loss.total : weighting.total(loss)).backward();
       if (replicas()) replicas()->average_gradients(*model_);
       optimizer.step();
+      weighting.update(reported, term_gradients);
 
       if (log_now) {
         const auto now = std::chrono::steady_clock::now();
@@ -210,6 +245,8 @@ class Trainer {
                               {"lr_sparse", optimizer.sparse_lr()},
                               {"samples_per_s", samples_per_s}};
         for (const auto& [name, t] : reported.terms) record["loss_" + name] = t.template item<double>();
+        if (!weighting.is_identity())
+          for (const auto& [name, w] : weighting.weights()) record["weight_" + name] = w;
         if (leader()) dir_.append_metrics(record);
         log_.progress(step, options_.max_train_steps(), samples_per_s, mean_loss,
                       std::chrono::duration<double>(now - start).count(), step - first_step);
@@ -218,7 +255,9 @@ class Trainer {
       if (step % options_.eval_every() == 0 || step == options_.max_train_steps()) {
         validate(step, result);
         options_.hooks()->after_validation();
-        if (leader()) save_training_state(dir_, *model_, optimizer, loader, {result.best_step, result.best_metric});
+        if (leader())
+          save_training_state(dir_, *model_, optimizer, loader, {result.best_step, result.best_metric},
+                              learned(weighting) ? weighting.state() : torch::Tensor());
       }
     }
     log_.end_progress();
@@ -321,10 +360,18 @@ class Trainer {
     if (replicas()) replicas()->check_equal(*model_);
   }
 
-  void restore(optim::DualSparseDenseOptimizer& optimizer, data::BatchLoader& loader, TrainResult& result) {
+  /// Whether the weighting learns values that the training state must keep.
+  static bool learned(const LossWeighting& weighting) { return weighting.kind() != LossWeightingKind::fixed; }
+
+  void restore(optim::DualSparseDenseOptimizer& optimizer, data::BatchLoader& loader, LossWeighting& weighting,
+               TrainResult& result) {
     const auto restored = restore_training_state(dir_, *model_, optimizer, loader, [&](const std::string& why) {
       log_.line("warning: " + why + "; trying the previous checkpoint");
     });
+    TORCH_CHECK(restored.loss_weighting.defined() == learned(weighting), "cannot resume from ", restored.source,
+                learned(weighting) ? ": it has no learned loss weights, but this run learns them"
+                                   : ": it has learned loss weights, but this run's weighting is fixed");
+    if (learned(weighting)) weighting.load_state(restored.loss_weighting);
     result.best_step = restored.best.step;
     result.best_metric = restored.best.metric;
     log_.line(fmt::format("resumed from {} at step {}", restored.source, restored.step));
@@ -372,6 +419,7 @@ class Trainer {
   optim::DualSparseDenseOptions optimizer_options_;
   RunDirectory dir_;
   RunLog log_;
+  LossWeighting weighting_;
 };
 
 }  // namespace mtl::train

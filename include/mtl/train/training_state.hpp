@@ -31,7 +31,7 @@ struct BestSoFar {
 /// Saves what `restore_training_state` needs to continue after this step.
 inline void save_training_state(const RunDirectory& dir, const torch::nn::Module& model,
                                 const optim::DualSparseDenseOptimizer& optimizer, const data::BatchLoader& loader,
-                                const BestSoFar& best) {
+                                const BestSoFar& best, const torch::Tensor& loss_weighting = {}) {
   auto state = io::module_state(model, "model.");
   torch::serialize::OutputArchive archive;
   optimizer.save(archive);
@@ -44,6 +44,7 @@ inline void save_training_state(const RunDirectory& dir, const torch::nn::Module
   state.insert("loader_batch", torch::tensor(loader.position().batch));
   state.insert("best_step", torch::tensor(best.step));
   state.insert("best_metric", torch::tensor(best.metric, torch::kDouble));
+  if (loss_weighting.defined()) state.insert("loss_weighting", loss_weighting);
   io::save_keeping_previous(dir.path(run_files::kLastCheckpoint), dir.path(run_files::kPreviousCheckpoint), state);
 }
 
@@ -52,6 +53,7 @@ struct RestoredState {
   int64_t step = 0;
   BestSoFar best;
   std::string source;  ///< the checkpoint file it came from
+  torch::Tensor loss_weighting;  ///< the learned loss weights' state (loss_weighting.hpp); undefined without
 };
 
 /// Loads the last checkpoint (or the one before it, calling `warn` with why
@@ -75,7 +77,8 @@ inline RestoredState restore_training_state(const RunDirectory& dir, torch::nn::
   }
   const auto integer = [&](const char* key) { return state.at(key).item<int64_t>(); };
   loader.seek({integer("loader_epoch"), integer("loader_batch")});
-  return {integer("step"), {integer("best_step"), state.at("best_metric").item<double>()}, source};
+  return {integer("step"), {integer("best_step"), state.at("best_metric").item<double>()}, source,
+          state.contains("loss_weighting") ? state.at("loss_weighting") : torch::Tensor()};
 }
 
 }  // namespace mtl::train

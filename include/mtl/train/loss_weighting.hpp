@@ -1,0 +1,249 @@
+// Task-loss weighting: how the objective's terms are weighed against each
+// other. Fixed weights from the config; uncertainty weighting (Kendall et al.,
+// CVPR 2018), one learned log-variance s per term, the term weighed exp(-s)
+// and s added to the loss; or GradNorm (Chen et al., ICML 2018), weights moved
+// so that each term's gradient norm on the last shared layer approaches the
+// mean norm times the term's relative inverse training rate to the power
+// alpha. The learned values have their own Adam and learning rate, and are
+// saved with the training state so that a resumed run continues exactly.
+#pragma once
+
+#include <mtl/detail/adam_update.hpp>
+#include <mtl/detail/join.hpp>
+#include <mtl/train/objective.hpp>
+
+#include <c10/util/Exception.h>
+#include <torch/autograd.h>
+#include <torch/types.h>
+
+#include <algorithm>
+#include <cmath>
+#include <map>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace mtl::train {
+
+enum class LossWeightingKind {
+  fixed,        ///< each term times its configured weight (1 where none is given)
+  uncertainty,  ///< exp(-s_i) * L_i + s_i, s_i learned
+  gradnorm,     ///< w_i * L_i, w_i moved to balance gradient norms, sum w_i = number of weighted terms
+};
+
+/// Fixed weights by term name.
+using TermWeights = std::map<std::string, double>;
+
+/// Options of `LossWeighting`.
+///
+/// Example:
+///   TrainerOptions("runs/e5").loss_weighting(LossWeightingOptions().kind(LossWeightingKind::uncertainty));
+struct LossWeightingOptions {
+  TORCH_ARG(LossWeightingKind, kind) = LossWeightingKind::fixed;
+  /// Fixed weights by term name; a term without one weighs 1.
+  TORCH_ARG(TermWeights, fixed_weights);
+  /// The terms uncertainty or GradNorm weighs; empty: every term of the objective.
+  TORCH_ARG(std::vector<std::string>, terms);
+  /// Learning rate of the log-variances (uncertainty) or of the weights (GradNorm).
+  TORCH_ARG(double, lr) = 1e-3;
+  /// GradNorm's asymmetry: 0 pulls every norm to the mean; larger favours terms that train slower.
+  TORCH_ARG(double, gradnorm_alpha) = 1.5;
+  /// GradNorm moves the weights every this many steps (each move costs one backward per term).
+  TORCH_ARG(int64_t, gradnorm_interval) = 10;
+};
+
+/// The weights of an objective's terms and how they move. The objective's
+/// total is sum_i c_i * L_i, c_i the term's coefficient (Objective::coefficient);
+/// the weighted total is sum_i w_i * c_i * L_i (plus sum_i s_i under uncertainty,
+/// a constant for the model's gradient, left out of the returned tensor).
+class LossWeighting {
+ public:
+  LossWeighting(const Objective& objective, LossWeightingOptions options)
+      : options_(std::move(options)), names_(objective.term_names()) {
+    const auto kind = options_.kind();
+    for (const auto& [name, weight] : options_.fixed_weights()) {
+      TORCH_CHECK(kind == LossWeightingKind::fixed,
+                  "loss weighting: fixed weights are given, but the weighting is not fixed");
+      TORCH_CHECK(std::count(names_.begin(), names_.end(), name) > 0, "loss weighting: the objective has no term '",
+                  name, "'; its terms are: ", mtl::detail::join(names_));
+      TORCH_CHECK(std::isfinite(weight) && weight >= 0, "loss weighting: the weight of '", name,
+                  "' must be a finite number >= 0, but got ", weight);
+    }
+    if (kind == LossWeightingKind::fixed) {
+      for (const auto& [name, weight] : options_.fixed_weights()) add(objective, name, weight);
+      return;
+    }
+    TORCH_CHECK(std::isfinite(options_.lr()) && options_.lr() > 0, "loss weighting: lr must be > 0, but got ",
+                options_.lr());
+    TORCH_CHECK(std::isfinite(options_.gradnorm_alpha()) && options_.gradnorm_alpha() >= 0,
+                "loss weighting: gradnorm_alpha must be >= 0, but got ", options_.gradnorm_alpha());
+    TORCH_CHECK(options_.gradnorm_interval() >= 1, "loss weighting: gradnorm_interval must be >= 1, but got ",
+                options_.gradnorm_interval());
+    const auto& chosen = options_.terms().empty() ? names_ : options_.terms();
+    for (const auto& name : chosen) {
+      TORCH_CHECK(std::count(names_.begin(), names_.end(), name) > 0, "loss weighting: the objective has no term '",
+                  name, "'; its terms are: ", mtl::detail::join(names_));
+      for (const auto& w : weighted_)
+        TORCH_CHECK(w.name != name, "loss weighting: the term '", name, "' is listed twice");
+      add(objective, name, kind == LossWeightingKind::uncertainty ? 0.0 : 1.0);
+    }
+    TORCH_CHECK(weighted_.size() >= 2, "loss weighting: ",
+                kind == LossWeightingKind::uncertainty ? "uncertainty" : "gradnorm",
+                " weighs terms against each other and needs at least two, but got ", weighted_.size(), " (",
+                mtl::detail::join(names_), ")");
+  }
+
+  /// Whether the weights are all 1 and never move: the objective's total is used as it is.
+  bool is_identity() const {
+    for (const auto& w : weighted_)
+      if (options_.kind() != LossWeightingKind::fixed || w.value != 1.0) return false;
+    return true;
+  }
+
+  LossWeightingKind kind() const { return options_.kind(); }
+
+  /// The current weight of each weighted term (exp(-s) under uncertainty).
+  std::vector<std::pair<std::string, double>> weights() const {
+    std::vector<std::pair<std::string, double>> out;
+    for (const auto& w : weighted_) out.emplace_back(w.name, weight(w));
+    return out;
+  }
+
+  /// The weighted total of `loss`, whose terms are the objective's.
+  torch::Tensor total(const LossTerms& loss) const {
+    auto total = loss.total;
+    for (const auto& w : weighted_) {
+      const double change = weight(w) - 1.0;
+      if (change != 0.0) total = total + (change * w.coefficient) * term(loss, w.name);
+    }
+    return total;
+  }
+
+  /// Whether GradNorm moves the weights after `step` (1-based), so needs the gradient norms of this step.
+  bool needs_gradient_norms(int64_t step) const {
+    return options_.kind() == LossWeightingKind::gradnorm && (step - 1) % options_.gradnorm_interval() == 0;
+  }
+
+  /// Each weighted term's unweighted gradient, ||grad_W c_i L_i|| over `shared` (the last shared layer's
+  /// weights), flattened and side by side [terms, numel]. The graph is kept for the step's backward.
+  torch::Tensor term_gradients(const LossTerms& loss, const std::vector<torch::Tensor>& shared) const {
+    TORCH_CHECK(!shared.empty(), "GradNorm needs the last shared layer's weights, but got none");
+    std::vector<torch::Tensor> rows;
+    for (const auto& w : weighted_) {
+      auto grads = torch::autograd::grad({w.coefficient * term(loss, w.name)}, shared, {}, /*retain_graph=*/true,
+                                         /*create_graph=*/false, /*allow_unused=*/true);
+      std::vector<torch::Tensor> flat;
+      for (size_t k = 0; k < grads.size(); ++k)
+        flat.push_back(grads[k].defined() ? grads[k].reshape(-1) : torch::zeros({shared[k].numel()}));
+      rows.push_back(torch::cat(flat).to(torch::kDouble));
+    }
+    return torch::stack(rows);
+  }
+
+  /// Moves the learned values after a step. `terms` are the step's term values (averaged over the ranks
+  /// with replicas, so that every rank moves alike); `gradients` is `term_gradients` (summed and averaged
+  /// over the ranks) on a GradNorm step, undefined otherwise.
+  void update(const LossTerms& terms, const torch::Tensor& gradients = {}) {
+    if (options_.kind() == LossWeightingKind::uncertainty) {
+      // d/ds [exp(-s) c L + s] = 1 - exp(-s) c L.
+      std::vector<double> g;
+      for (const auto& w : weighted_) g.push_back(1.0 - std::exp(-w.value) * w.coefficient * value(terms, w.name));
+      adam_step(g);
+    } else if (options_.kind() == LossWeightingKind::gradnorm && gradients.defined()) {
+      gradnorm_step(terms, gradients);
+    }
+  }
+
+  /// The learned state as one tensor (values, Adam moments, step, initial losses), for the training state.
+  torch::Tensor state() const {
+    std::vector<double> flat{static_cast<double>(adam_steps_)};
+    for (const auto& w : weighted_) flat.insert(flat.end(), {w.value, w.m, w.v, w.initial_loss});
+    return torch::tensor(flat, torch::kDouble);
+  }
+
+  void load_state(const torch::Tensor& state) {
+    const auto n = static_cast<int64_t>(weighted_.size());
+    TORCH_CHECK(state.dim() == 1 && state.numel() == 1 + 4 * n,
+                "the checkpoint's loss weighting state does not fit this run's weighting (", n, " weighted terms)");
+    auto s = state.to(torch::kDouble).contiguous();
+    const double* p = s.data_ptr<double>();
+    adam_steps_ = static_cast<int64_t>(p[0]);
+    for (int64_t i = 0; i < n; ++i) {
+      auto& w = weighted_[i];
+      w.value = p[1 + 4 * i], w.m = p[2 + 4 * i], w.v = p[3 + 4 * i], w.initial_loss = p[4 + 4 * i];
+    }
+  }
+
+ private:
+  struct Weighted {
+    std::string name;
+    double coefficient;  ///< the term's weight in the objective's own total
+    double value;        ///< fixed and GradNorm: the weight; uncertainty: s = log sigma^2
+    double m = 0, v = 0;
+    double initial_loss = std::nan("");  ///< GradNorm: c L at its first update
+  };
+
+  void add(const Objective& objective, const std::string& name, double value) {
+    weighted_.push_back({name, objective.coefficient(name), value});
+  }
+
+  double weight(const Weighted& w) const {
+    return options_.kind() == LossWeightingKind::uncertainty ? std::exp(-w.value) : w.value;
+  }
+
+  static const torch::Tensor& term(const LossTerms& loss, const std::string& name) {
+    for (const auto& [n, t] : loss.terms)
+      if (n == name) return t;
+    TORCH_CHECK(false, "loss weighting: the loss has no term '", name, "'");
+  }
+
+  static double value(const LossTerms& loss, const std::string& name) {
+    return term(loss, name).detach().to(torch::kDouble).item<double>();
+  }
+
+  void adam_step(const std::vector<double>& g) {
+    ++adam_steps_;
+    const double beta1 = 0.9, beta2 = 0.999;
+    const mtl::detail::AdamCoefficients<double> k{
+        beta1, beta2, options_.lr() / (1 - std::pow(beta1, static_cast<double>(adam_steps_))),
+        1 / std::sqrt(1 - std::pow(beta2, static_cast<double>(adam_steps_))), 1e-8};
+    for (size_t i = 0; i < weighted_.size(); ++i) {
+      auto& w = weighted_[i];
+      mtl::detail::adam_update(&w.value, &w.m, &w.v, &g[i], 1, k);
+    }
+  }
+
+  /// One GradNorm move: G_i = w_i ||g_i||, target_i = mean(G) * r_i^alpha with r_i the term's loss ratio
+  /// L_i / L_i(first) over its mean; the gradient of sum_i |G_i - target_i| (targets held constant) in w_i
+  /// is sign(G_i - target_i) ||g_i||. The weights stay positive and are renormalised to sum to their count.
+  void gradnorm_step(const LossTerms& terms, const torch::Tensor& gradients) {
+    const size_t n = weighted_.size();
+    std::vector<double> norm(n), g_norm(n), ratio(n);
+    double mean_g = 0, mean_ratio = 0;
+    for (size_t i = 0; i < n; ++i) {
+      auto& w = weighted_[i];
+      norm[i] = gradients[static_cast<int64_t>(i)].norm().item<double>();
+      g_norm[i] = w.value * norm[i];
+      const double loss = w.coefficient * value(terms, w.name);
+      if (std::isnan(w.initial_loss)) w.initial_loss = loss;
+      ratio[i] = w.initial_loss > 0 ? loss / w.initial_loss : 1.0;
+      mean_g += g_norm[i] / n, mean_ratio += ratio[i] / n;
+    }
+    std::vector<double> g(n);
+    for (size_t i = 0; i < n; ++i) {
+      const double target = mean_g * std::pow(mean_ratio > 0 ? ratio[i] / mean_ratio : 1.0, options_.gradnorm_alpha());
+      g[i] = g_norm[i] > target ? norm[i] : g_norm[i] < target ? -norm[i] : 0.0;
+    }
+    adam_step(g);
+    double sum = 0;
+    for (auto& w : weighted_) sum += (w.value = std::max(w.value, 1e-3));
+    for (auto& w : weighted_) w.value *= static_cast<double>(n) / sum;
+  }
+
+  LossWeightingOptions options_;
+  std::vector<std::string> names_;
+  std::vector<Weighted> weighted_;
+  int64_t adam_steps_ = 0;
+};
+
+}  // namespace mtl::train
