@@ -320,6 +320,8 @@ inline const std::vector<FieldSpec>& field_specs() {
        [](C& c, V v) { c.sections.align_outputs = value<bool>(v); }},
       {"model.aligner_dropout", T::number, false, false, {},
        [](C& c, V v) { c.model.aligner_dropout = value<double>(v); }},
+      {"model.adaptive_transfer", T::boolean, false, false, {},
+       [](C& c, V v) { c.model.adaptive_transfer = value<bool>(v); }},
       {"use_esmm", T::boolean, true, false, {}, [](C& c, V v) { c.objective.use_esmm(value<bool>(v)); }},
       {"loss.cvr_denominator", T::text, false, false, {"clicked_rows", "all_rows"},
        [](C& c, V v) {
@@ -502,6 +504,11 @@ inline ExperimentConfig read_experiment(const FieldTable& f) {
     }
   }
   m.align_outputs = s.align_outputs.value_or(m.mixer == "ple" && s.ple_hetero);
+  for (const auto& dims : m.tower_hidden_dims)
+    refuse_if(m.adaptive_transfer && (m.heads.size() < 2 || dims.empty() || dims.back() != m.tower_hidden_dims[0].back()),
+              f, "model.adaptive_transfer",
+              "AITM's transfer passes each tower's state to the next: it needs two heads or more whose towers "
+              "(model.tasks.*.tower_hidden_dims) end in layers of one width");
 
   try {  // the weighting's own checks, against this experiment's terms
     mtl::train::LossWeighting(mtl::train::Objective(m.heads, c.objective), c.trainer.loss_weighting());

@@ -3,6 +3,7 @@
 // swapped; one task with an identity SharedBottom is a single-task model.
 #pragma once
 
+#include <mtl/aitm.hpp>
 #include <mtl/deepfm.hpp>
 #include <mtl/detail/join.hpp>
 #include <mtl/features.hpp>
@@ -62,6 +63,9 @@ struct MultiTaskModelOptions {
   /// One list per task, overriding `tower_hidden_dims` where given.
   TORCH_ARG(std::vector<std::vector<int64_t>>, task_tower_hidden_dims);
   TORCH_ARG(double, tower_dropout) = 0.0;
+  /// AITM's adaptive information transfer (aitm.hpp) from each task's tower to the next one's, in task
+  /// order, between the towers' hidden layers and their logits; every tower's last width must agree.
+  TORCH_ARG(bool, adaptive_transfer) = false;
 };
 
 template <class Backbone, class Mixer>
@@ -102,10 +106,20 @@ class MultiTaskModelImpl : public torch::nn::Cloneable<MultiTaskModelImpl<Backbo
       towers->push_back(Tower(TowerOptions(mixer->output_dim())
                                   .hidden_dims(per_task.empty() ? options.tower_hidden_dims() : per_task[t])
                                   .dropout(options.tower_dropout())));
+    if (options.adaptive_transfer()) {
+      const int64_t width = towers->template ptr<TowerImpl>(0)->hidden->output_dim();
+      for (size_t t = 1; t < tasks.size(); ++t)
+        TORCH_CHECK(towers->template ptr<TowerImpl>(t)->hidden->output_dim() == width,
+                    "MultiTaskModel's adaptive transfer needs towers of one width, but task '", tasks[0], "' emits ",
+                    width, " and task '", tasks[t], "' ", towers->template ptr<TowerImpl>(t)->hidden->output_dim());
+      transfer = this->register_module(
+          "transfer", AdaptiveTransfer(AdaptiveTransferOptions(width, static_cast<int64_t>(tasks.size()))));
+    }
   }
 
   TaskLogits forward(const FeatureInputs& input) {
     auto per_task = mixer->forward(backbone->forward(input));
+    if (transfer) return {options.tasks(), forward_with_transfer(per_task)};
     // The towers side by side (detail/stacked_branches.hpp), each on one
     // thread: their products and passes are too small to gain from a second one.
     std::vector<detail::Branch> branches;
@@ -125,6 +139,20 @@ class MultiTaskModelImpl : public torch::nn::Cloneable<MultiTaskModelImpl<Backbo
   Backbone backbone{nullptr};
   Mixer mixer{nullptr};
   torch::nn::ModuleList towers{nullptr};
+  AdaptiveTransfer transfer{nullptr};  ///< with `adaptive_transfer` only
+
+ private:
+  /// The towers in task order: hidden layers, the transfer between their states, then the logits.
+  std::vector<torch::Tensor> forward_with_transfer(const std::vector<torch::Tensor>& per_task) {
+    std::vector<torch::Tensor> states;
+    for (size_t t = 0; t < per_task.size(); ++t)
+      states.push_back(towers->template ptr<TowerImpl>(t)->hidden->forward(per_task[t]));
+    auto mixed = transfer->forward(states);
+    std::vector<torch::Tensor> logits;
+    for (size_t t = 0; t < mixed.size(); ++t)
+      logits.push_back(towers->template ptr<TowerImpl>(t)->logit->forward(mixed[t]).squeeze(1));
+    return logits;
+  }
 };
 
 /// Holder of `MultiTaskModelImpl<Backbone, Mixer>` (what TORCH_MODULE makes

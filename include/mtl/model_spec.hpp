@@ -33,6 +33,8 @@ struct ModelSpec {
   /// An `ExpertOutputAligner` on each expert's output (mmoe, ple) or on the bottom's output (single, sharedbottom).
   bool align_outputs = false;
   double aligner_dropout = 0.0;
+  /// AITM's adaptive information transfer between the towers, in head order (MultiTaskModelOptions).
+  bool adaptive_transfer = false;
 };
 
 namespace detail {
@@ -77,7 +79,8 @@ inline nlohmann::json to_json(const ModelSpec& s) {
           {"expert_dim", s.expert_dim},
           {"num_levels", s.num_levels},
           {"align_outputs", s.align_outputs},
-          {"aligner_dropout", s.aligner_dropout}};
+          {"aligner_dropout", s.aligner_dropout},
+          {"adaptive_transfer", s.adaptive_transfer}};
 }
 
 /// The spec written by `to_json`; a missing or mistyped entry is an error naming it.
@@ -99,6 +102,7 @@ inline ModelSpec model_spec_from_json(const nlohmann::json& j) {
     s.num_levels = j.at("num_levels").get<int64_t>();
     s.align_outputs = j.at("align_outputs").get<bool>();
     s.aligner_dropout = j.at("aligner_dropout").get<double>();
+    s.adaptive_transfer = j.value("adaptive_transfer", false);  // optional: a spec without it has no transfer
     return s;
   } catch (const nlohmann::json::exception& e) {
     TORCH_CHECK(false, "a model spec does not read: ", e.what());
@@ -118,7 +122,8 @@ void with_model(const ModelSpec& spec, const FeatureSchema& schema, Fn&& fn) {
     fn(SharedBottomModel(
         SharedBottomModelOptions(
             backbone, SharedBottomOptions(0, 0).hidden_dims(dims).align_outputs(spec.align_outputs), spec.heads)
-            .task_tower_hidden_dims(spec.tower_hidden_dims)));
+            .task_tower_hidden_dims(spec.tower_hidden_dims)
+            .adaptive_transfer(spec.adaptive_transfer)));
   } else if (spec.mixer == "mmoe") {
     fn(MMoEModel(MMoEModelOptions(backbone,
                                   MMoEOptions(0, 0)
@@ -127,7 +132,8 @@ void with_model(const ModelSpec& spec, const FeatureSchema& schema, Fn&& fn) {
                                       .align_outputs(spec.align_outputs)
                                       .aligner_dropout(spec.aligner_dropout),
                                   spec.heads)
-                     .task_tower_hidden_dims(spec.tower_hidden_dims)));
+                     .task_tower_hidden_dims(spec.tower_hidden_dims)
+                     .adaptive_transfer(spec.adaptive_transfer)));
   } else {
     TORCH_CHECK(spec.mixer == "ple", "ModelSpec's mixer is '", spec.mixer,
                 "', expected single, sharedbottom, mmoe or ple");
@@ -140,7 +146,8 @@ void with_model(const ModelSpec& spec, const FeatureSchema& schema, Fn&& fn) {
                                     .align_outputs(spec.align_outputs)
                                     .aligner_dropout(spec.aligner_dropout),
                                 spec.heads)
-                    .task_tower_hidden_dims(spec.tower_hidden_dims)));
+                    .task_tower_hidden_dims(spec.tower_hidden_dims)
+                    .adaptive_transfer(spec.adaptive_transfer)));
   }
 }
 

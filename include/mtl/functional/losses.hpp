@@ -117,4 +117,16 @@ inline DoublyRobustTerms dr_cvr_risk(const torch::Tensor& ctr_logits, const torc
   return {risk, (o * gap * gap / p).mean()};
 }
 
+/// AITM's behavioural expectation calibrator (Xi et al., KDD 2021): the mean over rows of
+/// max(p_later - p_earlier, 0), p = sigmoid(logits), for two tasks of a sequence over the entire space
+/// (click, then click-and-convert), whose later probability cannot exceed the earlier one. With ESMM's
+/// p_ctcvr = p_ctr * p_cvr the hinge is zero by construction; it constrains heads that predict both.
+inline torch::Tensor behavioral_expectation_calibrator(const torch::Tensor& earlier_logits,
+                                                       const torch::Tensor& later_logits) {
+  TORCH_CHECK(earlier_logits.dim() == 1 && later_logits.sizes() == earlier_logits.sizes(),
+              "behavioral_expectation_calibrator expects two logit tensors of shape [batch], but got ",
+              earlier_logits.sizes(), " and ", later_logits.sizes());
+  return torch::relu(torch::sigmoid(later_logits) - torch::sigmoid(earlier_logits)).mean();
+}
+
 }  // namespace mtl

@@ -122,6 +122,7 @@ onnx::ModelProto to_onnx(const MultiTaskModel<Backbone, Mixer>& model, const Fea
                                               dense.empty() ? std::string() : g.concat(dense, 1, "dense"));
   else
     TORCH_CHECK(false, "ONNX export has no rule for the backbone ", impl.backbone->name(), "; mtl exports DeepFM");
+  TORCH_CHECK(!impl.transfer, "ONNX export has no rule for the towers' adaptive information transfer (AITM)");
   const auto per_task = mtl::detail::onnx_mixer(g, *impl.mixer, representation);
   const auto& tasks = impl.options.tasks();
   std::string p_ctr, p_cvr;
