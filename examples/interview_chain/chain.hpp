@@ -7,6 +7,8 @@
 #include "experiment.hpp"
 #include "experiment_runner.hpp"
 
+#include <mtl/detail/join.hpp>
+
 #include <fmt/core.h>
 #include <nlohmann/json.hpp>
 
@@ -16,6 +18,7 @@
 
 #include <cerrno>
 #include <chrono>
+#include <algorithm>
 #include <cstring>
 #include <ctime>
 #include <filesystem>
@@ -114,7 +117,34 @@ inline ExperimentConfig load_experiment(const std::string& file, const Overrides
 /// The experiment beside the seven, run where its config file is in the config folder.
 inline constexpr const char* kAlignerAblation = "E5na";
 
-inline std::vector<ExperimentConfig> load_chain(const std::string& config_dir, const Overrides& o) {
+/// The folder beside the seven configs whose experiments (ESCM2, AITM, loss weighting) run only when named.
+inline constexpr const char* kExtensionsFolder = "extensions";
+
+/// The experiments of `config_dir/extensions`: each config's experiment.id and file, in file-name order.
+inline std::vector<std::pair<std::string, std::string>> extension_experiments(const std::string& config_dir) {
+  std::vector<std::pair<std::string, std::string>> out;
+  const auto folder = fs::path(config_dir) / kExtensionsFolder;
+  if (!fs::is_directory(folder)) return out;
+  std::vector<fs::path> files;
+  for (const auto& entry : fs::directory_iterator(folder))
+    if (entry.path().extension() == ".yaml") files.push_back(entry.path());
+  std::sort(files.begin(), files.end());
+  for (const auto& file : files) {
+    const auto table = FieldTable::load(file.string());
+    TORCH_CHECK(table.has("experiment.id"), file.string(), ": an extension config needs experiment.id");
+    const auto id = table.text("experiment.id");
+    for (const auto& [known, where] : experiments())
+      TORCH_CHECK(known != id, file.string(), ": experiment.id '", id, "' is one of the chain's own");
+    for (const auto& [known, where] : out)
+      TORCH_CHECK(known != id, file.string(), ": experiment.id '", id, "' is also the id of ", where);
+    out.emplace_back(id, file.string());
+  }
+  return out;
+}
+
+/// The chain's experiments, then the extensions named in `extensions` (by experiment.id).
+inline std::vector<ExperimentConfig> load_chain(const std::string& config_dir, const Overrides& o,
+                                                const std::vector<std::string>& extensions = {}) {
   std::vector<ExperimentConfig> out;
   for (const auto& [id, file] : experiments()) {
     if (id == kAlignerAblation && !fs::exists(fs::path(config_dir) / file)) continue;
@@ -123,6 +153,8 @@ inline std::vector<ExperimentConfig> load_chain(const std::string& config_dir, c
                 "'");
     out.push_back(std::move(c));
   }
+  for (const auto& [id, file] : extension_experiments(config_dir))
+    if (std::count(extensions.begin(), extensions.end(), id)) out.push_back(load_experiment(file, o));
   return out;
 }
 
@@ -250,13 +282,15 @@ class OutputFolderLock {
 /// The caller holds the output folder's lock.
 inline int run_chain(const RunOptions& o) {
   TORCH_CHECK(o.seeds >= 1, "--seeds expects a count >= 1, got ", o.seeds);
+  const auto extensions = extension_experiments(o.config_dir);
+  std::vector<std::string> known_ids;
+  for (const auto& list : {experiments(), extensions})
+    for (const auto& [id, file] : list) known_ids.push_back(id);
   for (const auto& list : {o.only, o.skip})
-    for (const auto& id : list) {
-      bool known = false;
-      for (const auto& [e, file] : experiments()) known = known || e == id;
-      TORCH_CHECK(known, "unknown experiment '", id, "' (expected E0a, E0b, E1, E2, E3, E4 or E5)");
-    }
-  auto configs = load_chain(o.config_dir, o.overrides);
+    for (const auto& id : list)
+      TORCH_CHECK(std::count(known_ids.begin(), known_ids.end(), id), "unknown experiment '", id, "' (expected ",
+                  mtl::detail::join(known_ids), ")");
+  auto configs = load_chain(o.config_dir, o.overrides, o.only);
   std::ostringstream check;
   if (!validate_controlled(configs, check)) {
     std::printf("%s", check.str().c_str());

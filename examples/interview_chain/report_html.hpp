@@ -1,7 +1,8 @@
 // report.html: one self-contained page (no scripts, no network) with inline
 // SVG: validation AUC curves per experiment, final test metrics with 95%
-// confidence intervals (DeLong), gate-utilisation heatmaps of the gated
-// experiments, and the delta table.
+// confidence intervals (DeLong), the loss-term weights of runs that weigh
+// their terms, gate-utilisation heatmaps of the gated experiments, and the
+// delta table.
 #pragma once
 
 #include "report.hpp"
@@ -214,6 +215,22 @@ inline void write_report_html(const std::string& output, const std::vector<Exper
     page += html::interval_chart(metric + " (test)", rows);
   }
   page += "</div>";
+
+  bool weighted = false;
+  for (const auto& e : chain)
+    if (const auto* r = e.first_finished()) weighted = weighted || !r->loss_weights.empty();
+  if (weighted) {
+    page += "<h2>Loss-term weights during training</h2><div class='charts'>";
+    for (const auto& e : chain) {
+      const auto* r = e.first_finished();
+      if (!r || r->loss_weights.empty()) continue;
+      std::vector<html::Series> series;
+      for (const auto& [term, points] : r->loss_weights)
+        series.push_back({term, html::color(series.size()), points});
+      page += html::line_chart(e.id + ": weight of each loss term", series);
+    }
+    page += "</div>";
+  }
 
   page += "<h2>Gate utilisation (test split, best checkpoint)</h2><div class='charts'>";
   for (const auto& e : chain) {

@@ -12,6 +12,7 @@
 #include <yaml-cpp/yaml.h>
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <map>
 #include <optional>
@@ -34,6 +35,8 @@ struct RunRecord {
   std::vector<nlohmann::json> valid_records, gate_records;
   std::vector<nlohmann::json> scale_records;  ///< the test split's expert output scales (gated mixers)
   std::map<int64_t, double> primary_curve;    ///< the primary validation metric by step, where defined
+  /// Each weighted loss term's weight by step (train records' weight_<term>), for a run that weighs its terms.
+  std::map<std::string, std::vector<std::pair<double, double>>> loss_weights;
 };
 
 inline RunRecord read_run(const std::string& dir) {
@@ -52,6 +55,10 @@ inline RunRecord read_run(const std::string& dir) {
   for (const auto& rec : r.valid_records)
     if (rec["values"].contains(r.primary_key) && !rec["values"][r.primary_key].is_null())
       r.primary_curve[rec["step"].get<int64_t>()] = rec["values"][r.primary_key].get<double>();
+  for (const auto& rec : run.metric_records("train"))
+    for (const auto& [key, value] : rec.items())
+      if (key.rfind("weight_", 0) == 0 && value.is_number())
+        r.loss_weights[key.substr(7)].emplace_back(rec["step"].get<double>(), value.get<double>());
   for (auto& j : run.expert_health_records("test"))
     if (j["record"] == "gate")
       r.gate_records.push_back(std::move(j));
@@ -137,7 +144,12 @@ inline std::vector<ExperimentRecord> read_chain(const std::string& output) {
   const auto state = ChainState::load(output);
   std::vector<ExperimentRecord> out;
   std::pair<std::string, std::optional<DesignedTerms>> terms;
-  for (const auto& [id, file] : experiments()) {
+  // The seven in chain order, then any extension experiment that was run (extension_experiments).
+  std::vector<std::string> ids;
+  for (const auto& [id, file] : experiments()) ids.push_back(id);
+  for (const auto& [id, dirs] : state.runs)
+    if (std::count(ids.begin(), ids.end(), id) == 0) ids.push_back(id);
+  for (const auto& id : ids) {
     ExperimentRecord e{id, "", {}};
     auto it = state.runs.find(id);
     if (it != state.runs.end())

@@ -23,7 +23,7 @@ inline constexpr const char* kRunHelp =
     "  --configs DIR     the seven config files (default: " MTL_CHAIN_CONFIG_DIR
     ")\n"
     "  --output DIR      summaries and report go here; run directories beside it (default: runs/interview_chain)\n"
-    "  --only E1,E2      run only these experiments\n"
+    "  --only E1,E2      run only these experiments; an experiment of DIR/extensions runs only when named here\n"
     "  --skip E0a,E0b    skip these experiments\n"
     "  --resume          skip finished experiments, continue an interrupted one from its last checkpoint\n"
     "  --dry-run         print each resolved config and what would run, then exit\n"
