@@ -11,7 +11,9 @@
 #include <mtl/model.hpp>
 #include <mtl/optim/dual_optimizer.hpp>
 #include <mtl/train/heap_retention.hpp>
+#include <mtl/train/loss_weighting.hpp>
 #include <mtl/train/objective.hpp>
+#include <mtl/train/trainer.hpp>
 
 #include <benchmark/benchmark.h>
 #include <torch/nn/modules/embedding.h>
@@ -77,9 +79,11 @@ double peak_rss_mib() {
   return 0;
 }
 
+/// Training steps as the Trainer takes them: forward, loss (weighted by `weighting`), backward, update.
 template <class Model>
 void train_steps(benchmark::State& state, Model model, std::vector<std::string> tasks, bool esmm,
-                 ESMMCounterfactual counterfactual = ESMMCounterfactual::none) {
+                 ESMMCounterfactual counterfactual = ESMMCounterfactual::none,
+                 const train::LossWeightingOptions& weighting_options = {}) {
   torch::set_num_threads(static_cast<int>(std::thread::hardware_concurrency()));
   train::retain_freed_memory();  // as the Trainer does
   auto& w = Workload::get();
@@ -89,12 +93,19 @@ void train_steps(benchmark::State& state, Model model, std::vector<std::string> 
   // ESCM2's risk stands in for ESMM v2's clicked-row CVR loss.
   if (counterfactual != ESMMCounterfactual::none) objective_options.esmm_version(ESMMVersion::v1);
   train::Objective objective(tasks, objective_options);
-  size_t i = 0;
+  train::LossWeighting weighting(objective, weighting_options);
+  const auto shared = weighting.kind() == train::LossWeightingKind::gradnorm ? train::last_shared_weights(model)
+                                                                             : std::vector<torch::Tensor>();
+  int64_t step = 0;
   for (auto _ : state) {
-    const auto& batch = w.batches[i++ % w.batches.size()];
+    const auto& batch = w.batches[step++ % w.batches.size()];
+    const auto loss = objective(model->forward(batch.features), batch);
+    torch::Tensor gradients;
+    if (weighting.needs_gradient_norms(step)) gradients = weighting.term_gradients(loss, shared);
     opt.zero_grad();
-    objective(model->forward(batch.features), batch).total.backward();
+    (weighting.is_identity() ? loss.total : weighting.total(loss)).backward();
     opt.step();
+    weighting.update(loss, gradients);
   }
   state.SetItemsProcessed(state.iterations() * kBatch);
   state.counters["flops_per_sample"] = flops_per_sample(*model);
@@ -183,6 +194,28 @@ PLEModel e5_model() {
                       .task_tower_hidden_dims(kTowers));
 }
 void BM_Step_E5(benchmark::State& s) { train_steps(s, e5_model(), {"ctr", "cvr"}, true); }
+// E5 with its terms weighed: fixed weights, uncertainty weighting, GradNorm (its norms every 10th step).
+void BM_Step_E5_FixedWeights(benchmark::State& s) {
+  train_steps(s, e5_model(), {"ctr", "cvr"}, true, ESMMCounterfactual::none,
+              train::LossWeightingOptions().fixed_weights({{"ctr", 0.5}, {"ctcvr", 2.0}}));
+}
+void BM_Step_E5_Uncertainty(benchmark::State& s) {
+  train_steps(s, e5_model(), {"ctr", "cvr"}, true, ESMMCounterfactual::none,
+              train::LossWeightingOptions().kind(train::LossWeightingKind::uncertainty));
+}
+void BM_Step_E5_GradNorm(benchmark::State& s) {
+  train_steps(s, e5_model(), {"ctr", "cvr"}, true, ESMMCounterfactual::none,
+              train::LossWeightingOptions().kind(train::LossWeightingKind::gradnorm).gradnorm_interval(10));
+}
+// E2 with AITM's adaptive transfer from the CTR tower to the CVR tower.
+void BM_Step_E2_AITM(benchmark::State& s) {
+  train_steps(s,
+              SharedBottomModel(
+                  SharedBottomModelOptions(backbone(), SharedBottomOptions(0, 0).hidden_dims({128}), {"ctr", "cvr"})
+                      .task_tower_hidden_dims(kTowers)
+                      .adaptive_transfer(true)),
+              {"ctr", "cvr"}, true);
+}
 
 /// Every Linear layer of a model as the three products of its step at batch
 /// 1024 on random data: forward (x W^T; ATen's bias + x W^T, as addmm),
@@ -456,9 +489,13 @@ BENCHMARK(BM_Step_E2)->Unit(benchmark::kMillisecond)->MinTime(3);
 BENCHMARK(BM_Step_E2_ESCM2_IPS)->Unit(benchmark::kMillisecond)->MinTime(3);
 BENCHMARK(BM_Step_E2_ESCM2_IPS_ThreeTowers)->Unit(benchmark::kMillisecond)->MinTime(3);
 BENCHMARK(BM_Step_E2_ESCM2_DR)->Unit(benchmark::kMillisecond)->MinTime(3);
+BENCHMARK(BM_Step_E2_AITM)->Unit(benchmark::kMillisecond)->MinTime(3);
 BENCHMARK(BM_Step_E3)->Unit(benchmark::kMillisecond)->MinTime(3);
 BENCHMARK(BM_Step_E4)->Unit(benchmark::kMillisecond)->MinTime(3);
 BENCHMARK(BM_Step_E5)->Unit(benchmark::kMillisecond)->MinTime(3);
+BENCHMARK(BM_Step_E5_FixedWeights)->Unit(benchmark::kMillisecond)->MinTime(3);
+BENCHMARK(BM_Step_E5_Uncertainty)->Unit(benchmark::kMillisecond)->MinTime(3);
+BENCHMARK(BM_Step_E5_GradNorm)->Unit(benchmark::kMillisecond)->MinTime(3);
 BENCHMARK(BM_Products_E5)->ArgName("onednn")->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond)->MinTime(3);
 BENCHMARK(BM_Roofline_E5_SideBySide)->Unit(benchmark::kMillisecond)->MinTime(5);
 BENCHMARK_MAIN();

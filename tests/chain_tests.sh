@@ -571,6 +571,45 @@ extensions)
   expect_in "ESCM2's counterfactual risk is an ESMM option" err.txt
   ;;
 
+aitm_and_loss_weighting)
+  # AITM and the learned loss weights train on synthetic data and on the AliExpress sample; the weights are
+  # logged, drawn in the report, and the extensions run beside the chain when --only names them.
+  for config in E2_aitm E5_uncertainty E5_gradnorm; do
+    "$bin" train --config "$configs/extensions/$config.yaml" --preset tiny --run-dir "synthetic_$config" --quiet > /dev/null
+    "$bin" train --config "$configs/extensions/$config.yaml" --data "aliexpress:$data/aliexpress" --preset tiny \
+      --batch-size 16 --run-dir "aliexpress_$config" --quiet > /dev/null
+    for run in "synthetic_$config" "aliexpress_$config"; do [ -s "$run/eval.json" ] || fail "$run wrote no eval.json"; done
+  done
+  for config in E5_uncertainty E5_gradnorm; do
+    for term in ctr ctcvr cvr_aux; do expect_in "\"weight_$term\":" "synthetic_$config/metrics.jsonl"; done
+  done
+  ! grep -q '"weight_' synthetic_E2_aitm/metrics.jsonl || fail "a run without loss weighting logged weights"
+  # An AITM model goes into a bundle and scores as the trained model did.
+  "$bin" export --run aliexpress_E2_aitm --out aitm.mtl > /dev/null
+  "$bin" predict --bundle aitm.mtl --data "$data/aliexpress/aliexpress_test_sample.csv" --out aitm.csv > /dev/null 2> err.txt ||
+    { cat err.txt; fail "predict with an AITM bundle"; }
+  "$bin" run --configs "$configs" --preset tiny --only E2,E2aitm,E5uw --output chain --quiet > log.txt
+  [ "$(grep -c ',"finished",' chain/summary.csv)" = 3 ] || { cat chain/summary.csv; fail "not all three finished"; }
+  expect_in "E5uw: weight of each loss term" chain/report.html
+  "$bin" validate --configs "$configs" > validate.txt
+  expect_in "all controlled fields agree" validate.txt
+  # Bad weighting options are refused, naming the field.
+  mkdir bad
+  cp "$configs"/*.yaml bad/
+  printf 'base: E2_deepfm_shared_esmm.yaml\nloss:\n  weights:\n    ctr: -1\n' > bad/negative.yaml
+  ! "$bin" train --config bad/negative.yaml --preset tiny --run-dir x --quiet 2> err.txt || fail "a negative weight"
+  expect_in "field 'loss.weights.ctr': expected a weight >= 0" err.txt
+  printf 'base: E0a_deepfm_st_ctr.yaml\nloss:\n  weighting: gradnorm\n' > bad/one_term.yaml
+  ! "$bin" train --config bad/one_term.yaml --preset tiny --run-dir x --quiet 2> err.txt || fail "GradNorm with one term"
+  expect_in "field 'loss.weighting': loss weighting: gradnorm weighs terms against each other" err.txt
+  printf 'base: E1_deepfm_shared_dualhead.yaml\nloss:\n  weights:\n    ctcvr: 2\n' > bad/no_term.yaml
+  ! "$bin" train --config bad/no_term.yaml --preset tiny --run-dir x --quiet 2> err.txt || fail "a weight of no term"
+  expect_in "the objective has no term 'ctcvr'; its terms are: ctr, cvr" err.txt
+  printf 'base: E1_deepfm_shared_dualhead.yaml\nmodel:\n  adaptive_transfer: true\n  tasks:\n    cvr:\n      tower_hidden_dims: [32]\n' > bad/widths.yaml
+  ! "$bin" train --config bad/widths.yaml --preset tiny --run-dir x --quiet 2> err.txt || fail "AITM over towers of two widths"
+  expect_in "field 'model.adaptive_transfer'" err.txt
+  ;;
+
 output_lock)
   # Two chains into one folder: the second stops at once; a killed chain's lock blocks nothing.
   "$bin" run --configs "$configs" --preset tiny --only E5 --max-steps 2000 --output chain --quiet > first.txt 2>&1 &

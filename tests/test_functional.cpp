@@ -450,3 +450,21 @@ TEST_CASE("mix_chosen_experts refuses bad shapes") {
   REQUIRE_TORCH_ERROR(mix_chosen_experts(experts, {w}, {{0, 1, 3}}),
                       "gate 0 chooses expert 3, but there are 3 experts");
 }
+
+// AITM's behavioural expectation calibrator: mean over rows of max(sigmoid(later) - sigmoid(earlier), 0), with
+// the hinge's gradient only on rows that break the order; ESMM's product never breaks it.
+TEST_CASE("AITM's calibrator equals its formula") {
+  const auto earlier = torch::tensor({0.0, 2.0, -1.0, 30.0}, torch::requires_grad());
+  const auto later = torch::tensor({1.0, 0.5, -1.0, -30.0}, torch::requires_grad());
+  const auto loss = behavioral_expectation_calibrator(earlier, later);
+  const double expected = (1 / (1 + std::exp(-1.0)) - 0.5) / 4;  // only the first row breaks the order
+  REQUIRE(loss.item<double>() == Approx(expected).epsilon(1e-6));
+  loss.backward();
+  REQUIRE(later.grad()[0].item<double>() == Approx(std::exp(-1.0) / std::pow(1 + std::exp(-1.0), 2) / 4));
+  REQUIRE(earlier.grad()[0].item<double>() == Approx(-0.25 / 4));
+  for (int i = 1; i < 4; ++i) REQUIRE(later.grad()[i].item<double>() == 0);
+  const auto ctr = torch::randn({100}), cvr = torch::randn({100});
+  const auto p_ctcvr = esmm_ctcvr_probability(ctr, cvr);
+  REQUIRE(behavioral_expectation_calibrator(ctr, torch::logit(p_ctcvr)).item<double>() < 1e-6);
+  REQUIRE_TORCH_ERROR(behavioral_expectation_calibrator(ctr, torch::zeros({3})), "two logit tensors of shape [batch]");
+}

@@ -527,3 +527,55 @@ TEST_CASE("MultiTaskModel moves with .to(dtype) and .to(device)") {
     WARN("CUDA is not available: the .to(cuda) half of this test did not run");
   }
 }
+
+// AITM's transfer (Xi et al., KDD 2021) equals its formula written out with the module's weights:
+// p = relu(W_p z_0 + b_p), u in {p, q_1}, w_u = softmax_u(<h1 u, h2 u> / sqrt(d)), z_1 = sum_u w_u h3 u.
+TEST_CASE("AdaptiveTransfer equals AITM's formula") {
+  torch::manual_seed(21);
+  const int64_t d = 6, batch = 5;
+  AdaptiveTransfer transfer(AdaptiveTransferOptions(d, 3));
+  const std::vector<torch::Tensor> q{torch::randn({batch, d}), torch::randn({batch, d}), torch::randn({batch, d})};
+  const auto z = transfer->forward(q);
+  REQUIRE(z.size() == 3);
+  REQUIRE(torch::equal(z[0], q[0]));
+  auto expected = q[0];
+  for (size_t t = 1; t < 3; ++t) {
+    const auto& s = transfer->steps[t - 1];
+    const auto p = torch::relu(torch::matmul(expected, s.transfer->weight.t()) + s.transfer->bias);
+    std::vector<torch::Tensor> scores, values;
+    for (const auto& u : {p, q[t]}) {
+      const auto a = torch::matmul(u, s.h1->weight.t()), b = torch::matmul(u, s.h2->weight.t());
+      scores.push_back((a * b).sum(1) / std::sqrt(double(d)));
+      values.push_back(torch::matmul(u, s.h3->weight.t()));
+    }
+    const auto w = torch::softmax(torch::stack(scores, 1), 1);
+    REQUIRE(torch::allclose(transfer->attention(t, expected, q[t]), w, 1e-6, 1e-7));
+    expected = w.select(1, 0).unsqueeze(1) * values[0] + w.select(1, 1).unsqueeze(1) * values[1];
+    REQUIRE(torch::allclose(z[t], expected, 1e-5, 1e-6));
+  }
+  REQUIRE_TORCH_ERROR(AdaptiveTransfer(AdaptiveTransferOptions(d, 1)), "needs at least two, but got 1");
+  REQUIRE_TORCH_ERROR(transfer->forward({q[0], q[1]}), "expects 3 task states, but got 2");
+}
+
+// In a model, information flows forward only: the CVR logit depends on the CTR tower, the CTR logit not on
+// the CVR tower; towers of different widths are refused.
+TEST_CASE("MultiTaskModel with AITM's adaptive transfer") {
+  torch::manual_seed(22);
+  SharedBottomModel model(
+      SharedBottomModelOptions(backbone_options(), SharedBottomOptions(0, 0).hidden_dims({10}), kCtrCvr)
+          .tower_hidden_dims({6})
+          .adaptive_transfer(true));
+  require_working_model(model, kCtrCvr);
+  const auto out = model->forward(random_inputs(small_schema(), 16));
+  const auto ctr_tower = model->towers->ptr<TowerImpl>(0)->hidden->parameters();
+  const auto cvr_tower = model->towers->ptr<TowerImpl>(1)->hidden->parameters();
+  const auto from_cvr = torch::autograd::grad({out.at("cvr").sum()}, ctr_tower, {}, true, false, true);
+  REQUIRE(from_cvr[0].defined());
+  REQUIRE(from_cvr[0].abs().sum().item<double>() > 0);
+  const auto from_ctr = torch::autograd::grad({out.at("ctr").sum()}, cvr_tower, {}, true, false, true);
+  REQUIRE_FALSE(from_ctr[0].defined());
+  REQUIRE_TORCH_ERROR(SharedBottomModel(SharedBottomModelOptions(backbone_options(), SharedBottomOptions(0, 0), kCtrCvr)
+                                            .task_tower_hidden_dims({{6}, {5}})
+                                            .adaptive_transfer(true)),
+                      "needs towers of one width, but task 'ctr' emits 6 and task 'cvr' 5");
+}

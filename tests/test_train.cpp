@@ -332,6 +332,7 @@ struct SmallRun {
                                         .align_outputs(true),
                                     {"ctr", "cvr"}));
   }
+  LossWeightingOptions weighting;
   TrainResult run(const std::string& dir, int64_t stop_after = 0, PLEModel m = nullptr) {
     if (m.is_empty()) m = model();
     Trainer<PLEModel> trainer(
@@ -345,6 +346,7 @@ struct SmallRun {
             .eval_batch_size(2048)
             .quiet(true)
             .threads(2)
+            .loss_weighting(weighting)
             .hooks(std::make_shared<StopAfterSteps>(stop_after)));
     return trainer.run();
   }
@@ -402,6 +404,35 @@ TEST_CASE("Trainer resume equals an uninterrupted run") {
   REQUIRE(strip_timing(read_jsonl(tmp / "split/metrics.jsonl")) ==
           strip_timing(read_jsonl(tmp / "whole/metrics.jsonl")));
   REQUIRE(read_jsonl(tmp / "split/expert_health_diag.jsonl") == read_jsonl(tmp / "whole/expert_health_diag.jsonl"));
+}
+
+// With learned loss weights (uncertainty, GradNorm on steps 1, 4, 7, ...), a resumed run continues them exactly:
+// the weights logged after the resume are an uninterrupted run's; a checkpoint without them is refused.
+TEST_CASE("Trainer resumes learned loss weights exactly") {
+  for (const auto kind : {LossWeightingKind::uncertainty, LossWeightingKind::gradnorm}) {
+    ScratchDir tmp("resume_weights");
+    SmallRun s;
+    s.weighting = LossWeightingOptions().kind(kind).lr(0.05).gradnorm_interval(3);
+    auto whole = s.run(tmp / "whole");
+    REQUIRE(s.run(tmp / "split", /*stop_after=*/30).finished == false);
+    auto second = s.run(tmp / "split", 0, s.model());
+    REQUIRE(second.finished);
+    auto strip_timing = [](std::vector<nlohmann::json> records) {
+      for (auto& r : records) r.erase("samples_per_s");
+      return records;
+    };
+    const auto records = strip_timing(read_jsonl(tmp / "whole/metrics.jsonl"));
+    REQUIRE(strip_timing(read_jsonl(tmp / "split/metrics.jsonl")) == records);
+    const auto& last_train = records[records.size() - 2];  // the last train record, before the last validation
+    REQUIRE(last_train["split"] == "train");
+    for (const char* term : {"weight_ctr", "weight_ctcvr", "weight_cvr_aux"}) {
+      INFO(term);
+      REQUIRE(last_train.contains(term));
+      REQUIRE(last_train[term].get<double>() != 1.0);  // the weights moved
+    }
+    s.weighting = LossWeightingOptions();
+    REQUIRE_TORCH_ERROR(s.run(tmp / "split", 0, s.model()), "it has learned loss weights, but this run's weighting");
+  }
 }
 
 // A damaged last checkpoint is refused (checksum) and the run resumes from
