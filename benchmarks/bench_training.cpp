@@ -58,12 +58,15 @@ DeepFMOptions backbone() {
 }
 const std::vector<std::vector<int64_t>> kTowers{{64}, {64}};
 
-/// Multiply-adds of every Linear layer per sample, times 6 (forward 2, backward 4).
+/// Multiply-adds of every Linear layer per sample, times 6 (forward 2, backward 4). AITM's attention layers map
+/// two candidates per sample.
 double flops_per_sample(const torch::nn::Module& model) {
   double flops = 0;
   for (const auto& m : model.modules())
     if (auto linear = std::dynamic_pointer_cast<torch::nn::LinearImpl>(m))
       flops += 6.0 * static_cast<double>(linear->weight.numel());
+    else if (auto transfer = std::dynamic_pointer_cast<AdaptiveTransferImpl>(m))
+      for (const auto& step : transfer->steps) flops += 6.0 * static_cast<double>(step.attention->weight.numel());
   return flops;
 }
 
@@ -182,7 +185,7 @@ void BM_Step_E4(benchmark::State& s) {
                            .task_tower_hidden_dims(kTowers)),
               {"ctr", "cvr"}, true);
 }
-PLEModel e5_model() {
+PLEModel e5_model(bool adaptive_transfer = false) {
   return PLEModel(PLEModelOptions(backbone(),
                                   PLEOptions(0, 0)
                                       .shared_experts({ExpertOptions::mlp({128}), ExpertOptions::mlp({256, 128}),
@@ -191,10 +194,12 @@ PLEModel e5_model() {
                                       .expert_dim(64)
                                       .align_outputs(true),
                                   {"ctr", "cvr"})
-                      .task_tower_hidden_dims(kTowers));
+                      .task_tower_hidden_dims(kTowers)
+                      .adaptive_transfer(adaptive_transfer));
 }
 void BM_Step_E5(benchmark::State& s) { train_steps(s, e5_model(), {"ctr", "cvr"}, true); }
-// E5 with its terms weighed: fixed weights, uncertainty weighting, GradNorm (its norms every 10th step).
+// E5 with its terms weighed: fixed weights, uncertainty weighting, GradNorm (its norms every 25th step, the
+// default, and every 10th).
 void BM_Step_E5_FixedWeights(benchmark::State& s) {
   train_steps(s, e5_model(), {"ctr", "cvr"}, true, ESMMCounterfactual::none,
               train::LossWeightingOptions().fixed_weights({{"ctr", 0.5}, {"ctcvr", 2.0}}));
@@ -205,8 +210,10 @@ void BM_Step_E5_Uncertainty(benchmark::State& s) {
 }
 void BM_Step_E5_GradNorm(benchmark::State& s) {
   train_steps(s, e5_model(), {"ctr", "cvr"}, true, ESMMCounterfactual::none,
-              train::LossWeightingOptions().kind(train::LossWeightingKind::gradnorm).gradnorm_interval(10));
+              train::LossWeightingOptions().kind(train::LossWeightingKind::gradnorm).gradnorm_interval(s.range(0)));
 }
+// E5 with AITM's adaptive transfer from the CTR tower to the CVR tower.
+void BM_Step_E5_AITM(benchmark::State& s) { train_steps(s, e5_model(true), {"ctr", "cvr"}, true); }
 // E2 with AITM's adaptive transfer from the CTR tower to the CVR tower.
 void BM_Step_E2_AITM(benchmark::State& s) {
   train_steps(s,
@@ -493,9 +500,10 @@ BENCHMARK(BM_Step_E2_AITM)->Unit(benchmark::kMillisecond)->MinTime(3);
 BENCHMARK(BM_Step_E3)->Unit(benchmark::kMillisecond)->MinTime(3);
 BENCHMARK(BM_Step_E4)->Unit(benchmark::kMillisecond)->MinTime(3);
 BENCHMARK(BM_Step_E5)->Unit(benchmark::kMillisecond)->MinTime(3);
+BENCHMARK(BM_Step_E5_AITM)->Unit(benchmark::kMillisecond)->MinTime(3);
 BENCHMARK(BM_Step_E5_FixedWeights)->Unit(benchmark::kMillisecond)->MinTime(3);
 BENCHMARK(BM_Step_E5_Uncertainty)->Unit(benchmark::kMillisecond)->MinTime(3);
-BENCHMARK(BM_Step_E5_GradNorm)->Unit(benchmark::kMillisecond)->MinTime(3);
+BENCHMARK(BM_Step_E5_GradNorm)->ArgName("interval")->Arg(25)->Arg(10)->Unit(benchmark::kMillisecond)->MinTime(3);
 BENCHMARK(BM_Products_E5)->ArgName("onednn")->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond)->MinTime(3);
 BENCHMARK(BM_Roofline_E5_SideBySide)->Unit(benchmark::kMillisecond)->MinTime(5);
 BENCHMARK_MAIN();

@@ -542,11 +542,12 @@ TEST_CASE("AdaptiveTransfer equals AITM's formula") {
   for (size_t t = 1; t < 3; ++t) {
     const auto& s = transfer->steps[t - 1];
     const auto p = torch::relu(torch::matmul(expected, s.transfer->weight.t()) + s.transfer->bias);
+    const auto h = s.attention->weight.chunk(3, 0), bias = s.attention->bias.chunk(3, 0);  // h1's, h2's, h3's
     std::vector<torch::Tensor> scores, values;
     for (const auto& u : {p, q[t]}) {
-      const auto a = torch::matmul(u, s.h1->weight.t()), b = torch::matmul(u, s.h2->weight.t());
+      const auto a = torch::matmul(u, h[0].t()) + bias[0], b = torch::matmul(u, h[1].t()) + bias[1];
       scores.push_back((a * b).sum(1) / std::sqrt(double(d)));
-      values.push_back(torch::matmul(u, s.h3->weight.t()));
+      values.push_back(torch::matmul(u, h[2].t()) + bias[2]);
     }
     const auto w = torch::softmax(torch::stack(scores, 1), 1);
     REQUIRE(torch::allclose(transfer->attention(t, expected, q[t]), w, 1e-6, 1e-7));

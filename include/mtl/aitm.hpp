@@ -8,6 +8,9 @@
 // in functional/losses.hpp.
 #pragma once
 
+#include <mtl/detail/apply_function.hpp>
+#include <mtl/detail/dense_layers.hpp>
+
 #include <c10/util/Exception.h>
 #include <torch/nn/cloneable.h>
 #include <torch/nn/functional/activation.h>
@@ -35,9 +38,11 @@ struct AdaptiveTransferOptions {
   TORCH_ARG(int64_t, num_tasks);
 };
 
-/// One transfer from task t-1 to task t: the transfer layer and the attention's three maps.
+/// One transfer from task t-1 to task t: the transfer layer, and the attention's three maps h1, h2, h3 as one
+/// layer whose weight rows are h1's, then h2's, then h3's ([3 * dim, dim]), so that one product maps both
+/// candidates through all three.
 struct TransferStep {
-  torch::nn::Linear transfer{nullptr}, h1{nullptr}, h2{nullptr}, h3{nullptr};
+  torch::nn::Linear transfer{nullptr}, attention{nullptr};
 };
 
 class AdaptiveTransferImpl : public torch::nn::Cloneable<AdaptiveTransferImpl> {
@@ -51,11 +56,10 @@ class AdaptiveTransferImpl : public torch::nn::Cloneable<AdaptiveTransferImpl> {
     steps.clear();
     const int64_t d = options.dim();
     for (int64_t t = 1; t < options.num_tasks(); ++t) {
-      const auto suffix = std::to_string(t);  // step t's layers: transfer1, h1_1, h2_1, h3_1 for t = 1
-      const auto map = [&](const char* name) {
-        return register_module(name + ("_" + suffix), torch::nn::Linear(torch::nn::LinearOptions(d, d).bias(false)));
-      };
-      steps.push_back({register_module("transfer" + suffix, torch::nn::Linear(d, d)), map("h1"), map("h2"), map("h3")});
+      const auto suffix = std::to_string(t);  // step t's layers: transfer1 and attention1 for t = 1
+      steps.push_back(
+          {register_module("transfer" + suffix, torch::nn::Linear(d, d)),
+           register_module("attention" + suffix, torch::nn::Linear(d, 3 * d))});
     }
   }
 
@@ -74,7 +78,9 @@ class AdaptiveTransferImpl : public torch::nn::Cloneable<AdaptiveTransferImpl> {
 
   /// The attention weights of step t (1-based) on {p, q}: [batch, 2]; what `forward` mixes with.
   torch::Tensor attention(size_t t, const torch::Tensor& previous, const torch::Tensor& current) {
-    return attention(steps.at(t - 1), stacked(steps.at(t - 1), previous, current));
+    auto& s = steps.at(t - 1);
+    const auto w_p = weight_of_transferred(mapped(s, transferred(s, previous)), mapped(s, current));
+    return torch::stack({w_p, 1 - w_p}, 1);
   }
 
   void pretty_print(std::ostream& stream) const override {
@@ -85,19 +91,28 @@ class AdaptiveTransferImpl : public torch::nn::Cloneable<AdaptiveTransferImpl> {
   std::vector<TransferStep> steps;
 
  private:
-  /// {p, q} side by side: [batch, 2, dim].
-  static torch::Tensor stacked(TransferStep& s, const torch::Tensor& previous, const torch::Tensor& current) {
-    return torch::stack({torch::relu(s.transfer->forward(previous)), current}, 1);
+  /// p = relu(W_p z + b_p), on the layers' fused CPU path.
+  static torch::Tensor transferred(TransferStep& s, const torch::Tensor& previous) {
+    return detail::apply_function<detail::DenseLayers>(previous, torch::TensorList(s.transfer->weight),
+                                                       torch::TensorList(s.transfer->bias), /*activate_last=*/true)[0];
   }
 
-  torch::Tensor attention(TransferStep& s, const torch::Tensor& u) const {
-    const auto scores = (s.h1->forward(u) * s.h2->forward(u)).sum(-1) / std::sqrt(static_cast<double>(options.dim()));
-    return torch::softmax(scores, 1);
+  /// h1(u), h2(u), h3(u) of one candidate u: three [batch, dim] views of one product.
+  static std::vector<torch::Tensor> mapped(TransferStep& s, const torch::Tensor& u) {
+    return detail::linear_forward(s.attention, u).chunk(3, 1);
   }
 
+  /// p's weight in the softmax over the two candidates of <h1(u), h2(u)> / sqrt(dim): a softmax over two
+  /// scores is the sigmoid of their difference. [batch].
+  torch::Tensor weight_of_transferred(const std::vector<torch::Tensor>& p, const std::vector<torch::Tensor>& q) const {
+    const auto score = [](const std::vector<torch::Tensor>& h) { return (h[0] * h[1]).sum(1); };
+    return torch::sigmoid((score(p) - score(q)) / std::sqrt(static_cast<double>(options.dim())));
+  }
+
+  /// z = w_p h3(p) + (1 - w_p) h3(q) = h3(q) + w_p (h3(p) - h3(q)).
   torch::Tensor transfer(TransferStep& s, const torch::Tensor& previous, const torch::Tensor& current) {
-    const auto u = stacked(s, previous, current);
-    return (attention(s, u).unsqueeze(-1) * s.h3->forward(u)).sum(1);
+    const auto p = mapped(s, transferred(s, previous)), q = mapped(s, current);
+    return torch::addcmul(q[2], weight_of_transferred(p, q).unsqueeze(1), p[2] - q[2]);
   }
 };
 TORCH_MODULE(AdaptiveTransfer);

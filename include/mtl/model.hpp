@@ -142,15 +142,18 @@ class MultiTaskModelImpl : public torch::nn::Cloneable<MultiTaskModelImpl<Backbo
   AdaptiveTransfer transfer{nullptr};  ///< with `adaptive_transfer` only
 
  private:
-  /// The towers in task order: hidden layers, the transfer between their states, then the logits.
+  /// The towers' hidden layers side by side, the transfer between their states in task order, then the logits.
   std::vector<torch::Tensor> forward_with_transfer(const std::vector<torch::Tensor>& per_task) {
-    std::vector<torch::Tensor> states;
-    for (size_t t = 0; t < per_task.size(); ++t)
-      states.push_back(towers->template ptr<TowerImpl>(t)->hidden->forward(per_task[t]));
-    auto mixed = transfer->forward(states);
+    std::vector<detail::Branch> branches;
+    for (size_t t = 0; t < per_task.size(); ++t) {
+      auto hidden = towers->template ptr<TowerImpl>(t)->hidden.ptr();
+      const bool draws = hidden->is_training() && hidden->options.dropout() > 0.0;
+      branches.push_back(detail::module_branch(std::move(hidden), per_task[t], draws));
+    }
+    auto mixed = transfer->forward(detail::run_branches_stacked(branches).unbind(1));
     std::vector<torch::Tensor> logits;
     for (size_t t = 0; t < mixed.size(); ++t)
-      logits.push_back(towers->template ptr<TowerImpl>(t)->logit->forward(mixed[t]).squeeze(1));
+      logits.push_back(detail::linear_forward(towers->template ptr<TowerImpl>(t)->logit, mixed[t]).squeeze(1));
     return logits;
   }
 };

@@ -49,7 +49,7 @@ struct LossWeightingOptions {
   /// GradNorm's asymmetry: 0 pulls every norm to the mean; larger favours terms that train slower.
   TORCH_ARG(double, gradnorm_alpha) = 1.5;
   /// GradNorm moves the weights every this many steps (each move costs one backward per term).
-  TORCH_ARG(int64_t, gradnorm_interval) = 10;
+  TORCH_ARG(int64_t, gradnorm_interval) = 25;
 };
 
 /// The weights of an objective's terms and how they move. The objective's
