@@ -169,11 +169,12 @@ TEST_CASE("GradNorm balances two terms whose scales differ 100-fold") {
   REQUIRE(std::abs(std::log(mean_ratio)) < std::log(1.1));
   REQUIRE(lowest > 0.4);
   REQUIRE(highest < 2.5);
-  // An interval of 10 asks for the norms on steps 1, 11, 21, ...
+  // The default interval, 25, asks for the norms on steps 1, 26, 51, ...
   const LossWeighting sparse(objective, LossWeightingOptions().kind(LossWeightingKind::gradnorm));
   REQUIRE(sparse.needs_gradient_norms(1));
   REQUIRE_FALSE(sparse.needs_gradient_norms(2));
-  REQUIRE(sparse.needs_gradient_norms(11));
+  REQUIRE_FALSE(sparse.needs_gradient_norms(25));
+  REQUIRE(sparse.needs_gradient_norms(26));
 }
 
 // The learned state round-trips, and a state of another weighting is refused.

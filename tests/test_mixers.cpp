@@ -574,7 +574,7 @@ TEST_CASE("MultiTaskModel with AITM's adaptive transfer") {
   REQUIRE(from_cvr[0].defined());
   REQUIRE(from_cvr[0].abs().sum().item<double>() > 0);
   const auto from_ctr = torch::autograd::grad({out.at("ctr").sum()}, cvr_tower, {}, true, false, true);
-  REQUIRE_FALSE(from_ctr[0].defined());
+  REQUIRE((!from_ctr[0].defined() || from_ctr[0].abs().sum().item<double>() == 0));  // the towers' node gives zeros
   REQUIRE_TORCH_ERROR(SharedBottomModel(SharedBottomModelOptions(backbone_options(), SharedBottomOptions(0, 0), kCtrCvr)
                                             .task_tower_hidden_dims({{6}, {5}})
                                             .adaptive_transfer(true)),

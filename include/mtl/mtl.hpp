@@ -2,6 +2,7 @@
 // (training support lives in optim/, metrics/, data/ and train/).
 #pragma once
 
+#include <mtl/aitm.hpp>
 #include <mtl/aligner.hpp>
 #include <mtl/cross_net_v2.hpp>
 #include <mtl/deepfm.hpp>
