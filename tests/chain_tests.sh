@@ -584,7 +584,7 @@ aitm_and_loss_weighting)
     for term in ctr ctcvr cvr_aux; do expect_in "\"weight_$term\":" "synthetic_$config/metrics.jsonl"; done
   done
   ! grep -q '"weight_' synthetic_E2_aitm/metrics.jsonl || fail "a run without loss weighting logged weights"
-  # An AITM model goes into a bundle and scores as the trained model did.
+  # An AITM model goes into a bundle, which loads and scores rows.
   "$bin" export --run aliexpress_E2_aitm --out aitm.mtl > /dev/null
   "$bin" predict --bundle aitm.mtl --data "$data/aliexpress/aliexpress_test_sample.csv" --out aitm.csv > /dev/null 2> err.txt ||
     { cat err.txt; fail "predict with an AITM bundle"; }

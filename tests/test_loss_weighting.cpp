@@ -177,6 +177,45 @@ TEST_CASE("GradNorm balances two terms whose scales differ 100-fold") {
   REQUIRE(sparse.needs_gradient_norms(26));
 }
 
+// GradNorm's targets follow the terms' training rates: with equal gradient norms, the first update (every
+// ratio 1) leaves the weights; once one term's loss has fallen to a quarter of its first value and the other's
+// has not, the slower term's target rises above its norm (alpha 1.5) and its weight grows.
+TEST_CASE("GradNorm raises the weight of the term that trains slower") {
+  const Objective objective({"ctr", "cvr"});
+  LossWeighting weighting(objective, LossWeightingOptions().kind(LossWeightingKind::gradnorm).lr(0.1));
+  const auto gradients = torch::ones({2, 3}, torch::kDouble);
+  const auto terms = [](double ctr, double cvr) {
+    LossTerms loss;
+    loss.terms = {{"ctr", torch::tensor(ctr)}, {"cvr", torch::tensor(cvr)}};
+    loss.total = torch::tensor(ctr + cvr);
+    return loss;
+  };
+  weighting.update(terms(0.8, 0.4), gradients);
+  REQUIRE(weighting.weights()[0].second == 1.0);
+  REQUIRE(weighting.weights()[1].second == 1.0);
+  weighting.update(terms(0.8, 0.1), gradients);  // ctr's ratio 1, cvr's 0.25
+  const auto w = weighting.weights();
+  INFO("weights: ctr " << w[0].second << ", cvr " << w[1].second);
+  REQUIRE(w[0].second > 1.0);
+  REQUIRE(w[1].second < 1.0);
+  REQUIRE(w[0].second + w[1].second == Approx(2.0));
+}
+
+// Under ESMM v2 the cvr_aux term enters the total times lambda_cvr_aux (c = 0.1): its learned weight settles where
+// exp(-s) c L = 1, at 1 / (c L).
+TEST_CASE("uncertainty weighting settles each term at 1 / (c L), its coefficient c included") {
+  const Objective objective({"ctr", "cvr"}, ObjectiveOptions().use_esmm(true).lambda_cvr_aux(0.1));
+  LossTerms loss;
+  loss.terms = {{"ctr", torch::tensor(0.4)}, {"ctcvr", torch::tensor(0.05)}, {"cvr_aux", torch::tensor(0.5)}};
+  loss.total = torch::tensor(0.4 + 0.05 + 0.1 * 0.5);
+  LossWeighting weighting(objective, LossWeightingOptions().kind(LossWeightingKind::uncertainty).lr(0.05));
+  for (int step = 0; step < 4000; ++step) weighting.update(loss);
+  const auto w = weighting.weights();
+  REQUIRE(w[0].second == Approx(1 / 0.4).epsilon(0.01));
+  REQUIRE(w[1].second == Approx(1 / 0.05).epsilon(0.01));
+  REQUIRE(w[2].second == Approx(1 / (0.1 * 0.5)).epsilon(0.01));
+}
+
 // The learned state round-trips, and a state of another weighting is refused.
 TEST_CASE("loss weighting state round-trips") {
   const Objective objective({"ctr", "cvr"});
@@ -189,7 +228,13 @@ TEST_CASE("loss weighting state round-trips") {
   b.load_state(a.state());
   a.update(loss), b.update(loss);
   REQUIRE(a.weights() == b.weights());
-  REQUIRE_TORCH_ERROR(b.load_state(torch::zeros({3}, torch::kDouble)), "does not fit this run's weighting");
+  REQUIRE_TORCH_ERROR(b.load_state(torch::zeros({3}, torch::kDouble)), "of another weighting or other terms");
+  LossWeighting gradnorm(objective, LossWeightingOptions().kind(LossWeightingKind::gradnorm));
+  REQUIRE_TORCH_ERROR(gradnorm.load_state(a.state()), "of another weighting or other terms than this run's (ctr, cvr)");
+  const Objective esmm({"ctr", "cvr"}, ObjectiveOptions().use_esmm(true));
+  LossWeighting first(esmm, LossWeightingOptions(options).terms({"ctr", "ctcvr"}));
+  LossWeighting second(esmm, LossWeightingOptions(options).terms({"ctr", "cvr_aux"}));
+  REQUIRE_TORCH_ERROR(second.load_state(first.state()), "of another weighting or other terms");
 }
 
 // Bad options are refused, naming what was expected.
@@ -214,4 +259,14 @@ TEST_CASE("loss weighting refuses bad options") {
                       "gradnorm_interval must be >= 1");
   REQUIRE_TORCH_ERROR(LossWeighting(esmm, LossWeightingOptions(uncertainty).gradnorm_alpha(-1)),
                       "gradnorm_alpha must be >= 0");
+  REQUIRE_TORCH_ERROR(LossWeighting(esmm, LossWeightingOptions().terms({"ctr", "ctcvr"})),
+                      "the terms to weigh are listed, but fixed weights are given per term");
+  // ESCM2's dr risk can be negative: it is left out of the default list and refused when named.
+  const Objective dr({"ctr", "cvr", kImputationHead},
+                     ObjectiveOptions().use_esmm(true).counterfactual(ESMMCounterfactual::dr));
+  std::vector<std::string> weighed;
+  for (const auto& [name, w] : LossWeighting(dr, uncertainty).weights()) weighed.push_back(name);
+  REQUIRE(weighed == std::vector<std::string>{"ctr", "ctcvr", "cvr_aux", "imputation"});
+  REQUIRE_TORCH_ERROR(LossWeighting(dr, LossWeightingOptions(uncertainty).terms({"ctr", "counterfactual"})),
+                      "the term 'counterfactual' can be negative");
 }

@@ -8,6 +8,7 @@
 #include <mtl/model.hpp>
 #include <mtl/ple.hpp>
 #include <mtl/shared_bottom.hpp>
+#include <mtl/train/autocast.hpp>
 
 #include <chrono>
 #include <set>
@@ -575,6 +576,14 @@ TEST_CASE("MultiTaskModel with AITM's adaptive transfer") {
   REQUIRE(from_cvr[0].abs().sum().item<double>() > 0);
   const auto from_ctr = torch::autograd::grad({out.at("ctr").sum()}, cvr_tower, {}, true, false, true);
   REQUIRE((!from_ctr[0].defined() || from_ctr[0].abs().sum().item<double>() == 0));  // the towers' node gives zeros
+  {  // under bf16 autocast (TrainerOptions::amp) the transfer leaves the fused CPU path
+    const mtl::train::AutocastGuard autocast(torch::kCPU, true);
+    const auto logits = model->forward(random_inputs(small_schema(), 16));
+    logits.at("cvr").to(torch::kFloat).sum().backward();
+    const auto& g = model->transfer->steps[0].transfer->weight.grad();
+    REQUIRE(g.defined());
+    REQUIRE(torch::isfinite(g).all().item<bool>());
+  }
   REQUIRE_TORCH_ERROR(SharedBottomModel(SharedBottomModelOptions(backbone_options(), SharedBottomOptions(0, 0), kCtrCvr)
                                             .task_tower_hidden_dims({{6}, {5}})
                                             .adaptive_transfer(true)),

@@ -8,6 +8,7 @@
 #include <mtl/train/autocast.hpp>
 #include <mtl/train/batch_share.hpp>
 #include <mtl/train/expert_health.hpp>
+#include <mtl/train/loss_weighting.hpp>
 #include <mtl/train/objective.hpp>
 #include <mtl/train/trainer.hpp>
 
@@ -407,7 +408,8 @@ TEST_CASE("Trainer resume equals an uninterrupted run") {
 }
 
 // With learned loss weights (uncertainty, GradNorm on steps 1, 4, 7, ...), a resumed run continues them exactly:
-// the weights logged after the resume are an uninterrupted run's; a checkpoint without them is refused.
+// the weights logged after the resume are an uninterrupted run's. A checkpoint is refused by a run whose weighting
+// differs: learned weights under fixed ones, another learned weighting, none where this run learns them.
 TEST_CASE("Trainer resumes learned loss weights exactly") {
   for (const auto kind : {LossWeightingKind::uncertainty, LossWeightingKind::gradnorm}) {
     ScratchDir tmp("resume_weights");
@@ -432,6 +434,47 @@ TEST_CASE("Trainer resumes learned loss weights exactly") {
     }
     s.weighting = LossWeightingOptions();
     REQUIRE_TORCH_ERROR(s.run(tmp / "split", 0, s.model()), "it has learned loss weights, but this run's weighting");
+    s.weighting.kind(kind == LossWeightingKind::uncertainty ? LossWeightingKind::gradnorm
+                                                            : LossWeightingKind::uncertainty);
+    REQUIRE_TORCH_ERROR(s.run(tmp / "split", 0, s.model()), "of another weighting or other terms");
+  }
+  ScratchDir tmp("resume_unweighted");
+  SmallRun s;
+  REQUIRE_FALSE(s.run(tmp / "plain", /*stop_after=*/25).finished);
+  s.weighting = LossWeightingOptions().kind(LossWeightingKind::uncertainty);
+  REQUIRE_TORCH_ERROR(s.run(tmp / "plain", 0, s.model()), "it has no learned loss weights, but this run learns them");
+}
+
+// GradNorm's per-term gradients keep the graph for the step's backward: the model's gradients after both equal
+// those of the backward alone, through the fused nodes of an E5-shaped model.
+TEST_CASE("GradNorm's term gradients leave the step's gradients as they are") {
+  SmallRun s;
+  auto model = s.model();
+  model->train();
+  data::TrainingBatch batch;
+  data::for_each_batch(s.train, 0, 256, 256, [&](const data::TrainingBatch& b, int64_t) { batch = b; });
+  const Objective objective({"ctr", "cvr"}, ObjectiveOptions().use_esmm(true));
+  const LossWeighting weighting(objective, LossWeightingOptions().kind(LossWeightingKind::gradnorm));
+  const auto step_gradients = [&](bool term_gradients_first) {
+    model->zero_grad();
+    const auto loss = objective(model->forward(batch.features), batch);
+    if (term_gradients_first) {
+      const auto g = weighting.term_gradients(loss, last_shared_weights(model));
+      REQUIRE(g.size(0) == 3);  // ctr, ctcvr, cvr_aux
+      REQUIRE(g.abs().sum().item<double>() > 0);
+    }
+    loss.total.backward();
+    std::vector<torch::Tensor> out;
+    for (const auto& p : model->parameters())
+      out.push_back(p.grad().defined() ? (p.grad().is_sparse() ? p.grad().to_dense() : p.grad().clone()) : torch::Tensor());
+    return out;
+  };
+  const auto alone = step_gradients(false), after = step_gradients(true);
+  REQUIRE(alone.size() == after.size());
+  for (size_t i = 0; i < alone.size(); ++i) {
+    INFO("parameter " << i);
+    REQUIRE(alone[i].defined() == after[i].defined());
+    if (alone[i].defined()) REQUIRE(torch::allclose(alone[i], after[i], 1e-6, 1e-7));
   }
 }
 

@@ -9,13 +9,12 @@
 #pragma once
 
 #include <mtl/detail/apply_function.hpp>
+#include <mtl/detail/autocast_state.hpp>
 #include <mtl/detail/dense_layers.hpp>
 
 #include <c10/util/Exception.h>
 #include <torch/nn/cloneable.h>
-#include <torch/nn/functional/activation.h>
 #include <torch/nn/module.h>
-#include <torch/nn/modules/container/modulelist.h>
 #include <torch/nn/modules/linear.h>
 #include <torch/nn/pimpl.h>
 
@@ -91,8 +90,9 @@ class AdaptiveTransferImpl : public torch::nn::Cloneable<AdaptiveTransferImpl> {
   std::vector<TransferStep> steps;
 
  private:
-  /// p = relu(W_p z + b_p), on the layers' fused CPU path.
+  /// p = relu(W_p z + b_p), on the layers' fused CPU path outside autocast.
   static torch::Tensor transferred(TransferStep& s, const torch::Tensor& previous) {
+    if (detail::autocast_enabled()) return torch::relu(s.transfer->forward(previous));
     return detail::apply_function<detail::DenseLayers>(previous, torch::TensorList(s.transfer->weight),
                                                        torch::TensorList(s.transfer->bias), /*activate_last=*/true)[0];
   }

@@ -93,11 +93,10 @@ class DeepFMImpl : public torch::nn::Cloneable<DeepFMImpl> {
   int64_t output_dim() const { return deep->output_dim() + options.fm_projection_dim(); }
 
   /// The weights of the layers that emit the representation, the deep part's last layer and the FM
-  /// projection: the last layer that every mixer's tasks share (GradNorm's W).
+  /// projection: a layer every task shares whatever the mixer (GradNorm's W).
   std::vector<torch::Tensor> output_layer_weights() const {
-    std::vector<torch::Tensor> weights{fm_projection->weight};
-    if (!deep->layers->is_empty()) weights.insert(weights.begin(), deep->layers->ptr<torch::nn::LinearImpl>(deep->layers->size() - 1)->weight);
-    return weights;
+    const auto& layers = *deep->layers;
+    return {layers.ptr<torch::nn::LinearImpl>(layers.size() - 1)->weight, fm_projection->weight};
   }
 
   void pretty_print(std::ostream& stream) const override {

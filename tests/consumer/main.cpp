@@ -2,12 +2,14 @@
 // model (DeepFM, heterogeneous PLE with the aligner, ESMM v2) trained with the
 // dual sparse/dense optimizer on a batch whose labels follow one field, then
 // scored in eval mode, then written to a model bundle and served by a
-// Predictor from two threads at once. Exits non-zero unless the loss falls,
-// the scores rank the clicked rows above the others, and the Predictor gives
-// the model's own scores.
+// Predictor from two threads at once; then a shared-bottom model with AITM's
+// transfer trained under uncertainty-weighted ESMM terms. Exits non-zero
+// unless the losses fall, the scores rank the clicked rows above the others,
+// the Predictor gives the model's own scores and the learned weights move.
 #include <mtl/mtl.hpp>
 #include <mtl/optim/dual_optimizer.hpp>
 #include <mtl/serving/predictor.hpp>
+#include <mtl/train/loss_weighting.hpp>
 
 #include <unistd.h>
 
@@ -99,6 +101,36 @@ int main() {
             << "\n";
   if (served[0] != served[1] || !(worst < 1e-5)) {
     std::cerr << "consumer: the Predictor does not give the model's scores\n";
+    return 1;
+  }
+
+  // AITM between the towers, ESMM's terms weighed by learned log-variances.
+  const torch::AutoGradMode with_gradients(true);  // the scoring above turned them off
+  mtl::SharedBottomModel aitm(
+      mtl::SharedBottomModelOptions(mtl::DeepFMOptions(schema).deep_hidden_dims({32}).fm_projection_dim(8),
+                                    mtl::SharedBottomOptions(0, 0).hidden_dims({32}), {"ctr", "cvr"})
+          .tower_hidden_dims({16})
+          .adaptive_transfer(true));
+  mtl::optim::DualSparseDenseOptimizer aitm_optimizer(
+      *aitm, mtl::optim::DualSparseDenseOptions().sparse_lr(0.01).dense_lr(0.005).total_steps(60).warmup_steps(5));
+  const mtl::train::Objective objective({"ctr", "cvr"}, mtl::train::ObjectiveOptions().use_esmm(true));
+  mtl::train::LossWeighting weighting(
+      objective, mtl::train::LossWeightingOptions().kind(mtl::train::LossWeightingKind::uncertainty).lr(0.05));
+  const mtl::data::TrainingBatch labelled{batch, click, conversion};
+  double aitm_first = 0, aitm_last = 0;
+  for (int step = 0; step < 60; ++step) {
+    const auto loss = objective(aitm->forward(batch), labelled);
+    aitm_optimizer.zero_grad();
+    weighting.total(loss).backward();
+    aitm_optimizer.step();
+    weighting.update(loss);
+    (step == 0 ? aitm_first : aitm_last) = loss.total.item<double>();
+  }
+  const double ctr_weight = weighting.weights().front().second;
+  std::cout << "consumer: AITM under uncertainty weighting, loss " << aitm_first << " -> " << aitm_last
+            << ", ctr weight " << ctr_weight << "\n";
+  if (!(aitm_last < 0.5 * aitm_first) || ctr_weight == 1.0) {
+    std::cerr << "consumer: the AITM model did not learn its batch, or the weights did not move\n";
     return 1;
   }
   return 0;

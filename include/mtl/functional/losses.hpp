@@ -119,8 +119,9 @@ inline DoublyRobustTerms dr_cvr_risk(const torch::Tensor& ctr_logits, const torc
 
 /// AITM's behavioural expectation calibrator (Xi et al., KDD 2021): the mean over rows of
 /// max(p_later - p_earlier, 0), p = sigmoid(logits), for two tasks of a sequence over the entire space
-/// (click, then click-and-convert), whose later probability cannot exceed the earlier one. With ESMM's
-/// p_ctcvr = p_ctr * p_cvr the hinge is zero by construction; it constrains heads that predict both.
+/// (click, then click-and-convert), whose later probability cannot exceed the earlier one: for models whose
+/// heads predict p(click) and p(click and convert) directly. No Objective here adds it: with ESMM's
+/// p_ctcvr = p_ctr * p_cvr the hinge is zero by construction.
 inline torch::Tensor behavioral_expectation_calibrator(const torch::Tensor& earlier_logits,
                                                        const torch::Tensor& later_logits) {
   TORCH_CHECK(earlier_logits.dim() == 1 && later_logits.sizes() == earlier_logits.sizes(),

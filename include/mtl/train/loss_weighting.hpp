@@ -1,11 +1,15 @@
 // Task-loss weighting: how the objective's terms are weighed against each
 // other. Fixed weights from the config; uncertainty weighting (Kendall et al.,
 // CVPR 2018), one learned log-variance s per term, the term weighed exp(-s)
-// and s added to the loss; or GradNorm (Chen et al., ICML 2018), weights moved
-// so that each term's gradient norm on the last shared layer approaches the
-// mean norm times the term's relative inverse training rate to the power
-// alpha. The learned values have their own Adam and learning rate, and are
-// saved with the training state so that a resumed run continues exactly.
+// and s added to the loss (twice the paper's 1/(2 sigma^2) L + log sigma, so
+// that a term settles at weight 1/L); or GradNorm (Chen et al., ICML 2018),
+// weights moved so that each term's gradient norm on the backbone's output
+// layer approaches the mean norm times the term's relative inverse training
+// rate to the power alpha. The learned values have their own Adam and
+// learning rate, read the terms' values on the host every step (a device
+// sync on CUDA), and are saved with the training state so that a resumed run
+// continues exactly. A weighed term's coefficient in the objective
+// (lambda_cvr_aux, counterfactual_weight) is absorbed by its learned weight.
 #pragma once
 
 #include <mtl/detail/adam_update.hpp>
@@ -18,6 +22,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <map>
 #include <string>
 #include <utility>
@@ -42,10 +47,12 @@ struct LossWeightingOptions {
   TORCH_ARG(LossWeightingKind, kind) = LossWeightingKind::fixed;
   /// Fixed weights by term name; a term without one weighs 1.
   TORCH_ARG(TermWeights, fixed_weights);
-  /// The terms uncertainty or GradNorm weighs; empty: every term of the objective.
+  /// The terms uncertainty or GradNorm weighs; empty: every term of the objective that cannot be negative
+  /// (all but the dr counterfactual risk).
   TORCH_ARG(std::vector<std::string>, terms);
-  /// Learning rate of the log-variances (uncertainty) or of the weights (GradNorm).
-  TORCH_ARG(double, lr) = 1e-3;
+  /// Learning rate of the log-variances (uncertainty) or of the weights (GradNorm): about how far each moves
+  /// per update.
+  TORCH_ARG(double, lr) = 0.01;
   /// GradNorm's asymmetry: 0 pulls every norm to the mean; larger favours terms that train slower.
   TORCH_ARG(double, gradnorm_alpha) = 1.5;
   /// GradNorm moves the weights every this many steps (each move costs one backward per term).
@@ -70,6 +77,8 @@ class LossWeighting {
                   "' must be a finite number >= 0, but got ", weight);
     }
     if (kind == LossWeightingKind::fixed) {
+      TORCH_CHECK(options_.terms().empty(),
+                  "loss weighting: the terms to weigh are listed, but fixed weights are given per term");
       for (const auto& [name, weight] : options_.fixed_weights()) add(objective, name, weight);
       return;
     }
@@ -79,10 +88,15 @@ class LossWeighting {
                 "loss weighting: gradnorm_alpha must be >= 0, but got ", options_.gradnorm_alpha());
     TORCH_CHECK(options_.gradnorm_interval() >= 1, "loss weighting: gradnorm_interval must be >= 1, but got ",
                 options_.gradnorm_interval());
-    const auto& chosen = options_.terms().empty() ? names_ : options_.terms();
+    std::vector<std::string> chosen = options_.terms();
+    if (chosen.empty())
+      for (const auto& name : names_)
+        if (!objective.can_be_negative(name)) chosen.push_back(name);
     for (const auto& name : chosen) {
       TORCH_CHECK(std::count(names_.begin(), names_.end(), name) > 0, "loss weighting: the objective has no term '",
                   name, "'; its terms are: ", mtl::detail::join(names_));
+      TORCH_CHECK(!objective.can_be_negative(name), "loss weighting: the term '", name,
+                  "' can be negative, and a learned weight on it would grow without bound; weigh the others");
       for (const auto& w : weighted_)
         TORCH_CHECK(w.name != name, "loss weighting: the term '", name, "' is listed twice");
       add(objective, name, kind == LossWeightingKind::uncertainty ? 0.0 : 1.0);
@@ -124,18 +138,18 @@ class LossWeighting {
     return options_.kind() == LossWeightingKind::gradnorm && (step - 1) % options_.gradnorm_interval() == 0;
   }
 
-  /// Each weighted term's unweighted gradient, ||grad_W c_i L_i|| over `shared` (the last shared layer's
-  /// weights), flattened and side by side [terms, numel]. The graph is kept for the step's backward.
+  /// Each weighted term's unweighted gradient grad_W c_i L_i over `shared` (the backbone's output layer's
+  /// weights), flattened, as CPU doubles side by side [terms, numel]. The graph is kept for the step's backward.
   torch::Tensor term_gradients(const LossTerms& loss, const std::vector<torch::Tensor>& shared) const {
-    TORCH_CHECK(!shared.empty(), "GradNorm needs the last shared layer's weights, but got none");
+    TORCH_CHECK(!shared.empty(), "GradNorm needs the weights of a layer every task shares, but got none");
     std::vector<torch::Tensor> rows;
     for (const auto& w : weighted_) {
       auto grads = torch::autograd::grad({w.coefficient * term(loss, w.name)}, shared, {}, /*retain_graph=*/true,
                                          /*create_graph=*/false, /*allow_unused=*/true);
       std::vector<torch::Tensor> flat;
       for (size_t k = 0; k < grads.size(); ++k)
-        flat.push_back(grads[k].defined() ? grads[k].reshape(-1) : torch::zeros({shared[k].numel()}));
-      rows.push_back(torch::cat(flat).to(torch::kDouble));
+        flat.push_back((grads[k].defined() ? grads[k] : torch::zeros_like(shared[k])).reshape(-1));
+      rows.push_back(torch::cat(flat).to(torch::kCPU, torch::kDouble));
     }
     return torch::stack(rows);
   }
@@ -154,23 +168,26 @@ class LossWeighting {
     }
   }
 
-  /// The learned state as one tensor (values, Adam moments, step, initial losses), for the training state.
+  /// The learned state as one tensor, for the training state: which weighting over which terms (the kind and
+  /// a checksum of the terms' names), the Adam step, then each term's value, moments and initial loss.
   torch::Tensor state() const {
-    std::vector<double> flat{static_cast<double>(adam_steps_)};
+    std::vector<double> flat{static_cast<double>(options_.kind()), identity(), static_cast<double>(adam_steps_)};
     for (const auto& w : weighted_) flat.insert(flat.end(), {w.value, w.m, w.v, w.initial_loss});
     return torch::tensor(flat, torch::kDouble);
   }
 
   void load_state(const torch::Tensor& state) {
     const auto n = static_cast<int64_t>(weighted_.size());
-    TORCH_CHECK(state.dim() == 1 && state.numel() == 1 + 4 * n,
-                "the checkpoint's loss weighting state does not fit this run's weighting (", n, " weighted terms)");
     auto s = state.to(torch::kDouble).contiguous();
     const double* p = s.data_ptr<double>();
-    adam_steps_ = static_cast<int64_t>(p[0]);
+    TORCH_CHECK(s.dim() == 1 && s.numel() == 3 + 4 * n && p[0] == static_cast<double>(options_.kind()) &&
+                    p[1] == identity(),
+                "the checkpoint's learned loss weights are of another weighting or other terms than this run's (",
+                mtl::detail::join(weighted_names()), ")");
+    adam_steps_ = static_cast<int64_t>(p[2]);
     for (int64_t i = 0; i < n; ++i) {
       auto& w = weighted_[i];
-      w.value = p[1 + 4 * i], w.m = p[2 + 4 * i], w.v = p[3 + 4 * i], w.initial_loss = p[4 + 4 * i];
+      w.value = p[3 + 4 * i], w.m = p[4 + 4 * i], w.v = p[5 + 4 * i], w.initial_loss = p[6 + 4 * i];
     }
   }
 
@@ -182,6 +199,20 @@ class LossWeighting {
     double m = 0, v = 0;
     double initial_loss = std::nan("");  ///< GradNorm: c L at its first update
   };
+
+  std::vector<std::string> weighted_names() const {
+    std::vector<std::string> names;
+    for (const auto& w : weighted_) names.push_back(w.name);
+    return names;
+  }
+
+  /// FNV-1a over the weighted terms' names, 32 bits (exact in a double).
+  double identity() const {
+    uint32_t h = 2166136261u;
+    for (const auto& name : weighted_names())
+      for (const char c : name + ",") h = (h ^ static_cast<unsigned char>(c)) * 16777619u;
+    return static_cast<double>(h);
+  }
 
   void add(const Objective& objective, const std::string& name, double value) {
     weighted_.push_back({name, objective.coefficient(name), value});

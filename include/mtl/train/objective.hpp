@@ -88,6 +88,12 @@ class Objective {
     return names;
   }
 
+  /// Whether the term `name` can be negative: ESCM2's dr risk (an imputed error plus a propensity-weighted
+  /// correction); every other term is a cross-entropy.
+  bool can_be_negative(const std::string& name) const {
+    return name == "counterfactual" && options_.counterfactual() == ESMMCounterfactual::dr;
+  }
+
   /// The weight of the term `name` in the loss's total: lambda_cvr_aux for cvr_aux, counterfactual_weight
   /// for ESCM2's terms, 1 for the others.
   double coefficient(const std::string& name) const {

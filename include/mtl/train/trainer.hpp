@@ -109,14 +109,15 @@ struct HasOutputLayerWeights<Model, std::void_t<decltype(std::declval<Model&>()-
     : std::true_type {};
 }  // namespace detail
 
-/// The weights of the model's last shared layer, where GradNorm measures each term's gradient: its
-/// backbone's output layer (DeepFM::output_layer_weights).
+/// The weights where GradNorm measures each term's gradient: the backbone's output layer
+/// (DeepFM::output_layer_weights), which every task shares whatever the mixer (for MMoE and PLE the last
+/// layer all tasks share; a shared bottom's hidden layers come after it).
 template <class Model>
 std::vector<torch::Tensor> last_shared_weights(Model& model) {
   if constexpr (detail::HasOutputLayerWeights<Model>::value)
     return model->backbone->output_layer_weights();
   else
-    TORCH_CHECK(false, "GradNorm needs a backbone with output_layer_weights(), the last layer its tasks share");
+    TORCH_CHECK(false, "GradNorm needs a backbone with output_layer_weights(), a layer all its tasks share");
 }
 
 template <class Model>
@@ -132,8 +133,7 @@ class Trainer {
         options_(std::move(options)),
         optimizer_options_(optimizer_options),
         dir_(options_.output_dir()),
-        log_(dir_, leader(), options_.quiet()),
-        weighting_(objective_, options_.loss_weighting()) {
+        log_(dir_, leader(), options_.quiet()) {
     TORCH_CHECK(options_.max_train_steps() > 0, "Trainer expects max_train_steps > 0, but got ",
                 options_.max_train_steps());
     TORCH_CHECK(options_.eval_every() > 0 && options_.log_every() > 0,
@@ -144,6 +144,7 @@ class Trainer {
                 "Trainer expects a batch_size of at least one row per rank, but got ", options_.batch_size(),
                 " rows for ", options_.replicas() ? options_.replicas()->world_size() : 1, " ranks");
     TORCH_CHECK(options_.hooks(), "Trainer expects hooks (the default TrainerHooks when no test needs its own)");
+    LossWeighting(objective_, options_.loss_weighting());  // its options' checks, before any run
   }
 
   const std::string& dir() const { return options_.output_dir(); }
@@ -161,7 +162,7 @@ class Trainer {
                                          .seed(options_.seed())
                                          .prefetch(options_.prefetch())
                                          .device(options_.device()));
-    auto& weighting = weighting_;
+    LossWeighting weighting(objective_, options_.loss_weighting());
     const auto shared_weights =
         weighting.kind() == LossWeightingKind::gradnorm ? last_shared_weights(model_) : std::vector<torch::Tensor>();
     TrainResult result;
@@ -419,7 +420,6 @@ class Trainer {
   optim::DualSparseDenseOptions optimizer_options_;
   RunDirectory dir_;
   RunLog log_;
-  LossWeighting weighting_;
 };
 
 }  // namespace mtl::train
