@@ -21,6 +21,16 @@ aliccp_18_fields() {
   done
 }
 
+# A config beside copies of the shipped ones, written from the text $2 as bad/$1.yaml, must be refused by train
+# with a message that contains $3.
+expect_refused() {
+  mkdir -p bad
+  cp -n "$configs"/*.yaml bad/
+  printf '%b' "$2" > "bad/$1.yaml"
+  ! "$bin" train --config "bad/$1.yaml" --preset tiny --run-dir x --quiet 2> err.txt || fail "bad/$1.yaml was accepted"
+  expect_in "$3" err.txt
+}
+
 # Summary numbers of a chain folder: experiment id and every metric column.
 numbers() { cut -d, -f1,4-11 "$1/summary.csv"; }
 
@@ -558,17 +568,12 @@ extensions)
   expect_in '"loss_imputation":' synthetic_dr/metrics.jsonl
   ! grep -q '"loss_imputation":' synthetic_ips/metrics.jsonl || fail "ips logged an imputation loss"
   # Wrong combinations are refused, naming the field.
-  mkdir bad
-  cp "$configs"/*.yaml bad/
-  printf 'base: E2_deepfm_shared_esmm.yaml\nesmm:\n  counterfactual: dr\n' > bad/no_imputation.yaml
-  ! "$bin" train --config bad/no_imputation.yaml --preset tiny --run-dir x --quiet 2> err.txt || fail "dr without its tower"
-  expect_in "esmm.counterfactual: dr needs a head named imputation" err.txt
-  printf 'base: E2_deepfm_shared_esmm.yaml\nesmm:\n  counterfactual: ips\n  propensity_floor: 0\n' > bad/floor.yaml
-  ! "$bin" train --config bad/floor.yaml --preset tiny --run-dir x --quiet 2> err.txt || fail "a floor of 0 was accepted"
-  expect_in "expected a floor in (0, 1]" err.txt
-  printf 'base: E1_deepfm_shared_dualhead.yaml\nesmm:\n  counterfactual: ips\n' > bad/no_esmm.yaml
-  ! "$bin" train --config bad/no_esmm.yaml --preset tiny --run-dir x --quiet 2> err.txt || fail "ips without ESMM"
-  expect_in "ESCM2's counterfactual risk is an ESMM option" err.txt
+  expect_refused no_imputation 'base: E2_deepfm_shared_esmm.yaml\nesmm:\n  counterfactual: dr\n' \
+    "esmm.counterfactual: dr needs a head named imputation"
+  expect_refused floor 'base: E2_deepfm_shared_esmm.yaml\nesmm:\n  counterfactual: ips\n  propensity_floor: 0\n' \
+    "expected a floor in (0, 1]"
+  expect_refused no_esmm 'base: E1_deepfm_shared_dualhead.yaml\nesmm:\n  counterfactual: ips\n' \
+    "ESCM2's counterfactual risk is an ESMM option"
   ;;
 
 aitm_and_loss_weighting)
@@ -594,20 +599,16 @@ aitm_and_loss_weighting)
   "$bin" validate --configs "$configs" > validate.txt
   expect_in "all controlled fields agree" validate.txt
   # Bad weighting options are refused, naming the field.
-  mkdir bad
-  cp "$configs"/*.yaml bad/
-  printf 'base: E2_deepfm_shared_esmm.yaml\nloss:\n  weights:\n    ctr: -1\n' > bad/negative.yaml
-  ! "$bin" train --config bad/negative.yaml --preset tiny --run-dir x --quiet 2> err.txt || fail "a negative weight"
-  expect_in "field 'loss.weights.ctr': expected a weight >= 0" err.txt
-  printf 'base: E0a_deepfm_st_ctr.yaml\nloss:\n  weighting: gradnorm\n' > bad/one_term.yaml
-  ! "$bin" train --config bad/one_term.yaml --preset tiny --run-dir x --quiet 2> err.txt || fail "GradNorm with one term"
-  expect_in "field 'loss.weighting': loss weighting: gradnorm weighs terms against each other" err.txt
-  printf 'base: E1_deepfm_shared_dualhead.yaml\nloss:\n  weights:\n    ctcvr: 2\n' > bad/no_term.yaml
-  ! "$bin" train --config bad/no_term.yaml --preset tiny --run-dir x --quiet 2> err.txt || fail "a weight of no term"
-  expect_in "the objective has no term 'ctcvr'; its terms are: ctr, cvr" err.txt
-  printf 'base: E1_deepfm_shared_dualhead.yaml\nmodel:\n  adaptive_transfer: true\n  tasks:\n    cvr:\n      tower_hidden_dims: [32]\n' > bad/widths.yaml
-  ! "$bin" train --config bad/widths.yaml --preset tiny --run-dir x --quiet 2> err.txt || fail "AITM over towers of two widths"
-  expect_in "field 'model.adaptive_transfer'" err.txt
+  expect_refused negative 'base: E2_deepfm_shared_esmm.yaml\nloss:\n  weights:\n    ctr: -1\n' \
+    "field 'loss.weights.ctr': expected a weight >= 0"
+  expect_refused one_term 'base: E0a_deepfm_st_ctr.yaml\nloss:\n  weighting: gradnorm\n' \
+    "field 'loss.weighting': loss weighting: gradnorm weighs terms against each other"
+  expect_refused no_term 'base: E1_deepfm_shared_dualhead.yaml\nloss:\n  weights:\n    ctcvr: 2\n' \
+    "the objective has no term 'ctcvr'; its terms are: ctr, cvr"
+  expect_refused dr_risk 'base: E2_deepfm_shared_esmm.yaml\nmodel:\n  enabled_heads: [ctr, cvr, imputation]\nesmm:\n  counterfactual: dr\nloss:\n  weighting: uncertainty\n  weighted_terms: [ctr, counterfactual]\n' \
+    "the term 'counterfactual' can be negative"
+  expect_refused widths 'base: E1_deepfm_shared_dualhead.yaml\nmodel:\n  adaptive_transfer: true\n  tasks:\n    cvr:\n      tower_hidden_dims: [32]\n' \
+    "field 'model.adaptive_transfer'"
   ;;
 
 output_lock)
