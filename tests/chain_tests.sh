@@ -596,6 +596,9 @@ aitm_and_loss_weighting)
   "$bin" run --configs "$configs" --preset tiny --only E2,E2aitm,E5uw --output chain --quiet > log.txt
   [ "$(grep -c ',"finished",' chain/summary.csv)" = 3 ] || { cat chain/summary.csv; fail "not all three finished"; }
   expect_in "E5uw: weight of each loss term" chain/report.html
+  expect_in "exploratory  E2aitm vs E2   auc_ctcvr" chain/delta_analysis.txt
+  expect_in "exploratory  E5uw vs E5   auc_ctcvr" chain/delta_analysis.txt
+  ! grep -q "E5gn vs" chain/delta_analysis.txt || fail "an extension that did not run was compared"
   "$bin" validate --configs "$configs" > validate.txt
   expect_in "all controlled fields agree" validate.txt
   # Bad weighting options are refused, naming the field.

@@ -87,7 +87,15 @@ inline const std::vector<std::pair<std::string, std::string>>& questions() {
       {"Q3", "Does soft sharing (MMoE) beat hard sharing?"},
       {"Q4", "Does PLE's split into shared and private experts help further?"},
       {"Q5", "Do heterogeneous experts beat homogeneous ones?"},
-      {"A", "Does the output aligner keep heterogeneous experts trainable (E5 against E5 without it)?"}};
+      {"A", "Does the output aligner keep heterogeneous experts trainable (E5 against E5 without it)?"},
+      {"X", "Does each extension beside the chain (configs/extensions) beat the chain config it changes?"}};
+  return list;
+}
+
+/// The shipped extension experiments and the chain experiment each changes; compared where both ran.
+inline const std::vector<std::pair<std::string, std::string>>& extension_bases() {
+  static const std::vector<std::pair<std::string, std::string>> list{
+      {"E2ips", "E2"}, {"E2dr", "E2"}, {"E2aitm", "E2"}, {"E5uw", "E5"}, {"E5gn", "E5"}};
   return list;
 }
 
@@ -251,6 +259,18 @@ inline std::vector<DeltaRow> delta_rows(const std::vector<ExperimentRecord>& cha
     rows.push_back(compare(find(c.challenger), find(c.reference), c));
     if (scenario && c.primary) rows.back().designed = designed_answer(c.question, *scenario);
   }
+  // The extensions that ran, against their base: exploratory, on the chain's primary CTCVR metric and its CVR one.
+  const auto ran = [&](const std::string& id) {
+    for (const auto& e : chain)
+      if (e.id == id) return e.finished_count() > 0;
+    return false;
+  };
+  for (const auto& [extension, base] : extension_bases())
+    if (ran(extension))
+      for (const std::string metric : {"auc_ctcvr", entire_space ? "auc_cvr_entire_space" : "auc_cvr"}) {
+        const Comparison c{"X", extension, base, metric, false};
+        rows.push_back(compare(find(extension), find(base), c));
+      }
   std::vector<double> primary_p, primary_equivalence_p;
   for (auto& r : rows) {
     if (!r.available) continue;

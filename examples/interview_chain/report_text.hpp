@@ -58,6 +58,8 @@ inline void write_delta_analysis_text(const std::string& output, const std::vect
   for (const auto& line : analysis.method) out << line << "\n";
   out << "\n";
   for (const auto& [q, title] : questions()) {
+    if (std::none_of(rows.begin(), rows.end(), [&](const DeltaRow& r) { return r.comparison.question == q; }))
+      continue;  // the extensions' question, where none ran
     out << q << " " << title << "\n";
     for (const auto& r : rows) {
       const auto& c = r.comparison;
