@@ -106,7 +106,7 @@ void train_steps(benchmark::State& state, Model model, std::vector<std::string> 
     torch::Tensor gradients;
     if (weighting.needs_gradient_norms(step)) gradients = weighting.term_gradients(loss, shared);
     opt.zero_grad();
-    (weighting.is_identity() ? loss.total : weighting.total(loss)).backward();
+    weighting.total(loss).backward();
     opt.step();
     weighting.update(loss, gradients);
   }

@@ -27,12 +27,6 @@ struct EsmmBatch {
               {torch::randn({n}, torch::requires_grad()), torch::randn({n}, torch::requires_grad())}};
   }
 };
-
-const torch::Tensor& term(const LossTerms& loss, const std::string& name) {
-  for (const auto& [n, t] : loss.terms)
-    if (n == name) return t;
-  throw std::runtime_error("no term " + name);
-}
 }  // namespace
 
 // Every objective shape's term_names are the names its losses carry, in order.
@@ -70,7 +64,7 @@ TEST_CASE("fixed loss weights weigh each term") {
   REQUIRE_FALSE(weighting.is_identity());
   const auto loss = objective(b.logits, b.batch);
   const auto total = weighting.total(loss);
-  const auto expected = 0.5 * term(loss, "ctr") + term(loss, "ctcvr") + 3.0 * 0.1 * term(loss, "cvr_aux");
+  const auto expected = 0.5 * loss.at("ctr") + loss.at("ctcvr") + 3.0 * 0.1 * loss.at("cvr_aux");
   REQUIRE(total.item<double>() == Approx(expected.item<double>()).epsilon(1e-6));
   const auto got = torch::autograd::grad({total}, b.logits.logits, {}, true);
   const auto want = torch::autograd::grad({expected}, b.logits.logits);

@@ -18,6 +18,7 @@
 #include <torch/nn/modules/container/modulelist.h>
 #include <torch/nn/pimpl.h>
 
+#include <memory>
 #include <ostream>
 #include <string>
 #include <utility>
@@ -123,11 +124,8 @@ class MultiTaskModelImpl : public torch::nn::Cloneable<MultiTaskModelImpl<Backbo
     // The towers side by side (detail/stacked_branches.hpp), each on one
     // thread: their products and passes are too small to gain from a second one.
     std::vector<detail::Branch> branches;
-    for (size_t t = 0; t < per_task.size(); ++t) {
-      auto tower = towers->template ptr<TowerImpl>(t);
-      const bool draws = tower->is_training() && tower->options.dropout() > 0.0;
-      branches.push_back(detail::module_branch(std::move(tower), per_task[t], draws));
-    }
+    for (size_t t = 0; t < per_task.size(); ++t)
+      branches.push_back(branch(towers->template ptr<TowerImpl>(t), per_task[t]));
     return {options.tasks(), detail::run_branches_stacked(branches).unbind(1)};
   }
 
@@ -142,14 +140,18 @@ class MultiTaskModelImpl : public torch::nn::Cloneable<MultiTaskModelImpl<Backbo
   AdaptiveTransfer transfer{nullptr};  ///< with `adaptive_transfer` only
 
  private:
+  /// A tower (or its hidden layers) as a branch run side by side; one that draws dropout makes all run in order.
+  template <class ModuleImpl>
+  static detail::Branch branch(std::shared_ptr<ModuleImpl> module, const torch::Tensor& input) {
+    const bool draws = module->is_training() && module->options.dropout() > 0.0;
+    return detail::module_branch(std::move(module), input, draws);
+  }
+
   /// The towers' hidden layers side by side, the transfer between their states in task order, then the logits.
   std::vector<torch::Tensor> forward_with_transfer(const std::vector<torch::Tensor>& per_task) {
     std::vector<detail::Branch> branches;
-    for (size_t t = 0; t < per_task.size(); ++t) {
-      auto hidden = towers->template ptr<TowerImpl>(t)->hidden.ptr();
-      const bool draws = hidden->is_training() && hidden->options.dropout() > 0.0;
-      branches.push_back(detail::module_branch(std::move(hidden), per_task[t], draws));
-    }
+    for (size_t t = 0; t < per_task.size(); ++t)
+      branches.push_back(branch(towers->template ptr<TowerImpl>(t)->hidden.ptr(), per_task[t]));
     auto mixed = transfer->forward(detail::run_branches_stacked(branches).unbind(1));
     std::vector<torch::Tensor> logits;
     for (size_t t = 0; t < mixed.size(); ++t)

@@ -66,13 +66,17 @@ struct LossWeightingOptions {
 class LossWeighting {
  public:
   LossWeighting(const Objective& objective, LossWeightingOptions options)
-      : options_(std::move(options)), names_(objective.term_names()) {
+      : options_(std::move(options)) {
     const auto kind = options_.kind();
+    const auto names = objective.term_names();
+    const auto require_term = [&](const std::string& name) {
+      TORCH_CHECK(std::count(names.begin(), names.end(), name) > 0, "loss weighting: the objective has no term '",
+                  name, "'; its terms are: ", mtl::detail::join(names));
+    };
     for (const auto& [name, weight] : options_.fixed_weights()) {
       TORCH_CHECK(kind == LossWeightingKind::fixed,
                   "loss weighting: fixed weights are given, but the weighting is not fixed");
-      TORCH_CHECK(std::count(names_.begin(), names_.end(), name) > 0, "loss weighting: the objective has no term '",
-                  name, "'; its terms are: ", mtl::detail::join(names_));
+      require_term(name);
       TORCH_CHECK(std::isfinite(weight) && weight >= 0, "loss weighting: the weight of '", name,
                   "' must be a finite number >= 0, but got ", weight);
     }
@@ -90,11 +94,10 @@ class LossWeighting {
                 options_.gradnorm_interval());
     std::vector<std::string> chosen = options_.terms();
     if (chosen.empty())
-      for (const auto& name : names_)
+      for (const auto& name : names)
         if (!objective.can_be_negative(name)) chosen.push_back(name);
     for (const auto& name : chosen) {
-      TORCH_CHECK(std::count(names_.begin(), names_.end(), name) > 0, "loss weighting: the objective has no term '",
-                  name, "'; its terms are: ", mtl::detail::join(names_));
+      require_term(name);
       TORCH_CHECK(!objective.can_be_negative(name), "loss weighting: the term '", name,
                   "' can be negative, and a learned weight on it would grow without bound; weigh the others");
       for (const auto& w : weighted_)
@@ -104,7 +107,7 @@ class LossWeighting {
     TORCH_CHECK(weighted_.size() >= 2, "loss weighting: ",
                 kind == LossWeightingKind::uncertainty ? "uncertainty" : "gradnorm",
                 " weighs terms against each other and needs at least two, but got ", weighted_.size(), " (",
-                mtl::detail::join(names_), ")");
+                mtl::detail::join(names), ")");
   }
 
   /// Whether the weights are all 1 and never move: the objective's total is used as it is.
@@ -116,6 +119,9 @@ class LossWeighting {
 
   LossWeightingKind kind() const { return options_.kind(); }
 
+  /// Whether the weights are learned, so that the training state must keep them (`state`).
+  bool learns() const { return options_.kind() != LossWeightingKind::fixed; }
+
   /// The current weight of each weighted term (exp(-s) under uncertainty).
   std::vector<std::pair<std::string, double>> weights() const {
     std::vector<std::pair<std::string, double>> out;
@@ -123,12 +129,13 @@ class LossWeighting {
     return out;
   }
 
-  /// The weighted total of `loss`, whose terms are the objective's.
+  /// The weighted total of `loss`, whose terms are the objective's: `loss.total` itself where no weight differs
+  /// from 1.
   torch::Tensor total(const LossTerms& loss) const {
     auto total = loss.total;
     for (const auto& w : weighted_) {
       const double change = weight(w) - 1.0;
-      if (change != 0.0) total = total + (change * w.coefficient) * term(loss, w.name);
+      if (change != 0.0) total = total + (change * w.coefficient) * loss.at(w.name);
     }
     return total;
   }
@@ -144,7 +151,7 @@ class LossWeighting {
     TORCH_CHECK(!shared.empty(), "GradNorm needs the weights of a layer every task shares, but got none");
     std::vector<torch::Tensor> rows;
     for (const auto& w : weighted_) {
-      auto grads = torch::autograd::grad({w.coefficient * term(loss, w.name)}, shared, {}, /*retain_graph=*/true,
+      auto grads = torch::autograd::grad({w.coefficient * loss.at(w.name)}, shared, {}, /*retain_graph=*/true,
                                          /*create_graph=*/false, /*allow_unused=*/true);
       std::vector<torch::Tensor> flat;
       for (size_t k = 0; k < grads.size(); ++k)
@@ -222,14 +229,8 @@ class LossWeighting {
     return options_.kind() == LossWeightingKind::uncertainty ? std::exp(-w.value) : w.value;
   }
 
-  static const torch::Tensor& term(const LossTerms& loss, const std::string& name) {
-    for (const auto& [n, t] : loss.terms)
-      if (n == name) return t;
-    TORCH_CHECK(false, "loss weighting: the loss has no term '", name, "'");
-  }
-
   static double value(const LossTerms& loss, const std::string& name) {
-    return term(loss, name).detach().to(torch::kDouble).item<double>();
+    return loss.at(name).detach().to(torch::kDouble).item<double>();
   }
 
   void adam_step(const std::vector<double>& g) {
@@ -272,7 +273,6 @@ class LossWeighting {
   }
 
   LossWeightingOptions options_;
-  std::vector<std::string> names_;
   std::vector<Weighted> weighted_;
   int64_t adam_steps_ = 0;
 };

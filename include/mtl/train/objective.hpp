@@ -44,6 +44,13 @@ inline constexpr const char* kImputationHead = "imputation";
 struct LossTerms {
   torch::Tensor total;
   std::vector<std::pair<std::string, torch::Tensor>> terms;
+
+  /// The term called `name`.
+  const torch::Tensor& at(const std::string& name) const {
+    for (const auto& [n, t] : terms)
+      if (n == name) return t;
+    TORCH_CHECK(false, "the loss has no term '", name, "'");
+  }
 };
 
 class Objective {

@@ -229,7 +229,7 @@ class Trainer {
         }
       }
       optimizer.zero_grad();
-      (weighting.is_identity() ? loss.total : weighting.total(loss)).backward();
+      weighting.total(loss).backward();
       if (replicas()) replicas()->average_gradients(*model_);
       optimizer.step();
       weighting.update(reported, term_gradients);
@@ -258,7 +258,7 @@ class Trainer {
         options_.hooks()->after_validation();
         if (leader())
           save_training_state(dir_, *model_, optimizer, loader, {result.best_step, result.best_metric},
-                              learned(weighting) ? weighting.state() : torch::Tensor());
+                              weighting.learns() ? weighting.state() : torch::Tensor());
       }
     }
     log_.end_progress();
@@ -361,18 +361,15 @@ class Trainer {
     if (replicas()) replicas()->check_equal(*model_);
   }
 
-  /// Whether the weighting learns values that the training state must keep.
-  static bool learned(const LossWeighting& weighting) { return weighting.kind() != LossWeightingKind::fixed; }
-
   void restore(optim::DualSparseDenseOptimizer& optimizer, data::BatchLoader& loader, LossWeighting& weighting,
                TrainResult& result) {
     const auto restored = restore_training_state(dir_, *model_, optimizer, loader, [&](const std::string& why) {
       log_.line("warning: " + why + "; trying the previous checkpoint");
     });
-    TORCH_CHECK(restored.loss_weighting.defined() == learned(weighting), "cannot resume from ", restored.source,
-                learned(weighting) ? ": it has no learned loss weights, but this run learns them"
+    TORCH_CHECK(restored.loss_weighting.defined() == weighting.learns(), "cannot resume from ", restored.source,
+                weighting.learns() ? ": it has no learned loss weights, but this run learns them"
                                    : ": it has learned loss weights, but this run's weighting is fixed");
-    if (learned(weighting)) weighting.load_state(restored.loss_weighting);
+    if (weighting.learns()) weighting.load_state(restored.loss_weighting);
     result.best_step = restored.best.step;
     result.best_metric = restored.best.metric;
     log_.line(fmt::format("resumed from {} at step {}", restored.source, restored.step));
